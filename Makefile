@@ -1,0 +1,61 @@
+# io.rrc.v1 — the two commands a user needs are `make demo` and `make test`.
+# Both install what is missing first (make setup) and are safe to re-run.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:/usr/local/sbin:/usr/local/bin:$(PATH)
+PREFIX ?= /usr/local
+GO ?= go
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BINARIES := bin/containerd-shim-rrc-v1 bin/rrcctl
+# Go tests that need root, the installed binaries and a lab run one package at a time.
+E2E_PKGS := ./test/...
+UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v '/test/')
+
+.PHONY: all build install setup lab-up lab-down demo test unit e2e integration vet fuzz clean
+
+all: build
+
+build: $(BINARIES)
+
+bin/%: FORCE
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+FORCE:
+
+install: build
+	install -m 0755 bin/containerd-shim-rrc-v1 bin/rrcctl $(PREFIX)/bin/
+	@echo "install: containerd-shim-rrc-v1 and rrcctl in $(PREFIX)/bin"
+
+setup:
+	bash contrib/setup/setup.sh
+
+lab-up: setup install
+	test/lab/lab.sh up
+
+lab-down:
+	test/lab/lab.sh down
+
+demo: setup install
+	test/demo/demo.sh
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 $(UNIT_PKGS)
+
+e2e: install
+	$(GO) test -count=1 -p 1 -timeout 20m $(E2E_PKGS)
+
+integration: install
+	test/integration/run.sh io.rrc.v1
+
+test: setup install vet unit e2e integration
+
+# Short fuzzing of every decoder (the seed corpora also run in `make unit`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseAnnotations -fuzztime 30s ./shim
+
+clean:
+	rm -rf bin

@@ -1,0 +1,121 @@
+// Command rrcctl is the operator's view of io.rrc.v1: which containers run
+// through it, their replication role and state.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/shim"
+)
+
+// version is set by the Makefile at link time.
+var version = "dev"
+
+const usage = `usage: rrcctl [flags] COMMAND
+
+Commands:
+  status        list the containers run by io.rrc.v1 with their replication role and state
+  annotations   list the io.rrc.* annotations a container accepts, with defaults
+  version       print the version
+
+Flags:
+`
+
+func main() {
+	fs := flag.NewFlagSet("rrcctl", flag.ContinueOnError)
+	address := fs.String("address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env CONTAINERD_ADDRESS)")
+	ns := fs.String("n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace (env CONTAINERD_NAMESPACE)")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	var err error
+	switch fs.Arg(0) {
+	case "status":
+		err = status(namespaces.WithNamespace(ctx, *ns), os.Stdout, *address)
+	case "annotations":
+		printAnnotations(os.Stdout)
+	case "version":
+		fmt.Printf("rrcctl %s (runtime %s)\n", version, shim.RuntimeName)
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rrcctl:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func status(ctx context.Context, w io.Writer, address string) error {
+	client, err := containerd.New(address)
+	if err != nil {
+		return fmt.Errorf("connect to containerd at %s: %w", address, err)
+	}
+	defer client.Close()
+	containers, err := client.Containers(ctx, fmt.Sprintf("runtime.name==%s", shim.RuntimeName))
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTAINER\tTASK\tPID\tREPLICATION\tPEER\tMODE\tEPOCH")
+	for _, c := range containers {
+		taskState, pid := "-", "-"
+		if t, err := c.Task(ctx, nil); err == nil {
+			if st, err := t.Status(ctx); err == nil {
+				taskState, pid = string(st.Status), fmt.Sprint(t.Pid())
+			}
+		}
+		repl, peer, mode, epoch := "unreplicated", "-", "-", "-"
+		spec, err := c.Spec(ctx)
+		if err != nil {
+			repl = "unknown: " + err.Error()
+		} else if cfg, err := shim.ParseAnnotations(c.ID(), spec.Annotations); err != nil {
+			repl = "invalid annotations"
+		} else if cfg.Enabled() {
+			repl, mode, epoch = string(cfg.Role), string(cfg.Mode), cfg.Epoch.String()
+			peer = cfg.Peer
+			if cfg.Role == replication.RoleBackup {
+				peer = "listens on " + cfg.Listen
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID(), taskState, pid, repl, peer, mode, epoch)
+	}
+	if len(containers) == 0 {
+		fmt.Fprintf(tw, "(no container runs through %s in this namespace)\n", shim.RuntimeName)
+	}
+	return tw.Flush()
+}
+
+func printAnnotations(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ANNOTATION\tDEFAULT\tMEANING")
+	for _, a := range shim.Annotations() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Key, a.Default, a.Doc)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,151 @@
+// Package replication is the replication engine of io.rrc.v1: the epoch loop,
+// the peer protocol, the checkpoint store on the backup, heartbeats, failure
+// detection and promotion. It knows nothing of containerd.
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Role is the part a shim plays in a replicated pair.
+type Role string
+
+const (
+	RolePrimary Role = "primary"
+	RoleBackup  Role = "backup"
+)
+
+// Mode selects how the primary makes its output safe to release.
+type Mode string
+
+const (
+	// ModeEpoch releases output when the backup holds the checkpoint of the
+	// epoch that produced it (NiLiCon/Remus).
+	ModeEpoch Mode = "epoch"
+	// ModeHybrid releases output when the backup holds the input log up to
+	// it (RRC).
+	ModeHybrid Mode = "hybrid"
+)
+
+// Defaults of the settings a container may leave out.
+const (
+	DefaultMode            = ModeEpoch
+	DefaultEpoch           = 100 * time.Millisecond
+	DefaultHeartbeat       = 30 * time.Millisecond
+	DefaultHeartbeatMisses = 3
+	MinEpoch               = 5 * time.Millisecond
+	MaxEpoch               = 60 * time.Second
+	MinHeartbeat           = time.Millisecond
+	MaxHeartbeat           = 10 * time.Second
+	MaxHeartbeatMisses     = 1000
+)
+
+// ServiceNetwork is the network identity the container keeps across a
+// failover: the same address and MAC on both hosts.
+type ServiceNetwork struct {
+	Address *net.IPNet       // IP and prefix, e.g. 10.77.0.200/24
+	MAC     net.HardwareAddr // nil: derived from Address
+	Link    string           // host link or bridge the service interface attaches to
+}
+
+// Config is what one shim needs to replicate one container.
+type Config struct {
+	Role            Role
+	Pair            string // identifies the pair on both hosts; defaults to the container ID
+	Peer            string // host:port of the peer shim (primary dials it)
+	Listen          string // host:port this shim listens on (backup)
+	Mode            Mode
+	Epoch           time.Duration
+	Heartbeat       time.Duration
+	HeartbeatMisses int
+	Service         *ServiceNetwork // nil: the container's own network namespace is used as is
+}
+
+// Enabled reports whether the container is replicated at all.
+func (c *Config) Enabled() bool { return c != nil && c.Role != "" }
+
+// WithDefaults fills in the settings left out.
+func (c Config) WithDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = DefaultMode
+	}
+	if c.Epoch == 0 {
+		c.Epoch = DefaultEpoch
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.HeartbeatMisses == 0 {
+		c.HeartbeatMisses = DefaultHeartbeatMisses
+	}
+	return c
+}
+
+// Validate checks that the settings fit together. Field errors name the
+// setting so that callers can map them back to where they came from.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Role {
+	case RolePrimary:
+		if c.Peer == "" {
+			errs = append(errs, &FieldError{Field: FieldPeer, Msg: "required for the primary"})
+		}
+	case RoleBackup:
+		if c.Listen == "" {
+			errs = append(errs, &FieldError{Field: FieldListen, Msg: "required for the backup"})
+		}
+	default:
+		errs = append(errs, &FieldError{Field: FieldRole, Msg: fmt.Sprintf("%q is not one of primary, backup", c.Role)})
+	}
+	switch c.Mode {
+	case ModeEpoch, ModeHybrid:
+	default:
+		errs = append(errs, &FieldError{Field: FieldMode, Msg: fmt.Sprintf("%q is not one of epoch, hybrid", c.Mode)})
+	}
+	if c.Epoch < MinEpoch || c.Epoch > MaxEpoch {
+		errs = append(errs, &FieldError{Field: FieldEpoch, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.Epoch, MinEpoch, MaxEpoch)})
+	}
+	if c.Heartbeat < MinHeartbeat || c.Heartbeat > MaxHeartbeat {
+		errs = append(errs, &FieldError{Field: FieldHeartbeat, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.Heartbeat, MinHeartbeat, MaxHeartbeat)})
+	}
+	if c.HeartbeatMisses < 1 || c.HeartbeatMisses > MaxHeartbeatMisses {
+		errs = append(errs, &FieldError{Field: FieldHeartbeatMisses, Msg: fmt.Sprintf("%d is outside [1, %d]", c.HeartbeatMisses, MaxHeartbeatMisses)})
+	}
+	if c.Service != nil {
+		if c.Service.Address == nil {
+			errs = append(errs, &FieldError{Field: FieldServiceIP, Msg: "required with a service network"})
+		}
+		if c.Service.Link == "" {
+			errs = append(errs, &FieldError{Field: FieldServiceLink, Msg: "required with a service address"})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Field names a setting of Config.
+type Field string
+
+const (
+	FieldRole            Field = "role"
+	FieldPair            Field = "pair"
+	FieldPeer            Field = "peer"
+	FieldListen          Field = "listen"
+	FieldMode            Field = "mode"
+	FieldEpoch           Field = "epoch"
+	FieldHeartbeat       Field = "heartbeat"
+	FieldHeartbeatMisses Field = "heartbeat-misses"
+	FieldServiceIP       Field = "service-ip"
+	FieldServiceMAC      Field = "service-mac"
+	FieldServiceLink     Field = "service-link"
+)
+
+// FieldError is a problem with one setting.
+type FieldError struct {
+	Field Field
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return string(e.Field) + ": " + e.Msg }
