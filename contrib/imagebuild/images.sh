@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the project's standard images as OCI archives into DIR:
+#   DIR/busybox.tar  rrc.local/busybox:latest  static busybox + applet links
+#   DIR/redis.tar    rrc.local/redis:latest    redis-server, redis-cli, busybox;
+#                    entrypoint redis-server, cmd $REDIS_CMD
+# An archive is rebuilt only when an input (host binary, builder source, this
+# script) is newer than it. Import with: ctr -n NS images import DIR/redis.tar
+#
+#   contrib/imagebuild/images.sh DIR
+#
+# Environment: REDIS_CMD (comma-separated redis-server arguments, empty
+# elements kept; default: --bind,0.0.0.0,--protected-mode,no,--save,,--appendonly,no),
+# BUSYBOX (default /bin/busybox), REDIS_SERVER, REDIS_CLI, GO (go binary).
+set -euo pipefail
+
+[[ $# == 1 && -n $1 ]] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+OUT=$1
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+SELF=$HERE/images.sh
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
+REDIS_CLI=${REDIS_CLI:-/usr/bin/redis-cli}
+REDIS_CMD=${REDIS_CMD---bind,0.0.0.0,--protected-mode,no,--save,,--appendonly,no}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+
+say() { [[ ${LAB_QUIET:-} == 1 ]] || echo "images: $*" >&2; }
+
+# stale OUT INPUT...: true when OUT is missing or older than an input.
+stale() {
+	local out=$1 in
+	shift
+	[[ -e $out ]] || return 0
+	for in in "$@"; do
+		[[ -e $in ]] || { echo "images: missing input $in" >&2; exit 1; }
+		# -nt follows symlinks
+		[[ $in -nt $out ]] && return 0
+	done
+	return 1
+}
+
+mkdir -p "$OUT"
+TOOL=$OUT/.bin/imagebuild
+mapfile -t SRCS < <(find "$HERE" -name '*.go' ! -name '*_test.go')
+if stale "$TOOL" "${SRCS[@]}" "$REPO/go.mod"; then
+	say "build $TOOL"
+	mkdir -p "$OUT/.bin"
+	(cd "$REPO" && "$GO" build -o "$TOOL.tmp" ./contrib/imagebuild)
+	mv -f "$TOOL.tmp" "$TOOL"
+fi
+
+build() { # OUTFILE INPUTS... -- ARGS...
+	local out=$1 inputs=()
+	shift
+	while [[ $1 != -- ]]; do inputs+=("$1"); shift; done
+	shift
+	if stale "$out" "$TOOL" "$SELF" "${inputs[@]}"; then
+		say "build $out"
+		"$TOOL" -o "$out" "$@" >/dev/null
+	else
+		say "up to date: $out"
+	fi
+}
+
+build "$OUT/busybox.tar" "$BUSYBOX" -- \
+	-ref rrc.local/busybox:latest -busybox -busybox-bin "$BUSYBOX" -cmd /bin/sh
+
+# The redis cmd is part of this script (and REDIS_CMD): record it so that a
+# change of REDIS_CMD rebuilds.
+echo "$REDIS_CMD" >"$OUT/.redis_cmd.new"
+if ! cmp -s "$OUT/.redis_cmd.new" "$OUT/.redis_cmd" 2>/dev/null; then
+	mv -f "$OUT/.redis_cmd.new" "$OUT/.redis_cmd"
+else
+	rm -f "$OUT/.redis_cmd.new"
+fi
+build "$OUT/redis.tar" "$BUSYBOX" "$REDIS_SERVER" "$REDIS_CLI" "$OUT/.redis_cmd" -- \
+	-ref rrc.local/redis:latest -busybox -busybox-bin "$BUSYBOX" \
+	-entrypoint /usr/bin/redis-server -cmd "$REDIS_CMD" \
+	"$REDIS_SERVER:/usr/bin/redis-server" "$REDIS_CLI:/usr/bin/redis-cli"
