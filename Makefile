@@ -53,9 +53,15 @@ integration: install
 
 test: setup install vet unit e2e integration
 
-# Short fuzzing of every decoder (the seed corpora also run in `make unit`).
+# Short fuzzing of every Fuzz target in the tree (their seed corpora also run
+# in `make unit`). FUZZTIME per target.
+FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseAnnotations -fuzztime 30s ./shim
+	@grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u | while read -r d; do \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$d/*_test.go | cut -d' ' -f2); do \
+			echo "fuzz: $$d $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$d || exit 1; \
+		done; \
+	done
 
 clean:
 	rm -rf bin

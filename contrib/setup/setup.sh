@@ -36,6 +36,8 @@ FORCE_CRIU=0
 # Debian bookworm packages installed with apt-get.
 APT_PKGS=(
 	ca-certificates runc iptables iproute2 busybox-static redis-server redis-tools
+	# containerd's integration tests: TestMountAtRuntime makes an XFS file system
+	xfsprogs
 	# libraries of forky's criu that bookworm provides in a good enough version
 	libprotobuf-c1 libbsd0 libmnl0 libuuid1 libffi8
 )

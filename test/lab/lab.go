@@ -386,6 +386,13 @@ func (l *Lab) HostPIDs(host string) []int {
 
 // cgroupMounts lists the mount points of cgroup v1 hierarchies and v2.
 func cgroupMounts() []string {
+	return mounts(func(fstype string) bool { return fstype == "cgroup" || fstype == "cgroup2" })
+}
+
+func mountPoints() []string { return mounts(func(string) bool { return true }) }
+
+// mounts lists the mount points whose file-system type keep accepts.
+func mounts(keep func(fstype string) bool) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
@@ -396,26 +403,10 @@ func cgroupMounts() []string {
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
+			if x == "-" && i > 4 && i+1 < len(fields) && keep(fields[i+1]) {
 				mps = append(mps, unescape(fields[4]))
+				break
 			}
-		}
-	}
-	return mps
-}
-
-func mountPoints() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			mps = append(mps, unescape(fields[4]))
 		}
 	}
 	return mps

@@ -1,0 +1,216 @@
+package netfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// ErrStopped is returned by the release methods once Run has returned: the
+// held packets are then given up (the kernel drops them when the queue is
+// closed), never released.
+var ErrStopped = errors.New("netfilter: gate stopped")
+
+// OutputGate holds every outbound packet of the container until the epoch
+// that produced it is committed (invariant 1, output commit).
+//
+// Epochs are numbered from 1. Packets are tagged, as they are read, with the
+// open epoch; Seal closes it and opens the next. Tagging happens when the
+// gate reads a packet, a little after the kernel queued it, so a packet sent
+// just before the freeze may land in the epoch after: it is then held one
+// epoch longer, which is safe; the reverse cannot happen.
+//
+// Release(e) accepts the held packets of epochs <= e with one batch verdict
+// on the highest id among them. Kernel ids increase in queue order and the
+// gate's epochs increase with them, so the batch never includes a packet of
+// a later epoch, and the kernel reinjects in queue order: order is kept.
+type OutputGate struct {
+	q   PacketQueue
+	log *slog.Logger
+	now func() time.Time
+
+	mu          sync.Mutex
+	epoch       uint64       // open epoch: packets read now belong to it
+	released    uint64       // highest epoch released
+	passThrough bool         // degraded mode: accept at once
+	stopped     bool         // Run returned
+	held        []heldPacket // in id order, hence in epoch order
+	heldBytes   int64
+	nReleased   uint64
+	bReleased   uint64
+	dropped     uint64
+	counters    loopCounters
+}
+
+type heldPacket struct {
+	id    uint32
+	size  uint32
+	epoch uint64
+	at    time.Time
+}
+
+// GateStats is a snapshot of an OutputGate.
+type GateStats struct {
+	Epoch         uint64        // open epoch
+	ReleasedEpoch uint64        // highest epoch released
+	PassThrough   bool          // degraded mode (ReleaseAll)
+	Held          int           // packets held now
+	HeldBytes     int64         // their wire size
+	OldestHeldAge time.Duration // how long the oldest held packet has waited
+	Released      uint64        // packets released so far (held or passed through)
+	ReleasedBytes uint64        //
+	Dropped       uint64        // packets held when the gate stopped: given up, dropped by the kernel
+	Overruns      uint64        // receive-buffer overruns (the kernel dropped the packets it could not report)
+	Rejected      uint64        // verdicts the kernel rejected
+}
+
+// NewOutputGate returns a gate on q, holding, with epoch 1 open.
+func NewOutputGate(q PacketQueue, log *slog.Logger) *OutputGate {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &OutputGate{q: q, log: log, now: time.Now, epoch: 1}
+}
+
+// Run reads packets and holds them (or, in pass-through, accepts them) until
+// ctx is done (nil) or the queue fails. When it returns, the gate is stopped:
+// held packets are counted as dropped and the caller closes the queue, which
+// makes the kernel drop them.
+func (g *OutputGate) Run(ctx context.Context) error {
+	err := readLoop(ctx, g.q, g.log, &g.counters, g.admit)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	if len(g.held) > 0 {
+		g.log.Warn("output gate stopped with packets held; they are dropped", "held", len(g.held), "epoch", g.epoch)
+	}
+	g.dropped += uint64(len(g.held))
+	g.held, g.heldBytes = nil, 0
+	if err != nil {
+		return fmt.Errorf("output gate: %w", err)
+	}
+	return nil
+}
+
+// admit tags a batch of packets with the open epoch, or accepts it in pass-through.
+func (g *OutputGate) admit(pkts []Packet) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.passThrough {
+		if err := g.q.VerdictBatch(pkts[len(pkts)-1].ID, Accept); err != nil {
+			return fmt.Errorf("pass packets through: %w", err)
+		}
+		g.nReleased += uint64(len(pkts))
+		for i := range pkts {
+			g.bReleased += uint64(pkts[i].Len())
+		}
+		return nil
+	}
+	now := g.now()
+	for i := range pkts {
+		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: g.epoch, at: now})
+		g.heldBytes += int64(pkts[i].Len())
+	}
+	return nil
+}
+
+// Seal ends the open epoch and returns its number; packets read from now on
+// belong to the next. Call it once the container is frozen, before the
+// checkpoint of the epoch is taken.
+func (g *OutputGate) Seal() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.epoch++
+	return g.epoch - 1
+}
+
+// Release accepts, in order and with one batch verdict, every held packet of
+// the epochs up to and including epoch: call it when the backup has
+// acknowledged that epoch's checkpoint. Releasing an unsealed epoch is an
+// error; releasing one again is a no-op.
+func (g *OutputGate) Release(epoch uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return fmt.Errorf("release epoch %d: %w", epoch, ErrStopped)
+	}
+	if epoch >= g.epoch {
+		return fmt.Errorf("release epoch %d: not sealed (epoch %d is open)", epoch, g.epoch)
+	}
+	k := sort.Search(len(g.held), func(i int) bool { return g.held[i].epoch > epoch })
+	if err := g.releaseFirst(k); err != nil {
+		return fmt.Errorf("release epoch %d: %w", epoch, err)
+	}
+	g.released = max(g.released, epoch)
+	return nil
+}
+
+// ReleaseAll is degraded mode (no backup): it releases everything held and
+// makes the gate accept packets as they come (batched) until Resume.
+func (g *OutputGate) ReleaseAll() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return fmt.Errorf("release all: %w", ErrStopped)
+	}
+	if err := g.releaseFirst(len(g.held)); err != nil {
+		return fmt.Errorf("release all: %w", err)
+	}
+	g.passThrough = true
+	return nil
+}
+
+// Resume ends pass-through: packets read from now on are held again, in the
+// returned (open) epoch. For when a backup is back.
+func (g *OutputGate) Resume() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.passThrough = false
+	return g.epoch
+}
+
+// releaseFirst accepts the first k held packets; on error nothing changes.
+func (g *OutputGate) releaseFirst(k int) error {
+	if k == 0 {
+		return nil
+	}
+	if err := g.q.VerdictBatch(g.held[k-1].id, Accept); err != nil {
+		return err
+	}
+	for _, p := range g.held[:k] {
+		g.heldBytes -= int64(p.size)
+		g.bReleased += uint64(p.size)
+	}
+	g.nReleased += uint64(k)
+	g.held = g.held[k:]
+	if len(g.held) == 0 {
+		g.held = g.held[:0:0] // let the backing array go
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the gate.
+func (g *OutputGate) Stats() GateStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := GateStats{
+		Epoch:         g.epoch,
+		ReleasedEpoch: g.released,
+		PassThrough:   g.passThrough,
+		Held:          len(g.held),
+		HeldBytes:     g.heldBytes,
+		Released:      g.nReleased,
+		ReleasedBytes: g.bReleased,
+		Dropped:       g.dropped,
+		Overruns:      g.counters.overruns.Load(),
+		Rejected:      g.counters.rejected.Load(),
+	}
+	if len(g.held) > 0 {
+		s.OldestHeldAge = g.now().Sub(g.held[0].at)
+	}
+	return s
+}

@@ -1,0 +1,85 @@
+package servicenet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Adopt takes a network namespace that the OCI spec already names (made by
+// CNI, nerdctl, ...) and applies the standby rule to it without creating
+// anything: with standby every interface but loopback is set down, and
+// Promote brings the same interfaces up and announces their IPv4
+// addresses. Remove lets go of it without deleting anything.
+func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *ServiceNetwork, err error) {
+	if !filepath.IsAbs(nsPath) {
+		return nil, fmt.Errorf("adopt network namespace %q: not an absolute path", nsPath)
+	}
+	if err := validateSchedule(opts.garpSchedule()); err != nil {
+		return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+	}
+	opts.GARPSchedule = slices.Clone(opts.GARPSchedule) // the caller may reuse its slice
+	s := &ServiceNetwork{
+		name:    filepath.Base(nsPath),
+		nsPath:  nsPath,
+		adopted: true,
+		opts:    opts,
+		log:     opts.logger().With("netns", nsPath),
+		standby: true,
+	}
+	if err := s.openHandle(); err != nil {
+		return nil, fmt.Errorf("adopt network namespace: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Remove(context.WithoutCancel(ctx)))
+		}
+	}()
+	links, err := s.handle.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("adopt network namespace %s: list interfaces: %w", nsPath, err)
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&unix.IFF_LOOPBACK != 0 || a.Name == "lo" {
+			continue
+		}
+		if standby {
+			// Down first: until then this copy could answer.
+			if err := s.handle.LinkSetDown(l); err != nil {
+				return nil, fmt.Errorf("adopt network namespace %s: set %s down: %w", nsPath, a.Name, err)
+			}
+		}
+		sl := serviceLink{name: a.Name, index: a.Index, mac: a.HardwareAddr}
+		addrs, err := s.handle.AddrList(l, netlink.FAMILY_V4)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("adopt network namespace %s: list addresses of %s: %w", nsPath, a.Name, err)
+		}
+		if len(a.HardwareAddr) == 6 {
+			for _, addr := range addrs {
+				an, err := openAnnouncer(nsPath, a.Name, a.Index, a.HardwareAddr, addr.IP)
+				if err != nil {
+					return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+				}
+				sl.announcer = append(sl.announcer, an)
+			}
+		}
+		s.links = append(s.links, sl)
+	}
+	s.standby = standby
+	s.log.Info("network namespace adopted", "links", s.linkNames(), "standby", standby)
+	return s, nil
+}
+
+func (s *ServiceNetwork) linkNames() []string {
+	var out []string
+	for _, l := range s.links {
+		out = append(out, l.name)
+	}
+	return out
+}

@@ -1,0 +1,130 @@
+package servicenet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/vishvananda/netlink"
+)
+
+// Create makes the network namespace of container name, bind-mounted at
+// opts.Dir/name, with loopback up and a service interface eth0 carrying
+// cfg.Address and cfg.MAC (DeriveMAC when nil), attached to cfg.Link in the
+// host namespace: a veth pair with its host end enslaved when cfg.Link is a
+// bridge, a macvlan in bridge mode otherwise.
+//
+// With standby (the backup) the interface is configured but left down, and
+// the host end of a veth too, so that this copy never answers ARP or
+// packets; Promote brings it up. Without standby it is promoted at once,
+// gratuitous ARP included.
+//
+// Only the connected route of cfg.Address is installed: the service answers
+// clients on its LAN. A container that must reach other subnets needs a
+// default route, which the settings cannot express yet.
+//
+// On failure nothing is left behind.
+func Create(ctx context.Context, name string, cfg replication.ServiceNetwork, standby bool, opts Options) (_ *ServiceNetwork, err error) {
+	ip, mac, err := validateConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	if err := validateName(name); err != nil {
+		return nil, fmt.Errorf("service network: %w", err)
+	}
+	if opts.Dir == "" || !filepath.IsAbs(opts.Dir) {
+		return nil, fmt.Errorf("service network %s: Options.Dir must be an absolute path (got %q)", name, opts.Dir)
+	}
+	if err := validateSchedule(opts.garpSchedule()); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	opts.GARPSchedule = slices.Clone(opts.GARPSchedule) // the caller may reuse its slice
+	dir := filepath.Clean(opts.Dir)
+	s := &ServiceNetwork{
+		name:      name,
+		nsPath:    filepath.Join(dir, name),
+		dir:       dir,
+		hostNetns: opts.hostNetns(),
+		opts:      opts,
+		log:       opts.logger().With("container", name),
+		standby:   true,
+	}
+	if _, err := os.Lstat(s.nsPath); err == nil {
+		return nil, fmt.Errorf("service network %s: %s exists (left by a crashed shim? CleanupStale removes it)", name, s.nsPath)
+	}
+
+	hostLink, isBridge, err := findHostLink(s.hostNetns, cfg.Link)
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	if isBridge {
+		s.hostLink = vethHostName(s.nsPath)
+	}
+	if err := prepareDir(dir); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	owner, err := selfOwner()
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: read own start time: %w", name, err)
+	}
+	owner.HostNetns, owner.HostLink = s.hostNetns, s.hostLink
+	// The record goes first so that CleanupStale can find whatever a
+	// crash in the steps below leaves.
+	if err := writeRecord(recordPath(dir, name), owner); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := s.Remove(context.WithoutCancel(ctx)); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
+			}
+		}
+	}()
+	if err := newNetnsFile(s.nsPath); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	if err := s.openHandle(); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	if err := s.setLoopbackUp(); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	if isBridge {
+		err = s.addVeth(hostLink, mac)
+	} else {
+		err = s.addMacvlan(hostLink, mac)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	link, err := s.handle.LinkByName(ServiceIfName)
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: find %s in the new namespace: %w", name, ServiceIfName, err)
+	}
+	// The address is configured while the link is down: the kernel keeps
+	// it, and adds the connected route only when the link comes up.
+	if err := s.handle.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: cfg.Address.Mask}}); err != nil {
+		return nil, fmt.Errorf("service network %s: add %s to %s: %w", name, cfg.Address, ServiceIfName, err)
+	}
+	a, err := openAnnouncer(s.nsPath, ServiceIfName, link.Attrs().Index, mac, ip)
+	if err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
+	s.links = []serviceLink{{name: ServiceIfName, index: link.Attrs().Index, mac: mac, announcer: []*announcer{a}}}
+	kind := "macvlan"
+	if isBridge {
+		kind = "veth"
+	}
+	s.log.Info("service network created", "netns", s.nsPath, "kind", kind, "link", cfg.Link, "address", cfg.Address.String(), "mac", mac.String(), "standby", standby, "host_link", s.hostLink)
+	if !standby {
+		if _, err := s.Promote(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}

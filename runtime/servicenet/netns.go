@@ -1,0 +1,120 @@
+package servicenet
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// inNetns runs fn on a locked OS thread whose network namespace is the one
+// at path, and puts the thread back in its own namespace afterwards. If that
+// fails the thread stays locked, so that the Go runtime discards it when
+// this goroutine ends instead of handing a thread in the wrong namespace to
+// other goroutines.
+//
+// Sockets keep the namespace they were created in: fn can open one and
+// return it for use from any goroutine.
+func inNetns(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer target.Close()
+
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open the thread's network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	fnErr := fn()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: it dies with the goroutine.
+		return errors.Join(fnErr, fmt.Errorf("return from network namespace %s: %w", path, err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+// newNetnsFile makes a new network namespace and bind-mounts it on path
+// (which must not exist). It unshares on a locked thread of its own
+// goroutine and puts that thread back in its original namespace before
+// unlocking it. Why not simply let the runtime discard the thread: when the
+// locked thread is the main thread the runtime cannot end it and parks it
+// for good, and a parked main thread left in the new namespace would keep
+// that namespace alive forever and make /proc/self/ns/net name it.
+func newNetnsFile(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("create namespace file: %w", err)
+	}
+	f.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open the thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("unshare network namespace: %w", err)
+			return
+		}
+		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		mountErr := unix.Mount(src, path, "", unix.MS_BIND, "")
+		if mountErr != nil {
+			mountErr = fmt.Errorf("bind-mount network namespace on %s: %w", path, mountErr)
+		}
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: the thread is not reused.
+			done <- errors.Join(mountErr, fmt.Errorf("return to the original network namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- mountErr
+	}()
+	if err := <-done; err != nil {
+		removeNetnsFile(path)
+		return err
+	}
+	return nil
+}
+
+// isNsfsMount reports whether path is the mount point of a namespace file.
+func isNsfsMount(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.NSFS_MAGIC
+}
+
+// removeNetnsFile unmounts the namespace bind mount at path and removes the
+// file; a missing file or mount is not an error. The namespace itself ends
+// when nothing else holds it (no process, socket or other mount).
+func removeNetnsFile(path string) error {
+	for i := 0; i < 8 && isNsfsMount(path); i++ {
+		// MNT_DETACH: a process that has the file open (nsenter
+		// starting up) must not make the unmount fail.
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount namespace file %s: %w", path, err)
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove namespace file %s: %w", path, err)
+	}
+	return nil
+}
