@@ -62,10 +62,30 @@ type Config struct {
 	Heartbeat       time.Duration
 	HeartbeatMisses int
 	Service         *ServiceNetwork // nil: the container's own network namespace is used as is
+
+	// PeerName is the identity the peer's TLS certificate must carry (a DNS
+	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it
+	// set, or it cannot tell its primary from any other holder of a
+	// certificate of the cluster's CA (see ExpectedPeerName).
+	PeerName string
 }
 
 // Enabled reports whether the container is replicated at all.
 func (c *Config) Enabled() bool { return c != nil && c.Role != "" }
+
+// ExpectedPeerName is the identity the peer's certificate must carry:
+// PeerName, or on the primary the host part of Peer. Empty means unknown; the
+// peer channel refuses to run without it.
+func (c *Config) ExpectedPeerName() string {
+	if c.PeerName != "" || c.Role != RolePrimary {
+		return c.PeerName
+	}
+	host, _, err := net.SplitHostPort(c.Peer)
+	if err != nil {
+		return ""
+	}
+	return host
+}
 
 // WithDefaults fills in the settings left out.
 func (c Config) WithDefaults() Config {
@@ -96,6 +116,9 @@ func (c *Config) Validate() error {
 	case RoleBackup:
 		if c.Listen == "" {
 			errs = append(errs, &FieldError{Field: FieldListen, Msg: "required for the backup"})
+		}
+		if c.PeerName == "" {
+			errs = append(errs, &FieldError{Field: FieldPeerName, Msg: "required for the backup: the name the primary's certificate carries"})
 		}
 	default:
 		errs = append(errs, &FieldError{Field: FieldRole, Msg: fmt.Sprintf("%q is not one of primary, backup", c.Role)})
@@ -140,6 +163,7 @@ const (
 	FieldServiceIP       Field = "service-ip"
 	FieldServiceMAC      Field = "service-mac"
 	FieldServiceLink     Field = "service-link"
+	FieldPeerName        Field = "peer-name"
 )
 
 // FieldError is a problem with one setting.

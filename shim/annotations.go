@@ -63,6 +63,13 @@ func annotationTable() []annotation {
 			c.Listen = v
 			return checkHostPort(v)
 		}},
+		{replication.FieldPeerName, "host of io.rrc.peer (primary); required on the backup", "name the peer's TLS certificate must carry (DNS or IP SAN)", func(c *replication.Config, v string) error {
+			if _, err := netip.ParseAddr(v); err != nil && !validHostname(v) {
+				return errors.New("neither an IP address nor a host name")
+			}
+			c.PeerName = v
+			return nil
+		}},
 		{replication.FieldMode, string(replication.DefaultMode), "epoch (checkpoint per epoch) or hybrid (checkpoints plus input log)", func(c *replication.Config, v string) error {
 			c.Mode = replication.Mode(v)
 			return nil

@@ -38,7 +38,7 @@ func TestParseAnnotations(t *testing.T) {
 			}
 		}},
 		{name: "backup full", in: map[string]string{
-			"io.rrc.role": "backup", "io.rrc.listen": "0.0.0.0:7100", "io.rrc.mode": "hybrid", "io.rrc.epoch": "250ms",
+			"io.rrc.role": "backup", "io.rrc.listen": "0.0.0.0:7100", "io.rrc.peer-name": "host-a", "io.rrc.mode": "hybrid", "io.rrc.epoch": "250ms",
 			"io.rrc.heartbeat": "10ms", "io.rrc.heartbeat-misses": "5", "io.rrc.pair": "redis-1",
 			"io.rrc.service-ip": "10.77.0.200/24", "io.rrc.service-mac": "02:00:0a:4d:00:c8", "io.rrc.service-link": "eth0",
 		}, check: func(t *testing.T, c *replication.Config) {
@@ -55,7 +55,9 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "no role", in: map[string]string{"io.rrc.epoch": "5ms"}, wantErr: []string{"annotation io.rrc.role", "not one of primary, backup"}},
 		{name: "bad role", in: map[string]string{"io.rrc.role": "leader"}, wantErr: []string{`io.rrc.role="leader"`}},
 		{name: "primary without peer", in: map[string]string{"io.rrc.role": "primary"}, wantErr: []string{"io.rrc.peer", "required for the primary"}},
-		{name: "backup without listen", in: map[string]string{"io.rrc.role": "backup"}, wantErr: []string{"io.rrc.listen", "required for the backup"}},
+		{name: "backup without listen", in: map[string]string{"io.rrc.role": "backup", "io.rrc.peer-name": "a"}, wantErr: []string{"io.rrc.listen", "required for the backup"}},
+		{name: "backup without peer name", in: map[string]string{"io.rrc.role": "backup", "io.rrc.listen": ":7100"}, wantErr: []string{"io.rrc.peer-name", "certificate"}},
+		{name: "bad peer name", in: with(primary, "io.rrc.peer-name", "a b"), wantErr: []string{"io.rrc.peer-name", "host name"}},
 		{name: "peer without port", in: with(primary, "io.rrc.peer", "10.0.0.1"), wantErr: []string{"io.rrc.peer", "not host:port"}},
 		{name: "peer bad port", in: with(primary, "io.rrc.peer", "10.0.0.1:99999"), wantErr: []string{"io.rrc.peer", "1-65535"}},
 		{name: "peer bad host", in: with(primary, "io.rrc.peer", "a_b:80"), wantErr: []string{"io.rrc.peer", "neither an IP"}},

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package ckptstore
+
+func freeBytes(string) (uint64, bool) { return 0, false }

@@ -1,0 +1,65 @@
+package peer
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type fakeLocal struct {
+	last    atomic.Int64
+	waiting atomic.Bool
+}
+
+func (f *fakeLocal) LastReceived() time.Time {
+	if n := f.last.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+func (f *fakeLocal) WaitingForPeer() bool { return f.waiting.Load() }
+
+func TestFailureDetector(t *testing.T) {
+	const interval, misses = 10 * time.Millisecond, 3
+	t.Run("silent peer", func(t *testing.T) {
+		local := &fakeLocal{}
+		local.waiting.Store(true)
+		d := NewFailureDetector(interval, misses, local)
+		start := time.Now()
+		f, ok := d.Run(context.Background())
+		took := time.Since(start)
+		if !ok || took < interval*misses || f.DetectedAt.Sub(f.LastHeard) > interval*(misses+1) {
+			t.Fatalf("ok %v after %s: %+v", ok, took, f)
+		}
+	})
+	t.Run("bytes keep it alive", func(t *testing.T) {
+		local := &fakeLocal{}
+		local.waiting.Store(true)
+		d := NewFailureDetector(interval, misses, local)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*interval)
+		defer cancel()
+		go func() {
+			for ctx.Err() == nil {
+				local.last.Store(time.Now().UnixNano())
+				time.Sleep(interval)
+			}
+		}()
+		if f, ok := d.Run(ctx); ok {
+			t.Fatalf("false failure: %+v", f)
+		}
+	})
+	t.Run("local delay is not the peer's", func(t *testing.T) {
+		local := &fakeLocal{} // not waiting: bytes unread, or a frame being handled
+		d := NewFailureDetector(interval, misses, local)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*interval)
+		defer cancel()
+		if f, ok := d.Run(ctx); ok {
+			t.Fatalf("false failure: %+v", f)
+		}
+		local.waiting.Store(true)
+		if _, ok := d.Run(context.Background()); !ok {
+			t.Fatal("no failure once waiting")
+		}
+	})
+}

@@ -1,0 +1,113 @@
+// Package peer is the channel between the primary's and the backup's shim
+// of one replicated pair: a mutually authenticated TLS 1.3 connection that
+// carries, as interleaved frames of package wire, checkpoints from the
+// primary (Sender) to the backup (Receiver), acknowledgements back, and
+// heartbeats in both directions, watched by a FailureDetector on each side.
+//
+// One connection carries everything. Heartbeats are never stuck behind a
+// checkpoint: each side has a single writer goroutine that always prefers
+// control frames (heartbeats, acks, errors) over checkpoint chunks, and a
+// chunk is at most ChunkSize bytes, so a heartbeat waits for at most one
+// chunk. A second connection would only move the queueing into the kernel
+// (both share the link) while adding a second handshake and a way for the
+// two to disagree about whether the peer is alive.
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/wire"
+)
+
+// Defaults of Options.
+const (
+	DefaultChunkSize        = 256 << 10
+	DefaultHandshakeTimeout = 5 * time.Second
+)
+
+// Options configure one side of the channel of one pair.
+type Options struct {
+	Pair            string    // pair name, the same on both sides
+	PeerName        string    // identity the peer's certificate must carry (SAN)
+	Mode            wire.Mode // both sides must run the same mode
+	Heartbeat       time.Duration
+	HeartbeatMisses int
+	// ChunkSize is the file content per CheckpointChunk frame, at most
+	// wire.MaxChunkData. Smaller means heartbeats wait less behind a chunk.
+	ChunkSize        int
+	MaxPayload       uint32 // per frame; 0: wire.DefaultMaxPayload
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+
+	// OnPeerFailed is called once per connection when the peer has been
+	// silent for HeartbeatMisses of its heartbeat intervals. The connection
+	// is closed before it is called. It must not block.
+	OnPeerFailed func(PeerFailure)
+	// OnAck (Sender) is called for every Ack or Nack from the backup, from
+	// the connection's reader goroutine: it must not block.
+	OnAck func(Ack)
+	// OnCommit (Receiver) is called after a checkpoint is committed and
+	// before it is acknowledged. It must not block.
+	OnCommit func(ckptstore.Checkpoint)
+
+	hooks *testHooks // fault injection for tests
+}
+
+// testHooks let tests break things at the frame level: TLS below would
+// reject any byte flipped in transit.
+type testHooks struct {
+	chunk   func(*wire.CheckpointChunk) // after hashing, before encoding
+	frame   func(wire.Type, []byte)     // on the encoded frame, after the CRC
+	frameIn func(wire.Frame)            // every frame read, on the reader goroutine
+	silence atomic.Bool                 // drop every outgoing frame: a cut link
+}
+
+func (o Options) withDefaults() Options {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = wire.DefaultMaxPayload
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.Mode == 0 {
+		o.Mode = wire.ModeEpoch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	var errs []error
+	if o.Pair == "" || len(o.Pair) > wire.MaxPairLen {
+		errs = append(errs, fmt.Errorf("pair name %q: must have 1 to %d bytes", o.Pair, wire.MaxPairLen))
+	}
+	if o.PeerName == "" {
+		errs = append(errs, errors.New("expected peer name is empty: the peer's identity cannot be checked"))
+	}
+	if o.Heartbeat <= 0 || o.HeartbeatMisses < 1 {
+		errs = append(errs, fmt.Errorf("heartbeat %s × %d misses: both must be positive", o.Heartbeat, o.HeartbeatMisses))
+	}
+	if o.ChunkSize < 1 || o.ChunkSize > wire.MaxChunkData {
+		errs = append(errs, fmt.Errorf("chunk size %d outside [1, %d]", o.ChunkSize, wire.MaxChunkData))
+	}
+	if uint64(o.MaxPayload) < uint64(o.ChunkSize)+wire.MaxPathLen+64 {
+		errs = append(errs, fmt.Errorf("max payload %d cannot hold a chunk of %d", o.MaxPayload, o.ChunkSize))
+	}
+	if o.Mode != wire.ModeEpoch && o.Mode != wire.ModeHybrid {
+		errs = append(errs, fmt.Errorf("mode %s", o.Mode))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("peer options: %w", err)
+	}
+	return nil
+}

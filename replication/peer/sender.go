@@ -1,0 +1,344 @@
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/wire"
+)
+
+// ErrEpochOrder is returned by Send for an epoch not above the last one
+// sent or the one the backup already holds.
+var ErrEpochOrder = errors.New("checkpoint epoch not above the last one")
+
+// Ack is the backup's answer about one checkpoint.
+type Ack struct {
+	Epoch  uint64
+	At     time.Time // when the answer arrived
+	Digest [32]byte  // what the backup verified (equal to what was sent)
+	Err    error     // nil: committed; else a *NackError or the connection's end
+}
+
+// NackError is a checkpoint refused by the backup.
+type NackError struct {
+	Epoch   uint64
+	Code    wire.ErrorCode
+	Message string
+}
+
+func (e *NackError) Error() string {
+	return fmt.Sprintf("backup refused checkpoint %d (%s): %s", e.Epoch, e.Code, e.Message)
+}
+
+// inFlight is a checkpoint sent (or being sent) and not yet answered.
+type inFlight struct {
+	ended  bool // CheckpointEnd queued: an Ack is now possible
+	digest [32]byte
+}
+
+// Sender is the primary's end of the channel.
+type Sender struct {
+	s *session
+
+	sendMu   sync.Mutex // one checkpoint at a time
+	lastSent uint64
+
+	mu      sync.Mutex
+	acked   uint64
+	answers map[uint64]Ack       // answers not yet collected by WaitAck
+	sent    map[uint64]*inFlight // checkpoints awaiting an answer
+	changed chan struct{}        // closed and replaced when an answer arrives
+}
+
+// Dial connects to the backup at addr, authenticates both ends and runs the
+// session until Close or ctx ends. The backup's Hello tells where it stands
+// (BackupCommitted); epochs sent must be above it.
+func Dial(ctx context.Context, addr string, creds *peertls.Credentials, opts Options) (*Sender, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	cfg, err := creds.ClientConfig(opts.PeerName)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger.With("pair", opts.Pair, "role", "primary")
+	dctx, cancel := context.WithTimeout(ctx, opts.HandshakeTimeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		log.Warn("dialing backup", "addr", addr, "err", err)
+		return nil, fmt.Errorf("dialing backup %s: %w", addr, err)
+	}
+	tcp := watch(raw)
+	conn := tls.Client(tcp, cfg)
+	if err := tlsHandshake(ctx, conn, opts, opts.Logger); err != nil {
+		return nil, err
+	}
+	s := newSession(ctx, opts, wire.RolePrimary, conn, tcp)
+	if err := s.handshake(0); err != nil {
+		s.shutdown()
+		return nil, fmt.Errorf("handshake with backup %s: %w", addr, err)
+	}
+	snd := &Sender{s: s, acked: s.peerEpoch, lastSent: s.peerEpoch, answers: map[uint64]Ack{},
+		sent: map[uint64]*inFlight{}, changed: make(chan struct{})}
+	s.latestEpoch.Store(s.peerEpoch)
+	s.log.Info("connected to backup", "backup_committed", s.peerEpoch)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.run(snd.handle)
+		snd.failPending(s.Err())
+	}()
+	return snd, nil
+}
+
+// BackupCommitted is the backup's last committed epoch when the session
+// started: the next checkpoint must have a higher epoch.
+func (x *Sender) BackupCommitted() uint64 { return x.s.peerEpoch }
+
+// AckedEpoch is the highest epoch the backup has committed (acknowledged).
+func (x *Sender) AckedEpoch() uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.acked
+}
+
+// RTT is the last round-trip time measured with heartbeats, 0 before one.
+func (x *Sender) RTT() time.Duration { return time.Duration(x.s.rtt.Load()) }
+
+// Done is closed when the session has ended; Err then says why.
+func (x *Sender) Done() <-chan struct{} { return x.s.closed }
+
+// Err is why the session ended, nil while it runs.
+func (x *Sender) Err() error { return x.s.Err() }
+
+// Close ends the session.
+func (x *Sender) Close() error {
+	x.s.shutdown()
+	return nil
+}
+
+// Send transfers checkpoint c. It returns once every frame of it has been
+// handed to the connection's writer (not when the backup has it: use
+// WaitAck or OnAck for that), so the engine can let the container run
+// meanwhile. Cancelling ctx aborts the transfer: the backup discards it.
+func (x *Sender) Send(ctx context.Context, c Checkpoint) error {
+	x.sendMu.Lock()
+	defer x.sendMu.Unlock()
+	if c.Epoch <= x.lastSent {
+		return fmt.Errorf("sending checkpoint %d: %w (last sent or held by the backup: %d)", c.Epoch, ErrEpochOrder, x.lastSent)
+	}
+	files, err := collect(c.Sources)
+	if err != nil {
+		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+	}
+	var total uint64
+	for _, f := range files {
+		total += f.size
+	}
+	start := time.Now()
+	x.lastSent = c.Epoch // even if aborted: the wire refuses an epoch twice
+	x.s.latestEpoch.Store(c.Epoch)
+	// Registered before Begin: the backup may refuse it at once.
+	x.mu.Lock()
+	x.sent[c.Epoch] = &inFlight{}
+	x.mu.Unlock()
+	begin := wire.CheckpointBegin{TotalSize: total, FileCount: uint32(len(files)), BaseEpoch: c.BaseEpoch}
+	if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointBegin, c.Epoch, begin.Append(nil), false); err != nil {
+		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+	}
+	digest, err := x.sendFiles(ctx, c.Epoch, files)
+	if err != nil {
+		x.abort(c.Epoch, err)
+		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+	}
+	x.mu.Lock()
+	if f := x.sent[c.Epoch]; f != nil {
+		f.ended, f.digest = true, digest
+	}
+	x.mu.Unlock()
+	if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointEnd, c.Epoch, wire.CheckpointEnd{Digest: digest}.Append(nil), false); err != nil {
+		x.abort(c.Epoch, err)
+		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+	}
+	x.s.log.Debug("checkpoint queued", "epoch", c.Epoch, "size", total, "files", len(files), "took", time.Since(start))
+	return nil
+}
+
+// abort tells the backup to discard the transfer; it goes on the bulk lane
+// so that it follows the chunks already queued.
+func (x *Sender) abort(epoch uint64, why error) {
+	x.s.log.Warn("aborting checkpoint transfer", "epoch", epoch, "err", why)
+	x.mu.Lock()
+	delete(x.sent, epoch) // no answer will come
+	x.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), x.s.opts.HandshakeTimeout)
+	defer cancel()
+	x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointAbort, epoch, wire.CheckpointAbort{Reason: why.Error()}.Append(nil), false)
+}
+
+func (x *Sender) sendFiles(ctx context.Context, epoch uint64, files []fileEntry) ([32]byte, error) {
+	h := wire.NewContentHasher()
+	for _, f := range files {
+		h.BeginFile(f.path, f.mode, f.size)
+		if err := x.sendFile(ctx, epoch, f, h); err != nil {
+			return [32]byte{}, fmt.Errorf("%s: %w", f.path, err)
+		}
+	}
+	return h.Sum(), nil
+}
+
+func (x *Sender) sendFile(ctx context.Context, epoch uint64, f fileEntry, h io.Writer) error {
+	r, err := f.fsys.Open(f.name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var off uint64
+	for {
+		// A fresh buffer per chunk: the frame is queued, not yet written.
+		n := min(uint64(x.s.opts.ChunkSize), f.size-off)
+		data := make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return fmt.Errorf("file shrank while sending (read %d of %d bytes): %w", off, f.size, err)
+		}
+		h.Write(data)
+		c := wire.CheckpointChunk{Path: f.path, Mode: f.mode, FileSize: f.size, Offset: off, Data: data}
+		if hk := x.s.opts.hooks; hk != nil && hk.chunk != nil {
+			hk.chunk(&c)
+		}
+		if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointChunk, epoch, c.Append(make([]byte, 0, len(data)+len(f.path)+32)), false); err != nil {
+			return err
+		}
+		off += n
+		if off == f.size {
+			break
+		}
+	}
+	if n, _ := r.Read(make([]byte, 1)); n != 0 {
+		return fmt.Errorf("file grew beyond %d bytes while sending", f.size)
+	}
+	return nil
+}
+
+// handle processes the backup's frames (reader goroutine).
+func (x *Sender) handle(f wire.Frame) error {
+	switch f.Type {
+	case wire.TypeAck:
+		a, err := wire.DecodeAck(f.Payload)
+		if err != nil {
+			return err
+		}
+		x.mu.Lock()
+		fl := x.sent[f.Epoch]
+		ok := fl != nil && fl.ended && fl.digest == a.Digest
+		x.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("backup acknowledged checkpoint %d that was not sent with that digest", f.Epoch)
+		}
+		x.answer(Ack{Epoch: f.Epoch, At: time.Now(), Digest: a.Digest})
+	case wire.TypeError:
+		e, err := wire.DecodeError(f.Payload)
+		if err != nil {
+			return err
+		}
+		if f.Epoch == 0 {
+			x.s.log.Error("backup reported an error", "code", e.Code, "message", e.Message)
+			return nil // the backup closes the connection if it must
+		}
+		x.s.log.Warn("backup refused checkpoint", "epoch", f.Epoch, "code", e.Code, "message", e.Message)
+		x.answer(Ack{Epoch: f.Epoch, At: time.Now(), Err: &NackError{Epoch: f.Epoch, Code: e.Code, Message: e.Message}})
+	case wire.TypeLogAck:
+		x.s.log.Warn("LogAck received; hybrid mode is not implemented yet", "epoch", f.Epoch)
+	}
+	return nil
+}
+
+func (x *Sender) answer(a Ack) {
+	x.mu.Lock()
+	delete(x.sent, a.Epoch)
+	if a.Err == nil && a.Epoch > x.acked {
+		x.acked = a.Epoch
+	}
+	x.answers[a.Epoch] = a
+	for e := range x.answers { // answers nobody waited for
+		if e+256 < a.Epoch {
+			delete(x.answers, e)
+		}
+	}
+	x.mu.Unlock()
+	if a.Err == nil {
+		x.s.log.Debug("checkpoint acknowledged", "epoch", a.Epoch)
+	}
+	// The callback runs before waiters wake, so that a waiter may rely on
+	// it having seen the answer.
+	if x.s.opts.OnAck != nil {
+		x.s.opts.OnAck(a)
+	}
+	x.mu.Lock()
+	close(x.changed)
+	x.changed = make(chan struct{})
+	x.mu.Unlock()
+}
+
+// failPending answers every checkpoint still awaiting an answer with the
+// session's end.
+func (x *Sender) failPending(err error) {
+	x.mu.Lock()
+	pending := make([]uint64, 0, len(x.sent))
+	for e := range x.sent {
+		pending = append(pending, e)
+	}
+	x.mu.Unlock()
+	slices.Sort(pending)
+	for _, e := range pending {
+		x.answer(Ack{Epoch: e, At: time.Now(), Err: fmt.Errorf("connection to backup ended before checkpoint %d was acknowledged: %w", e, err)})
+	}
+}
+
+// WaitAck waits for the backup's answer about epoch: nil once it is
+// committed, a *NackError if it was refused, or the session's or ctx's end.
+// For an epoch not in flight on this session, a later committed epoch
+// counts (the backup commits in order). An aborted transfer is never
+// answered: Send returned its error.
+func (x *Sender) WaitAck(ctx context.Context, epoch uint64) error {
+	for {
+		x.mu.Lock()
+		a, answered := x.answers[epoch]
+		_, pending := x.sent[epoch]
+		acked, changed := x.acked, x.changed
+		if answered {
+			delete(x.answers, epoch)
+		}
+		x.mu.Unlock()
+		switch {
+		case answered:
+			return a.Err
+		case !pending && acked >= epoch:
+			return nil
+		}
+		if err := x.s.Err(); err != nil {
+			return fmt.Errorf("waiting for the ack of checkpoint %d: %w", epoch, err)
+		}
+		select {
+		case <-changed:
+		case <-x.s.ctx.Done():
+			// loop once more: failPending may have answered it
+			select {
+			case <-changed:
+			case <-time.After(10 * time.Millisecond):
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

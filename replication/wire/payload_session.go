@@ -1,0 +1,211 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Role is the part the sender of a Hello plays.
+type Role uint8
+
+const (
+	RolePrimary Role = 1
+	RoleBackup  Role = 2
+)
+
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleBackup:
+		return "backup"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// Mode is the replication mode a side runs; both sides must agree.
+type Mode uint8
+
+const (
+	ModeEpoch  Mode = 1
+	ModeHybrid Mode = 2
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeEpoch:
+		return "epoch"
+	case ModeHybrid:
+		return "hybrid"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// Hello opens a session in both directions. The header's epoch is the
+// sender's last committed epoch (backup) or last acknowledged epoch
+// (primary), which is where a resync starts.
+type Hello struct {
+	MinVersion, MaxVersion uint8
+	Role                   Role
+	Mode                   Mode
+	// Heartbeat is the interval at which the sender promises heartbeats;
+	// the other side's failure detector waits for this interval.
+	Heartbeat time.Duration
+	Pair      string
+}
+
+// MaxPairLen bounds the pair name.
+const MaxPairLen = 255
+
+func (h Hello) Append(dst []byte) []byte {
+	dst = append(dst, h.MinVersion, h.MaxVersion, byte(h.Role), byte(h.Mode))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Heartbeat))
+	return appendStr(dst, h.Pair)
+}
+
+func DecodeHello(b []byte) (Hello, error) {
+	d := decoder{what: "Hello", b: b}
+	h := Hello{MinVersion: d.u8("min version"), MaxVersion: d.u8("max version"), Role: Role(d.u8("role")), Mode: Mode(d.u8("mode"))}
+	hb := d.u64("heartbeat")
+	h.Pair = d.str("pair", MaxPairLen)
+	if err := d.done(); err != nil {
+		return Hello{}, err
+	}
+	switch {
+	case h.MinVersion == 0 || h.MinVersion > h.MaxVersion:
+		d.fail("version range [%d, %d]", h.MinVersion, h.MaxVersion)
+	case h.Role != RolePrimary && h.Role != RoleBackup:
+		d.fail("role %d", uint8(h.Role))
+	case h.Mode != ModeEpoch && h.Mode != ModeHybrid:
+		d.fail("mode %d", uint8(h.Mode))
+	case hb == 0 || hb > uint64(time.Hour):
+		d.fail("heartbeat %dns", hb)
+	case h.Pair == "" || !utf8.ValidString(h.Pair):
+		d.fail("pair name %q", h.Pair)
+	}
+	h.Heartbeat = time.Duration(hb)
+	return h, d.err
+}
+
+// Heartbeat flows in both directions at the sender's interval. The header's
+// epoch is the sender's latest epoch (primary: latest sent; backup: latest
+// committed). Echo is the SentAt of the last heartbeat the sender received,
+// so that each side can estimate the round-trip time.
+type Heartbeat struct {
+	SentAt time.Time
+	Echo   time.Time
+}
+
+func (h Heartbeat) Append(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano(h.SentAt)))
+	return binary.BigEndian.AppendUint64(dst, uint64(unixNano(h.Echo)))
+}
+
+func DecodeHeartbeat(b []byte) (Heartbeat, error) {
+	d := decoder{what: "Heartbeat", b: b}
+	sent, echo := int64(d.u64("sent at")), int64(d.u64("echo"))
+	if err := d.done(); err != nil {
+		return Heartbeat{}, err
+	}
+	if sent <= 0 || echo < 0 {
+		d.fail("times %d, %d", sent, echo)
+		return Heartbeat{}, d.err
+	}
+	return Heartbeat{SentAt: fromUnixNano(sent), Echo: fromUnixNano(echo)}, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Ack says that the checkpoint of the header's epoch is committed on the
+// backup. Digest echoes the digest that was verified, so the primary knows
+// the backup holds exactly what it sent.
+type Ack struct {
+	Digest [32]byte
+}
+
+func (a Ack) Append(dst []byte) []byte { return append(dst, a.Digest[:]...) }
+
+func DecodeAck(b []byte) (Ack, error) {
+	d := decoder{what: "Ack", b: b}
+	var a Ack
+	copy(a.Digest[:], d.take(32, "digest"))
+	return a, d.done()
+}
+
+// ErrorCode classifies an Error frame.
+type ErrorCode uint16
+
+const (
+	CodeProtocol    ErrorCode = 1 // a frame broke the protocol; the connection closes
+	CodeVersion     ErrorCode = 2 // no common protocol version
+	CodePair        ErrorCode = 3 // wrong pair, role or mode
+	CodeEpochOrder  ErrorCode = 4 // checkpoint epoch not above the last committed one
+	CodeCorrupt     ErrorCode = 5 // size or digest mismatch: checkpoint rejected
+	CodeBaseMissing ErrorCode = 6 // incremental checkpoint whose base is not held
+	CodeStorage     ErrorCode = 7 // the backup could not store the checkpoint
+	CodeUnsupported ErrorCode = 8 // a frame type this side does not handle (yet)
+	CodeAborted     ErrorCode = 9 // the transfer was aborted
+)
+
+var codeNames = map[ErrorCode]string{
+	CodeProtocol: "protocol", CodeVersion: "version", CodePair: "pair",
+	CodeEpochOrder: "epoch-order", CodeCorrupt: "corrupt", CodeBaseMissing: "base-missing",
+	CodeStorage: "storage", CodeUnsupported: "unsupported", CodeAborted: "aborted",
+}
+
+func (c ErrorCode) String() string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("code(%d)", uint16(c))
+}
+
+// Error reports a refusal. The header's epoch is the checkpoint concerned,
+// 0 for the connection as a whole. It doubles as the Nack of a checkpoint.
+type Error struct {
+	Code    ErrorCode
+	Message string
+}
+
+func (e Error) Append(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(e.Code))
+	return appendStr(dst, truncateUTF8(e.Message, MaxMessageLen))
+}
+
+func DecodeError(b []byte) (Error, error) {
+	d := decoder{what: "Error", b: b}
+	e := Error{Code: ErrorCode(d.u16("code"))}
+	e.Message = d.str("message", MaxMessageLen)
+	if err := d.done(); err != nil {
+		return Error{}, err
+	}
+	if e.Code == 0 {
+		d.fail("code 0")
+	}
+	return e, d.err
+}
+
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
