@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/test/lab"
+)
+
+// TestMeasureCheckpointPause is the measurement behind docs/CHECKPOINT.md,
+// not a timed assertion. It runs only with RRC_MEASURE=1:
+//
+//	RRC_MEASURE=1 RRC_MEASURE_KEYS=100000 RRC_MEASURE_N=20 \
+//	  go test ./runtime -run TestMeasureCheckpointPause -v -timeout 10m
+//
+// It loads Redis with KEYS records of 100 bytes (redis-cli --pipe from the
+// lab client), then takes N rounds of checkpoints, one per 100 ms epoch, each
+// round with Checkpointer (FastDumpOptions), Checkpointer (runc's CRIU
+// options) and `runc checkpoint --leave-running` (the baseline); logs pause
+// mean/p90 and sizes; then crashes host a and times the restore.
+// RRC_MEASURE_NICE=-10 runs CRIU at nice -10.
+func TestMeasureCheckpointPause(t *testing.T) {
+	if os.Getenv("RRC_MEASURE") == "" {
+		t.Skip("measurement; set RRC_MEASURE=1")
+	}
+	keys := envInt("RRC_MEASURE_KEYS", 100000)
+	n := envInt("RRC_MEASURE_N", 20)
+	l := testLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	defer cancel()
+	const id = "measure"
+	ip := l.IP("a")
+	if _, err := l.Ctr(ctx, "a", "run", "-d", "--net-host", lab.RedisImage, id); err != nil {
+		t.Fatalf("run redis: %v", err)
+	}
+	waitRedis(ctx, t, l, ip)
+	loadRedis(ctx, t, l, ip, keys)
+	runcRoot := "/run/containerd/runc/" + l.Namespace("a")
+	st, err := ReadRuncState(runcRoot, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.InitPid))
+	t.Logf("redis loaded with %d keys; %s", keys, grepLine(rss, "VmRSS"))
+
+	images := imageTmpfs(t)
+	// Three variants, interleaved so that the load of a shared machine falls
+	// on all of them alike: Checkpointer with FastDumpOptions, Checkpointer
+	// with runc's CRIU options, and `runc checkpoint --leave-running`.
+	newCheckpointer := func(o DumpOptions) *Checkpointer {
+		c, err := NewCheckpointer(ctx, CheckpointerConfig{
+			RuncRoot: runcRoot, ID: id,
+			CRIU:              CRIUCommand{Argv: []string{"nsenter", "--net=" + l.Netns("a"), "criu"}, Nice: envInt("RRC_MEASURE_NICE", 0)},
+			Dump:              o,
+			CaptureRootfsDiff: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	fastOpts := FastDumpOptions()
+	fastOpts.LogLevel = envInt32("RRC_MEASURE_LOGLEVEL", fastOpts.LogLevel)
+	c := newCheckpointer(fastOpts)
+	runcLike := newCheckpointer(DumpOptions{LogLevel: fastOpts.LogLevel, TCPSkipInFlight: true})
+	type series struct{ pause, freeze, dump, diff, thaw, criuFrozen []time.Duration }
+	var fast, like series
+	var fastBytes, likeBytes, runcBytes int64
+	var wall, runcPause []time.Duration
+	measure := func(c *Checkpointer, s *series, bytes *int64, dir string) {
+		st, err := c.Checkpoint(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.pause, s.freeze, s.dump = append(s.pause, st.Pause), append(s.freeze, st.Freeze), append(s.dump, st.Dump)
+		s.diff, s.thaw, s.criuFrozen = append(s.diff, st.RootfsDiff), append(s.thaw, st.Thaw), append(s.criuFrozen, st.CRIUFrozen)
+		*bytes = st.ImageBytes
+		if keep := os.Getenv("RRC_MEASURE_KEEPLOG"); keep != "" {
+			b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+			os.WriteFile(keep, b, 0o644)
+		}
+		os.RemoveAll(dir)
+		time.Sleep(100 * time.Millisecond) // the epoch
+	}
+	for i := 0; i < n; i++ {
+		measure(c, &fast, &fastBytes, filepath.Join(images, fmt.Sprintf("fast%d", i)))
+		measure(runcLike, &like, &likeBytes, filepath.Join(images, fmt.Sprintf("like%d", i)))
+
+		// Baseline: runc checkpoint, in a's network namespace as
+		// containerd's shim would run it.
+		dir := filepath.Join(images, fmt.Sprintf("runc%d", i))
+		start := time.Now()
+		if _, err := runCommand(ctx, OSLauncher{}, "nsenter", "--net="+l.Netns("a"), "runc", "--root", runcRoot,
+			"checkpoint", "--leave-running", "--tcp-established", "--image-path", dir, "--work-path", dir, id); err != nil {
+			t.Fatal(err)
+		}
+		wall = append(wall, time.Since(start))
+		if d, err := os.Open(dir); err == nil {
+			if p, err := readDumpStats(d); err == nil {
+				runcPause = append(runcPause, p)
+			}
+			d.Close()
+		}
+		runcBytes, _ = dirSize(dir)
+		os.RemoveAll(dir)
+		time.Sleep(100 * time.Millisecond)
+	}
+	report := func(name string, s series, bytes int64) {
+		t.Logf("%s, %d checkpoints: pause %s", name, n, summary(s.pause))
+		t.Logf("  freeze %s", summary(s.freeze))
+		t.Logf("  criu dump %s (criu's own frozen time %s)", summary(s.dump), summary(s.criuFrozen))
+		t.Logf("  rootfs diff + tmpfs archives %s", summary(s.diff))
+		t.Logf("  thaw %s", summary(s.thaw))
+		t.Logf("  checkpoint bytes %d", bytes)
+	}
+	report("Checkpointer FastDumpOptions", fast, fastBytes)
+	report("Checkpointer runc's CRIU options", like, likeBytes)
+	t.Logf("runc checkpoint --leave-running, %d checkpoints: wall %s", n, summary(wall))
+	t.Logf("  pause (criu freezing+frozen time) %s", summary(runcPause))
+	t.Logf("  checkpoint bytes %d", runcBytes)
+
+	// Restore: last checkpoint, host a crashed and restarted, runc restore.
+	layers, err := ReadOverlayMount(st.Config.Rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := filepath.Join(images, "last")
+	if _, err := c.Checkpoint(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Crash(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Restart(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	const rid = "measure-restored"
+	prep := time.Now()
+	bundle := restoreBundle(t, config, layers, last, "/"+l.Namespace("a")+"/"+rid)
+	prepDur := time.Since(prep)
+	runcRootR := filepath.Join(t.TempDir(), "runc")
+	runcCleanup(t, l.Netns("a"), runcRootR, rid)
+	res, err := Restore(ctx, RestoreConfig{RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
+		RuncRoot: runcRootR, ID: rid, Bundle: bundle, ImagesDir: last, WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "dbsize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restore: bundle+rootfs %.1fms, runc restore %.1fms; dbsize after restore %s",
+		float64(prepDur)/1e6, float64(res.Duration)/1e6, bytes2str(out))
+}
+
+func bytes2str(s string) string { return string(bytes.TrimSpace([]byte(s))) }
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envInt32(name string, def int32) int32 { return int32(envInt(name, int(def))) }
+
+func grepLine(b []byte, prefix string) string {
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if bytes.HasPrefix(l, []byte(prefix)) {
+			return string(bytes.Join(bytes.Fields(l), []byte(" ")))
+		}
+	}
+	return ""
+}
+
+// loadRedis writes keys records of 100 bytes with redis-cli --pipe from the
+// lab client.
+func loadRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string, keys int) {
+	t.Helper()
+	var in bytes.Buffer
+	val := bytes.Repeat([]byte("v"), 100)
+	for i := 0; i < keys; i++ {
+		k := "key:" + strconv.Itoa(i)
+		fmt.Fprintf(&in, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n", len(k), k, val)
+	}
+	cmd := l.Command(ctx, "client", "redis-cli", "-h", ip, "--pipe")
+	cmd.Stdin = &in
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("load redis: %v: %s", err, out)
+	}
+	out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "dbsize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dbsize %s", bytes.TrimSpace([]byte(out)))
+}
+
+// summary is "mean X, p50 Y, p90 Z, max W".
+func summary(d []time.Duration) string {
+	if len(d) == 0 {
+		return "n/a"
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, v := range s {
+		sum += v
+	}
+	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1)+0.5)] }
+	r := func(v time.Duration) string { return fmt.Sprintf("%.2fms", float64(v)/1e6) }
+	return fmt.Sprintf("mean %s, min %s, p50 %s, p90 %s, max %s", r(sum/time.Duration(len(s))), r(s[0]), r(p(0.5)), r(p(0.9)), r(s[len(s)-1]))
+}

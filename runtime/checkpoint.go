@@ -1,0 +1,270 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/checkpoint-restore/go-criu/v7/stats"
+)
+
+// CheckpointerConfig says which container to checkpoint and how.
+type CheckpointerConfig struct {
+	// RuncRoot is runc's --root for the container, e.g.
+	// /run/containerd/runc/<containerd namespace> for containerd's runc shim.
+	RuncRoot string
+	// ID is the container id.
+	ID string
+	// CRIU says how to start CRIU service processes.
+	CRIU CRIUCommand
+	// Dump holds CRIU knobs; ImagesDir is set per checkpoint.
+	Dump DumpOptions
+	// CaptureRootfsDiff writes the overlay upper directory (the writable
+	// layer) as rootfs-diff.tar into each checkpoint, while frozen.
+	CaptureRootfsDiff bool
+	Log               *slog.Logger
+}
+
+// CheckpointStats describes one checkpoint. Pause is how long the container
+// was frozen: from the freeze request to the thaw, = Freeze + Dump +
+// RootfsDiff + Thaw (+ a few µs of bookkeeping).
+type CheckpointStats struct {
+	Freeze     time.Duration // freeze request → kernel reports FROZEN
+	Dump       time.Duration // CRIU dump request → response
+	RootfsDiff time.Duration // writable layer and tmpfs archives, while frozen
+	Thaw       time.Duration // thaw request
+	Pause      time.Duration
+	ImageBytes int64 // bytes in the image directory (CRIU images + rootfs diff)
+	DiffBytes  int64 // of which the writable layer and tmpfs archives
+	// CRIU's own figures (stats-dump), if readable.
+	CRIUFrozen  time.Duration // CRIU: tasks seized → released
+	CRIUMemdump time.Duration
+	CRIUPages   uint64 // pages written
+}
+
+// Checkpointer checkpoints one running runc container again and again with
+// a short pause: we freeze its cgroup with fine-grained polling, CRIU dumps
+// the already frozen tasks with --leave-running from a pre-started service
+// process, and we thaw. Not safe for concurrent Checkpoint calls (one epoch
+// at a time).
+type Checkpointer struct {
+	cfg     CheckpointerConfig
+	log     *slog.Logger
+	state   *RuncState
+	freezer *Freezer
+	criu    *CRIUService
+	upper   string       // overlay upperdir, "" unless CaptureRootfsDiff
+	tmpfs   []TmpfsMount // carried by us when Dump.ExternalTmpfs
+}
+
+// NewCheckpointer reads the container's runc state and starts a CRIU service
+// process. Close it to end that process.
+func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	st, err := ReadRuncState(cfg.RuncRoot, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	dir, v2 := st.FreezerPath()
+	if dir == "" {
+		return nil, fmt.Errorf("checkpointer for %s: no freezer cgroup in runc state", cfg.ID)
+	}
+	c := &Checkpointer{cfg: cfg, log: log.With("container", cfg.ID), state: st, freezer: &Freezer{Dir: dir, V2: v2}}
+	if cfg.CaptureRootfsDiff {
+		if c.upper, err = OverlayUpperdir(st.Config.Rootfs); err != nil {
+			return nil, fmt.Errorf("checkpointer for %s: %w", cfg.ID, err)
+		}
+	}
+	if cfg.Dump.ExternalTmpfs {
+		c.tmpfs = TmpfsMounts(st, procRootStat(st.InitPid))
+	}
+	if c.criu, err = NewCRIUService(cfg.CRIU, c.log); err != nil {
+		return nil, fmt.Errorf("checkpointer for %s: %w", cfg.ID, err)
+	}
+	return c, nil
+}
+
+// State returns the runc state the checkpointer works from.
+func (c *Checkpointer) State() *RuncState { return c.state }
+
+// Checkpoint writes a checkpoint of the running container into dir (created;
+// should be on tmpfs), which `runc restore --image-path dir` can restore.
+// The container keeps running.
+func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointStats, error) {
+	var st CheckpointStats
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return st, fmt.Errorf("checkpoint %s: create image dir: %w", c.cfg.ID, err)
+	}
+	// Everything that does not need the container stopped is done first.
+	if err := writeDescriptors(dir, c.state.ExternalDescriptors); err != nil {
+		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+	}
+	man := checkpointManifest{Tmpfs: c.tmpfs, CgroupsIgnored: c.cfg.Dump.CgroupMode != nil && *c.cfg.Dump.CgroupMode == rpc.CriuCgMode_IGNORE}
+	if len(man.Tmpfs) > 0 || man.CgroupsIgnored {
+		if err := writeManifest(dir, man); err != nil {
+			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+		}
+	}
+	do := c.cfg.Dump
+	do.ImagesDir = dir
+	opts, err := BuildDumpOptions(c.state, do, procRootStat(c.state.InitPid))
+	if err != nil {
+		return st, fmt.Errorf("checkpoint %s: build criu options: %w", c.cfg.ID, err)
+	}
+
+	// CRIU spends ~25–30 ms per request on its own start (kernel feature
+	// probing, cgroup and vDSO parsing) before it touches the tasks. It
+	// announces the moment it is about to seize them with the "pre-dump"
+	// notification and waits for our answer: that is when we freeze, so the
+	// container runs during CRIU's start.
+	var start, frozen time.Time
+	var frozeErr, diffErr, thawErr error
+	isFrozen, thawed := false, false
+	thaw := func() {
+		if !isFrozen || thawed {
+			return
+		}
+		thawed = true
+		t := time.Now()
+		thawErr = c.freezer.Thaw(context.WithoutCancel(ctx))
+		end := time.Now()
+		st.Thaw = end.Sub(t)
+		st.Pause = end.Sub(start)
+	}
+	defer thaw()
+	onNotify := func(script string) error {
+		if script != "pre-dump" || isFrozen {
+			return nil
+		}
+		start = time.Now()
+		if frozeErr = c.freezer.Freeze(ctx); frozeErr != nil {
+			return frozeErr
+		}
+		isFrozen = true
+		frozen = time.Now()
+		st.Freeze = frozen.Sub(start)
+		return nil
+	}
+	_, dumpErr := c.criu.Dump(ctx, opts, onNotify, func(dumpErr error) {
+		// Runs as soon as CRIU answers, before the used CRIU process is reaped.
+		if !isFrozen {
+			return
+		}
+		dumped := time.Now()
+		st.Dump = dumped.Sub(frozen)
+		if dumpErr == nil {
+			diffErr = c.captureFiles(dir, &st)
+			st.RootfsDiff = time.Since(dumped)
+		}
+		thaw()
+	})
+	thaw()
+	if frozeErr != nil {
+		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, frozeErr)
+	}
+	if dumpErr != nil {
+		return st, fmt.Errorf("checkpoint %s: %w (see %s)", c.cfg.ID, dumpErr, filepath.Join(dir, "dump.log"))
+	}
+	if !isFrozen {
+		return st, fmt.Errorf("checkpoint %s: criu sent no pre-dump notification; container was not frozen by us", c.cfg.ID)
+	}
+	if err := errors.Join(diffErr, thawErr); err != nil {
+		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+	}
+	c.readCRIUStats(dir, &st)
+	st.ImageBytes, err = dirSize(dir)
+	if err != nil {
+		return st, fmt.Errorf("checkpoint %s: size of images: %w", c.cfg.ID, err)
+	}
+	c.log.Debug("checkpoint", "dir", dir, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump,
+		"rootfs_diff", st.RootfsDiff, "thaw", st.Thaw, "bytes", st.ImageBytes)
+	return st, nil
+}
+
+// captureFiles archives, while frozen, what CRIU was told to leave alone:
+// the writable layer and the tmpfs mounts.
+func (c *Checkpointer) captureFiles(dir string, st *CheckpointStats) error {
+	if c.upper != "" {
+		n, err := WriteRootfsDiff(filepath.Join(dir, RootfsDiffFile), c.upper)
+		if err != nil {
+			return err
+		}
+		st.DiffBytes += n
+	}
+	if len(c.tmpfs) > 0 {
+		n, err := captureTmpfs(dir, c.state.InitPid, c.tmpfs)
+		if err != nil {
+			return err
+		}
+		st.DiffBytes += n
+	}
+	return nil
+}
+
+func (c *Checkpointer) readCRIUStats(dir string, st *CheckpointStats) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	ds, err := stats.CriuGetDumpStats(d)
+	if err != nil {
+		c.log.Debug("read criu dump stats", "err", err)
+		return
+	}
+	st.CRIUFrozen = time.Duration(ds.GetFrozenTime()) * time.Microsecond
+	st.CRIUMemdump = time.Duration(ds.GetMemdumpTime()) * time.Microsecond
+	st.CRIUPages = ds.GetPagesWritten()
+}
+
+// Close ends the CRIU service process.
+func (c *Checkpointer) Close() error { return c.criu.Close() }
+
+func writeDescriptors(dir string, fds []string) error {
+	b, err := json.Marshal(fds)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", descriptorsFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, descriptorsFile), b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", descriptorsFile, err)
+	}
+	return nil
+}
+
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+// readDumpStats returns CRIU's pause from its stats-dump: the time it took
+// to freeze plus the time the tasks stayed frozen.
+func readDumpStats(dir *os.File) (time.Duration, error) {
+	ds, err := stats.CriuGetDumpStats(dir)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(ds.GetFreezingTime()+ds.GetFrozenTime()) * time.Microsecond, nil
+}

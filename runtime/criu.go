@@ -1,0 +1,312 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// CRIUCommand says how to start CRIU. Argv is the command line up to and
+// excluding "swrk" (default ["criu"]); it may be prefixed with e.g.
+// "nsenter --net=PATH" so that CRIU runs in the container's network
+// namespace: CRIU dumps a network namespace that differs from its own, and
+// with --net-host the container's namespace is the host's, not ours.
+type CRIUCommand struct {
+	Argv     []string
+	Launcher Launcher
+	// Nice, if not 0, is set as the CRIU process's nice value right after
+	// it starts (before it serves a dump). The pause is CRIU's CPU time; on
+	// a busy host a raised priority (e.g. -10) keeps it from queueing behind
+	// other work (docs/CHECKPOINT.md, runs A–C).
+	Nice int
+}
+
+func (c CRIUCommand) argv() []string {
+	if len(c.Argv) == 0 {
+		return []string{"criu"}
+	}
+	return c.Argv
+}
+
+func (c CRIUCommand) launcher() Launcher {
+	if c.Launcher == nil {
+		return OSLauncher{}
+	}
+	return c.Launcher
+}
+
+// swrk is one `criu swrk` service process, spoken to over a SOCK_SEQPACKET
+// socket pair with protobuf requests (what go-criu does; we start the
+// process ourselves so that the shim's reaper can own it).
+type swrk struct {
+	sock   *os.File
+	wait   func() (int, error)
+	proc   *os.Process
+	pid    int
+	closed bool
+}
+
+// startSwrk starts a CRIU service process. go-criu's Prepare uses os/exec
+// directly, which is not reaper-safe, hence this.
+func startSwrk(c CRIUCommand) (*swrk, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair for criu swrk: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "criu-swrk-client")
+	theirs := os.NewFile(uintptr(fds[1]), "criu-swrk-server")
+	defer theirs.Close()
+	argv := append(append([]string{}, c.argv()...), "swrk", "3") // ExtraFiles[0] is fd 3
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = []*os.File{theirs}
+	// CRIU writes to stderr only before its log file is set up, and when its
+	// socket closes ("Can't recv request"); keep it out of the shim's output.
+	cmd.Stderr = nil
+	// Own process group: a terminal's ^C goes to us, and we end CRIU.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	wait, err := c.launcher().Start(cmd)
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("start criu swrk: %w", err)
+	}
+	sw := &swrk{sock: ours, wait: wait, proc: cmd.Process, pid: cmd.Process.Pid}
+	if c.Nice != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, sw.pid, c.Nice); err != nil {
+			sw.close()
+			return nil, fmt.Errorf("set nice %d of criu swrk: %w", c.Nice, err)
+		}
+	}
+	return sw, nil
+}
+
+// call sends one request and answers CRIU's notifications ("pre-dump",
+// "network-lock", ...) with success until the final response arrives.
+// onNotify, if set, is called for each notification before answering; an
+// error from it is answered as a failure, which makes CRIU abort.
+func (s *swrk) call(req *rpc.CriuReq, onNotify func(script string) error) (*rpc.CriuResp, error) {
+	buf := make([]byte, 64<<10)
+	var notifyErr error
+	for {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			return nil, fmt.Errorf("marshal criu request: %w", err)
+		}
+		if _, err := s.sock.Write(b); err != nil {
+			return nil, fmt.Errorf("send criu %s request: %w", req.GetType(), err)
+		}
+		n, err := s.sock.Read(buf)
+		if err == nil && n == 0 {
+			err = io.EOF
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read criu %s response: %w", req.GetType(), err)
+		}
+		resp := &rpc.CriuResp{}
+		if err := proto.Unmarshal(buf[:n], resp); err != nil {
+			return nil, fmt.Errorf("unmarshal criu response: %w", err)
+		}
+		if !resp.GetSuccess() {
+			err := fmt.Errorf("criu %s failed: errno %d %s", resp.GetType(), resp.GetCrErrno(), resp.GetCrErrmsg())
+			return resp, errors.Join(notifyErr, err)
+		}
+		if resp.GetType() != rpc.CriuReqType_NOTIFY {
+			return resp, nil
+		}
+		ok := true
+		if onNotify != nil {
+			if err := onNotify(resp.GetNotify().GetScript()); err != nil {
+				ok = false
+				notifyErr = err
+			}
+		}
+		req = &rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(ok)}
+	}
+}
+
+// close ends the service process: CRIU exits when its socket closes.
+func (s *swrk) close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.sock.Close()
+	// The exit status says nothing useful: CRIU exits non-zero when its
+	// socket is closed on it, and a spare may have been killed with its host.
+	if _, err := s.wait(); err != nil {
+		return fmt.Errorf("wait for criu swrk %d: %w", s.pid, err)
+	}
+	return nil
+}
+
+// CRIUService hands out CRIU service processes so that no checkpoint waits
+// for a CRIU start-up (~10–20 ms here, through the wrapper's dynamic loader).
+//
+// CRIU 4.2.1's swrk serves one dump per process (measured here): after a
+// DUMP the process exits, and a DUMP request with keep_open set makes it exit
+// with status 255 before dumping anything. So the service keeps one spare
+// process started ahead of time: each dump takes the spare and a replacement
+// is started in the background, after the thaw, off the container's pause.
+// (The start-up of CRIU proper — kerndat probing, ~25 ms here because /run is
+// not a tmpfs and CRIU will not cache /run/criu.kdat — happens per request,
+// and Checkpointer keeps it out of the pause by freezing only on CRIU's
+// "pre-dump" notification.)
+type CRIUService struct {
+	cmd CRIUCommand
+	log *slog.Logger
+
+	mu     sync.Mutex
+	spare  *swrk
+	ready  chan struct{} // closed when the spare being started is ready
+	err    error         // error of the last background start
+	closed bool
+}
+
+// NewCRIUService starts the first spare CRIU process.
+func NewCRIUService(cmd CRIUCommand, log *slog.Logger) (*CRIUService, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &CRIUService{cmd: cmd, log: log}
+	sw, err := startSwrk(cmd)
+	if err != nil {
+		return nil, err
+	}
+	// A VERSION request both checks that the binary works and waits until the
+	// process has finished its start-up (dynamic loading, parsing).
+	if _, err := sw.call(&rpc.CriuReq{Type: rpc.CriuReqType_VERSION.Enum(), KeepOpen: proto.Bool(true)}, nil); err != nil {
+		sw.close()
+		return nil, fmt.Errorf("check criu swrk: %w", err)
+	}
+	s.spare = sw
+	return s, nil
+}
+
+// take returns a ready service process and starts its replacement.
+func (s *CRIUService) take(ctx context.Context) (*swrk, error) {
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if ready != nil {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("criu service closed")
+	}
+	sw := s.spare
+	s.spare = nil
+	if sw == nil {
+		// The background start failed; try once more in the foreground.
+		var err error
+		if sw, err = startSwrk(s.cmd); err != nil {
+			return nil, fmt.Errorf("start criu swrk (previous start: %v): %w", s.err, err)
+		}
+	}
+	return sw, nil
+}
+
+// replenish starts the next spare in the background.
+func (s *CRIUService) replenish() {
+	s.mu.Lock()
+	if s.closed || s.spare != nil || (s.ready != nil && !isClosed(s.ready)) {
+		s.mu.Unlock()
+		return
+	}
+	ready := make(chan struct{})
+	s.ready = ready
+	s.mu.Unlock()
+	go func() {
+		defer close(ready)
+		sw, err := startSwrk(s.cmd)
+		if err == nil {
+			_, err = sw.call(&rpc.CriuReq{Type: rpc.CriuReqType_VERSION.Enum(), KeepOpen: proto.Bool(true)}, nil)
+			if err != nil {
+				sw.close()
+				sw = nil
+			}
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.err = err
+		if err != nil {
+			s.log.Warn("start spare criu swrk", "err", err)
+			return
+		}
+		if s.closed {
+			go sw.close()
+			return
+		}
+		s.spare = sw
+	}()
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Dump runs one CRIU dump with opts on a ready service process.
+// afterDump, if set, runs as soon as CRIU has answered (e.g. the thaw), before
+// the used process is reaped and its replacement started.
+func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify func(string) error, afterDump func(dumpErr error)) (*rpc.CriuResp, error) {
+	sw, err := s.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The socket is blocking; a cancelled ctx ends CRIU, which ends the read.
+	stop := context.AfterFunc(ctx, func() { sw.proc.Kill() })
+	resp, err := sw.call(&rpc.CriuReq{Type: rpc.CriuReqType_DUMP.Enum(), Opts: opts}, onNotify)
+	stop()
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%v)", err, ctx.Err())
+	}
+	if afterDump != nil {
+		afterDump(err)
+	}
+	if cerr := sw.close(); cerr != nil && err == nil {
+		s.log.Debug("criu swrk after dump", "err", cerr)
+	}
+	s.replenish()
+	if err != nil {
+		return resp, fmt.Errorf("criu dump: %w", err)
+	}
+	return resp, nil
+}
+
+// Close ends the spare CRIU process, waiting for a start in progress.
+func (s *CRIUService) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	ready := s.ready
+	s.mu.Unlock()
+	if ready != nil {
+		<-ready
+	}
+	s.mu.Lock()
+	sw := s.spare
+	s.spare = nil
+	s.mu.Unlock()
+	if sw != nil {
+		return sw.close()
+	}
+	return nil
+}

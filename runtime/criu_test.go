@@ -1,0 +1,91 @@
+package runtime
+
+import (
+	"context"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestFakeCRIUSwrk is not a test: with RRC_FAKE_CRIU=1 the test binary acts
+// as `criu swrk 3`, the way CRIU 4.2.1 behaves: VERSION keeps the session,
+// DUMP sends a "pre-dump" notification, waits for the answer, replies and
+// exits.
+func TestFakeCRIUSwrk(t *testing.T) {
+	if os.Getenv("RRC_FAKE_CRIU") == "" {
+		t.Skip("helper process for TestCRIUService")
+	}
+	sk := os.NewFile(3, "swrk")
+	buf := make([]byte, 1<<16)
+	send := func(r *rpc.CriuResp) {
+		b, _ := proto.Marshal(r)
+		sk.Write(b)
+	}
+	for {
+		n, err := sk.Read(buf)
+		if err != nil || n == 0 {
+			os.Exit(0)
+		}
+		req := &rpc.CriuReq{}
+		if err := proto.Unmarshal(buf[:n], req); err != nil {
+			os.Exit(2)
+		}
+		switch req.GetType() {
+		case rpc.CriuReqType_VERSION:
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
+		case rpc.CriuReqType_DUMP:
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
+			n, _ := sk.Read(buf)
+			ans := &rpc.CriuReq{}
+			proto.Unmarshal(buf[:n], ans)
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ans.GetNotifySuccess())})
+			os.Exit(0) // one dump per process, like CRIU 4.2.1
+		}
+	}
+}
+
+func TestCRIUService(t *testing.T) {
+	t.Setenv("RRC_FAKE_CRIU", "1")
+	svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := svc.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx := context.Background()
+	pids := map[int]bool{}
+	for i := 0; i < 3; i++ {
+		var notified []string
+		var after error = syscall.EINVAL
+		sw, err := svc.take(ctx) // peek at the process used, then give it back
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[sw.pid] = true
+		svc.mu.Lock()
+		svc.spare = sw
+		svc.mu.Unlock()
+		_, err = svc.Dump(ctx, &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1)}, func(s string) error { notified = append(notified, s); return nil }, func(e error) { after = e })
+		if err != nil {
+			t.Fatalf("dump %d: %v", i, err)
+		}
+		if strings.Join(notified, ",") != "pre-dump" || after != nil {
+			t.Fatalf("dump %d: notified %v, afterDump got %v", i, notified, after)
+		}
+	}
+	if len(pids) != 3 {
+		t.Errorf("3 dumps used %d CRIU processes; each dump needs a fresh one", len(pids))
+	}
+	// A failing notification handler makes the dump fail.
+	_, err = svc.Dump(ctx, &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1)}, func(string) error { return syscall.EBUSY }, nil)
+	if err == nil || !strings.Contains(err.Error(), "device or resource busy") {
+		t.Fatalf("dump with failing freeze: err = %v", err)
+	}
+}

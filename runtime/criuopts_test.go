@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+)
+
+// fakeFileInfo is a file or directory for a fake rootfs stat.
+type fakeFileInfo struct{ dir bool }
+
+func (f fakeFileInfo) Name() string { return "x" }
+func (f fakeFileInfo) Size() int64  { return 0 }
+func (f fakeFileInfo) Mode() fs.FileMode {
+	return map[bool]fs.FileMode{true: fs.ModeDir, false: 0}[f.dir]
+}
+func (f fakeFileInfo) ModTime() time.Time { return time.Time{} }
+func (f fakeFileInfo) IsDir() bool        { return f.dir }
+func (f fakeFileInfo) Sys() any           { return nil }
+
+// fakeRootfs: /proc/acpi is a directory, /proc/kcore a file, the rest absent.
+func fakeRootfs(p string) (os.FileInfo, error) {
+	switch p {
+	case "/proc/acpi":
+		return fakeFileInfo{dir: true}, nil
+	case "/proc/kcore":
+		return fakeFileInfo{}, nil
+	}
+	return nil, os.ErrNotExist
+}
+
+func extMnts(o *rpc.CriuOpts) []string {
+	var out []string
+	for _, m := range o.ExtMnt {
+		out = append(out, m.GetKey()+":"+m.GetVal())
+	}
+	return out
+}
+
+func TestBuildDumpOptions(t *testing.T) {
+	st, err := ParseRuncState([]byte(sampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runcMounts := []string{
+		"/etc/hosts:/etc/hosts", "/etc/resolv.conf:/etc/resolv.conf", // bind mounts
+		"/proc/kcore:/dev/null",                      // masked file
+		"/dev/null:/dev/null", "/dev/zero:/dev/zero", // devices
+	}
+	tmpfsMounts := []string{
+		"/dev:rrc-tmpfs-dev", "/dev/shm:rrc-tmpfs-dev-shm", "/run:rrc-tmpfs-run",
+		"/proc/acpi:rrc-tmpfs-proc-acpi",
+	}
+	tests := []struct {
+		name       string
+		opts       DumpOptions
+		wantExtMnt []string
+		wantCgMode *rpc.CriuCgMode
+		wantErr    string
+	}{
+		{name: "runc-compatible", opts: DumpOptions{ImagesDir: "/img", LogLevel: 4}, wantExtMnt: runcMounts},
+		{name: "fast", opts: func() DumpOptions { o := FastDumpOptions(); o.ImagesDir = "/img"; return o }(),
+			wantExtMnt: append(slices.Clone(runcMounts), tmpfsMounts...), wantCgMode: rpc.CriuCgMode_IGNORE.Enum()},
+		{name: "relative images dir", opts: DumpOptions{ImagesDir: "img"}, wantErr: "not absolute"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := BuildDumpOptions(st, tt.opts, fakeRootfs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What every dump must have, whatever the options.
+			if o.GetImagesDirFd() != -1 || o.GetImagesDir() != "/img" {
+				t.Errorf("images dir = %d %q", o.GetImagesDirFd(), o.GetImagesDir())
+			}
+			if !o.GetLeaveRunning() || !o.GetTcpEstablished() || !o.GetManageCgroups() || !o.GetOrphanPtsMaster() {
+				t.Error("leave_running, tcp_established, manage_cgroups and orphan_pts_master must be set")
+			}
+			if o.GetNetworkLock() != rpc.CriuNetworkLockMethod_SKIP {
+				t.Errorf("network lock = %v, want SKIP", o.GetNetworkLock())
+			}
+			if o.GetFreezeCgroup() != "/sys/fs/cgroup/freezer/rrcrt-a/r0" {
+				t.Errorf("freeze cgroup = %q", o.GetFreezeCgroup())
+			}
+			if !o.GetNotifyScripts() {
+				t.Error("notify scripts off: no pre-dump notification to freeze on")
+			}
+			if o.GetPid() != 14882 || o.GetRoot() != st.Config.Rootfs || o.GetLogFile() != "dump.log" {
+				t.Errorf("pid/root/log = %d %q %q", o.GetPid(), o.GetRoot(), o.GetLogFile())
+			}
+			if len(o.External) != 0 {
+				t.Errorf("external = %v; a --net-host container has no namespace joined by path", o.External)
+			}
+			if got := extMnts(o); !slices.Equal(got, tt.wantExtMnt) {
+				t.Errorf("ext mounts\n got %v\nwant %v", got, tt.wantExtMnt)
+			}
+			if (o.ManageCgroupsMode == nil) != (tt.wantCgMode == nil) || (tt.wantCgMode != nil && o.GetManageCgroupsMode() != *tt.wantCgMode) {
+				t.Errorf("cgroup mode = %v, want %v", o.ManageCgroupsMode, tt.wantCgMode)
+			}
+		})
+	}
+}
+
+func TestBuildDumpOptionsJoinedNetns(t *testing.T) {
+	st, err := ParseRuncState([]byte(sampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Config.Namespaces = append(st.Config.Namespaces, RuncNamespace{Type: "NEWNET", Path: "/proc/self/ns/net"})
+	o, err := BuildDumpOptions(st, DumpOptions{ImagesDir: "/img"}, fakeRootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.External) != 1 || !strings.HasPrefix(o.External[0], "net[") || !strings.HasSuffix(o.External[0], "]:extRootNetNS") {
+		t.Errorf("external = %v, want net[<inode>]:extRootNetNS as runc passes", o.External)
+	}
+}
+
+func TestTmpfsKey(t *testing.T) {
+	for in, want := range map[string]string{"/dev": "rrc-tmpfs-dev", "/dev/shm": "rrc-tmpfs-dev-shm", "/run/": "rrc-tmpfs-run"} {
+		if got := TmpfsKey(in); got != want {
+			t.Errorf("TmpfsKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/test/lab"
+	"golang.org/x/sys/unix"
+)
+
+// Lab names for this package's tests (see docs/LAB.md); override with
+// LAB/LAB_SUBNET.
+func testLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (cgroups, CRIU, mounts)")
+	}
+	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
+	if name == "" {
+		name, subnet = "rrcrt", "10.84.0"
+	}
+	for _, bin := range []string{"criu", "runc", "nsenter", "redis-cli"} {
+		if _, err := lookPath(bin); err != nil {
+			t.Skipf("needs %s on PATH", bin)
+		}
+	}
+	return lab.Start(t, name, subnet)
+}
+
+func lookPath(bin string) (string, error) {
+	for _, dir := range filepath.SplitList(os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin") {
+		p := filepath.Join(dir, bin)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", bin)
+}
+
+// dialInNetns opens a TCP connection from inside the network namespace at
+// nsPath: the socket belongs to the namespace it was created in, so only the
+// socket() and connect() need the thread switched.
+func dialInNetns(nsPath, addr string) (net.Conn, error) {
+	goruntime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		goruntime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := os.Open(nsPath)
+	if err != nil {
+		goruntime.UnlockOSThread()
+		return nil, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		goruntime.UnlockOSThread()
+		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
+	}
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
+		goruntime.UnlockOSThread()
+	} // else: leave the thread locked; it exits with the goroutine.
+	return conn, err
+}
+
+// redisConn speaks just enough RESP for the tests.
+type redisConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func newRedisConn(c net.Conn) *redisConn { return &redisConn{c: c, r: bufio.NewReader(c)} }
+
+// do sends one command and returns the reply line (and bulk body).
+func (r *redisConn) do(args ...string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	r.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	line, err := r.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if strings.HasPrefix(line, "$") && line != "$-1" {
+		body, err := r.r.ReadString('\n')
+		return strings.TrimRight(body, "\r\n"), err
+	}
+	return line, nil
+}
+
+// waitRedis waits until Redis answers PING from the client host.
+func waitRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string) {
+	t.Helper()
+	err := lab.WaitFor(10*time.Second, func() error {
+		out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "ping")
+		if err == nil && !strings.Contains(out, "PONG") {
+			err = fmt.Errorf("ping: %q", out)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("redis on %s: %v", ip, err)
+	}
+}
+
+// imageTmpfs mounts a tmpfs for checkpoint images, unmounted at cleanup.
+func imageTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "images")
+	unmount, err := MountImageTmpfs(dir, 2<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	return dir
+}
+
+// restoreBundle writes a bundle for the restored container: the original
+// config.json with its own cgroup path, and a fresh overlay rootfs over the
+// original lower layers with the checkpoint's writable layer.
+func restoreBundle(t *testing.T, config []byte, layers OverlayMount, images, cgroupsPath string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var spec map[string]any
+	if err := json.Unmarshal(config, &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["root"] = map[string]any{"path": "rootfs"}
+	spec["linux"].(map[string]any)["cgroupsPath"] = cgroupsPath
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unmount, err := PrepareRestoreRootfs(filepath.Join(dir, "rootfs"), layers.Lower,
+		filepath.Join(dir, "upper"), filepath.Join(dir, "work"), images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	return dir
+}
+
+// runcCleanup kills and deletes a container started by runc directly.
+func runcCleanup(t *testing.T, netns, root, id string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		argv := []string{"--net=" + netns, "runc", "--root", root}
+		runCommand(ctx, OSLauncher{}, "nsenter", append(argv, "kill", id, "KILL")...)
+		time.Sleep(100 * time.Millisecond)
+		if out, err := runCommand(ctx, OSLauncher{}, "nsenter", append(argv, "delete", "-f", id)...); err != nil && !strings.Contains(out, "not exist") {
+			t.Logf("runc delete %s: %v", id, err)
+		}
+	})
+}

@@ -1,0 +1,190 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// TmpfsMount is a tmpfs mount of the container that the checkpoint carries
+// itself instead of letting CRIU tar it.
+type TmpfsMount struct {
+	Destination string `json:"destination"` // mount point in the container
+	Key         string `json:"key"`         // CRIU external mount key
+	Masked      bool   `json:"masked"`      // a read-only empty masked directory
+}
+
+// TmpfsKey is the CRIU external-mount key for a tmpfs at dest.
+func TmpfsKey(dest string) string {
+	return "rrc-tmpfs" + strings.ReplaceAll(strings.TrimSuffix(dest, "/"), "/", "-")
+}
+
+// TmpfsMounts lists the container's tmpfs mounts: the tmpfs entries of its
+// mounts and the masked paths that are directories (runc masks directories
+// with an empty read-only tmpfs).
+func TmpfsMounts(st *RuncState, rootfsStat func(string) (os.FileInfo, error)) []TmpfsMount {
+	if rootfsStat == nil {
+		rootfsStat = os.Stat
+	}
+	var out []TmpfsMount
+	for _, m := range st.Config.Mounts {
+		if m.Device == "tmpfs" {
+			out = append(out, TmpfsMount{Destination: m.Destination, Key: TmpfsKey(m.Destination)})
+		}
+	}
+	for _, p := range st.Config.MaskPaths {
+		if fi, err := rootfsStat(p); err == nil && fi.IsDir() {
+			out = append(out, TmpfsMount{Destination: p, Key: TmpfsKey(p), Masked: true})
+		}
+	}
+	return out
+}
+
+// checkpointManifest is what a restore must know about how a checkpoint
+// departs from what `runc checkpoint` writes. Stored as manifestFile.
+type checkpointManifest struct {
+	// Tmpfs lists the tmpfs mounts the checkpoint carries itself.
+	Tmpfs []TmpfsMount `json:"tmpfs,omitempty"`
+	// CgroupsIgnored: dumped with --manage-cgroups=ignore, so CRIU must
+	// not try to move the tasks into the dumped cgroup paths; runc restore
+	// has already put CRIU (and so the tasks) into the new cgroups.
+	CgroupsIgnored bool `json:"cgroupsIgnored,omitempty"`
+}
+
+const manifestFile = "rrc-checkpoint.json"
+
+// tmpfsArchive is the archive of a tmpfs's content in a checkpoint.
+func tmpfsArchive(key string) string { return key + ".tar" }
+
+func writeManifest(dir string, m checkpointManifest) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", manifestFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, manifestFile), b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", manifestFile, err)
+	}
+	return nil
+}
+
+// captureTmpfs archives the content of the container's writable tmpfs
+// mounts, seen through /proc/<pid>/root, into the checkpoint directory. It
+// runs while the container is frozen. Masked directories are empty and
+// read-only: nothing to capture. It returns the bytes written.
+func captureTmpfs(dir string, pid int, mounts []TmpfsMount) (int64, error) {
+	var total int64
+	for _, m := range mounts {
+		if m.Masked {
+			continue
+		}
+		src := fmt.Sprintf("/proc/%d/root%s", pid, m.Destination)
+		n, err := writeTreeTar(filepath.Join(dir, tmpfsArchive(m.Key)), src, true)
+		if err != nil {
+			return total, fmt.Errorf("archive tmpfs %s: %w", m.Destination, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// restoreTmpfs is what prepareRestore set up.
+type restoreTmpfs struct {
+	criuConfig string // CRIU configuration file mapping the external mounts
+	mounts     []string
+}
+
+// prepareRestore reads the checkpoint's manifest and writes a CRIU
+// configuration file for what runc restore does not know about. runc
+// restore passes that file to CRIU when the bundle's config.json carries the
+// annotation org.criu.config (runc's handleCriuConfigurationFile), and its
+// settings override runc's. For each tmpfs mount the checkpoint carries it
+// mounts, under dir, a tmpfs filled from its archive and maps the mount's
+// external key to it; CRIU then bind-mounts it at its place in the
+// container. A checkpoint without a manifest needs nothing: it returns nil.
+func prepareRestore(imagesDir, dir string) (*restoreTmpfs, error) {
+	b, err := os.ReadFile(filepath.Join(imagesDir, manifestFile))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", manifestFile, err)
+	}
+	var man checkpointManifest
+	if err := json.Unmarshal(b, &man); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", manifestFile, err)
+	}
+	r := &restoreTmpfs{criuConfig: filepath.Join(dir, "criu-restore.conf")}
+	var conf strings.Builder
+	conf.WriteString("# written by io.rrc.v1 runtime for runc restore, see docs/CHECKPOINT.md\n")
+	if man.CgroupsIgnored {
+		conf.WriteString("manage-cgroups=ignore\n")
+	}
+	for _, m := range man.Tmpfs {
+		target := filepath.Join(dir, m.Key)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return r, fmt.Errorf("prepare tmpfs for %s: %w", m.Destination, err)
+		}
+		if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID, "mode=755"); err != nil {
+			return r, fmt.Errorf("mount tmpfs for %s: %w", m.Destination, err)
+		}
+		r.mounts = append(r.mounts, target)
+		archive := filepath.Join(imagesDir, tmpfsArchive(m.Key))
+		if _, err := os.Stat(archive); err == nil {
+			if err := extractTreeTar(archive, target); err != nil {
+				return r, fmt.Errorf("fill tmpfs for %s: %w", m.Destination, err)
+			}
+		}
+		fmt.Fprintf(&conf, "external mnt[%s]:%s\n", m.Key, target)
+	}
+	if err := os.WriteFile(r.criuConfig, []byte(conf.String()), 0o600); err != nil {
+		return r, fmt.Errorf("write criu restore config: %w", err)
+	}
+	return r, nil
+}
+
+// release unmounts the host side of the tmpfs mounts; the restored
+// container's bind mounts keep them alive.
+func (r *restoreTmpfs) release() error {
+	if r == nil {
+		return nil
+	}
+	var errs []error
+	for _, m := range r.mounts {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setBundleAnnotation sets an annotation in the bundle's config.json.
+func setBundleAnnotation(bundle, key, value string) error {
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("read bundle config: %w", err)
+	}
+	var spec map[string]json.RawMessage
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("parse bundle config: %w", err)
+	}
+	ann := map[string]string{}
+	if raw, ok := spec["annotations"]; ok {
+		if err := json.Unmarshal(raw, &ann); err != nil {
+			return fmt.Errorf("parse bundle annotations: %w", err)
+		}
+	}
+	ann[key] = value
+	if spec["annotations"], err = json.Marshal(ann); err != nil {
+		return err
+	}
+	if b, err = json.Marshal(spec); err != nil {
+		return err
+	}
+	return os.WriteFile(p, b, 0o600)
+}
