@@ -67,6 +67,11 @@ func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
 	if cfg.Enabled() {
+		// Host settings are checked first so that a broken configuration is
+		// reported as such.
+		if _, err := LoadConfig(ConfigPath()); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrFailedPrecondition))
+		}
 		log.G(ctx).WithField("role", cfg.Role).Warn("refusing replicated container: replication engine not built yet")
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: annotation %s%s=%s: replication is not available in this build of %s: %w",
 			r.ID, AnnotationPrefix, "role", cfg.Role, RuntimeName, errdefs.ErrFailedPrecondition))

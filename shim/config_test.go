@@ -1,0 +1,89 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name    string
+		path    string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "full", path: write("full.toml", `
+state_dir = "/run/x"
+image_dir = "/run/x/img"
+checkpoint_dir = "/var/lib/x"
+criu_nice = -5
+[peer_tls]
+ca_file = "/etc/rrc/ca.pem"
+cert_file = "/etc/rrc/host.pem"
+key_file = "/etc/rrc/host-key.pem"
+`), check: func(t *testing.T, c Config) {
+			if c.StateDir != "/run/x" || c.ImageDir != "/run/x/img" || c.CheckpointDir != "/var/lib/x" || c.CRIUNice != -5 ||
+				c.PeerTLS.CAFile != "/etc/rrc/ca.pem" || c.PeerTLS.CertFile != "/etc/rrc/host.pem" || c.PeerTLS.KeyFile != "/etc/rrc/host-key.pem" {
+				t.Fatalf("unexpected config %+v", c)
+			}
+		}},
+		{name: "partial keeps defaults", path: write("partial.toml", "criu_nice = 0\n"), check: func(t *testing.T, c Config) {
+			d := DefaultConfig()
+			if c.StateDir != d.StateDir || c.CheckpointDir != d.CheckpointDir || c.CRIUNice != 0 {
+				t.Fatalf("unexpected config %+v", c)
+			}
+		}},
+		{name: "missing default file", path: DefaultConfigPath, check: func(t *testing.T, c Config) {
+			if _, err := os.Stat(DefaultConfigPath); err == nil {
+				t.Skip(DefaultConfigPath + " exists on this machine")
+			}
+			if c != DefaultConfig() {
+				t.Fatalf("want defaults, got %+v", c)
+			}
+		}},
+		{name: "missing named file", path: filepath.Join(dir, "nope.toml"), wantErr: "read shim configuration"},
+		{name: "unknown key", path: write("unknown.toml", "state_dri = \"/run/x\"\n"), wantErr: "unknown setting"},
+		{name: "unknown tls key", path: write("unknown-tls.toml", "[peer_tls]\nca = \"/x\"\n"), wantErr: "unknown setting"},
+		{name: "relative path", path: write("rel.toml", "image_dir = \"run/img\"\n"), wantErr: "image_dir: \"run/img\" is not an absolute path"},
+		{name: "empty dir", path: write("empty.toml", "state_dir = \"\"\n"), wantErr: "state_dir: must not be empty"},
+		{name: "bad nice", path: write("nice.toml", "criu_nice = 40\n"), wantErr: "criu_nice"},
+		{name: "bad toml", path: write("bad.toml", "state_dir = \n"), wantErr: "bad.toml"},
+		{name: "wrong type", path: write("type.toml", "criu_nice = \"high\"\n"), wantErr: "type.toml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := LoadConfig(tc.path)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error containing %q, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestConfigPath(t *testing.T) {
+	t.Setenv(ConfigEnv, "")
+	if got := ConfigPath(); got != DefaultConfigPath {
+		t.Fatalf("ConfigPath() = %q", got)
+	}
+	t.Setenv(ConfigEnv, "/run/lab/a/rrc.toml")
+	if got := ConfigPath(); got != "/run/lab/a/rrc.toml" {
+		t.Fatalf("ConfigPath() = %q", got)
+	}
+}
