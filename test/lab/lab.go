@@ -7,7 +7,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // Defaults of lab.sh.
@@ -385,49 +386,20 @@ func (l *Lab) HostPIDs(host string) []int {
 }
 
 // cgroupMounts lists the mount points of cgroup v1 hierarchies and v2.
-func cgroupMounts() []string {
-	return mounts(func(fstype string) bool { return fstype == "cgroup" || fstype == "cgroup2" })
-}
+func cgroupMounts() []string { return mounts(mountinfo.FSTypeFilter("cgroup", "cgroup2")) }
 
-func mountPoints() []string { return mounts(func(string) bool { return true }) }
+func mountPoints() []string { return mounts(nil) }
 
-// mounts lists the mount points whose file-system type keep accepts.
-func mounts(keep func(fstype string) bool) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+func mounts(filter mountinfo.FilterFunc) []string {
+	infos, err := mountinfo.GetMounts(filter)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, x := range fields {
-			if x == "-" && i > 4 && i+1 < len(fields) && keep(fields[i+1]) {
-				mps = append(mps, unescape(fields[4]))
-				break
-			}
-		}
+	mps := make([]string, 0, len(infos))
+	for _, m := range infos {
+		mps = append(mps, m.Mountpoint)
 	}
 	return mps
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // HostLeftovers describes what remains of host (processes, mounts, cgroups,
