@@ -12,7 +12,7 @@ BINARIES := bin/containerd-shim-rrc-v1 bin/rrcctl
 E2E_PKGS := ./test/...
 UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v '/test/')
 
-.PHONY: all build install setup lab-up lab-down demo test unit e2e integration vet fuzz clean
+.PHONY: all build install setup lab-up lab-down demo test unit e2e integration vet fuzz bench clean
 
 all: build
 
@@ -52,6 +52,10 @@ integration: install
 	test/integration/run.sh io.rrc.v1
 
 test: setup install vet unit e2e integration
+
+# Measurements into docs/BENCHMARKS.md (not part of make test).
+bench: setup install
+	test/bench/bench.sh
 
 # Short fuzzing of every Fuzz target in the tree (their seed corpora also run
 # in `make unit`). FUZZTIME per target.
