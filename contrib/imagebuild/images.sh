@@ -45,8 +45,8 @@ mapfile -t SRCS < <(find "$HERE" -name '*.go' ! -name '*_test.go')
 if stale "$TOOL" "${SRCS[@]}" "$REPO/go.mod"; then
 	say "build $TOOL"
 	mkdir -p "$OUT/.bin"
-	(cd "$REPO" && "$GO" build -o "$TOOL.tmp" ./contrib/imagebuild)
-	mv -f "$TOOL.tmp" "$TOOL"
+	(cd "$REPO" && "$GO" build -o "$TOOL.tmp.$$" ./contrib/imagebuild)
+	mv -f "$TOOL.tmp.$$" "$TOOL"
 fi
 
 build() { # OUTFILE INPUTS... -- ARGS...
@@ -67,11 +67,11 @@ build "$OUT/busybox.tar" "$BUSYBOX" -- \
 
 # The redis cmd is part of this script (and REDIS_CMD): record it so that a
 # change of REDIS_CMD rebuilds.
-echo "$REDIS_CMD" >"$OUT/.redis_cmd.new"
-if ! cmp -s "$OUT/.redis_cmd.new" "$OUT/.redis_cmd" 2>/dev/null; then
-	mv -f "$OUT/.redis_cmd.new" "$OUT/.redis_cmd"
+echo "$REDIS_CMD" >"$OUT/.redis_cmd.new.$$"
+if ! cmp -s "$OUT/.redis_cmd.new.$$" "$OUT/.redis_cmd" 2>/dev/null; then
+	mv -f "$OUT/.redis_cmd.new.$$" "$OUT/.redis_cmd"
 else
-	rm -f "$OUT/.redis_cmd.new"
+	rm -f "$OUT/.redis_cmd.new.$$"
 fi
 build "$OUT/redis.tar" "$BUSYBOX" "$REDIS_SERVER" "$REDIS_CLI" "$OUT/.redis_cmd" -- \
 	-ref rrc.local/redis:latest -busybox -busybox-bin "$BUSYBOX" \

@@ -8,7 +8,7 @@
 #   lab.sh ctr HOST ARGS... | exec HOST CMD... | env HOST | ip HOST
 #
 # Environment: LAB (name prefix, default rrc), LAB_SUBNET (first three octets,
-# default 10.77.0), LAB_IMAGES (image cache dir, default /var/cache/$LAB-images),
+# default 10.77.0), LAB_IMAGES (image cache dir, default /var/cache/rrc-lab-images),
 # LAB_QUIET=1 (no progress lines), LAB_DEBUG=1 (containerd debug log level),
 # LAB_CONTAINERD_CONFIG (a TOML file appended to each host's containerd
 # config; @LAB@ @HOST@ @ROOT@ @STATE@ @NAMESPACE@ are substituted).
@@ -18,7 +18,8 @@ LAB=${LAB:-rrc}
 SUB=${LAB_SUBNET:-10.77.0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-IMAGES=${LAB_IMAGES:-/var/cache/$LAB-images}
+# One cache for every lab: the images do not depend on the lab.
+IMAGES=${LAB_IMAGES:-/var/cache/rrc-lab-images}
 LIBDIR=/var/lib/$LAB
 RUNDIR=/run/$LAB
 LAN=$LAB-lan
@@ -401,17 +402,43 @@ unmount_under() {
 # runc's root (/run/containerd/runc/<namespace>) and the shim sockets
 # (/run/containerd/s/sha256(<address>/<namespace>/<id>)).
 remove_shim_leftovers() {
-	local h=$1 st ns id f
+	local h=$1 st f ns id s
 	st=$(state "$h")
-	ns=$(cns "$h")
-	for f in "$st"/io.containerd.runtime.v2.task/"$ns"/*; do
+	# Every containerd namespace the host's daemon used (tests make their own).
+	for f in "$st"/io.containerd.runtime.v2.task/*/*; do
 		[[ -d $f ]] || continue
 		id=${f##*/}
+		ns=${f%/*}
+		ns=${ns##*/}
 		for s in "$st/containerd.sock/$ns/$id" "$st/containerd.sock/$ns/$id/debug"; do
 			rm -f "/run/containerd/s/$(printf '%s' "$s" | sha256sum | cut -d' ' -f1)"
 		done
+		rm -rf "/run/containerd/runc/$ns/$id"
+		rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
 	done
-	rm -rf "/run/containerd/runc/$ns"
+	rm -rf "/run/containerd/runc/$(cns "$h")"
+}
+
+# remove_orphan_fifos: ctr leaves the stdio FIFOs of detached tasks in
+# /run/containerd/fifo; remove the directories none of whose FIFOs any
+# process has open.
+remove_orphan_fifos() {
+	local d fd open=" "
+	[[ -d /run/containerd/fifo ]] || return 0
+	for fd in /proc/[0-9]*/fd/*; do
+		fd=$(readlink "$fd" 2>/dev/null) || continue
+		[[ $fd == /run/containerd/fifo/* ]] && open+="${fd%/*} "
+	done
+	for d in /run/containerd/fifo/*/; do
+		d=${d%/}
+		[[ -d $d && $open != *" $d "* ]] && rm -rf "$d"
+	done
+	# The runc shim makes a directory per containerd namespace under runc's
+	# root and never removes it; an empty one holds no state.
+	for d in /run/containerd/runc/*/; do
+		rmdir "$d" 2>/dev/null || true
+	done
+	return 0
 }
 
 # wipe_volatile H [keep-logs]: what a host loses when it goes down:
@@ -515,6 +542,7 @@ cmd_down() {
 	done
 	unmount_under "$LIBDIR" "$RUNDIR"
 	rm -rf "$LIBDIR" "$RUNDIR"
+	remove_orphan_fifos
 	say "down ($((SECONDS - t0)) s)"
 }
 
