@@ -36,7 +36,7 @@ type host struct {
 // exit code (-1 when ctr could not run).
 func (h host) ctr(ctx context.Context, stdin string, args ...string) (string, string, int) {
 	h.t.Helper()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", h.lab.Address(h.name), "--namespace", h.lab.Namespace(h.name)}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", h.lab.CtrArgs(h.name, args...)...)
 	cmd.Env = h.lab.Env()
 	if stdin != "" {
 		// ctr closes the task's stdin on EOF only once the task exists:

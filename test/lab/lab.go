@@ -244,9 +244,27 @@ func (l *Lab) Ctr(ctx context.Context, host string, args ...string) (string, err
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, ctrBin, append([]string{"--address", l.Address(host), "--namespace", l.Namespace(host)}, args...)...)
+	cmd := exec.CommandContext(ctx, ctrBin, l.CtrArgs(host, args...)...)
 	cmd.Env = l.Env()
 	return l.run(ctx, cmd)
+}
+
+// CtrArgs is the argument list of ctr for host's daemon. Like lab.sh, it
+// puts the stdio FIFOs of run, task start and task exec in the host's state
+// dir (removed by down) instead of /run/containerd/fifo, where ctr leaves
+// those of detached tasks behind.
+func (l *Lab) CtrArgs(host string, args ...string) []string {
+	out := []string{"--address", l.Address(host), "--namespace", l.Namespace(host)}
+	fifo := []string{"--fifo-dir", l.State(host) + "/fifo"}
+	switch {
+	case len(args) >= 1 && args[0] == "run":
+		out = append(append(append(out, args[0]), fifo...), args[1:]...)
+	case len(args) >= 2 && (args[0] == "t" || args[0] == "task" || args[0] == "tasks") && (args[1] == "start" || args[1] == "exec"):
+		out = append(append(append(out, args[:2]...), fifo...), args[2:]...)
+	default:
+		out = append(out, args...)
+	}
+	return out
 }
 
 // Command returns (not started) a command running in host's network

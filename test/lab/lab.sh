@@ -190,7 +190,25 @@ EOF
 	fi
 }
 
-ctr_h() { local h=$1; shift; ctr --address "$(sock "$h")" --namespace "$(cns "$h")" "$@"; }
+# ctr_h H ARGS: ctr against H's daemon. The stdio FIFOs of the commands that
+# make them go to H's state dir rather than the machine-wide
+# /run/containerd/fifo, where ctr leaves those of detached tasks behind.
+ctr_h() {
+	local h=$1 fifo
+	shift
+	fifo="$(state "$h")/fifo"
+	case "$1 ${2:-}" in
+	"run "* | "t start" | "t exec" | "task start" | "task exec" | "tasks start" | "tasks exec")
+		mkdir -p "$fifo"
+		if [[ $1 == run ]]; then
+			set -- "$1" --fifo-dir "$fifo" "${@:2}"
+		else
+			set -- "$1" "$2" --fifo-dir "$fifo" "${@:3}"
+		fi
+		;;
+	esac
+	ctr --address "$(sock "$h")" --namespace "$(cns "$h")" "$@"
+}
 
 daemon_up() { ctr --address "$(sock "$1")" version >/dev/null 2>&1; }
 
@@ -419,22 +437,11 @@ remove_shim_leftovers() {
 	rm -rf "/run/containerd/runc/$(cns "$h")"
 }
 
-# remove_orphan_fifos: ctr leaves the stdio FIFOs of detached tasks in
-# /run/containerd/fifo; remove the directories none of whose FIFOs any
-# process has open.
-remove_orphan_fifos() {
-	local d fd open=" "
-	[[ -d /run/containerd/fifo ]] || return 0
-	for fd in /proc/[0-9]*/fd/*; do
-		fd=$(readlink "$fd" 2>/dev/null) || continue
-		[[ $fd == /run/containerd/fifo/* ]] && open+="${fd%/*} "
-	done
-	for d in /run/containerd/fifo/*/; do
-		d=${d%/}
-		[[ -d $d && $open != *" $d "* ]] && rm -rf "$d"
-	done
-	# The runc shim makes a directory per containerd namespace under runc's
-	# root and never removes it; an empty one holds no state.
+# remove_empty_runc_namespaces: the runc shim makes a directory per
+# containerd namespace under runc's root and never removes it; an empty one
+# holds no state, whoever made it.
+remove_empty_runc_namespaces() {
+	local d
 	for d in /run/containerd/runc/*/; do
 		rmdir "$d" 2>/dev/null || true
 	done
@@ -542,7 +549,7 @@ cmd_down() {
 	done
 	unmount_under "$LIBDIR" "$RUNDIR"
 	rm -rf "$LIBDIR" "$RUNDIR"
-	remove_orphan_fifos
+	remove_empty_runc_namespaces
 	say "down ($((SECONDS - t0)) s)"
 }
 
