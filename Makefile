@@ -8,7 +8,8 @@ GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BINARIES := bin/containerd-shim-rrc-v1 bin/rrcctl
-# Go tests that need root, the installed binaries and a lab run one package at a time.
+# Packages run one at a time: several of them bring up a lab and time a
+# failover, and two cores shared by parallel packages make those figures noise.
 E2E_PKGS := ./test/...
 UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v '/test/')
 
@@ -43,7 +44,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -count=1 $(UNIT_PKGS)
+	$(GO) test -count=1 -p 1 -timeout 15m $(UNIT_PKGS)
 
 e2e: install
 	$(GO) test -count=1 -p 1 -timeout 20m $(E2E_PKGS)
