@@ -1,0 +1,213 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/wire"
+)
+
+// BackupOptions is what the backup's engine needs.
+type BackupOptions struct {
+	Config Config // Role backup; Pair, Listen and PeerName set
+	TLS    *peertls.Credentials
+	// StoreDir is the checkpoint store of the pair (ckptstore layout).
+	StoreDir string
+	// Listener replaces listening on Config.Listen (tests).
+	Listener net.Listener
+	// Restorer restores the last committed checkpoint at promotion.
+	Restorer Restorer
+	// Network takes over the service address after the restore.
+	Network ServicePromoter
+	Logger  *slog.Logger
+}
+
+// Backup holds the primary's last committed checkpoint and, when the
+// primary fails (heartbeats missed), promotes: it restores that checkpoint
+// into the standby service network namespace and brings the service
+// address up. From then on the restored container is the service.
+type Backup struct {
+	opts  BackupOptions
+	cfg   Config
+	log   *slog.Logger
+	store *ckptstore.Store
+	now   clock
+
+	cancelServe context.CancelFunc
+	serveDone   chan struct{}
+	serveErr    error
+	promoteOnce sync.Once
+	promoted    chan struct{} // closed when promotion has ended (success or not)
+
+	mu       sync.Mutex
+	state    State
+	reason   string
+	commits  uint64
+	bytes    window
+	failover *FailoverTimings
+	restored *RestoredContainer
+}
+
+// StartBackup opens the store, listens and serves the primary until Close
+// or a promotion.
+func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
+	cfg := opts.Config.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("backup engine: %w", err)
+	}
+	if cfg.Role != RoleBackup || cfg.Mode != ModeEpoch || cfg.Pair == "" {
+		return nil, fmt.Errorf("backup engine: needs role backup, mode epoch and a pair name (got %q, %q, %q)", cfg.Role, cfg.Mode, cfg.Pair)
+	}
+	if opts.Restorer == nil || opts.Network == nil || opts.StoreDir == "" || opts.TLS == nil {
+		return nil, errors.New("backup engine: store dir, TLS credentials, restorer and service network are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	b := &Backup{opts: opts, cfg: cfg, now: time.Now, state: StateStarting,
+		log: opts.Logger.With("pair", cfg.Pair, "role", "backup"), promoted: make(chan struct{}), serveDone: make(chan struct{})}
+	store, err := ckptstore.Open(opts.StoreDir, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("backup engine: %w", err)
+	}
+	b.store = store
+	recv, err := peer.NewReceiver(store, opts.TLS, peer.Options{
+		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: wire.ModeEpoch,
+		Heartbeat: cfg.Heartbeat, HeartbeatMisses: cfg.HeartbeatMisses, Logger: opts.Logger,
+		OnCommit:     b.onCommit,
+		OnPeerFailed: func(f peer.PeerFailure) { go b.promote(f) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backup engine: %w", err)
+	}
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("backup engine: listening on %s: %w", cfg.Listen, err)
+		}
+	}
+	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancelServe = cancel
+	go func() {
+		defer close(b.serveDone)
+		if err := recv.Serve(serveCtx, ln); err != nil {
+			b.log.Error("serving the primary", "err", err)
+			b.serveErr = err
+		}
+	}()
+	b.log.Info("backup ready", "listen", ln.Addr().String(), "committed", store.CurrentEpoch())
+	return b, nil
+}
+
+func (b *Backup) onCommit(c ckptstore.Checkpoint) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.commits++
+	b.bytes.add(float64(c.Size))
+	if b.state == StateStarting || b.state == StateSyncing {
+		b.state = StateInSync
+		b.log.Info("first checkpoint committed: in sync", "epoch", c.Epoch, "bytes", c.Size)
+	}
+}
+
+// promote runs once, when the primary has been declared failed.
+func (b *Backup) promote(f peer.PeerFailure) {
+	b.promoteOnce.Do(func() {
+		defer close(b.promoted)
+		b.mu.Lock()
+		if b.state == StateClosed {
+			b.mu.Unlock()
+			return
+		}
+		b.state = StatePromoting
+		b.mu.Unlock()
+		// Promotion must not be cut short by whoever started the backup:
+		// a half-restored service is worse than a slow one.
+		ctx := context.Background()
+		p := promotion{
+			log: b.log, now: b.now,
+			stopReceiving: func() {
+				b.cancelServe()
+				<-b.serveDone
+			},
+			current:  b.store.Current,
+			restorer: b.opts.Restorer,
+			network:  b.opts.Network,
+		}
+		res, tm, err := p.run(ctx, f)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.failover = &tm
+		if err != nil {
+			b.state, b.reason = StateFailed, err.Error()
+			return
+		}
+		b.state, b.restored = StatePrimaryAfterFailover, &res
+	})
+}
+
+// Promoted is closed when a promotion has ended; Status says how.
+func (b *Backup) Promoted() <-chan struct{} { return b.promoted }
+
+// Restored is the container restored by the promotion, if it succeeded:
+// the shim adopts its pid as the task's init.
+func (b *Backup) Restored() (RestoredContainer, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.restored == nil {
+		return RestoredContainer{}, false
+	}
+	return *b.restored, true
+}
+
+// Status returns a snapshot.
+func (b *Backup) Status() Status {
+	cur, ok := b.store.Current()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, State: b.state, Reason: b.reason,
+		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
+	if ok {
+		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
+		if b.state == StateInSync || b.state == StateStarting {
+			s.LagMS = ms(b.now().Sub(cur.CommittedAt))
+		}
+	}
+	return s
+}
+
+// Close stops receiving. It does not touch a restored container: after a
+// promotion that is the service, owned by the shim. A promotion in
+// progress is waited for (within ctx).
+func (b *Backup) Close(ctx context.Context) error {
+	b.cancelServe()
+	var err error
+	select {
+	case <-b.serveDone:
+	case <-ctx.Done():
+		err = fmt.Errorf("closing backup engine: %w", ctx.Err())
+	}
+	b.mu.Lock()
+	promoting := b.state == StatePromoting
+	if !promoting && b.state != StatePrimaryAfterFailover && b.state != StateFailed {
+		b.state = StateClosed
+	}
+	b.mu.Unlock()
+	if promoting {
+		select {
+		case <-b.promoted:
+		case <-ctx.Done():
+			err = fmt.Errorf("closing backup engine during promotion: %w", ctx.Err())
+		}
+	}
+	b.log.Info("backup engine closed")
+	return err
+}

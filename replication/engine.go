@@ -1,0 +1,98 @@
+package replication
+
+import (
+	"context"
+	"time"
+
+	"github.com/iorrc/rrc/netfilter"
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/runtime"
+)
+
+// This file holds the small interfaces the engine drives. The real
+// implementations are in adapters.go (netfilter, runtime, peer); the unit
+// tests drive the engine with fakes that record the order of the calls.
+
+// Checkpointer checkpoints the running container (runtime.Checkpointer
+// through RuncCheckpointer).
+type Checkpointer interface {
+	// Checkpoint writes a checkpoint of the running container into dir and
+	// returns after the container has been thawed. It calls frozen exactly
+	// once before the container's state is dumped, once no more of the
+	// container's output can belong to the state being dumped: the engine
+	// seals the output gate's epoch there. frozen must be quick.
+	Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error)
+	Close() error
+}
+
+// OutputGate holds the container's outbound packets by epoch
+// (*netfilter.OutputGate).
+type OutputGate interface {
+	Seal() uint64
+	Release(epoch uint64) error
+	ReleaseAll() error
+	Stats() netfilter.GateStats
+}
+
+// InputHold queues inbound packets while the container is frozen
+// (*netfilter.InputHold).
+type InputHold interface {
+	Hold()
+	Release() error
+}
+
+// PacketPath puts the container's traffic through the gate: Open binds the
+// queues and installs the rules (from then on every outbound packet is
+// held); Close removes the rules and stops the queues, leaving nothing
+// behind. Failed reports a queue that stopped: the gate then fails closed
+// (packets are dropped), which the engine reports.
+type PacketPath interface {
+	Open(ctx context.Context) (OutputGate, InputHold, error)
+	Failed() <-chan error
+	Close(ctx context.Context) error
+}
+
+// CheckpointSender is the primary's end of the peer channel (*peer.Sender).
+type CheckpointSender interface {
+	Send(ctx context.Context, c peer.Checkpoint) error
+	BackupCommitted() uint64
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}
+
+// DialFunc connects to the backup. The engine sets opts.OnAck and
+// opts.OnPeerFailed; the function must pass them on to the session.
+type DialFunc func(ctx context.Context, opts peer.Options) (CheckpointSender, error)
+
+// Restorer restores a committed checkpoint as a running container on the
+// backup, in the standby service network namespace.
+type Restorer interface {
+	Restore(ctx context.Context, c ckptstore.Checkpoint) (RestoredContainer, error)
+}
+
+// RestoredContainer is the container the backup restored: the service from
+// now on. The shim adopts Pid as the task's init.
+type RestoredContainer struct {
+	ID       string `json:"id"`
+	Pid      int    `json:"pid"`
+	RuncRoot string `json:"runc_root,omitempty"`
+	Bundle   string `json:"bundle,omitempty"`
+	Epoch    uint64 `json:"epoch"` // the checkpoint it was restored from
+}
+
+// ServicePromoter takes over the service address on the backup
+// (StandbyService around servicenet's Promote; servicenet imports this
+// package, so the caller wires it).
+type ServicePromoter interface {
+	// PrepareRestore makes a restore possible while the service link is
+	// still down (TCP repair needs a route to the clients).
+	PrepareRestore(ctx context.Context) error
+	// Promote brings the service address up on this host (link up,
+	// gratuitous ARP) and undoes PrepareRestore.
+	Promote(ctx context.Context) error
+}
+
+// clock is time.Now, replaceable in tests.
+type clock func() time.Time

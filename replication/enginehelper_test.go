@@ -1,0 +1,266 @@
+package replication_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/servicenet"
+)
+
+// The end-to-end test runs each side's engine in a process of its own,
+// inside the lab host's network namespace (nsenter --net), so that `lab.sh
+// crash a` kills the primary's engine like the rest of host a. The process
+// is this test binary again, told by the environment what to be.
+const helperEnv = "RRC_ENGINE_HELPER"
+
+// helperArgs configure one engine process (JSON in helperEnv).
+type helperArgs struct {
+	Role          replication.Role
+	Pair          string
+	Peer, Listen  string
+	PeerName      string
+	CA, Cert, Key string
+	ServiceIP     string // CIDR
+	ServiceLink   string
+	ServicenetDir string
+	StatusFile    string
+	Epoch         time.Duration
+	// primary
+	RuncRoot, ContainerID, WorkDir string
+	// backup
+	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
+}
+
+// helperStatus is what an engine process publishes in StatusFile.
+type helperStatus struct {
+	Phase  string // gated/ready, running, exiting
+	Netns  string // the service network namespace
+	Engine replication.Status
+	Error  string `json:",omitempty"`
+}
+
+// backupGo is the backup's second input: what it needs to restore.
+type backupGo struct {
+	SpecFile string
+	Lower    []string
+}
+
+func TestMain(m *testing.M) {
+	if a := os.Getenv(helperEnv); a != "" {
+		os.Exit(runHelper(a))
+	}
+	os.Exit(m.Run())
+}
+
+func runHelper(arg string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var a helperArgs
+	if err := json.Unmarshal([]byte(arg), &a); err != nil {
+		log.Error("helper args", "err", err)
+		return 2
+	}
+	log = log.With("helper", string(a.Role))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	h := &helper{a: a, log: log, stdin: bufio.NewScanner(os.Stdin)}
+	var err error
+	if a.Role == replication.RolePrimary {
+		err = h.primary(ctx)
+	} else {
+		err = h.backup(ctx)
+	}
+	if err != nil {
+		log.Error("helper failed", "err", err)
+		h.publish("exiting", "", replication.Status{}, err)
+		return 1
+	}
+	return 0
+}
+
+type helper struct {
+	a     helperArgs
+	log   *slog.Logger
+	stdin *bufio.Scanner
+}
+
+func (h *helper) publish(phase, netns string, st replication.Status, err error) {
+	s := helperStatus{Phase: phase, Netns: netns, Engine: st}
+	if err != nil {
+		s.Error = err.Error()
+	}
+	b, _ := json.Marshal(s)
+	tmp := h.a.StatusFile + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, h.a.StatusFile)
+	}
+}
+
+// readLine waits for the test's next line; EOF (the test went away) ends
+// the helper like a signal.
+func (h *helper) readLine(ctx context.Context) (string, bool) {
+	line := make(chan string, 1)
+	go func() {
+		if h.stdin.Scan() {
+			line <- h.stdin.Text()
+		}
+		close(line)
+	}()
+	select {
+	case l, ok := <-line:
+		return l, ok
+	case <-ctx.Done():
+		return "", false
+	}
+}
+
+func (h *helper) config() (replication.Config, error) {
+	ip, ipnet, err := net.ParseCIDR(h.a.ServiceIP)
+	if err != nil {
+		return replication.Config{}, err
+	}
+	ipnet.IP = ip
+	return replication.Config{Role: h.a.Role, Pair: h.a.Pair, Peer: h.a.Peer, Listen: h.a.Listen, PeerName: h.a.PeerName,
+		Epoch: h.a.Epoch, Service: &replication.ServiceNetwork{Address: ipnet, Link: h.a.ServiceLink}}.WithDefaults(), nil
+}
+
+// serviceNetwork creates this host's service network namespace (active on
+// the primary, standby on the backup), as the shim will.
+func (h *helper) serviceNetwork(ctx context.Context, cfg replication.Config) (*servicenet.ServiceNetwork, error) {
+	return servicenet.Create(ctx, h.a.Pair, *cfg.Service, h.a.Role == replication.RoleBackup,
+		servicenet.Options{Dir: h.a.ServicenetDir, Logger: h.log})
+}
+
+// runUntilDone publishes status every 50 ms until ctx ends or stdin closes.
+func (h *helper) runUntilDone(ctx context.Context, netns string, status func() replication.Status) {
+	eof := make(chan struct{})
+	go func() {
+		h.readLine(ctx)
+		close(eof)
+	}()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		h.publish("running", netns, status(), nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-eof:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *helper) primary(ctx context.Context) error {
+	cfg, err := h.config()
+	if err != nil {
+		return err
+	}
+	creds, err := replication.PeerTLS{CAFile: h.a.CA, CertFile: h.a.Cert, KeyFile: h.a.Key}.Load()
+	if err != nil {
+		return err
+	}
+	sn, err := h.serviceNetwork(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer sn.Remove(context.Background())
+	unmount, err := runtime.MountImageTmpfs(h.a.WorkDir, 1<<30)
+	if err != nil {
+		return err
+	}
+	defer unmount()
+	p, err := replication.NewPrimary(ctx, replication.PrimaryOptions{
+		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
+		Packets: &replication.NetfilterPath{NetNS: sn.NetnsPath(), Logger: h.log.With("pair", cfg.Pair)},
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Close(context.Background())
+	h.publish("gated", sn.NetnsPath(), p.Status(), nil)
+	if _, ok := h.readLine(ctx); !ok { // the container runs
+		return nil
+	}
+	c, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
+		RuncRoot: h.a.RuncRoot, ID: h.a.ContainerID, Dump: runtime.FastDumpOptions(),
+		CaptureRootfsDiff: true, Log: h.log.With("pair", cfg.Pair),
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx, replication.RuncCheckpointer{C: c}); err != nil {
+		c.Close()
+		return err
+	}
+	h.runUntilDone(ctx, sn.NetnsPath(), p.Status)
+	// Close must leave nothing behind; an error fails the helper's exit
+	// status, which the test checks.
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return p.Close(cctx)
+}
+
+func (h *helper) backup(ctx context.Context) error {
+	cfg, err := h.config()
+	if err != nil {
+		return err
+	}
+	creds, err := replication.PeerTLS{CAFile: h.a.CA, CertFile: h.a.Cert, KeyFile: h.a.Key}.Load()
+	if err != nil {
+		return err
+	}
+	sn, err := h.serviceNetwork(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer sn.Remove(context.Background())
+	h.publish("ready", sn.NetnsPath(), replication.Status{}, nil)
+	line, ok := h.readLine(ctx)
+	if !ok {
+		return nil
+	}
+	var g backupGo
+	if err := json.Unmarshal([]byte(line), &g); err != nil {
+		return fmt.Errorf("backup input: %w", err)
+	}
+	spec, err := os.ReadFile(g.SpecFile)
+	if err != nil {
+		return err
+	}
+	restorer := &replication.RuncRestorer{
+		RuncRoot: h.a.RestoreRuncRoot, ID: h.a.RestoreID, Spec: spec, Lower: g.Lower,
+		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
+	}
+	defer restorer.Remove(context.Background())
+	b, err := replication.StartBackup(ctx, replication.BackupOptions{
+		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
+		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
+			_, err := sn.Promote(ctx)
+			return err
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	defer b.Close(context.Background())
+	h.runUntilDone(ctx, sn.NetnsPath(), b.Status)
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(cctx); err != nil {
+		return err
+	}
+	return restorer.Remove(cctx)
+}

@@ -1,0 +1,150 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peer"
+)
+
+// loop is the epoch loop: one checkpoint per tick, sent in the background.
+//
+// At most one checkpoint is being sent at a time. If the previous one is
+// still being sent when the tick comes, the epoch is skipped, not queued:
+// the container keeps running and its output stays in the open gate epoch,
+// which the next checkpoint covers. A queued checkpoint would hold a second
+// full image in memory and would be stale by the time it went out; the
+// next one carries everything it would have. Acknowledgements are
+// pipelined: a new checkpoint may be taken while the previous one waits
+// for its ack.
+func (p *Primary) loop(ctx context.Context) {
+	defer close(p.done)
+	ticker := time.NewTicker(p.cfg.Epoch)
+	defer ticker.Stop()
+	sent := make(chan error, 1)
+	sending, kicked := false, false
+	p.mu.Lock()
+	sender := p.sender
+	p.mu.Unlock()
+	startSend := func() {
+		dir, epoch, ok := p.checkpoint(ctx)
+		if !ok {
+			return
+		}
+		sending = true
+		go func() {
+			err := sender.Send(ctx, peer.Checkpoint{Epoch: epoch, Sources: []peer.Source{{FS: os.DirFS(dir)}}})
+			// Send has copied every byte into frames: the images can go.
+			os.RemoveAll(dir)
+			sent <- err
+		}()
+	}
+	startSend() // the initial full checkpoint
+	for {
+		select {
+		case <-ctx.Done():
+			if sending {
+				<-sent
+			}
+			return
+		case reason := <-p.peerFailed:
+			p.degrade(reason)
+			if sending {
+				<-sent
+			}
+			return
+		case <-sender.Done():
+			p.degrade(fmt.Sprintf("connection to backup ended: %v", sender.Err()))
+			if sending {
+				<-sent
+			}
+			return
+		case err := <-p.packets.Failed():
+			// The gate stopped: output is dropped (fail closed) and cannot be
+			// released any more. Replication is pointless; say so loudly.
+			p.fail(fmt.Sprintf("packet gate stopped, container output is dropped: %v", err))
+			if sending {
+				<-sent
+			}
+			return
+		case err := <-sent:
+			sending = false
+			if err != nil && ctx.Err() == nil {
+				p.degrade(fmt.Sprintf("sending checkpoint: %v", err))
+				return
+			}
+			if kicked {
+				kicked = false
+				startSend()
+			}
+		case <-p.kick:
+			if sending {
+				kicked = true
+				continue
+			}
+			startSend()
+		case <-ticker.C:
+			if sending {
+				p.mu.Lock()
+				p.skipped++
+				p.mu.Unlock()
+				continue
+			}
+			startSend()
+		}
+	}
+}
+
+// checkpoint takes the checkpoint of the open epoch: hold input → freeze →
+// seal the gate's epoch → dump → thaw → release input. It returns the
+// image directory and the wire epoch to send, ok false if it failed (the
+// epoch's output then waits for the next checkpoint).
+func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok bool) {
+	p.mu.Lock()
+	ck, offset := p.ck, p.offset
+	p.mu.Unlock()
+	dir, err := os.MkdirTemp(p.opts.WorkDir, "epoch-")
+	if err != nil {
+		p.checkpointFailed(0, fmt.Errorf("image dir: %w", err))
+		return "", 0, false
+	}
+	var sealed uint64
+	held := p.now()
+	p.input.Hold()
+	st, err := ck.Checkpoint(ctx, dir, func() { sealed = p.gate.Seal() })
+	if rerr := p.input.Release(); rerr != nil {
+		p.log.Error("releasing held input after the checkpoint", "err", rerr)
+	}
+	taken := p.now()
+	p.mu.Lock()
+	p.hold.add(ms(taken.Sub(held)))
+	p.mu.Unlock()
+	if err == nil && sealed == 0 {
+		err = errors.New("checkpointer did not report the freeze; epoch not sealed")
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		p.checkpointFailed(sealed, err)
+		return "", 0, false
+	}
+	epoch = sealed + offset
+	p.mu.Lock()
+	p.epoch = epoch
+	p.epochs++
+	p.taken[epoch] = taken
+	p.pause.add(ms(st.Pause))
+	p.bytes.add(float64(st.ImageBytes))
+	p.mu.Unlock()
+	p.log.Debug("checkpoint taken", "epoch", epoch, "pause", st.Pause, "bytes", st.ImageBytes)
+	return dir, epoch, true
+}
+
+func (p *Primary) checkpointFailed(sealed uint64, err error) {
+	p.mu.Lock()
+	p.failed++
+	p.mu.Unlock()
+	p.log.Error("checkpoint failed; output stays held until a later checkpoint is acknowledged", "sealed_epoch", sealed, "err", err)
+}

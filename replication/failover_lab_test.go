@@ -1,0 +1,495 @@
+package replication_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/test/lab"
+	"golang.org/x/sys/unix"
+)
+
+// engineProc is an engine process started in a lab host's netns.
+type engineProc struct {
+	cmd    *exec.Cmd
+	stdin  interface{ Write([]byte) (int, error) }
+	status string
+	log    string
+	exited chan struct{}
+	killed atomic.Bool // its host was crashed: no clean exit expected
+}
+
+func (e *engineProc) send(t *testing.T, v string) {
+	t.Helper()
+	if _, err := e.stdin.Write([]byte(v + "\n")); err != nil {
+		t.Fatalf("writing to engine: %v", err)
+	}
+}
+
+func (e *engineProc) read() (helperStatus, error) {
+	var s helperStatus
+	b, err := os.ReadFile(e.status)
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// waitPhase waits until the engine publishes phase (or cond holds).
+func (e *engineProc) wait(t *testing.T, what string, timeout time.Duration, cond func(helperStatus) bool) helperStatus {
+	t.Helper()
+	var last helperStatus
+	err := lab.WaitFor(timeout, func() error {
+		s, err := e.read()
+		if err != nil {
+			return err
+		}
+		last = s
+		if s.Error != "" {
+			return fmt.Errorf("engine failed: %s", s.Error)
+		}
+		if !cond(s) {
+			return fmt.Errorf("phase %s, state %s", s.Phase, s.Engine.State)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v (last %+v)\nengine log:\n%s", what, err, last, e.logTail())
+	}
+	return last
+}
+
+func (e *engineProc) logTail() string {
+	b, _ := os.ReadFile(e.log)
+	s := string(b)
+	if len(s) > 6000 {
+		s = s[len(s)-6000:]
+	}
+	return s
+}
+
+func startEngine(t *testing.T, l *lab.Lab, host string, a helperArgs) *engineProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a.StatusFile = filepath.Join(dir, "status.json")
+	arg, _ := json.Marshal(a)
+	cmd := exec.Command("nsenter", "--net="+l.Netns(host), "--", exe)
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(arg))
+	logPath := filepath.Join(dir, "engine.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s engine: %v", a.Role, err)
+	}
+	e := &engineProc{cmd: cmd, stdin: stdin, status: a.StatusFile, log: logPath, exited: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(e.exited) }()
+	t.Cleanup(func() {
+		stdin.Close() // the engine ends on EOF: Close, remove what it made
+		select {
+		case <-e.exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s engine did not exit; killing it", a.Role)
+			cmd.Process.Kill()
+			<-e.exited
+		}
+		// The backup must end cleanly (the primary was killed by the crash);
+		// a race report from either fails the test.
+		if code := cmd.ProcessState.ExitCode(); !e.killed.Load() && code != 0 {
+			t.Errorf("%s engine exit status %d", a.Role, code)
+		}
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "DATA RACE") {
+			t.Errorf("%s engine: data race reported", a.Role)
+		}
+		if t.Failed() || testing.Verbose() {
+			t.Logf("%s engine log (tail):\n%s", a.Role, e.logTail())
+		}
+	})
+	return e
+}
+
+// replicatedRedis is Redis on lab host a replicated to b, in sync, with a
+// client connected from the lab's client host.
+type replicatedRedis struct {
+	l               *lab.Lab
+	ctx             context.Context
+	primary, backup *engineProc
+	primaryNetns    string
+	backupNetns     string
+	cl              *client
+}
+
+// startReplicatedRedis sets up the lab, both engines (each in its host's
+// netns), Redis in the gated service namespace on a, and the client.
+func startReplicatedRedis(t *testing.T) *replicatedRedis {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, cgroups, CRIU, iptables)")
+	}
+	for _, bin := range []string{"criu", "runc", "nsenter", "iptables", "ip6tables"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s on PATH", bin)
+		}
+	}
+	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
+	if name == "" {
+		name, subnet = "rrceng", "10.86.0"
+	}
+	t.Cleanup(func() { // runs after lab.Start's Down
+		if left := lab.New(name, subnet).Leftovers(); len(left) > 0 {
+			t.Errorf("left behind after lab down: %v", left)
+		}
+	})
+	l := lab.Start(t, name, subnet)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+	t.Cleanup(cancel)
+
+	pki, err := peertest.GenerateTestPKI(t.TempDir(), l.IP("a"), l.IP("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pair, id = "redis1", "redis1"
+	serviceIP := l.Subnet + ".200"
+	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: pki.CAFile,
+		Epoch: 100 * time.Millisecond}
+
+	ba := common
+	ba.Role, ba.Listen, ba.PeerName = replication.RoleBackup, l.IP("b")+":7100", l.IP("a")
+	ba.Cert, ba.Key = pki.Hosts[l.IP("b")].CertFile, pki.Hosts[l.IP("b")].KeyFile
+	ba.ServicenetDir = l.State("b") + "/servicenet"
+	ba.StoreDir = l.State("b") + "/rrc-store"
+	ba.RestoreRuncRoot, ba.RestoreID = l.State("b")+"/runc-restored", id+"-restored"
+	ba.RestoreCgroup, ba.RestoreWorkDir = "/"+l.Namespace("b")+"/"+id+"-restored", l.State("b")+"/restore"
+	backup := startEngine(t, l, "b", ba)
+	bst := backup.wait(t, "backup's standby network", 15*time.Second, func(s helperStatus) bool { return s.Phase == "ready" })
+
+	// The backup restores with its own spec (naming its standby netns) and
+	// its own copy of the image's layers: a container created, never
+	// started, in b's containerd.
+	if _, err := l.Ctr(ctx, "b", "container", "create", "--runtime", "io.containerd.runc.v2",
+		"--with-ns", "network:"+bst.Netns, lab.RedisImage, id); err != nil {
+		t.Fatalf("create standby container on b: %v", err)
+	}
+	specFile, lower := standbySpec(ctx, t, l, id)
+	backup.send(t, mustJSON(backupGo{SpecFile: specFile, Lower: lower}))
+	backup.wait(t, "backup listening", 10*time.Second, func(s helperStatus) bool { return s.Phase == "running" })
+
+	pa := common
+	pa.Role, pa.Peer = replication.RolePrimary, l.IP("b")+":7100"
+	pa.Cert, pa.Key = pki.Hosts[l.IP("a")].CertFile, pki.Hosts[l.IP("a")].KeyFile
+	pa.ServicenetDir = l.State("a") + "/servicenet"
+	pa.RuncRoot, pa.ContainerID = "/run/containerd/runc/"+l.Namespace("a"), id
+	pa.WorkDir = l.State("a") + "/rrc-images"
+	primary := startEngine(t, l, "a", pa)
+	pst := primary.wait(t, "primary's gate", 15*time.Second, func(s helperStatus) bool { return s.Phase == "gated" })
+
+	// The container starts in the gated service namespace: nothing it sends
+	// leaves before the backup holds a checkpoint with it.
+	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+pst.Netns, "iptables", "-w", "-t", "mangle", "-S").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "-A OUTPUT -j RRC-OUT") || !strings.Contains(string(out), "NFQUEUE") {
+		t.Fatalf("gate rules not installed before the container starts: %v\n%s", err, out)
+	}
+	if _, err := l.Ctr(ctx, "a", "run", "-d", "--runtime", "io.containerd.runc.v2",
+		"--with-ns", "network:"+pst.Netns, lab.RedisImage, id); err != nil {
+		t.Fatalf("run redis on a: %v", err)
+	}
+	waitRunning(ctx, t, l, id)
+	st, err := runtime.ReadRuncState("/run/containerd/runc/"+l.Namespace("a"), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameNetns(t, st.InitPid, pst.Netns)
+	primary.send(t, "start")
+	primary.wait(t, "backup in sync", 20*time.Second, func(s helperStatus) bool { return s.Engine.State == replication.StateInSync })
+
+	nc, err := dialInNetns(l.Netns("client"), serviceIP+":6379")
+	if err != nil {
+		t.Fatalf("client connect: %v", err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &replicatedRedis{l: l, ctx: ctx, primary: primary, backup: backup, primaryNetns: pst.Netns,
+		backupNetns: bst.Netns, cl: &client{conn: newRedisConn(nc)}}
+}
+
+// TestFailoverRedisLab replicates Redis from lab host a to host b in epoch
+// mode, crashes a while a client on the lab's client host keeps one TCP
+// connection busy, and checks that b takes over on that same connection
+// with every acknowledged write and no INCR going backwards.
+func TestFailoverRedisLab(t *testing.T) {
+	r := startReplicatedRedis(t)
+	l, ctx, primary, backup, cl := r.l, r.ctx, r.primary, r.backup, r.cl
+
+	// Load before the crash, then crash a in the middle of the stream.
+	if err := cl.run(ctx, 25); err != nil {
+		t.Fatalf("before the crash: %v", err)
+	}
+	before, _ := primary.read()
+	latMean, latP99 := cl.latency()
+	crashed := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		crashed <- time.Now() // the links are cut first thing
+		primary.killed.Store(true)
+		if err := l.Crash(context.Background(), "a"); err != nil {
+			t.Errorf("crash a: %v", err)
+		}
+	}()
+	if err := cl.run(ctx, 25); err != nil {
+		t.Fatalf("across the failover (connection must survive): %v", err)
+	}
+	crashAt := <-crashed
+	after := backup.wait(t, "promotion", 20*time.Second, func(s helperStatus) bool {
+		return s.Engine.State == replication.StatePrimaryAfterFailover
+	})
+	if err := cl.run(ctx, 10); err != nil {
+		t.Fatalf("after the failover: %v", err)
+	}
+	if err := cl.verify(); err != nil {
+		t.Fatal(err)
+	}
+
+	f := after.Engine.Failover
+	ps := before.Engine
+	t.Logf("primary before crash: %d epochs (%d skipped), committed %d, pause ms mean %.1f p90 %.1f max %.1f, input held ms mean %.1f p90 %.1f, bytes/epoch %.0f, ack ms mean %.1f p90 %.1f, gate held %d; client reply before the crash mean %s p99 %s",
+		ps.Epochs, ps.SkippedEpochs, ps.CommittedEpoch, ps.PauseMS.Mean, ps.PauseMS.P90, ps.PauseMS.Max,
+		ps.InputHoldMS.Mean, ps.InputHoldMS.P90, ps.BytesPerEpoch.Mean, ps.AckMS.Mean, ps.AckMS.P90, ps.Gate.Held,
+		latMean.Round(100*time.Microsecond), latP99.Round(100*time.Microsecond))
+	open := f.LastHeard.Add(time.Duration(f.TotalMS * float64(time.Millisecond)))
+	t.Logf("failover: restored epoch %d; detection %.1f ms, stop receiving %.1f ms, prepare %.1f ms, restore %.1f ms, network (link+GARP) %.1f ms, total (last heard → reachable) %.1f ms; crash → reachable %s",
+		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, open.Sub(crashAt).Round(time.Millisecond))
+	t.Logf("client: %d INCRs, %d keys written and read back on one connection; longest reply %s; first reply after the crash came %s after it (%s after the service was reachable)",
+		len(cl.incrs), len(cl.keys), cl.slowest.Round(time.Millisecond), cl.firstAfter(crashAt).Round(time.Millisecond), cl.firstAfter(open).Round(time.Millisecond))
+	if rc := after.Engine.Restored; rc == nil || rc.Pid <= 0 {
+		t.Errorf("restored container not reported: %+v", rc)
+	} else {
+		sameNetns(t, rc.Pid, r.backupNetns)
+	}
+}
+
+// sameNetns checks that pid's network namespace is the one bound at path.
+func sameNetns(t *testing.T, pid int, path string) {
+	t.Helper()
+	var a, b unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &a); err != nil {
+		t.Fatalf("netns of pid %d: %v", pid, err)
+	}
+	if err := unix.Stat(path, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		t.Fatalf("pid %d is not in the service network namespace %s", pid, path)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// standbySpec writes the OCI spec of the standby container on b to a file
+// and returns the lower directories of its snapshot (the image's layers).
+func standbySpec(ctx context.Context, t *testing.T, l *lab.Lab, id string) (string, []string) {
+	t.Helper()
+	out, err := l.Ctr(ctx, "b", "container", "info", id)
+	if err != nil {
+		t.Fatalf("container info: %v", err)
+	}
+	var info struct{ Spec json.RawMessage }
+	if err := json.Unmarshal([]byte(out), &info); err != nil || len(info.Spec) == 0 {
+		t.Fatalf("container info: %v: %.300s", err, out)
+	}
+	specFile := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(specFile, info.Spec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = l.Ctr(ctx, "b", "snapshots", "mounts", "/mnt", id)
+	if err != nil {
+		t.Fatalf("snapshot mounts: %v", err)
+	}
+	var lower []string
+	for _, f := range strings.Fields(out) {
+		if strings.Contains(f, "lowerdir=") {
+			if lower, err = replication.LowerDirsFromMountOptions(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(lower) == 0 {
+		t.Fatalf("no lower dirs in %q", out)
+	}
+	return specFile, lower
+}
+
+// waitRunning waits until the container's task runs.
+func waitRunning(ctx context.Context, t *testing.T, l *lab.Lab, id string) {
+	t.Helper()
+	err := lab.WaitFor(10*time.Second, func() error {
+		out, err := l.Ctr(ctx, "a", "task", "ls")
+		if err == nil && !strings.Contains(out, "RUNNING") {
+			err = fmt.Errorf("task: %q", out)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
+}
+
+// client drives one Redis connection and records every reply.
+type client struct {
+	conn    *redisConn
+	n       int
+	incrs   []int64
+	keys    map[string]string // acknowledged SETs
+	replies []time.Time
+	lat     []time.Duration
+	slowest time.Duration
+}
+
+// latency returns the mean and p99 of the replies so far.
+func (c *client) latency() (mean, p99 time.Duration) {
+	if len(c.lat) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(c.lat)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	return sum / time.Duration(len(s)), s[min(len(s)-1, len(s)*99/100)]
+}
+
+func (c *client) do(args ...string) (string, error) {
+	start := time.Now()
+	r, err := c.conn.do(args...)
+	if err == nil {
+		c.replies = append(c.replies, time.Now())
+		c.lat = append(c.lat, time.Since(start))
+		c.slowest = max(c.slowest, time.Since(start))
+	}
+	return r, err
+}
+
+// run does rounds of INCR counter; SET key:i v:i.
+func (c *client) run(ctx context.Context, rounds int) error {
+	if c.keys == nil {
+		c.keys = map[string]string{}
+	}
+	for range rounds {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.n++
+		r, err := c.do("INCR", "counter")
+		if err != nil {
+			return fmt.Errorf("INCR #%d: %w", c.n, err)
+		}
+		v, err := strconv.ParseInt(strings.TrimPrefix(r, ":"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("INCR #%d reply %q", c.n, r)
+		}
+		c.incrs = append(c.incrs, v)
+		k, val := fmt.Sprintf("key:%d", c.n), fmt.Sprintf("value:%d", c.n)
+		if r, err := c.do("SET", k, val); err != nil || r != "+OK" {
+			return fmt.Errorf("SET %s: %q, %v", k, r, err)
+		}
+		c.keys[k] = val
+	}
+	return nil
+}
+
+// verify: INCR replies went up by one each time (never back, no lost
+// increment the client saw), and every acknowledged write reads back.
+func (c *client) verify() error {
+	for i := 1; i < len(c.incrs); i++ {
+		if c.incrs[i] != c.incrs[i-1]+1 {
+			return fmt.Errorf("INCR replies %d then %d (reply %d of %d): state went backwards or skipped", c.incrs[i-1], c.incrs[i], i, len(c.incrs))
+		}
+	}
+	for k, v := range c.keys {
+		got, err := c.conn.do("GET", k)
+		if err != nil {
+			return fmt.Errorf("GET %s after failover: %w", k, err)
+		}
+		if got != v {
+			return fmt.Errorf("GET %s after failover = %q, want %q (acknowledged write lost)", k, got, v)
+		}
+	}
+	return nil
+}
+
+func (c *client) firstAfter(t time.Time) time.Duration {
+	for _, r := range c.replies {
+		if r.After(t) {
+			return r.Sub(t)
+		}
+	}
+	return 0
+}
+
+// TestBackupCrashLab crashes the backup host: the primary must notice
+// (heartbeats), go degraded, release what it held and keep serving the
+// client on the same connection, now unreplicated (no epoch wait).
+func TestBackupCrashLab(t *testing.T) {
+	r := startReplicatedRedis(t)
+	if err := r.cl.run(r.ctx, 10); err != nil {
+		t.Fatalf("before the crash: %v", err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		r.backup.killed.Store(true)
+		if err := r.l.Crash(context.Background(), "b"); err != nil {
+			t.Errorf("crash b: %v", err)
+		}
+	}()
+	if err := r.cl.run(r.ctx, 10); err != nil {
+		t.Fatalf("across the backup's crash (connection must survive): %v", err)
+	}
+	st := r.primary.wait(t, "degraded", 10*time.Second, func(s helperStatus) bool {
+		return s.Engine.State == replication.StateDegraded
+	})
+	if !strings.Contains(st.Engine.Reason, "backup") || st.Engine.Gate == nil || !st.Engine.Gate.PassThrough {
+		t.Errorf("degraded status: reason %q, gate %+v", st.Engine.Reason, st.Engine.Gate)
+	}
+	n := len(r.cl.lat)
+	if err := r.cl.run(r.ctx, 20); err != nil {
+		t.Fatalf("degraded: %v", err)
+	}
+	var sum time.Duration
+	for _, d := range r.cl.lat[n:] {
+		sum += d
+	}
+	mean := sum / time.Duration(len(r.cl.lat)-n)
+	if mean > 30*time.Millisecond {
+		t.Errorf("degraded replies take %s on average: output still held?", mean)
+	}
+	if err := r.cl.verify(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backup crash: primary degraded (%s); replies while degraded: mean %s; longest reply %s",
+		st.Engine.Reason, mean.Round(10*time.Microsecond), r.cl.slowest.Round(time.Millisecond))
+}

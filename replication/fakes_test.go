@@ -1,0 +1,208 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/netfilter"
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/runtime"
+)
+
+// recorder collects the calls the engine makes on the fakes, in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	added  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{added: make(chan struct{}, 1000)} }
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	r.events = append(r.events, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+	select {
+	case r.added <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// waitFor waits until event has been recorded.
+func (r *recorder) waitFor(t *testing.T, event string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		if slices.Contains(r.list(), event) {
+			return
+		}
+		select {
+		case <-r.added:
+		case <-time.After(5 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %q; events: %v", event, r.list())
+		}
+	}
+}
+
+type fakeGate struct {
+	rec   *recorder
+	mu    sync.Mutex
+	epoch uint64
+}
+
+func (g *fakeGate) Seal() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.epoch++
+	g.rec.add("seal:%d", g.epoch)
+	return g.epoch
+}
+func (g *fakeGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
+func (g *fakeGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
+func (g *fakeGate) Stats() netfilter.GateStats { return netfilter.GateStats{} }
+
+type fakeHold struct{ rec *recorder }
+
+func (h fakeHold) Hold()          { h.rec.add("hold") }
+func (h fakeHold) Release() error { h.rec.add("release-input"); return nil }
+
+type fakePackets struct {
+	rec    *recorder
+	failed chan error
+}
+
+func (p *fakePackets) Open(context.Context) (OutputGate, InputHold, error) {
+	p.rec.add("gate")
+	return &fakeGate{rec: p.rec}, fakeHold{p.rec}, nil
+}
+func (p *fakePackets) Failed() <-chan error { return p.failed }
+func (p *fakePackets) Close(context.Context) error {
+	p.rec.add("ungate")
+	return nil
+}
+
+// fakeCheckpointer fails the checkpoints whose number is in fail.
+type fakeCheckpointer struct {
+	rec  *recorder
+	mu   sync.Mutex
+	n    int
+	fail map[int]bool
+}
+
+func (c *fakeCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error) {
+	c.mu.Lock()
+	c.n++
+	n := c.n
+	c.mu.Unlock()
+	c.rec.add("freeze")
+	frozen()
+	if c.fail[n] {
+		c.rec.add("thaw")
+		return runtime.CheckpointStats{}, errors.New("criu: injected failure")
+	}
+	c.rec.add("dump")
+	if err := os.WriteFile(filepath.Join(dir, "pages.img"), []byte("state"), 0o600); err != nil {
+		return runtime.CheckpointStats{}, err
+	}
+	c.rec.add("thaw")
+	return runtime.CheckpointStats{Pause: 3 * time.Millisecond, ImageBytes: 5}, nil
+}
+func (c *fakeCheckpointer) Close() error { c.rec.add("close-criu"); return nil }
+
+// fakeSender records sends; sendErr fails them; block makes Send wait.
+type fakeSender struct {
+	rec       *recorder
+	committed uint64
+	sendErr   error
+	block     chan struct{}
+	opts      peer.Options
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (s *fakeSender) Send(ctx context.Context, c peer.Checkpoint) error {
+	if s.block != nil {
+		select {
+		case <-s.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, err := c.Sources[0].FS.Open("pages.img"); err != nil {
+		return fmt.Errorf("image missing while sending: %w", err)
+	}
+	if s.sendErr != nil {
+		s.rec.add("send-failed:%d", c.Epoch)
+		return s.sendErr
+	}
+	s.rec.add("send:%d", c.Epoch)
+	return nil
+}
+func (s *fakeSender) BackupCommitted() uint64 { return s.committed }
+func (s *fakeSender) Done() <-chan struct{}   { return s.done }
+func (s *fakeSender) Err() error              { return errors.New("fake connection ended") }
+func (s *fakeSender) Close() error {
+	s.closeOnce.Do(func() { s.rec.add("close-peer"); close(s.done) })
+	return nil
+}
+
+// ack answers epoch as the backup would.
+func (s *fakeSender) ack(epoch uint64, err error) {
+	s.rec.add("ack:%d", epoch)
+	s.opts.OnAck(peer.Ack{Epoch: epoch, At: time.Now(), Err: err})
+}
+
+type fakeRestorer struct {
+	rec *recorder
+	err error
+}
+
+func (r fakeRestorer) Restore(_ context.Context, c ckptstore.Checkpoint) (RestoredContainer, error) {
+	r.rec.add("restore:%d", c.Epoch)
+	if r.err != nil {
+		return RestoredContainer{}, r.err
+	}
+	return RestoredContainer{ID: "restored", Pid: 4242}, nil
+}
+
+// newTestPrimary makes a started Primary on fakes.
+func newTestPrimary(t *testing.T, epoch time.Duration, ck *fakeCheckpointer, snd *fakeSender) (*Primary, *fakePackets) {
+	t.Helper()
+	rec := ck.rec
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	snd.rec, snd.done = rec, make(chan struct{})
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: epoch},
+		Packets: pk, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts = o
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.Start(context.Background(), ck); err != nil {
+		t.Fatal(err)
+	}
+	return p, pk
+}
+
+// loopTickForTest makes the loop take the next checkpoint now.
+func (p *Primary) loopTickForTest() { p.kick <- struct{}{} }

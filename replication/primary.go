@@ -1,0 +1,298 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/wire"
+)
+
+// PrimaryOptions is what the primary's engine needs besides the container.
+type PrimaryOptions struct {
+	Config Config // Role primary; Pair set
+	// TLS is used by the default Dial (peer.Dial to Config.Peer).
+	TLS *peertls.Credentials
+	// Packets gates the container's traffic (NetfilterPath in the
+	// container's network namespace).
+	Packets PacketPath
+	// WorkDir receives one image directory per epoch, removed once sent.
+	// It should be a tmpfs: the page copy is then a memory copy.
+	WorkDir string
+	Logger  *slog.Logger
+	// Dial replaces peer.Dial (tests).
+	Dial DialFunc
+}
+
+// Primary replicates one container in epoch mode: every epoch it
+// checkpoints the container and sends the checkpoint to the backup; the
+// output of an epoch is released only once the backup has acknowledged
+// that epoch's checkpoint (invariant 1). See docs/ENGINE.md.
+type Primary struct {
+	opts    PrimaryOptions
+	cfg     Config
+	log     *slog.Logger
+	now     clock
+	gate    OutputGate
+	input   InputHold
+	packets PacketPath
+
+	mu         sync.Mutex
+	state      State
+	reason     string
+	ck         Checkpointer
+	sender     CheckpointSender
+	offset     uint64               // wire epoch = gate epoch + offset (the backup may hold epochs already)
+	taken      map[uint64]time.Time // wire epoch → when its checkpoint was taken, until answered
+	epoch      uint64               // newest wire epoch checkpointed
+	acked      uint64               // newest wire epoch acknowledged
+	ackedTaken time.Time            // when that checkpoint was taken
+	ackedAt    time.Time
+	epochs     uint64
+	skipped    uint64
+	failed     uint64
+	nacks      uint64
+	pause      window
+	hold       window // input held per epoch
+	bytes      window
+	ackLat     window
+
+	peerFailed chan string   // reasons to degrade, from callbacks (never block)
+	kick       chan struct{} // checkpoint now instead of at the next tick
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when the loop has ended
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// NewPrimary gates the container's traffic: after it returns, every packet
+// the container sends is held until released by an acknowledged epoch, so
+// call it before the container starts (after runc create, before runc
+// start). Then Start replicates it.
+func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
+	cfg := opts.Config.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("primary engine: %w", err)
+	}
+	if cfg.Role != RolePrimary || cfg.Mode != ModeEpoch || cfg.Pair == "" {
+		return nil, fmt.Errorf("primary engine: needs role primary, mode epoch and a pair name (got %q, %q, %q)", cfg.Role, cfg.Mode, cfg.Pair)
+	}
+	if opts.Packets == nil || opts.WorkDir == "" {
+		return nil, errors.New("primary engine: packet path and work dir are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Dial == nil {
+		if opts.TLS == nil {
+			return nil, errors.New("primary engine: peer TLS credentials are required")
+		}
+		opts.Dial = tlsDialer(cfg.Peer, opts.TLS)
+	}
+	p := &Primary{
+		opts: opts, cfg: cfg, now: time.Now, packets: opts.Packets,
+		log:        opts.Logger.With("pair", cfg.Pair, "role", "primary"),
+		state:      StateStarting,
+		taken:      map[uint64]time.Time{},
+		peerFailed: make(chan string, 1),
+		kick:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	if err := os.MkdirAll(opts.WorkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("primary engine: work dir: %w", err)
+	}
+	gate, input, err := opts.Packets.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("primary engine: gating the container's traffic: %w", err)
+	}
+	p.gate, p.input = gate, input
+	p.log.Info("container traffic gated: output held until acknowledged")
+	return p, nil
+}
+
+func tlsDialer(addr string, creds *peertls.Credentials) DialFunc {
+	return func(ctx context.Context, opts peer.Options) (CheckpointSender, error) {
+		return peer.Dial(ctx, addr, creds, opts)
+	}
+}
+
+// Start connects to the backup and starts the epoch loop with ck, the
+// container's checkpointer (the container must be running). The first
+// epoch is checkpointed at once: the initial full checkpoint. Start returns
+// once the loop runs; Status says when the backup is in sync.
+func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
+	opts := peer.Options{
+		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: wire.ModeEpoch,
+		Heartbeat: p.cfg.Heartbeat, HeartbeatMisses: p.cfg.HeartbeatMisses, Logger: p.opts.Logger,
+		OnAck: p.onAck,
+		OnPeerFailed: func(f peer.PeerFailure) {
+			p.degradeLater(fmt.Sprintf("backup failed: %s (last heard %s ago)", f.Reason, f.DetectedAt.Sub(f.LastHeard).Round(time.Millisecond)))
+		},
+	}
+	sender, err := p.opts.Dial(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
+	}
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.mu.Lock()
+	p.ck, p.sender, p.cancel = ck, sender, cancel
+	// The gate numbers epochs from 1; the backup may already hold some
+	// (a restarted primary): wire epochs continue above them.
+	p.offset = sender.BackupCommitted()
+	p.state = StateSyncing
+	p.mu.Unlock()
+	p.log.Info("replicating", "epoch", p.cfg.Epoch, "backup", p.cfg.Peer, "backup_committed", p.offset)
+	go p.loop(loopCtx)
+	return nil
+}
+
+// degradeLater asks the loop to go degraded; callbacks must not block.
+func (p *Primary) degradeLater(reason string) {
+	select {
+	case p.peerFailed <- reason:
+	default: // one reason pending is enough
+	}
+}
+
+// onAck runs on the peer reader goroutine for every answer of the backup.
+// Output of an epoch is released here and nowhere else (but ReleaseAll).
+func (p *Primary) onAck(a peer.Ack) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	taken, known := p.taken[a.Epoch]
+	delete(p.taken, a.Epoch)
+	if a.Err == nil {
+		for e := range p.taken { // aborted transfers are never answered
+			if e < a.Epoch {
+				delete(p.taken, e)
+			}
+		}
+	}
+	if p.state == StateDegraded || p.state == StateClosed {
+		return
+	}
+	if a.Err != nil {
+		var nack *peer.NackError
+		if errors.As(a.Err, &nack) {
+			// The output stays held; a later acknowledged epoch releases it.
+			p.nacks++
+			p.log.Warn("backup refused a checkpoint; its output waits for the next", "epoch", a.Epoch, "err", a.Err)
+		}
+		return
+	}
+	if a.Epoch <= p.acked || a.Epoch <= p.offset {
+		return
+	}
+	if err := p.gate.Release(a.Epoch - p.offset); err != nil {
+		// Nothing was released; a later ack retries (Release covers
+		// every earlier epoch).
+		p.log.Error("releasing output of an acknowledged epoch", "epoch", a.Epoch, "err", err)
+		return
+	}
+	p.acked, p.ackedAt = a.Epoch, a.At
+	if known {
+		p.ackedTaken = taken
+		p.ackLat.add(ms(a.At.Sub(taken)))
+	}
+	if p.state == StateSyncing {
+		p.state = StateInSync
+		p.log.Info("backup in sync", "epoch", a.Epoch)
+	}
+}
+
+// degrade lets the container run unreplicated: everything held is
+// released and output passes from now on. Called by the loop only.
+func (p *Primary) degrade(reason string) {
+	p.mu.Lock()
+	if p.state == StateDegraded || p.state == StateClosed {
+		p.mu.Unlock()
+		return
+	}
+	p.state, p.reason = StateDegraded, reason
+	sender := p.sender
+	p.mu.Unlock()
+	p.log.Error("replication lost; running degraded (unreplicated), output released", "reason", reason)
+	if err := p.gate.ReleaseAll(); err != nil {
+		p.log.Error("releasing held output in degraded mode", "err", err)
+	}
+	if sender != nil {
+		sender.Close()
+	}
+}
+
+func (p *Primary) fail(reason string) {
+	p.mu.Lock()
+	p.state, p.reason = StateFailed, reason
+	sender := p.sender
+	p.mu.Unlock()
+	p.log.Error("primary engine failed", "reason", reason)
+	if sender != nil {
+		sender.Close()
+	}
+}
+
+// Done is closed when the epoch loop has ended (degraded, failed or closed).
+func (p *Primary) Done() <-chan struct{} { return p.done }
+
+// Status returns a snapshot.
+func (p *Primary) Status() Status {
+	g := p.gate.Stats()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Status{
+		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason,
+		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
+		Epochs: p.epochs, SkippedEpochs: p.skipped, FailedEpochs: p.failed, Nacks: p.nacks,
+		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), AckMS: p.ackLat.summary(),
+		Gate: &GateStatus{
+			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,
+			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),
+			Released: g.Released, Dropped: g.Dropped,
+		},
+	}
+	if !p.ackedTaken.IsZero() {
+		s.LagMS = ms(p.now().Sub(p.ackedTaken))
+	}
+	return s
+}
+
+// Close stops replication and removes everything the engine made: the
+// epoch loop, the peer connection, the CRIU service, the rules and queues
+// (held packets are dropped with the queues: the container is going away).
+func (p *Primary) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		cancel, sender, ck, started := p.cancel, p.sender, p.ck, p.cancel != nil
+		p.state = StateClosed
+		p.mu.Unlock()
+		var errs []error
+		if started {
+			cancel()
+			if sender != nil {
+				sender.Close()
+			}
+			select {
+			case <-p.done:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("waiting for the epoch loop: %w", ctx.Err()))
+			}
+		}
+		if ck != nil {
+			if err := ck.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing checkpointer: %w", err))
+			}
+		}
+		if err := p.packets.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("removing packet gate: %w", err))
+		}
+		p.closeErr = errors.Join(errs...)
+		p.log.Info("primary engine closed", "err", p.closeErr)
+	})
+	return p.closeErr
+}

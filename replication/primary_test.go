@@ -1,0 +1,198 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/replication/wire"
+)
+
+// afterEach checks that the events of want appear in this order (others may
+// be interleaved) and that none of never appears.
+func checkOrder(t *testing.T, got, want, never []string) {
+	t.Helper()
+	i := 0
+	for _, e := range got {
+		if i < len(want) && e == want[i] {
+			i++
+		}
+		if slices.Contains(never, e) {
+			t.Errorf("event %q must not happen; events: %v", e, got)
+		}
+	}
+	if i < len(want) {
+		t.Errorf("missing %q in order; want subsequence %v; events: %v", want[i], want, got)
+	}
+}
+
+func TestPrimaryEpochLoop(t *testing.T) {
+	nack := &peer.NackError{Epoch: 1, Code: wire.CodeCorrupt, Message: "digest"}
+	tests := []struct {
+		name      string
+		committed uint64 // backup's committed epoch at connect
+		fail      map[int]bool
+		sendErr   error
+		// script runs after the first send (or failure) and returns what
+		// must (in order) and must never have happened.
+		script func(t *testing.T, p *Primary, s *fakeSender) (want, never []string, state State)
+	}{{
+		name: "ack releases output after the whole sequence",
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "send:1")
+			s.ack(1, nil)
+			return []string{"gate", "hold", "freeze", "seal:1", "dump", "thaw", "release-input", "send:1", "ack:1", "release-output:1"},
+				[]string{"release-all"}, StateInSync
+		},
+	}, {
+		name: "no output released before the ack",
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "send:1")
+			time.Sleep(20 * time.Millisecond)
+			return []string{"send:1"}, []string{"release-output:1", "release-all"}, StateSyncing
+		},
+	}, {
+		name: "nack keeps output held; a later ack releases it",
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "send:1")
+			s.ack(1, nack)
+			p.loopTickForTest()
+			s.rec.waitFor(t, "send:2")
+			s.ack(2, nil)
+			return []string{"send:1", "ack:1", "send:2", "ack:2", "release-output:2"},
+				[]string{"release-output:1", "release-all"}, StateInSync
+		},
+	}, {
+		name:    "send failure never releases output, then degrades",
+		sendErr: errors.New("connection reset"),
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "close-peer")
+			return []string{"send-failed:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+		},
+	}, {
+		name: "peer failure degrades: everything released, unreplicated",
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "send:1")
+			s.opts.OnPeerFailed(peer.PeerFailure{Reason: "silent", LastHeard: time.Now().Add(-90 * time.Millisecond), DetectedAt: time.Now()})
+			s.rec.waitFor(t, "close-peer")
+			s.ack(1, nil) // a late answer changes nothing
+			return []string{"send:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+		},
+	}, {
+		name: "failed checkpoint sends nothing; its output goes with the next",
+		fail: map[int]bool{1: true},
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "release-input")
+			p.loopTickForTest()
+			s.rec.waitFor(t, "send:2")
+			s.ack(2, nil)
+			return []string{"hold", "freeze", "seal:1", "thaw", "release-input", "hold", "seal:2", "send:2", "release-output:2"},
+				[]string{"send:1", "release-all"}, StateInSync
+		},
+	}, {
+		name:      "epochs continue above what the backup holds",
+		committed: 10,
+		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
+			s.rec.waitFor(t, "send:11")
+			s.ack(11, nil)
+			return []string{"seal:1", "send:11", "ack:11", "release-output:1"}, nil, StateInSync
+		},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			ck := &fakeCheckpointer{rec: rec, fail: tc.fail}
+			snd := &fakeSender{committed: tc.committed, sendErr: tc.sendErr}
+			p, _ := newTestPrimary(t, time.Minute, ck, snd)
+			want, never, state := tc.script(t, p, snd)
+			checkOrder(t, rec.list(), want, never)
+			if st := p.Status(); st.State != state {
+				t.Errorf("state %q (reason %q), want %q", st.State, st.Reason, state)
+			}
+		})
+	}
+}
+
+func TestPrimarySkipsEpochWhileSending(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{block: make(chan struct{})}
+	p, _ := newTestPrimary(t, 5*time.Millisecond, &fakeCheckpointer{rec: rec}, snd)
+	time.Sleep(60 * time.Millisecond) // many ticks while the first send is stuck
+	st := p.Status()
+	if st.Epochs != 1 || st.SkippedEpochs == 0 {
+		t.Fatalf("while a send is in flight: %d checkpoints, %d skipped; want 1 and some skipped", st.Epochs, st.SkippedEpochs)
+	}
+	close(snd.block)
+	rec.waitFor(t, "send:2")
+}
+
+func TestPrimaryStatusAndClose(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{}
+	p, _ := newTestPrimary(t, time.Minute, &fakeCheckpointer{rec: rec}, snd)
+	rec.waitFor(t, "send:1")
+	snd.ack(1, nil)
+	st := p.Status()
+	if st.CommittedEpoch != 1 || st.Epoch != 1 || st.PauseMS.N != 1 || st.PauseMS.Mean != 3 || st.BytesPerEpoch.Last != 5 || st.AckMS.N != 1 {
+		t.Errorf("status %+v", st)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, rec.list(), []string{"close-peer", "close-criu", "ungate"}, nil)
+	if st := p.Status(); st.State != StateClosed {
+		t.Errorf("state after Close %q", st.State)
+	}
+}
+
+func TestPrimaryGateFailureFails(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{}
+	p, pk := newTestPrimary(t, time.Minute, &fakeCheckpointer{rec: rec}, snd)
+	rec.waitFor(t, "send:1")
+	pk.failed <- errors.New("queue socket closed")
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("loop did not end")
+	}
+	if st := p.Status(); st.State != StateFailed {
+		t.Errorf("state %q", st.State)
+	}
+	checkOrder(t, rec.list(), nil, []string{"release-all"}) // fail closed
+}
+
+func TestWindowSummary(t *testing.T) {
+	var w window
+	for i := 1; i <= 100; i++ {
+		w.add(float64(i))
+	}
+	s := w.summary()
+	// The last 64 samples: 37..100.
+	if s.N != 64 || s.Last != 100 || s.Max != 100 || s.Mean != 68.5 || s.P90 != 94 {
+		t.Errorf("summary %+v", s)
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	s := Status{Pair: "p", Role: RoleBackup, State: StatePrimaryAfterFailover, CommittedEpoch: 7,
+		Failover: &FailoverTimings{DetectionMS: 90, RestoreMS: 80}, Restored: &RestoredContainer{ID: "r", Pid: 12, Epoch: 7}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"state":"primary-after-failover"`, `"committed_epoch":7`, `"detection_ms":90`, `"pid":12`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+	}
+	var back Status
+	if err := json.Unmarshal(b, &back); err != nil || back.Failover.RestoreMS != 80 {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+}

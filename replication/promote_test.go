@@ -1,0 +1,80 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/peer"
+)
+
+func TestPromotionSequence(t *testing.T) {
+	tests := []struct {
+		name       string
+		current    bool
+		restoreErr error
+		networkErr error
+		want       []string
+		wantErr    bool
+	}{
+		{name: "stop, prepare, restore the committed checkpoint, then the network", current: true,
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "network-up"}},
+		{name: "no committed checkpoint: nothing restored, network stays down",
+			want: []string{"stop-receiving"}, wantErr: true},
+		{name: "restore fails: network stays down", current: true, restoreErr: errors.New("criu failed"),
+			want: []string{"stop-receiving", "prepare-restore", "restore:7"}, wantErr: true},
+		{name: "network fails after the restore", current: true, networkErr: errors.New("netlink"),
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "network-up"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			p := promotion{
+				log: slog.Default(), now: time.Now,
+				stopReceiving: func() { rec.add("stop-receiving") },
+				current: func() (ckptstore.Checkpoint, bool) {
+					return ckptstore.Checkpoint{Epoch: 7, Dir: "/nonexistent"}, tc.current
+				},
+				restorer: fakeRestorer{rec: rec, err: tc.restoreErr},
+				network:  fakeNetwork{rec: rec, err: tc.networkErr},
+			}
+			last := time.Now().Add(-100 * time.Millisecond)
+			res, tm, err := p.run(context.Background(), peer.PeerFailure{LastHeard: last, DetectedAt: last.Add(95 * time.Millisecond)})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if got := rec.list(); !equal(got, tc.want) {
+				t.Errorf("steps %v, want %v", got, tc.want)
+			}
+			if tm.DetectionMS != 95 {
+				t.Errorf("detection %v ms, want 95", tm.DetectionMS)
+			}
+			if err == nil && (res.Pid != 4242 || res.Epoch != 7 || tm.Epoch != 7 || tm.TotalMS < 100) {
+				t.Errorf("result %+v, timings %+v", res, tm)
+			}
+		})
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type fakeNetwork struct {
+	rec *recorder
+	err error
+}
+
+func (n fakeNetwork) PrepareRestore(context.Context) error { n.rec.add("prepare-restore"); return nil }
+func (n fakeNetwork) Promote(context.Context) error        { n.rec.add("network-up"); return n.err }

@@ -1,0 +1,139 @@
+package replication
+
+import (
+	"slices"
+	"time"
+)
+
+// State is where one side of a pair stands.
+type State string
+
+const (
+	// StateStarting: primary gated (output held), not yet replicating;
+	// backup waiting for its primary.
+	StateStarting State = "starting"
+	// StateSyncing: the first checkpoint has not been acknowledged yet.
+	StateSyncing State = "syncing"
+	// StateInSync: checkpoints are being acknowledged.
+	StateInSync State = "in-sync"
+	// StateDegraded: primary running unreplicated (peer lost); output flows.
+	StateDegraded State = "degraded"
+	// StatePromoting: the backup declared the primary failed and restores.
+	StatePromoting State = "promoting"
+	// StatePrimaryAfterFailover: the backup's restored container is the service.
+	StatePrimaryAfterFailover State = "primary-after-failover"
+	// StateFailed: the engine cannot go on (e.g. promotion failed).
+	StateFailed State = "failed"
+	// StateClosed: Close was called.
+	StateClosed State = "closed"
+)
+
+// Status is a snapshot of one side of a pair; rrcctl shows it as JSON.
+// Durations are in milliseconds (float) so that the JSON is readable.
+type Status struct {
+	Pair   string `json:"pair"`
+	Role   Role   `json:"role"`
+	State  State  `json:"state"`
+	Reason string `json:"reason,omitempty"` // why degraded or failed
+
+	// Primary: the newest epoch checkpointed; backup: the newest committed.
+	Epoch          uint64    `json:"epoch"`
+	CommittedEpoch uint64    `json:"committed_epoch"` // acknowledged by / committed on the backup
+	LastCommitAt   time.Time `json:"last_commit_at,omitzero"`
+	// LagMS is the age of the state the backup holds: now minus when the
+	// last committed checkpoint was taken (primary) or committed (backup).
+	LagMS float64 `json:"lag_ms"`
+
+	Epochs        uint64 `json:"epochs,omitempty"`         // checkpoints taken
+	SkippedEpochs uint64 `json:"skipped_epochs,omitempty"` // ticks skipped: previous checkpoint still being sent
+	FailedEpochs  uint64 `json:"failed_epochs,omitempty"`  // checkpoints that failed (output stays held)
+	Nacks         uint64 `json:"nacks,omitempty"`          // checkpoints the backup refused
+
+	PauseMS       Summary `json:"pause_ms,omitzero"`        // freeze → thaw, recent epochs
+	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`   // inbound packets held per epoch
+	BytesPerEpoch Summary `json:"bytes_per_epoch,omitzero"` // checkpoint size, recent epochs
+	AckMS         Summary `json:"ack_ms,omitzero"`          // checkpoint taken → acknowledged
+
+	Gate     *GateStatus        `json:"gate,omitempty"`
+	Failover *FailoverTimings   `json:"failover,omitempty"`
+	Restored *RestoredContainer `json:"restored,omitempty"`
+}
+
+// GateStatus is the output gate's part of the primary's status.
+type GateStatus struct {
+	OpenEpoch     uint64  `json:"open_epoch"`
+	ReleasedEpoch uint64  `json:"released_epoch"`
+	PassThrough   bool    `json:"pass_through"`
+	Held          int     `json:"held"`
+	HeldBytes     int64   `json:"held_bytes"`
+	OldestHeldMS  float64 `json:"oldest_held_ms"`
+	Released      uint64  `json:"released"`
+	Dropped       uint64  `json:"dropped"`
+}
+
+// FailoverTimings is the story of a promotion in numbers (milliseconds).
+type FailoverTimings struct {
+	LastHeard  time.Time `json:"last_heard"`
+	DetectedAt time.Time `json:"detected_at"`
+	// DetectionMS: last heard from the primary → declared failed.
+	DetectionMS float64 `json:"detection_ms"`
+	// StopMS: closing the peer channel and the listener (nothing more
+	// may commit).
+	StopMS float64 `json:"stop_ms"`
+	// PrepareMS: temporary restore route in the standby namespace.
+	PrepareMS float64 `json:"prepare_ms"`
+	// RestoreMS: bundle preparation + runc restore (CRIU, TCP repair).
+	RestoreMS float64 `json:"restore_ms"`
+	// NetworkMS: service link up + first gratuitous ARP + route cleanup.
+	NetworkMS float64 `json:"network_ms"`
+	// TotalMS: last heard → restored and reachable.
+	TotalMS float64 `json:"total_ms"`
+	Epoch   uint64  `json:"epoch"` // checkpoint restored
+}
+
+// Summary summarises recent samples.
+type Summary struct {
+	N    int     `json:"n"`
+	Last float64 `json:"last"`
+	Mean float64 `json:"mean"`
+	P90  float64 `json:"p90"`
+	Max  float64 `json:"max"`
+}
+
+// window keeps the most recent samples for a Summary.
+type window struct {
+	vals []float64
+	next int
+}
+
+const windowSize = 64
+
+func (w *window) add(v float64) {
+	if len(w.vals) < windowSize {
+		w.vals = append(w.vals, v)
+		w.next = len(w.vals) % windowSize
+		return
+	}
+	w.vals[w.next] = v
+	w.next = (w.next + 1) % windowSize
+}
+
+func (w *window) summary() Summary {
+	n := len(w.vals)
+	if n == 0 {
+		return Summary{}
+	}
+	s := Summary{N: n, Last: w.vals[(w.next+n-1)%n]}
+	sorted := slices.Clone(w.vals)
+	slices.Sort(sorted)
+	var sum float64
+	for _, v := range sorted {
+		sum += v
+	}
+	s.Mean = sum / float64(n)
+	s.P90 = sorted[min(n-1, (n*9+9)/10-1)]
+	s.Max = sorted[n-1]
+	return s
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
