@@ -113,22 +113,39 @@ func (n *NetfilterPath) closeLocked(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// RuncCheckpointer adapts runtime.Checkpointer. runtime.Checkpointer
-// freezes the container itself, on CRIU's "pre-dump" notification, and
-// offers no hook there; so the gate's epoch is sealed just before the
-// checkpoint starts instead of while frozen. That is safe (output produced
-// between the seal and the freeze belongs to the next epoch and waits one
-// epoch longer) but costs latency: CRIU's start (~25–30 ms) lies between
-// the two. With a frozen hook in runtime.Checkpointer this adapter would
-// pass the hook on (see docs/ENGINE.md).
+// HookedCheckpointer is a Checkpointer that reports the freeze and the
+// thaw itself (RuncCheckpointer does). The epoch loop prefers it: it holds
+// input from BeforeFreeze to Thawed (only around the freeze, not during
+// CRIU's ~25–30 ms start-up) and seals the gate's epoch in Frozen. The hooks
+// follow runtime.CheckpointHooks' guarantees: Thawed is called whenever
+// BeforeFreeze was, also on failure; Frozen only after a successful freeze.
+type HookedCheckpointer interface {
+	Checkpointer
+	CheckpointWithHooks(ctx context.Context, dir string, hooks runtime.CheckpointHooks) (runtime.CheckpointStats, error)
+}
+
+// RuncCheckpointer adapts runtime.Checkpointer, which freezes the container
+// itself on CRIU's "pre-dump" notification (after CRIU's start-up) and calls
+// runtime.CheckpointHooks around the freeze. The gate's epoch is sealed in
+// the Frozen hook, i.e. while the container is frozen and before anything is
+// dumped: every packet the container sent before the freeze belongs to the
+// sealed epoch or an earlier one (or, if the gate's reader had not read it
+// yet, to the next one, which only delays it), and nothing it sends after
+// the thaw can belong to the sealed epoch.
 type RuncCheckpointer struct {
 	C *runtime.Checkpointer
 }
 
-// Checkpoint implements Checkpointer.
+var _ HookedCheckpointer = RuncCheckpointer{}
+
+// Checkpoint implements Checkpointer: frozen is called while frozen.
 func (r RuncCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error) {
-	frozen()
-	return r.C.Checkpoint(ctx, dir)
+	return r.C.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{Frozen: frozen})
+}
+
+// CheckpointWithHooks implements HookedCheckpointer.
+func (r RuncCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks runtime.CheckpointHooks) (runtime.CheckpointStats, error) {
+	return r.C.CheckpointWithHooks(ctx, dir, hooks)
 }
 
 // Close implements Checkpointer.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/runtime"
 )
 
 // loop is the epoch loop: one checkpoint per tick, sent in the background.
@@ -99,9 +100,12 @@ func (p *Primary) loop(ctx context.Context) {
 }
 
 // checkpoint takes the checkpoint of the open epoch: hold input → freeze →
-// seal the gate's epoch → dump → thaw → release input. It returns the
-// image directory and the wire epoch to send, ok false if it failed (the
-// epoch's output then waits for the next checkpoint).
+// seal the gate's epoch → dump → thaw → release input. With a
+// HookedCheckpointer the hold starts right before the freeze (after CRIU's
+// start-up) and ends right after the thaw; otherwise it spans the whole
+// Checkpoint call. It returns the image directory and the wire epoch to
+// send, ok false if it failed (the epoch's output then waits for the next
+// checkpoint).
 func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok bool) {
 	p.mu.Lock()
 	ck, offset := p.ck, p.offset
@@ -112,16 +116,38 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		return "", 0, false
 	}
 	var sealed uint64
-	held := p.now()
-	p.input.Hold()
-	st, err := ck.Checkpoint(ctx, dir, func() { sealed = p.gate.Seal() })
-	if rerr := p.input.Release(); rerr != nil {
-		p.log.Error("releasing held input after the checkpoint", "err", rerr)
+	var held time.Time
+	holding := false
+	hold := func() {
+		held = p.now()
+		holding = true
+		p.input.Hold()
 	}
+	release := func() {
+		if !holding {
+			return
+		}
+		holding = false
+		if rerr := p.input.Release(); rerr != nil {
+			p.log.Error("releasing held input after the checkpoint", "err", rerr)
+		}
+		d := p.now().Sub(held)
+		p.mu.Lock()
+		p.hold.add(ms(d))
+		p.mu.Unlock()
+	}
+	seal := func() { sealed = p.gate.Seal() }
+	var st runtime.CheckpointStats
+	if hc, ok := ck.(HookedCheckpointer); ok {
+		// Input is held only from just before the freeze to the thaw; the
+		// seal happens while frozen. Output is never released here.
+		st, err = hc.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
+	} else {
+		hold()
+		st, err = ck.Checkpoint(ctx, dir, seal)
+	}
+	release() // no-op unless a checkpointer broke the Thawed promise
 	taken := p.now()
-	p.mu.Lock()
-	p.hold.add(ms(taken.Sub(held)))
-	p.mu.Unlock()
 	if err == nil && sealed == 0 {
 		err = errors.New("checkpointer did not report the freeze; epoch not sealed")
 	}

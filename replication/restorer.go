@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +38,10 @@ type RuncRestorer struct {
 	CgroupsPath string
 	WorkDir     string // bundle, overlay upper/work and restore logs; one file system
 	Launcher    runtime.Launcher
+	// Logger receives runtime.Restore's log lines: pass the pair-scoped
+	// logger (e.g. BackupOptions.Logger.With("pair", cfg.Pair, "role",
+	// "backup")). Default slog.Default().
+	Logger *slog.Logger
 
 	mu      sync.Mutex
 	unmount func() error
@@ -68,7 +73,7 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (Res
 	}
 	res, err := runtime.Restore(ctx, runtime.RestoreConfig{
 		RuncArgv: r.RuncArgv, RuncRoot: r.RuncRoot, ID: r.ID, Bundle: bundle,
-		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher,
+		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher, Logger: r.Logger,
 	})
 	if err != nil {
 		return RestoredContainer{}, err

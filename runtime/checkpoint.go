@@ -49,6 +49,37 @@ type CheckpointStats struct {
 	CRIUPages   uint64 // pages written
 }
 
+// CheckpointHooks are called by CheckpointWithHooks at the freeze and the
+// thaw, on the goroutine of the call; each must be quick (it runs inside the
+// pause or just before it). Nil hooks are skipped.
+//
+//   - BeforeFreeze: CRIU has finished its start-up and sent "pre-dump"; the
+//     container is still running and is frozen right after the hook
+//     returns. E.g. begin holding the container's input.
+//   - Frozen: the cgroup reports FROZEN; nothing has been dumped yet. No
+//     output of the container can be produced until Thawed. E.g. seal the
+//     output gate's epoch.
+//   - Thawed: the container runs again (or the thaw was attempted and
+//     failed; the checkpoint's error says so). E.g. release held input.
+//
+// Guarantees: Frozen and Thawed are only called after BeforeFreeze; if
+// BeforeFreeze was called, Thawed is called exactly once before
+// CheckpointWithHooks returns, also when the freeze, CRIU, the file capture
+// or the thaw fail (a failed freeze is undone by the Freezer first). If
+// CRIU fails before its "pre-dump" notification no hook is called. Frozen
+// is called at most once and only after a successful freeze.
+type CheckpointHooks struct {
+	BeforeFreeze func()
+	Frozen       func()
+	Thawed       func()
+}
+
+func callHook(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
 // Checkpointer checkpoints one running runc container again and again with
 // a short pause: we freeze its cgroup with fine-grained polling, CRIU dumps
 // the already frozen tasks with --leave-running from a pre-started service
@@ -101,6 +132,12 @@ func (c *Checkpointer) State() *RuncState { return c.state }
 // should be on tmpfs), which `runc restore --image-path dir` can restore.
 // The container keeps running.
 func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointStats, error) {
+	return c.CheckpointWithHooks(ctx, dir, CheckpointHooks{})
+}
+
+// CheckpointWithHooks is Checkpoint, calling hooks at the freeze and the
+// thaw (see CheckpointHooks).
+func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks CheckpointHooks) (CheckpointStats, error) {
 	var st CheckpointStats
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return st, fmt.Errorf("checkpoint %s: create image dir: %w", c.cfg.ID, err)
@@ -130,22 +167,29 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 	var start, frozen time.Time
 	var frozeErr, diffErr, thawErr error
 	isFrozen, thawed := false, false
+	notified, thawedHook := false, false // BeforeFreeze called; Thawed called
 	thaw := func() {
-		if !isFrozen || thawed {
-			return
+		if isFrozen && !thawed {
+			thawed = true
+			t := time.Now()
+			thawErr = c.freezer.Thaw(context.WithoutCancel(ctx))
+			end := time.Now()
+			st.Thaw = end.Sub(t)
+			st.Pause = end.Sub(start)
 		}
-		thawed = true
-		t := time.Now()
-		thawErr = c.freezer.Thaw(context.WithoutCancel(ctx))
-		end := time.Now()
-		st.Thaw = end.Sub(t)
-		st.Pause = end.Sub(start)
+		// Also after a failed freeze: Freezer.Freeze has thawed again.
+		if notified && !thawedHook {
+			thawedHook = true
+			callHook(hooks.Thawed)
+		}
 	}
 	defer thaw()
 	onNotify := func(script string) error {
-		if script != "pre-dump" || isFrozen {
+		if script != "pre-dump" || notified {
 			return nil
 		}
+		notified = true
+		callHook(hooks.BeforeFreeze)
 		start = time.Now()
 		if frozeErr = c.freezer.Freeze(ctx); frozeErr != nil {
 			return frozeErr
@@ -153,6 +197,7 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 		isFrozen = true
 		frozen = time.Now()
 		st.Freeze = frozen.Sub(start)
+		callHook(hooks.Frozen)
 		return nil
 	}
 	_, dumpErr := c.criu.Dump(ctx, opts, onNotify, func(dumpErr error) {

@@ -38,11 +38,18 @@ func TestFakeCRIUSwrk(t *testing.T) {
 		case rpc.CriuReqType_VERSION:
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
 		case rpc.CriuReqType_DUMP:
+			// RRC_FAKE_CRIU_MODE: "fail-before" fails before "pre-dump" (no
+			// notification), "fail-after" fails after it (tasks frozen).
+			mode := os.Getenv("RRC_FAKE_CRIU_MODE")
+			if mode == "fail-before" {
+				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
+				os.Exit(0)
+			}
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
 			n, _ := sk.Read(buf)
 			ans := &rpc.CriuReq{}
 			proto.Unmarshal(buf[:n], ans)
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ans.GetNotifySuccess())})
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ans.GetNotifySuccess() && mode != "fail-after")})
 			os.Exit(0) // one dump per process, like CRIU 4.2.1
 		}
 	}

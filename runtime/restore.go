@@ -42,6 +42,9 @@ type RestoreConfig struct {
 	// them open forever, so a Go copy goroutine would never finish.
 	Stdin, Stdout, Stderr *os.File
 	Launcher              Launcher
+	// Logger receives every log line of Restore (with the attribute
+	// "container" = ID added); default slog.Default().
+	Logger *slog.Logger
 }
 
 // RestoreResult is what a restore did.
@@ -55,6 +58,11 @@ type RestoreResult struct {
 // re-creates the cgroups of the bundle's config.json and drives CRIU.
 func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	var res RestoreResult
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("container", cfg.ID)
 	work := cfg.WorkDir
 	if work == "" {
 		work = cfg.ImagesDir
@@ -63,7 +71,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	tmpfs, err := prepareRestore(cfg.ImagesDir, work)
 	defer func() {
 		if rerr := tmpfs.release(); rerr != nil {
-			slog.Warn("release restore tmpfs", "container", cfg.ID, "err", rerr)
+			log.Warn("release restore tmpfs", "err", rerr)
 		}
 	}()
 	if err != nil {

@@ -1,0 +1,238 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/iorrc/rrc/netfilter"
+	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/runtime"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestFakeCRIUSwrkRepl is not a test: with RRC_FAKE_CRIU_REPL set the test
+// binary acts as `criu swrk 3` (one DUMP per process, like CRIU 4.2.1).
+// RRC_FAKE_CRIU_REPL: "ok"; "fail-before" (fails before "pre-dump");
+// "fail-after" (fails after it, i.e. while frozen). RRC_FAKE_CRIU_START_MS
+// delays "pre-dump" like CRIU's start-up. A successful dump writes
+// pages.img into the images directory.
+func TestFakeCRIUSwrkRepl(t *testing.T) {
+	mode := os.Getenv("RRC_FAKE_CRIU_REPL")
+	if mode == "" {
+		t.Skip("helper process for TestRuncCheckpointerHooks")
+	}
+	sk := os.NewFile(3, "swrk")
+	buf := make([]byte, 1<<16)
+	send := func(r *rpc.CriuResp) {
+		b, _ := proto.Marshal(r)
+		sk.Write(b)
+	}
+	for {
+		n, err := sk.Read(buf)
+		if err != nil || n == 0 {
+			os.Exit(0)
+		}
+		req := &rpc.CriuReq{}
+		if err := proto.Unmarshal(buf[:n], req); err != nil {
+			os.Exit(2)
+		}
+		switch req.GetType() {
+		case rpc.CriuReqType_VERSION:
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
+		case rpc.CriuReqType_DUMP:
+			if ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS")); ms > 0 {
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+			}
+			if mode == "fail-before" {
+				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
+				os.Exit(0)
+			}
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
+			n, _ := sk.Read(buf)
+			ans := &rpc.CriuReq{}
+			proto.Unmarshal(buf[:n], ans)
+			ok := ans.GetNotifySuccess() && mode != "fail-after"
+			if ok {
+				os.WriteFile(filepath.Join(req.GetOpts().GetImagesDir(), "pages.img"), []byte("state"), 0o600)
+			}
+			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ok)})
+			os.Exit(0)
+		}
+	}
+}
+
+// newFakeRuncCheckpointer makes a real runtime.Checkpointer on a fake runc
+// state, a fake cgroup v1 freezer and the fake CRIU above; freezerState
+// reads the fake cgroup's state.
+func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncCheckpointer, freezerState func() string) {
+	t.Helper()
+	t.Setenv("RRC_FAKE_CRIU_REPL", mode)
+	t.Setenv("RRC_FAKE_CRIU_START_MS", strconv.Itoa(startMS))
+	cg := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("THAWED\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	st, _ := json.Marshal(runtime.RuncState{ID: "c1", InitPid: os.Getpid(),
+		CgroupPaths: map[string]string{"freezer": cg}, Config: runtime.RuncConfig{Rootfs: "/"}})
+	if err := os.MkdirAll(filepath.Join(root, "c1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(runtime.RuncStatePath(root, "c1"), st, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := runtime.NewCheckpointer(context.Background(), runtime.CheckpointerConfig{
+		RuncRoot: root, ID: "c1",
+		CRIU: runtime.CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrkRepl$", "--"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return RuncCheckpointer{C: c}, func() string {
+		b, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
+		return strings.TrimSpace(string(b))
+	}
+}
+
+// Fakes recording the freezer state each call sees.
+type cgGate struct {
+	rec   *recorder
+	state func() string
+	mu    sync.Mutex
+	epoch uint64
+}
+
+func (g *cgGate) Seal() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.epoch++
+	g.rec.add("seal:%d@%s", g.epoch, g.state())
+	return g.epoch
+}
+func (g *cgGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
+func (g *cgGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
+func (g *cgGate) Stats() netfilter.GateStats { return netfilter.GateStats{} }
+
+type cgHold struct {
+	rec   *recorder
+	state func() string
+}
+
+func (h cgHold) Hold()          { h.rec.add("hold@%s", h.state()) }
+func (h cgHold) Release() error { h.rec.add("release-input@%s", h.state()); return nil }
+
+type cgPackets struct {
+	rec    *recorder
+	state  func() string
+	failed chan error
+}
+
+func (p *cgPackets) Open(context.Context) (OutputGate, InputHold, error) {
+	return &cgGate{rec: p.rec, state: p.state}, cgHold{p.rec, p.state}, nil
+}
+func (p *cgPackets) Failed() <-chan error        { return p.failed }
+func (p *cgPackets) Close(context.Context) error { return nil }
+
+// TestRuncCheckpointerHooks drives the epoch loop with RuncCheckpointer on
+// a real runtime.Checkpointer (fake CRIU, fake freezer): input is held only
+// from just before the freeze (after CRIU's start-up) to the thaw, the gate
+// is sealed while frozen, and the failure paths thaw, release the input and
+// never release output.
+func TestRuncCheckpointerHooks(t *testing.T) {
+	tests := []struct {
+		name  string
+		mode  string
+		want  []string // in order
+		never []string
+		sends bool
+	}{
+		{name: "dump succeeds", mode: "ok",
+			want:  []string{"hold@THAWED", "seal:1@FROZEN", "release-input@THAWED", "send:1", "ack:1", "release-output:1"},
+			sends: true},
+		{name: "criu fails while frozen", mode: "fail-after",
+			want:  []string{"hold@THAWED", "seal:1@FROZEN", "release-input@THAWED"},
+			never: []string{"send:1", "release-output:1", "release-all"}},
+		{name: "criu fails before the freeze", mode: "fail-before",
+			never: []string{"hold@THAWED", "seal:1@FROZEN", "release-input@THAWED", "send:1", "release-output:1", "release-all"}},
+	}
+	const startMS = 150 // CRIU's start-up: input must not be held during it
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ck, state := newFakeRuncCheckpointer(t, tt.mode, startMS)
+			rec := newRecorder()
+			pk := &cgPackets{rec: rec, state: state, failed: make(chan error, 1)}
+			snd := &fakeSender{rec: rec, done: make(chan struct{})}
+			p, err := NewPrimary(context.Background(), PrimaryOptions{
+				Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute},
+				Packets: pk, WorkDir: t.TempDir(),
+				Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+					snd.opts = o
+					return snd, nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close(context.Background()) })
+			if err := p.Start(context.Background(), ck); err != nil {
+				t.Fatal(err)
+			}
+			if tt.sends {
+				rec.waitFor(t, "send:1")
+				snd.ack(1, nil)
+				rec.waitFor(t, "release-output:1")
+			} else {
+				deadline := time.Now().Add(5 * time.Second)
+				for p.Status().FailedEpochs == 0 && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			got := rec.list()
+			i := 0
+			for _, e := range got {
+				if i < len(tt.want) && e == tt.want[i] {
+					i++
+				}
+			}
+			if i < len(tt.want) {
+				t.Errorf("events %v lack %v in this order", got, tt.want)
+			}
+			for _, e := range tt.never {
+				if slices.Contains(got, e) {
+					t.Errorf("events %v contain %q", got, e)
+				}
+			}
+			if s := state(); s != "THAWED" {
+				t.Errorf("container left %s", s)
+			}
+			st := p.Status()
+			if tt.mode != "fail-before" && (st.InputHoldMS.N != 1 || st.InputHoldMS.Max >= startMS) {
+				t.Errorf("input hold %+v: want one hold, shorter than CRIU's %d ms start-up", st.InputHoldMS, startMS)
+			}
+		})
+	}
+}
+
+// TestRuncCheckpointerFrozenCallback: the plain Checkpoint of the adapter
+// calls frozen while the container is frozen.
+func TestRuncCheckpointerFrozenCallback(t *testing.T) {
+	ck, state := newFakeRuncCheckpointer(t, "ok", 0)
+	defer ck.Close()
+	var seen []string
+	if _, err := ck.Checkpoint(context.Background(), t.TempDir(), func() { seen = append(seen, state()) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(seen, ",") != "FROZEN" || state() != "THAWED" {
+		t.Fatalf("frozen called with the freezer %v, left %s; want once, FROZEN, then THAWED", seen, state())
+	}
+}

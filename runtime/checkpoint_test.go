@@ -1,0 +1,89 @@
+package runtime
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckpointHooks checks the order of CheckpointHooks and the freezer
+// state each hook sees, with a fake `criu swrk` and a fake v1 freezer
+// cgroup, including the failure paths.
+func TestCheckpointHooks(t *testing.T) {
+	tests := []struct {
+		name       string
+		mode       string // RRC_FAKE_CRIU_MODE
+		badFreezer bool   // the freeze fails
+		want       string // hooks called, with the freezer state they saw
+		wantErr    string
+	}{
+		{name: "dump succeeds", want: "before:THAWED,frozen:FROZEN,thawed:THAWED"},
+		{name: "criu fails before pre-dump", mode: "fail-before", want: "", wantErr: "criu DUMP failed"},
+		{name: "criu fails while frozen", mode: "fail-after", want: "before:THAWED,frozen:FROZEN,thawed:THAWED", wantErr: "criu DUMP failed"},
+		{name: "freeze fails", badFreezer: true, want: "before:-,thawed:-", wantErr: "freeze"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("RRC_FAKE_CRIU", "1")
+			t.Setenv("RRC_FAKE_CRIU_MODE", tt.mode)
+			cg := fakeCgroup(t, false)
+			if tt.badFreezer {
+				cg = filepath.Join(cg, "missing")
+			}
+			svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.Close()
+			st := &RuncState{ID: "hooks", InitPid: os.Getpid(), CgroupPaths: map[string]string{"freezer": cg}, Config: RuncConfig{Rootfs: "/"}}
+			c := &Checkpointer{cfg: CheckpointerConfig{ID: "hooks"}, log: discardLogger(), state: st, freezer: &Freezer{Dir: cg}, criu: svc}
+			var calls []string
+			state := func() string {
+				b, err := os.ReadFile(filepath.Join(cg, "freezer.state"))
+				if err != nil {
+					return "-"
+				}
+				return strings.TrimSpace(string(b))
+			}
+			hooks := CheckpointHooks{
+				BeforeFreeze: func() { calls = append(calls, "before:"+state()) },
+				Frozen:       func() { calls = append(calls, "frozen:"+state()) },
+				Thawed:       func() { calls = append(calls, "thawed:"+state()) },
+			}
+			_, err = c.CheckpointWithHooks(context.Background(), filepath.Join(t.TempDir(), "img"), hooks)
+			if got := strings.Join(calls, ","); got != tt.want {
+				t.Errorf("hooks = %q, want %q", got, tt.want)
+			}
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("checkpoint: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("checkpoint error = %v, want one containing %q", err, tt.wantErr)
+			}
+			if !tt.badFreezer && state() != "THAWED" {
+				t.Errorf("container left %s", state())
+			}
+		})
+	}
+	// Plain Checkpoint (no hooks) still works.
+	t.Run("no hooks", func(t *testing.T) {
+		t.Setenv("RRC_FAKE_CRIU", "1")
+		cg := fakeCgroup(t, false)
+		svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.Close()
+		st := &RuncState{ID: "hooks", InitPid: os.Getpid(), CgroupPaths: map[string]string{"freezer": cg}, Config: RuncConfig{Rootfs: "/"}}
+		c := &Checkpointer{cfg: CheckpointerConfig{ID: "hooks"}, log: discardLogger(), state: st, freezer: &Freezer{Dir: cg}, criu: svc}
+		if _, err := c.Checkpoint(context.Background(), filepath.Join(t.TempDir(), "img")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
