@@ -7,8 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -138,7 +136,7 @@ type replicatedRedis struct {
 	primary, backup *engineProc
 	primaryNetns    string
 	backupNetns     string
-	cl              *client
+	cl              *lab.RedisWorkload
 }
 
 // startReplicatedRedis sets up the lab, both engines (each in its host's
@@ -224,13 +222,13 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 	primary.send(t, "start")
 	primary.wait(t, "backup in sync", 20*time.Second, func(s helperStatus) bool { return s.Engine.State == replication.StateInSync })
 
-	nc, err := dialInNetns(l.Netns("client"), serviceIP+":6379")
+	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
 	if err != nil {
 		t.Fatalf("client connect: %v", err)
 	}
 	t.Cleanup(func() { nc.Close() })
 	return &replicatedRedis{l: l, ctx: ctx, primary: primary, backup: backup, primaryNetns: pst.Netns,
-		backupNetns: bst.Netns, cl: &client{conn: newRedisConn(nc)}}
+		backupNetns: bst.Netns, cl: lab.NewRedisWorkload(nc)}
 }
 
 // TestFailoverRedisLab replicates Redis from lab host a to host b in epoch
@@ -242,11 +240,11 @@ func TestFailoverRedisLab(t *testing.T) {
 	l, ctx, primary, backup, cl := r.l, r.ctx, r.primary, r.backup, r.cl
 
 	// Load before the crash, then crash a in the middle of the stream.
-	if err := cl.run(ctx, 25); err != nil {
+	if err := cl.Run(ctx, 25); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}
 	before, _ := primary.read()
-	latMean, latP99 := cl.latency()
+	latMean, latP99 := cl.Latency()
 	crashed := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(150 * time.Millisecond)
@@ -256,17 +254,17 @@ func TestFailoverRedisLab(t *testing.T) {
 			t.Errorf("crash a: %v", err)
 		}
 	}()
-	if err := cl.run(ctx, 25); err != nil {
+	if err := cl.Run(ctx, 25); err != nil {
 		t.Fatalf("across the failover (connection must survive): %v", err)
 	}
 	crashAt := <-crashed
 	after := backup.wait(t, "promotion", 20*time.Second, func(s helperStatus) bool {
 		return s.Engine.State == replication.StatePrimaryAfterFailover
 	})
-	if err := cl.run(ctx, 10); err != nil {
+	if err := cl.Run(ctx, 10); err != nil {
 		t.Fatalf("after the failover: %v", err)
 	}
-	if err := cl.verify(); err != nil {
+	if err := cl.Verify(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -280,7 +278,7 @@ func TestFailoverRedisLab(t *testing.T) {
 	t.Logf("failover: restored epoch %d; detection %.1f ms, stop receiving %.1f ms, prepare %.1f ms, restore %.1f ms, network (link+GARP) %.1f ms, total (last heard → reachable) %.1f ms; crash → reachable %s",
 		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, open.Sub(crashAt).Round(time.Millisecond))
 	t.Logf("client: %d INCRs, %d keys written and read back on one connection; longest reply %s; first reply after the crash came %s after it (%s after the service was reachable)",
-		len(cl.incrs), len(cl.keys), cl.slowest.Round(time.Millisecond), cl.firstAfter(crashAt).Round(time.Millisecond), cl.firstAfter(open).Round(time.Millisecond))
+		len(cl.Incrs), len(cl.Keys), cl.Slowest.Round(time.Millisecond), cl.FirstReplyAfter(crashAt).Round(time.Millisecond), cl.FirstReplyAfter(open).Round(time.Millisecond))
 	if rc := after.Engine.Restored; rc == nil || rc.Pid <= 0 {
 		t.Errorf("restored container not reported: %+v", rc)
 	} else {
@@ -358,105 +356,12 @@ func waitRunning(ctx context.Context, t *testing.T, l *lab.Lab, id string) {
 	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
 }
 
-// client drives one Redis connection and records every reply.
-type client struct {
-	conn    *redisConn
-	n       int
-	incrs   []int64
-	keys    map[string]string // acknowledged SETs
-	replies []time.Time
-	lat     []time.Duration
-	slowest time.Duration
-}
-
-// latency returns the mean and p99 of the replies so far.
-func (c *client) latency() (mean, p99 time.Duration) {
-	if len(c.lat) == 0 {
-		return 0, 0
-	}
-	s := slices.Clone(c.lat)
-	slices.Sort(s)
-	var sum time.Duration
-	for _, d := range s {
-		sum += d
-	}
-	return sum / time.Duration(len(s)), s[min(len(s)-1, len(s)*99/100)]
-}
-
-func (c *client) do(args ...string) (string, error) {
-	start := time.Now()
-	r, err := c.conn.do(args...)
-	if err == nil {
-		c.replies = append(c.replies, time.Now())
-		c.lat = append(c.lat, time.Since(start))
-		c.slowest = max(c.slowest, time.Since(start))
-	}
-	return r, err
-}
-
-// run does rounds of INCR counter; SET key:i v:i.
-func (c *client) run(ctx context.Context, rounds int) error {
-	if c.keys == nil {
-		c.keys = map[string]string{}
-	}
-	for range rounds {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c.n++
-		r, err := c.do("INCR", "counter")
-		if err != nil {
-			return fmt.Errorf("INCR #%d: %w", c.n, err)
-		}
-		v, err := strconv.ParseInt(strings.TrimPrefix(r, ":"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("INCR #%d reply %q", c.n, r)
-		}
-		c.incrs = append(c.incrs, v)
-		k, val := fmt.Sprintf("key:%d", c.n), fmt.Sprintf("value:%d", c.n)
-		if r, err := c.do("SET", k, val); err != nil || r != "+OK" {
-			return fmt.Errorf("SET %s: %q, %v", k, r, err)
-		}
-		c.keys[k] = val
-	}
-	return nil
-}
-
-// verify: INCR replies went up by one each time (never back, no lost
-// increment the client saw), and every acknowledged write reads back.
-func (c *client) verify() error {
-	for i := 1; i < len(c.incrs); i++ {
-		if c.incrs[i] != c.incrs[i-1]+1 {
-			return fmt.Errorf("INCR replies %d then %d (reply %d of %d): state went backwards or skipped", c.incrs[i-1], c.incrs[i], i, len(c.incrs))
-		}
-	}
-	for k, v := range c.keys {
-		got, err := c.conn.do("GET", k)
-		if err != nil {
-			return fmt.Errorf("GET %s after failover: %w", k, err)
-		}
-		if got != v {
-			return fmt.Errorf("GET %s after failover = %q, want %q (acknowledged write lost)", k, got, v)
-		}
-	}
-	return nil
-}
-
-func (c *client) firstAfter(t time.Time) time.Duration {
-	for _, r := range c.replies {
-		if r.After(t) {
-			return r.Sub(t)
-		}
-	}
-	return 0
-}
-
 // TestBackupCrashLab crashes the backup host: the primary must notice
 // (heartbeats), go degraded, release what it held and keep serving the
 // client on the same connection, now unreplicated (no epoch wait).
 func TestBackupCrashLab(t *testing.T) {
 	r := startReplicatedRedis(t)
-	if err := r.cl.run(r.ctx, 10); err != nil {
+	if err := r.cl.Run(r.ctx, 10); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}
 	go func() {
@@ -466,7 +371,7 @@ func TestBackupCrashLab(t *testing.T) {
 			t.Errorf("crash b: %v", err)
 		}
 	}()
-	if err := r.cl.run(r.ctx, 10); err != nil {
+	if err := r.cl.Run(r.ctx, 10); err != nil {
 		t.Fatalf("across the backup's crash (connection must survive): %v", err)
 	}
 	st := r.primary.wait(t, "degraded", 10*time.Second, func(s helperStatus) bool {
@@ -475,21 +380,21 @@ func TestBackupCrashLab(t *testing.T) {
 	if !strings.Contains(st.Engine.Reason, "backup") || st.Engine.Gate == nil || !st.Engine.Gate.PassThrough {
 		t.Errorf("degraded status: reason %q, gate %+v", st.Engine.Reason, st.Engine.Gate)
 	}
-	n := len(r.cl.lat)
-	if err := r.cl.run(r.ctx, 20); err != nil {
+	n := len(r.cl.Lat)
+	if err := r.cl.Run(r.ctx, 20); err != nil {
 		t.Fatalf("degraded: %v", err)
 	}
 	var sum time.Duration
-	for _, d := range r.cl.lat[n:] {
+	for _, d := range r.cl.Lat[n:] {
 		sum += d
 	}
-	mean := sum / time.Duration(len(r.cl.lat)-n)
+	mean := sum / time.Duration(len(r.cl.Lat)-n)
 	if mean > 30*time.Millisecond {
 		t.Errorf("degraded replies take %s on average: output still held?", mean)
 	}
-	if err := r.cl.verify(); err != nil {
+	if err := r.cl.Verify(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("backup crash: primary degraded (%s); replies while degraded: mean %s; longest reply %s",
-		st.Engine.Reason, mean.Round(10*time.Microsecond), r.cl.slowest.Round(time.Millisecond))
+		st.Engine.Reason, mean.Round(10*time.Microsecond), r.cl.Slowest.Round(time.Millisecond))
 }

@@ -35,12 +35,12 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 		t.Fatalf("write marker: %v", err)
 	}
 
-	nc, err := dialInNetns(l.Netns("client"), ip+":6379")
+	nc, err := lab.DialInNetns(l.Netns("client"), ip+":6379")
 	if err != nil {
 		t.Fatalf("connect from client: %v", err)
 	}
 	defer nc.Close()
-	conn := newRedisConn(nc)
+	conn := lab.NewRedisConn(nc)
 
 	c, err := NewCheckpointer(ctx, CheckpointerConfig{
 		RuncRoot:          "/run/containerd/runc/" + l.Namespace("a"),
@@ -71,7 +71,7 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 	const epochs = 5
 	var last string
 	for i := 1; i <= epochs; i++ {
-		if got, err := conn.do("INCR", "counter"); err != nil || got != ":"+strconv.Itoa(i) {
+		if got, err := conn.Do("INCR", "counter"); err != nil || got != ":"+strconv.Itoa(i) {
 			t.Fatalf("epoch %d: INCR = %q, %v", i, got, err)
 		}
 		last = filepath.Join(images, fmt.Sprintf("epoch-%d", i))
@@ -88,11 +88,11 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 	// The container kept running; a write after the last checkpoint must be
 	// lost by the restore (on a connection of its own, so that the first
 	// connection's TCP state matches the checkpoint).
-	nc2, err := dialInNetns(l.Netns("client"), ip+":6379")
+	nc2, err := lab.DialInNetns(l.Netns("client"), ip+":6379")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := newRedisConn(nc2).do("SET", "after-checkpoint", "x"); err != nil || got != "+OK" {
+	if got, err := lab.NewRedisConn(nc2).Do("SET", "after-checkpoint", "x"); err != nil || got != "+OK" {
 		t.Fatalf("SET after checkpoint = %q, %v", got, err)
 	}
 	nc2.Close()
@@ -121,10 +121,10 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 	}
 	t.Logf("restored pid %d in %v", res.Pid, res.Duration)
 
-	if got, err := conn.do("INCR", "counter"); err != nil || got != ":"+strconv.Itoa(epochs+1) {
+	if got, err := conn.Do("INCR", "counter"); err != nil || got != ":"+strconv.Itoa(epochs+1) {
 		t.Fatalf("after restore, on the connection opened before the crash: INCR = %q, %v", got, err)
 	}
-	if got, err := conn.do("GET", "after-checkpoint"); err != nil || got != "$-1" {
+	if got, err := conn.Do("GET", "after-checkpoint"); err != nil || got != "$-1" {
 		t.Fatalf("after restore: GET after-checkpoint = %q, %v (want nil)", got, err)
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/marker", res.Pid))

@@ -1,20 +1,16 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iorrc/rrc/test/lab"
-	"golang.org/x/sys/unix"
 )
 
 // Lab names for this package's tests (see docs/LAB.md); override with
@@ -44,65 +40,6 @@ func lookPath(bin string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s not found", bin)
-}
-
-// dialInNetns opens a TCP connection from inside the network namespace at
-// nsPath: the socket belongs to the namespace it was created in, so only the
-// socket() and connect() need the thread switched.
-func dialInNetns(nsPath, addr string) (net.Conn, error) {
-	goruntime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := os.Open(nsPath)
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		goruntime.UnlockOSThread()
-		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
-	}
-	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
-	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
-		goruntime.UnlockOSThread()
-	} // else: leave the thread locked; it exits with the goroutine.
-	return conn, err
-}
-
-// redisConn speaks just enough RESP for the tests.
-type redisConn struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func newRedisConn(c net.Conn) *redisConn { return &redisConn{c: c, r: bufio.NewReader(c)} }
-
-// do sends one command and returns the reply line (and bulk body).
-func (r *redisConn) do(args ...string) (string, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	r.c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := r.c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	line, err := r.r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if strings.HasPrefix(line, "$") && line != "$-1" {
-		body, err := r.r.ReadString('\n')
-		return strings.TrimRight(body, "\r\n"), err
-	}
-	return line, nil
 }
 
 // waitRedis waits until Redis answers PING from the client host.

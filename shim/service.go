@@ -2,7 +2,8 @@
 // task service. The task service wraps containerd's runc task service, so a
 // container without io.rrc.* annotations runs exactly as under
 // io.containerd.runc.v2; replicated containers are handed to the replication
-// engine around the task lifecycle.
+// engine around the task lifecycle (replicated.go, replica.go, standby.go;
+// docs/REPLICATED-TASKS.md).
 package shim
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
@@ -21,6 +23,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // RuntimeName is the runtime name containerd knows this shim by.
@@ -29,6 +32,10 @@ const RuntimeName = "io.rrc.v1"
 // TaskService is the ttrpc task service of io.rrc.v1.
 type TaskService struct {
 	taskAPI.TTRPCTaskService // the runc task service
+	publisher                shim.Publisher
+
+	mu       sync.Mutex
+	replicas map[string]*replica // by container id
 }
 
 // NewTaskService wraps a new runc task service.
@@ -37,7 +44,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	if err != nil {
 		return nil, err
 	}
-	return &TaskService{TTRPCTaskService: runc}, nil
+	return &TaskService{TTRPCTaskService: runc, publisher: publisher, replicas: map[string]*replica{}}, nil
 }
 
 // RegisterTTRPC registers the wrapper, not the runc service, so that every
@@ -47,11 +54,33 @@ func (s *TaskService) RegisterTTRPC(server *ttrpc.Server) error {
 	return nil
 }
 
+// withID puts the container id on every log line of a request.
+func withID(ctx context.Context, id string) context.Context {
+	return log.WithLogger(ctx, log.G(ctx).WithField("id", id))
+}
+
+func (s *TaskService) replica(id string) *replica {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replicas[id]
+}
+
+// standbyOf returns the standby task of id if id is a backup's task and
+// the request is about its init (not an exec).
+func (s *TaskService) standbyOf(id, execID string) (*replica, bool) {
+	rep := s.replica(id)
+	if rep == nil || rep.standby == nil || execID != "" {
+		return rep, false
+	}
+	return rep, true
+}
+
 // Create validates the io.rrc.* annotations and the runtime options before
 // anything is created, so that a bad value fails `ctr run` with a message
-// naming what is wrong.
+// naming what is wrong; a replicated container then gets its service
+// network and engine (replicated.go).
 func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", r.ID))
+	ctx = withID(ctx, r.ID)
 	opts, err := RuncOptions(r.Options)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -67,16 +96,69 @@ func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
 	if cfg.Enabled() {
-		// Host settings are checked first so that a broken configuration is
-		// reported as such.
-		if _, err := LoadConfig(ConfigPath()); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrFailedPrecondition))
+		resp, err := s.createReplicated(ctx, r, spec, *cfg)
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("role", cfg.Role).Error("replicated container not created")
+			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, err))
 		}
-		log.G(ctx).WithField("role", cfg.Role).Warn("refusing replicated container: replication engine not built yet")
-		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: annotation %s%s=%s: replication is not available in this build of %s: %w",
-			r.ID, AnnotationPrefix, "role", cfg.Role, RuntimeName, errdefs.ErrFailedPrecondition))
+		return resp, nil
 	}
 	return s.TTRPCTaskService.Create(ctx, r)
+}
+
+// Start starts the task; a primary starts replicating once it runs.
+func (s *TaskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	ctx = withID(ctx, r.ID)
+	if rep, ok := s.standbyOf(r.ID, r.ExecID); ok {
+		return s.startStandby(ctx, rep)
+	}
+	resp, err := s.TTRPCTaskService.Start(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if rep := s.replica(r.ID); rep != nil && rep.primary != nil && r.ExecID == "" {
+		rep.replicate(rep.ctx, rep.runcRoot)
+	}
+	return resp, nil
+}
+
+// Delete deletes the task and, for a replicated container, everything
+// replication made for it.
+func (s *TaskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	ctx = withID(ctx, r.ID)
+	if rep, ok := s.standbyOf(r.ID, r.ExecID); ok {
+		return s.deleteStandby(ctx, rep)
+	}
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if rep := s.replica(r.ID); rep != nil && r.ExecID == "" {
+		s.forget(r.ID)
+		if err := rep.close(ctx); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s deleted, but replication cleanup failed: %w", r.ID, err))
+		}
+	}
+	return resp, nil
+}
+
+func (s *TaskService) forget(id string) {
+	s.mu.Lock()
+	delete(s.replicas, id)
+	s.mu.Unlock()
+}
+
+// Shutdown stops every engine of this shim before the runc service decides
+// whether the shim ends.
+func (s *TaskService) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
+	s.mu.Lock()
+	n := len(s.replicas)
+	s.mu.Unlock()
+	if n > 0 {
+		// Tasks still exist: like the runc service, the shim stays.
+		return &emptypb.Empty{}, nil
+	}
+	return s.TTRPCTaskService.Shutdown(ctx, r)
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {

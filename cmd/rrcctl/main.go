@@ -36,6 +36,7 @@ func main() {
 	address := fs.String("address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env CONTAINERD_ADDRESS)")
 	ns := fs.String("n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace (env CONTAINERD_NAMESPACE)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	config := fs.String("config", shim.ConfigPath(), "shim configuration file, for its state_dir (env "+shim.ConfigEnv+")")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -49,7 +50,7 @@ func main() {
 	var err error
 	switch fs.Arg(0) {
 	case "status":
-		err = status(namespaces.WithNamespace(ctx, *ns), os.Stdout, *address)
+		err = status(namespaces.WithNamespace(ctx, *ns), os.Stdout, *address, *ns, *config)
 	case "annotations":
 		printAnnotations(os.Stdout)
 	case "version":
@@ -71,7 +72,16 @@ func envOr(k, def string) string {
 	return def
 }
 
-func status(ctx context.Context, w io.Writer, address string) error {
+func status(ctx context.Context, w io.Writer, address, ns, configPath string) error {
+	// The engine's state is in the status files the shims write under the
+	// configured state_dir; without a readable configuration the table
+	// still shows what containerd knows.
+	stateDir := ""
+	if cfg, err := shim.LoadConfig(configPath); err == nil {
+		stateDir = cfg.StateDir
+	} else {
+		fmt.Fprintf(os.Stderr, "rrcctl: %v (replication state not shown)\n", err)
+	}
 	client, err := containerd.New(address)
 	if err != nil {
 		return fmt.Errorf("connect to containerd at %s: %w", address, err)
@@ -82,7 +92,8 @@ func status(ctx context.Context, w io.Writer, address string) error {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER\tTASK\tPID\tREPLICATION\tPEER\tMODE\tEPOCH")
+	fmt.Fprintln(tw, "CONTAINER\tTASK\tPID\tREPLICATION\tPEER\tMODE\tEPOCH\tSTATE\tCOMMITTED\tLAG")
+	var details []string
 	for _, c := range containers {
 		taskState, pid := "-", "-"
 		if t, err := c.Task(ctx, nil); err == nil {
@@ -103,12 +114,28 @@ func status(ctx context.Context, w io.Writer, address string) error {
 				peer = "listens on " + cfg.Listen
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID(), taskState, pid, repl, peer, mode, epoch)
+		state, committed, lag := "-", "-", "-"
+		if stateDir != "" && mode != "-" {
+			st, err := readStatus(shim.StatusFile(stateDir, ns, c.ID()))
+			if err != nil {
+				state = "unknown (" + err.Error() + ")"
+			} else {
+				state, committed, lag = describe(st)
+				details = append(details, detailLines(c.ID(), st)...)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID(), taskState, pid, repl, peer, mode, epoch, state, committed, lag)
 	}
 	if len(containers) == 0 {
 		fmt.Fprintf(tw, "(no container runs through %s in this namespace)\n", shim.RuntimeName)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range details {
+		fmt.Fprintln(w, d)
+	}
+	return nil
 }
 
 func printAnnotations(w io.Writer) {

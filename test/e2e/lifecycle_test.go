@@ -300,7 +300,7 @@ func TestAnnotationsRejected(t *testing.T) {
 		{"typo", []string{"io.rrc.epoc=50ms"}, []string{"io.rrc.epoc", "unknown annotation"}},
 		{"missing peer", []string{"io.rrc.role=primary"}, []string{"annotation io.rrc.peer", "required for the primary"}},
 		{"bad role", []string{"io.rrc.role=leader"}, []string{`annotation io.rrc.role="leader"`}},
-		{"replication not in this build", []string{"io.rrc.role=backup", "io.rrc.listen=10.81.0.2:7100", "io.rrc.peer-name=10.81.0.1"}, []string{"io.rrc.role", "not available in this build"}},
+		{"replication without peer TLS", []string{"io.rrc.role=backup", "io.rrc.listen=10.81.0.2:7100", "io.rrc.peer-name=10.81.0.1"}, []string{"io.rrc.role", "peer TLS"}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,7 +11,11 @@
 # default 10.77.0), LAB_IMAGES (image cache dir, default /var/cache/rrc-lab-images),
 # LAB_QUIET=1 (no progress lines), LAB_DEBUG=1 (containerd debug log level),
 # LAB_CONTAINERD_CONFIG (a TOML file appended to each host's containerd
-# config; @LAB@ @HOST@ @ROOT@ @STATE@ @NAMESPACE@ are substituted).
+# config; @LAB@ @HOST@ @ROOT@ @STATE@ @NAMESPACE@ are substituted),
+# LAB_SHIM_CONFIG (the io.rrc.v1 shim configuration file of each host's
+# containerd, passed as RRC_SHIM_CONFIG; @HOST@ is substituted, e.g.
+# /tmp/x/@HOST@.toml), LAB_SHIM_PATH (a directory put first on each host's
+# containerd PATH, e.g. a freshly built containerd-shim-rrc-v1).
 set -euo pipefail
 
 LAB=${LAB:-rrc}
@@ -234,8 +238,13 @@ start_containerd() {
 	# ip netns exec, which makes a mount namespace and remounts /sys,
 	# hiding /sys/fs/cgroup).
 	echo "--- $(date -u +%FT%T.%NZ) lab.sh: start containerd" >>"$log"
+	# The shims inherit containerd's environment: their configuration
+	# file and, for a development build, the PATH they are found on.
+	local extra=()
+	[[ -z ${LAB_SHIM_CONFIG:-} ]] || extra+=("RRC_SHIM_CONFIG=${LAB_SHIM_CONFIG//@HOST@/$h}")
+	[[ -z ${LAB_SHIM_PATH:-} ]] || extra+=("PATH=$LAB_SHIM_PATH:$PATH")
 	# 9>&-: the daemon must not inherit the lab lock.
-	setsid nsenter --net="$(nspath "$h")" -- containerd --config "$st/config.toml" \
+	setsid env "${extra[@]}" nsenter --net="$(nspath "$h")" -- containerd --config "$st/config.toml" \
 		</dev/null >>"$log" 2>&1 9>&- &
 	pid=$!
 	echo "$pid" >"$st/containerd.pid"

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/shim"
+)
+
+// staleAfter: a shim rewrites its status file at least every second; an
+// older file means the shim is gone (crashed host, killed shim).
+const staleAfter = 5 * time.Second
+
+func readStatus(path string) (shim.PublishedStatus, error) {
+	var st shim.PublishedStatus
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, errors.New("no status file")
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("status file %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// describe gives the STATE, COMMITTED and LAG columns.
+func describe(st shim.PublishedStatus) (state, committed, lag string) {
+	e := st.Engine
+	state = string(e.State)
+	if age := time.Since(st.UpdatedAt); age > staleAfter {
+		state += fmt.Sprintf(" (stale: not updated for %s)", age.Round(time.Second))
+	}
+	committed, lag = "-", "-"
+	if e.CommittedEpoch > 0 {
+		committed = fmt.Sprint(e.CommittedEpoch)
+		if e.State == replication.StateInSync {
+			lag = fmt.Sprintf("%.0fms", e.LagMS)
+		}
+	}
+	return state, committed, lag
+}
+
+// detailLines say why a pair is not in sync and, after a failover, how long
+// each step took.
+func detailLines(id string, st shim.PublishedStatus) []string {
+	e := st.Engine
+	var out []string
+	if e.Reason != "" {
+		out = append(out, fmt.Sprintf("%s: %s", id, e.Reason))
+	}
+	if e.Role == replication.RolePrimary && e.Epochs > 0 {
+		out = append(out, fmt.Sprintf("%s: %d epochs (%d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f",
+			id, e.Epochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean))
+	}
+	if f := e.Failover; f != nil {
+		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
+			id, f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
+	}
+	if r := e.Restored; r != nil {
+		out = append(out, fmt.Sprintf("%s: restored container pid %d from epoch %d", id, r.Pid, r.Epoch))
+	}
+	return out
+}

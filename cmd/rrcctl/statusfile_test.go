@@ -1,0 +1,43 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/shim"
+)
+
+func TestDescribe(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name                  string
+		st                    shim.PublishedStatus
+		state, committed, lag string
+		details               []string
+	}{
+		{"in sync", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 7, LagMS: 104.4, Epochs: 8}},
+			"in-sync", "7", "104ms", []string{"c: 8 epochs"}},
+		{"waiting for the backup", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateStarting, Reason: "output held (fail closed) while waiting for the backup: refused"}},
+			"starting", "-", "-", []string{"c: output held"}},
+		{"after failover", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StatePrimaryAfterFailover, CommittedEpoch: 60,
+			Failover: &replication.FailoverTimings{Epoch: 60, DetectionMS: 97, RestoreMS: 84.5, TotalMS: 188.4}, Restored: &replication.RestoredContainer{Pid: 42}}},
+			"primary-after-failover", "60", "-", []string{"c: failover from epoch 60: detection 97.0 ms", "total 188.4 ms", "c: restored container pid 42"}},
+		{"stale", shim.PublishedStatus{UpdatedAt: now.Add(-time.Minute), Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateInSync}},
+			"in-sync (stale: not updated for 1m0s)", "-", "-", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state, committed, lag := describe(tc.st)
+			if state != tc.state || committed != tc.committed || lag != tc.lag {
+				t.Errorf("describe = %q %q %q, want %q %q %q", state, committed, lag, tc.state, tc.committed, tc.lag)
+			}
+			details := strings.Join(detailLines("c", tc.st), "\n")
+			for _, d := range tc.details {
+				if !strings.Contains(details, d) {
+					t.Errorf("details %q lack %q", details, d)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,80 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertls"
+)
+
+// standbyEngine starts the backup's engine for a standby task. At a
+// promotion the engine restores the last committed checkpoint with a
+// RuncRestorer into a bundle of its own (the backup's spec, pointed at the
+// standby namespace, over the image layers containerd mounted for this
+// task); the shim then adopts the restored init as the task's process.
+//
+// Restoring through the wrapped runc task service instead (Create with
+// Checkpoint, then Start) would make the runc service own the restored
+// process, but its restore passes no --tcp-established (process/init.go
+// builds runc.RestoreOpts without it), and the clients' connections are the
+// point of the failover; see docs/CONTAINERD-INTEGRATION.md.
+func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials, spec []byte, cgroupsPath string, rootfs []*types.Mount) error {
+	lower, err := lowerDirs(rootfs)
+	if err != nil {
+		return err
+	}
+	if r.sn == nil || r.cfg.Service == nil {
+		return fmt.Errorf("annotation %sservice-ip: a backup needs its own standby service namespace", AnnotationPrefix)
+	}
+	r.restorer = &replication.RuncRestorer{
+		RuncRoot: filepath.Join(r.host.StateDir, "runc", r.ns),
+		ID:       r.id, Spec: spec, Lower: lower, CgroupsPath: cgroupsPath,
+		WorkDir:  filepath.Join(r.workDir, "restore"),
+		Launcher: reaperLauncher(),
+	}
+	sn := r.sn
+	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
+		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), Restorer: r.restorer, Logger: engineLogger(ctx),
+		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: r.cfg.Service.Address, Up: func(ctx context.Context) error {
+			tm, err := sn.Promote(ctx)
+			log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
+			return err
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("backup engine: %w", err)
+	}
+	return nil
+}
+
+// lowerDirs are the image's layers of the task's rootfs (the overlay's
+// lowerdir): the backup restores over them with the checkpoint's writable
+// layer, never needing the primary's files.
+func lowerDirs(rootfs []*types.Mount) ([]string, error) {
+	for _, m := range rootfs {
+		for _, o := range m.Options {
+			if strings.HasPrefix(o, "lowerdir=") {
+				return replication.LowerDirsFromMountOptions(o)
+			}
+		}
+	}
+	return nil, fmt.Errorf("the backup needs an overlay rootfs (image layers to restore over); got %d mounts without lowerdir", len(rootfs))
+}
+
+// backupSpec is the bundle's spec for the restore: containerd wrote it for
+// this task; only the network namespace changes (the standby one).
+func backupSpec(spec *specs.Spec, nsPath string) ([]byte, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	return withNetns(b, nsPath)
+}

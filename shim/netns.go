@@ -1,0 +1,111 @@
+package shim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// netnsPlan is what the shim does with a replicated container's network
+// namespace. The engine gates packets inside the container's own namespace
+// and the backup keeps a standby copy of it, so a container that shares the
+// host's namespace cannot be replicated: gating it would gate the host.
+type netnsPlan int
+
+const (
+	// netnsCreate: io.rrc.service-ip is set; the shim makes the service
+	// namespace and points the spec at it.
+	netnsCreate netnsPlan = iota + 1
+	// netnsAdopt: the spec names a namespace someone else made (CNI,
+	// nerdctl); the shim adopts it as the service namespace.
+	netnsAdopt
+)
+
+// planNetns decides from the spec and the settings. path is the namespace
+// to adopt (netnsAdopt only).
+func planNetns(spec *specs.Spec, hasServiceIP bool) (plan netnsPlan, path string, err error) {
+	ns, own := specNetns(spec)
+	switch {
+	case hasServiceIP:
+		if ns != "" {
+			return 0, "", fmt.Errorf("annotation %sservice-ip asks for a service network namespace but the spec already joins %s; drop one of them", AnnotationPrefix, ns)
+		}
+		return netnsCreate, "", nil
+	case ns != "":
+		return netnsAdopt, ns, nil
+	case own:
+		return 0, "", fmt.Errorf("annotation %srole: the container gets a fresh network namespace that nobody can reach; set %sservice-ip (and %sservice-link) or run it in a CNI network", AnnotationPrefix, AnnotationPrefix, AnnotationPrefix)
+	default:
+		return 0, "", fmt.Errorf("annotation %srole: the container shares the host's network namespace; a replicated container needs its own (set %sservice-ip or use a CNI network): its traffic is gated, and gating the host's network is not acceptable", AnnotationPrefix, AnnotationPrefix)
+	}
+}
+
+// specNetns returns the network namespace path the spec joins, and whether
+// the container has a network namespace of its own at all (a fresh one when
+// the path is empty).
+func specNetns(spec *specs.Spec) (path string, own bool) {
+	if spec.Linux == nil {
+		return "", false
+	}
+	for _, n := range spec.Linux.Namespaces {
+		if n.Type == specs.NetworkNamespace {
+			return n.Path, true
+		}
+	}
+	return "", false
+}
+
+// setSpecNetns rewrites the bundle's config.json so that the container
+// joins the network namespace at nsPath. It edits the JSON generically so
+// that fields this version of the spec library does not know survive.
+func setSpecNetns(bundle, nsPath string) error {
+	file := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("read OCI spec to set the network namespace: %w", err)
+	}
+	out, err := withNetns(b, nsPath)
+	if err != nil {
+		return fmt.Errorf("OCI spec %s: %w", file, err)
+	}
+	tmp := file + ".rrc-tmp"
+	if err := os.WriteFile(tmp, out, 0o644); err != nil {
+		return fmt.Errorf("write OCI spec: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace OCI spec: %w", err)
+	}
+	return nil
+}
+
+// withNetns sets the path of the spec's network namespace, adding the
+// namespace entry if the spec has none.
+func withNetns(spec []byte, nsPath string) ([]byte, error) {
+	var s map[string]any
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	linux, _ := s["linux"].(map[string]any)
+	if linux == nil {
+		linux = map[string]any{}
+		s["linux"] = linux
+	}
+	nss, _ := linux["namespaces"].([]any)
+	found := false
+	for _, n := range nss {
+		m, ok := n.(map[string]any)
+		if ok && m["type"] == string(specs.NetworkNamespace) {
+			m["path"] = nsPath
+			found = true
+		}
+	}
+	if !found {
+		nss = append(nss, map[string]any{"type": string(specs.NetworkNamespace), "path": nsPath})
+	}
+	linux["namespaces"] = nss
+	return json.Marshal(s)
+}

@@ -1,0 +1,268 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/servicenet"
+)
+
+// replica is one replicated container in this shim: its settings, its
+// service network and its engine (primary or backup), and everything to
+// remove on delete (invariant 6). The shim hands the engine the network
+// namespace path; packets are the engine's business.
+type replica struct {
+	id, ns string
+	cfg    replication.Config
+	host   Config
+	// ctx is for work that outlives a request (engine, status, exits): it
+	// carries the namespace and the container id's logger, and is never
+	// cancelled.
+	ctx      context.Context
+	bundle   string
+	runcRoot string // runc --root of the task, as the runc service uses it
+
+	netnsDir string // per-container servicenet dir (a shared bind mount)
+	sn       *servicenet.ServiceNetwork
+	workDir  string // <state_dir>/work/<ns>/<id>: the backup's restore bundle
+	unmount  func() error
+
+	primary *replication.Primary
+	backup  *replication.Backup
+	// restorer is the backup's: it owns the restored container's bundle
+	// and runc state after a promotion.
+	restorer *replication.RuncRestorer
+	standby  *standbyTask
+
+	status *statusPublisher
+
+	mu        sync.Mutex
+	stopStart context.CancelFunc // ends the primary's connect loop
+	startDone chan struct{}
+	startErr  string        // last reason the primary is not replicating yet
+	closed    chan struct{} // closed by close: background watchers end
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newReplica(ns, id string, cfg replication.Config, host Config) *replica {
+	return &replica{
+		id: id, ns: ns, cfg: cfg, host: host,
+		netnsDir: filepath.Join(host.StateDir, "netns", ns, id),
+		workDir:  filepath.Join(host.StateDir, "work", ns, id),
+		closed:   make(chan struct{}),
+	}
+}
+
+// serviceNetwork creates (standby on the backup) or adopts the container's
+// network namespace according to plan.
+func (r *replica) serviceNetwork(ctx context.Context, plan netnsPlan, adoptPath string) error {
+	opts := servicenet.Options{Dir: r.netnsDir, Logger: engineLogger(ctx)}
+	standby := r.cfg.Role == replication.RoleBackup
+	var err error
+	switch plan {
+	case netnsCreate:
+		r.sn, err = servicenet.Create(ctx, r.id, *r.cfg.Service, standby, opts)
+	case netnsAdopt:
+		r.sn, err = servicenet.Adopt(ctx, adoptPath, standby, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("service network: %w", err)
+	}
+	log.G(ctx).WithField("netns", r.sn.NetnsPath()).WithField("standby", standby).Info("service network ready")
+	return nil
+}
+
+// gate makes the primary's engine: from its return every packet the
+// container sends is held, so it runs after runc create and before start.
+func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
+	images := r.imagesDir()
+	unmount, err := runtime.MountImageTmpfs(images, 1<<30)
+	if err != nil {
+		return fmt.Errorf("image tmpfs: %w", err)
+	}
+	r.unmount = unmount
+	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
+		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
+		Packets: &replication.NetfilterPath{NetNS: r.sn.NetnsPath(), Run: reaperCommandRunner(), Logger: engineLogger(ctx)},
+	})
+	return err
+}
+
+// replicate starts the primary's epoch loop once the container runs. It
+// returns at once: connecting to the backup is retried in the background
+// while the output stays held (fail closed), so that `ctr run` does not
+// hang on an unreachable backup; the status says why it waits.
+func (r *replica) replicate(ctx context.Context, runcRoot string) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.mu.Lock()
+	r.stopStart, r.startDone = cancel, make(chan struct{})
+	r.mu.Unlock()
+	go func() {
+		defer close(r.startDone)
+		backoff := 200 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := r.startPrimary(ctx, runcRoot)
+			if err == nil {
+				r.setStartErr("")
+				return
+			}
+			r.setStartErr(err.Error())
+			log.G(ctx).WithError(err).WithField("attempt", attempt).Warn("replication not started yet; output stays held, retrying")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}()
+}
+
+func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
+	ck, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
+		RuncRoot: runcRoot, ID: r.id,
+		CRIU:              runtime.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice},
+		Dump:              runtime.FastDumpOptions(),
+		CaptureRootfsDiff: true, Log: engineLogger(ctx),
+	})
+	if err != nil {
+		return fmt.Errorf("checkpointer: %w", err)
+	}
+	if err := r.primary.Start(ctx, replication.RuncCheckpointer{C: ck}); err != nil {
+		ck.Close()
+		return err
+	}
+	return nil
+}
+
+func (r *replica) setStartErr(s string) {
+	r.mu.Lock()
+	r.startErr = s
+	r.mu.Unlock()
+	if r.status != nil {
+		r.status.Kick()
+	}
+}
+
+// engineStatus is the engine's status, with the reason the primary is not
+// replicating yet when it is still connecting.
+func (r *replica) engineStatus() replication.Status {
+	var st replication.Status
+	switch {
+	case r.primary != nil:
+		st = r.primary.Status()
+		r.mu.Lock()
+		if st.State == replication.StateStarting && r.startErr != "" {
+			st.Reason = "output held (fail closed) while waiting for the backup: " + r.startErr
+		}
+		r.mu.Unlock()
+	case r.backup != nil:
+		st = r.backup.Status()
+	default:
+		st = replication.Status{Pair: r.cfg.Pair, Role: r.cfg.Role, State: replication.StateStarting}
+	}
+	return st
+}
+
+func (r *replica) publishStatus(ctx context.Context) error {
+	base := PublishedStatus{ID: r.id, Namespace: r.ns, ShimPid: os.Getpid()}
+	if r.sn != nil {
+		base.Netns = r.sn.NetnsPath()
+	}
+	p, err := startStatusPublisher(ctx, StatusFile(r.host.StateDir, r.ns, r.id), base, time.Second, r.engineStatus)
+	if err != nil {
+		return fmt.Errorf("status file: %w", err)
+	}
+	r.status = p
+	return nil
+}
+
+// close removes everything the replica made, in reverse order; idempotent.
+func (r *replica) close(ctx context.Context) error {
+	r.closeOnce.Do(func() {
+		close(r.closed)
+		var errs []error
+		r.mu.Lock()
+		stop, done := r.stopStart, r.startDone
+		r.mu.Unlock()
+		if stop != nil {
+			stop()
+			<-done
+		}
+		if r.primary != nil {
+			if err := r.primary.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))
+			}
+		}
+		if r.backup != nil {
+			if err := r.backup.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("closing backup engine: %w", err))
+			}
+		}
+		if r.restorer != nil {
+			if err := r.restorer.Remove(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("removing restored container: %w", err))
+			}
+		}
+		if r.unmount != nil {
+			if err := r.unmount(); err != nil {
+				errs = append(errs, fmt.Errorf("unmounting image tmpfs: %w", err))
+			} else if err := os.Remove(r.imagesDir()); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("removing image dir: %w", err))
+			}
+		}
+		if r.sn != nil {
+			if err := r.sn.Remove(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("removing service network: %w", err))
+			}
+		}
+		if _, err := os.Stat(r.netnsDir); err == nil {
+			if err := servicenet.ReleaseDir(r.netnsDir); err != nil {
+				errs = append(errs, err)
+			} else if err := os.Remove(r.netnsDir); err != nil {
+				errs = append(errs, fmt.Errorf("removing service network dir: %w", err))
+			}
+		}
+		if err := os.RemoveAll(r.workDir); err != nil {
+			errs = append(errs, fmt.Errorf("removing work dir: %w", err))
+		}
+		if r.backup != nil {
+			if err := os.RemoveAll(r.storeDir()); err != nil {
+				errs = append(errs, fmt.Errorf("removing checkpoint store: %w", err))
+			}
+		}
+		if r.status != nil {
+			if err := r.status.Stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		r.closeErr = errors.Join(errs...)
+		if r.closeErr != nil {
+			log.G(ctx).WithError(r.closeErr).Error("replication cleanup incomplete")
+		} else {
+			log.G(ctx).Info("replication stopped; nothing left behind")
+		}
+	})
+	return r.closeErr
+}
+
+// imagesDir gets a tmpfs of its own per container: each epoch's images
+// are written once and read once, a memory copy.
+func (r *replica) imagesDir() string {
+	return filepath.Join(r.host.ImageDir, r.ns, r.id)
+}
+
+func (r *replica) storeDir() string {
+	return filepath.Join(r.host.CheckpointDir, r.ns, r.cfg.Pair)
+}

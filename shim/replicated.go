@@ -1,0 +1,124 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertls"
+)
+
+// createReplicated creates a replicated container: service network,
+// then (primary) runc create and the output gate before the process runs,
+// or (backup) a standby task and the backup engine. On failure nothing is
+// left behind.
+func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, cfg replication.Config) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.replica(r.ID) != nil {
+		return nil, fmt.Errorf("replicated task already exists: %w", errdefs.ErrAlreadyExists)
+	}
+	// Host settings are checked first so that a broken configuration is
+	// reported as such.
+	host, err := LoadConfig(ConfigPath())
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	creds, err := host.PeerTLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("annotation %srole=%s: replication needs peer TLS in the shim configuration %s: %v: %w",
+			AnnotationPrefix, cfg.Role, ConfigPath(), err, errdefs.ErrFailedPrecondition)
+	}
+	plan, adoptPath, err := planNetns(spec, cfg.Service != nil)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	log.G(ctx).WithField("role", cfg.Role).WithField("pair", cfg.Pair).Info("creating replicated container")
+
+	rep := newReplica(ns, r.ID, cfg, host)
+	// Engine goroutines outlive the request: they log with the request's
+	// logger (container id) under a context nobody cancels.
+	rep.ctx = log.WithLogger(namespaces.WithNamespace(context.Background(), ns), log.G(ctx))
+	rep.bundle, rep.runcRoot = r.Bundle, runcRoot(ns, r.Options)
+	defer func() {
+		if retErr != nil {
+			if err := rep.close(context.WithoutCancel(ctx)); err != nil {
+				log.G(ctx).WithError(err).Error("cleanup after failed create")
+			}
+		}
+	}()
+	if err := rep.serviceNetwork(ctx, plan, adoptPath); err != nil {
+		return nil, err
+	}
+
+	var resp *taskAPI.CreateTaskResponse
+	if cfg.Role == replication.RolePrimary {
+		if resp, err = s.createPrimary(ctx, rep, r, plan, creds); err != nil {
+			return nil, err
+		}
+	} else {
+		nsSpec, err := backupSpec(spec, rep.sn.NetnsPath())
+		if err != nil {
+			return nil, err
+		}
+		cgroups := ""
+		if spec.Linux != nil {
+			cgroups = spec.Linux.CgroupsPath
+		}
+		if err := rep.standbyEngine(ctx, creds, nsSpec, cgroups, r.Rootfs); err != nil {
+			return nil, err
+		}
+		rep.standby = newStandbyTask(os.Getpid())
+		resp = &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}
+	}
+	if err := rep.publishStatus(rep.ctx); err != nil {
+		if cfg.Role == replication.RolePrimary {
+			s.deleteRuncTask(ctx, r.ID)
+		}
+		return nil, err
+	}
+	s.mu.Lock()
+	s.replicas[r.ID] = rep
+	s.mu.Unlock()
+	if rep.standby != nil {
+		s.watchStandby(rep)
+		s.publish(rep, taskCreateEvent(r, resp.Pid))
+	}
+	return resp, nil
+}
+
+// createPrimary points the spec at the service namespace, creates the
+// container with runc and gates its traffic before it starts.
+func (s *TaskService) createPrimary(ctx context.Context, rep *replica, r *taskAPI.CreateTaskRequest, plan netnsPlan, creds *peertls.Credentials) (*taskAPI.CreateTaskResponse, error) {
+	if plan == netnsCreate {
+		if err := setSpecNetns(r.Bundle, rep.sn.NetnsPath()); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("runc create: %w", err)
+	}
+	if err := rep.gate(ctx, creds); err != nil {
+		s.deleteRuncTask(ctx, r.ID)
+		return nil, fmt.Errorf("gating the container's traffic: %w", err)
+	}
+	return resp, nil
+}
+
+// deleteRuncTask undoes a runc create after a later step failed.
+func (s *TaskService) deleteRuncTask(ctx context.Context, id string) {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
+		log.G(ctx).WithError(err).Error("deleting the runc container after a failed create")
+	}
+}

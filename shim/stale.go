@@ -1,0 +1,116 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/runtime/servicenet"
+)
+
+// Stop is `containerd-shim-rrc-v1 delete`, which containerd runs after a
+// shim has gone away (killed, crashed, or after a normal shutdown). Beyond
+// the runc manager's cleanup it removes what a dead shim of a replicated
+// container left (invariant 6): service network, image tmpfs, a restored
+// container, work dirs, checkpoints and the status file. After a normal
+// delete there is nothing left and this finds nothing.
+func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	st, err := m.Shim.Stop(ctx, id)
+	if cerr := cleanupDeadReplica(ctx, id); cerr != nil {
+		log.G(ctx).WithField("id", id).WithError(cerr).Warn("removing what a dead shim of a replicated container left")
+	}
+	return st, err
+}
+
+// cleanupDeadReplica runs in the `delete` process, whose working directory
+// is the task's bundle. Containers without io.rrc.* annotations never read
+// the configuration.
+func cleanupDeadReplica(ctx context.Context, id string) error {
+	bundle, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	spec, err := readSpec(bundle)
+	if err != nil {
+		return nil // no bundle left: nothing of ours to find from here
+	}
+	cfg, err := ParseAnnotations(id, spec.Annotations)
+	if err != nil || !cfg.Enabled() {
+		return nil
+	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return err
+	}
+	host, err := LoadConfig(ConfigPath())
+	if err != nil {
+		return err
+	}
+	r := newReplica(ns, id, *cfg, host)
+	return r.removeStale(ctx)
+}
+
+// removeStale removes, without the engine, what a replica's shim made.
+func (r *replica) removeStale(ctx context.Context) error {
+	var errs []error
+	if _, err := os.Stat(r.netnsDir); err == nil {
+		removed, err := servicenet.CleanupStale(ctx, r.netnsDir, engineLogger(ctx))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(removed) > 0 {
+			log.G(ctx).WithField("id", r.id).WithField("netns", removed).Info("stale service network removed")
+		}
+		if err := servicenet.ReleaseDir(r.netnsDir); err != nil {
+			errs = append(errs, err)
+		} else if err := os.Remove(r.netnsDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A container restored by a promotion: runc state under our root.
+	if _, err := os.Stat(filepath.Join(r.host.StateDir, "runc", r.ns, r.id)); err == nil {
+		out, err := exec.CommandContext(ctx, "runc", "--root", filepath.Join(r.host.StateDir, "runc", r.ns), "delete", "-f", r.id).CombinedOutput()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("runc delete of the restored container: %v: %s", err, out))
+		}
+	}
+	for _, mp := range []string{filepath.Join(r.workDir, "restore", "bundle", "rootfs"), r.imagesDir()} {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	if err := os.Remove(r.imagesDir()); err != nil && !os.IsNotExist(err) {
+		errs = append(errs, err)
+	}
+	for _, d := range []string{r.workDir, r.storeDirIfBackup()} {
+		if d == "" {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	status := StatusFile(r.host.StateDir, r.ns, r.id)
+	for _, f := range []string{status, status + ".tmp"} {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *replica) storeDirIfBackup() string {
+	if r.cfg.Role != replication.RoleBackup {
+		return ""
+	}
+	return r.storeDir()
+}

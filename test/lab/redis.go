@@ -1,0 +1,184 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	goruntime "runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The Redis client of the lab's tests: one TCP connection from a lab host,
+// RESP by hand, and the workload whose replies a failover must not
+// contradict.
+
+// DialInNetns opens a TCP connection from inside the network namespace at
+// nsPath: only socket() and connect() need the thread switched; the socket
+// stays in that namespace.
+func DialInNetns(nsPath, addr string) (net.Conn, error) {
+	goruntime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		goruntime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := os.Open(nsPath)
+	if err != nil {
+		goruntime.UnlockOSThread()
+		return nil, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		goruntime.UnlockOSThread()
+		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
+	}
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
+		goruntime.UnlockOSThread()
+	} // else: the thread stays locked and exits with the goroutine
+	return conn, err
+}
+
+// RedisConn speaks just enough RESP over one connection.
+type RedisConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// NewRedisConn wraps an open connection.
+func NewRedisConn(c net.Conn) *RedisConn { return &RedisConn{c: c, r: bufio.NewReader(c)} }
+
+// Close closes the connection.
+func (r *RedisConn) Close() error { return r.c.Close() }
+
+// Do sends one command and returns the reply line (the body of a bulk
+// string), with a 15 s deadline.
+func (r *RedisConn) Do(args ...string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	r.c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := r.c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	line, err := r.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if strings.HasPrefix(line, "$") && line != "$-1" {
+		body, err := r.r.ReadString('\n')
+		return strings.TrimRight(body, "\r\n"), err
+	}
+	return line, nil
+}
+
+// RedisWorkload drives one connection with rounds of INCR counter and
+// SET key:i value:i, and records every reply.
+type RedisWorkload struct {
+	Conn    *RedisConn
+	N       int               // rounds done
+	Incrs   []int64           // INCR replies, in order
+	Keys    map[string]string // acknowledged SETs
+	Replies []time.Time       // when each reply arrived
+	Lat     []time.Duration   // each reply's latency
+	Slowest time.Duration
+}
+
+// NewRedisWorkload starts a workload on c.
+func NewRedisWorkload(c net.Conn) *RedisWorkload {
+	return &RedisWorkload{Conn: NewRedisConn(c), Keys: map[string]string{}}
+}
+
+// Do sends one command and records the reply's time and latency.
+func (w *RedisWorkload) Do(args ...string) (string, error) {
+	start := time.Now()
+	r, err := w.Conn.Do(args...)
+	if err == nil {
+		d := time.Since(start)
+		w.Replies = append(w.Replies, time.Now())
+		w.Lat = append(w.Lat, d)
+		w.Slowest = max(w.Slowest, d)
+	}
+	return r, err
+}
+
+// Run does rounds of INCR counter; SET key:i value:i.
+func (w *RedisWorkload) Run(ctx context.Context, rounds int) error {
+	for range rounds {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.N++
+		r, err := w.Do("INCR", "counter")
+		if err != nil {
+			return fmt.Errorf("INCR #%d: %w", w.N, err)
+		}
+		v, err := strconv.ParseInt(strings.TrimPrefix(r, ":"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("INCR #%d reply %q", w.N, r)
+		}
+		w.Incrs = append(w.Incrs, v)
+		k, val := fmt.Sprintf("key:%d", w.N), fmt.Sprintf("value:%d", w.N)
+		if r, err := w.Do("SET", k, val); err != nil || r != "+OK" {
+			return fmt.Errorf("SET %s: %q, %v", k, r, err)
+		}
+		w.Keys[k] = val
+	}
+	return nil
+}
+
+// Verify checks what a failover must keep: INCR replies went up by one each
+// time (never back, no increment the client saw lost), and every
+// acknowledged write reads back with its value.
+func (w *RedisWorkload) Verify() error {
+	for i := 1; i < len(w.Incrs); i++ {
+		if w.Incrs[i] != w.Incrs[i-1]+1 {
+			return fmt.Errorf("INCR replies %d then %d (reply %d of %d): state went backwards or skipped", w.Incrs[i-1], w.Incrs[i], i, len(w.Incrs))
+		}
+	}
+	for k, v := range w.Keys {
+		got, err := w.Conn.Do("GET", k)
+		if err != nil {
+			return fmt.Errorf("GET %s after failover: %w", k, err)
+		}
+		if got != v {
+			return fmt.Errorf("GET %s after failover = %q, want %q (acknowledged write lost)", k, got, v)
+		}
+	}
+	return nil
+}
+
+// FirstReplyAfter is how long after t the first reply came (0: none).
+func (w *RedisWorkload) FirstReplyAfter(t time.Time) time.Duration {
+	for _, r := range w.Replies {
+		if r.After(t) {
+			return r.Sub(t)
+		}
+	}
+	return 0
+}
+
+// Latency returns the mean and p99 of the replies so far.
+func (w *RedisWorkload) Latency() (mean, p99 time.Duration) {
+	if len(w.Lat) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(w.Lat)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	return sum / time.Duration(len(s)), s[min(len(s)-1, len(s)*99/100)]
+}
