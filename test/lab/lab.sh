@@ -624,7 +624,7 @@ main() {
 		[[ $# -ge 1 ]] || usage
 		local h=$1; shift
 		check_host "$h"; is_daemon "$h" || die "$h runs no containerd"
-		exec ctr --address "$(sock "$h")" --namespace "$(cns "$h")" "$@"
+		ctr_h "$h" "$@"
 		;;
 	exec)
 		[[ $# -ge 2 ]] || usage
