@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,9 @@ import (
 	"github.com/iorrc/rrc/shim"
 )
 
+// errUsage: the usage was printed; exit 2.
+var errUsage = errors.New("usage")
+
 // version is set by the Makefile at link time.
 var version = "dev"
 
@@ -27,6 +31,8 @@ Commands:
   status        list the containers run by io.rrc.v1 with their replication role and state
   annotations   list the io.rrc.* annotations a container accepts, with defaults
   version       print the version
+  pki           write a quick CA and peer certificates to try replication out
+                (rrcctl pki -h)
 
 Flags:
 `
@@ -40,6 +46,16 @@ func main() {
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if fs.NArg() >= 1 && fs.Arg(0) == "pki" {
+		if err := pkiCmd(fs.Args()[1:], os.Stdout, os.Stderr); err != nil {
+			if errors.Is(err, errUsage) {
+				os.Exit(2)
+			}
+			fmt.Fprintln(os.Stderr, "rrcctl:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
