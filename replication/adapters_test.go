@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/runtime"
-	"google.golang.org/protobuf/proto"
+	"github.com/iorrc/rrc/runtime/criutest"
 )
 
 // TestFakeCRIUSwrkRepl is not a test: with RRC_FAKE_CRIU_REPL set the test
@@ -30,44 +29,8 @@ func TestFakeCRIUSwrkRepl(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process for TestRuncCheckpointerHooks")
 	}
-	sk := os.NewFile(3, "swrk")
-	buf := make([]byte, 1<<16)
-	send := func(r *rpc.CriuResp) {
-		b, _ := proto.Marshal(r)
-		sk.Write(b)
-	}
-	for {
-		n, err := sk.Read(buf)
-		if err != nil || n == 0 {
-			os.Exit(0)
-		}
-		req := &rpc.CriuReq{}
-		if err := proto.Unmarshal(buf[:n], req); err != nil {
-			os.Exit(2)
-		}
-		switch req.GetType() {
-		case rpc.CriuReqType_VERSION:
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
-		case rpc.CriuReqType_DUMP:
-			if ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS")); ms > 0 {
-				time.Sleep(time.Duration(ms) * time.Millisecond)
-			}
-			if mode == "fail-before" {
-				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
-				os.Exit(0)
-			}
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
-			n, _ := sk.Read(buf)
-			ans := &rpc.CriuReq{}
-			proto.Unmarshal(buf[:n], ans)
-			ok := ans.GetNotifySuccess() && mode != "fail-after"
-			if ok {
-				os.WriteFile(filepath.Join(req.GetOpts().GetImagesDir(), "pages.img"), []byte("state"), 0o600)
-			}
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ok)})
-			os.Exit(0)
-		}
-	}
+	ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS"))
+	criutest.ServeSwrk(criutest.SwrkOptions{Mode: mode, StartDelay: time.Duration(ms) * time.Millisecond, WriteImages: true})
 }
 
 // newFakeRuncCheckpointer makes a real runtime.Checkpointer on a fake runc

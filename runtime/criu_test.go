@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/iorrc/rrc/runtime/criutest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -19,40 +20,7 @@ func TestFakeCRIUSwrk(t *testing.T) {
 	if os.Getenv("RRC_FAKE_CRIU") == "" {
 		t.Skip("helper process for TestCRIUService")
 	}
-	sk := os.NewFile(3, "swrk")
-	buf := make([]byte, 1<<16)
-	send := func(r *rpc.CriuResp) {
-		b, _ := proto.Marshal(r)
-		sk.Write(b)
-	}
-	for {
-		n, err := sk.Read(buf)
-		if err != nil || n == 0 {
-			os.Exit(0)
-		}
-		req := &rpc.CriuReq{}
-		if err := proto.Unmarshal(buf[:n], req); err != nil {
-			os.Exit(2)
-		}
-		switch req.GetType() {
-		case rpc.CriuReqType_VERSION:
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
-		case rpc.CriuReqType_DUMP:
-			// RRC_FAKE_CRIU_MODE: "fail-before" fails before "pre-dump" (no
-			// notification), "fail-after" fails after it (tasks frozen).
-			mode := os.Getenv("RRC_FAKE_CRIU_MODE")
-			if mode == "fail-before" {
-				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
-				os.Exit(0)
-			}
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
-			n, _ := sk.Read(buf)
-			ans := &rpc.CriuReq{}
-			proto.Unmarshal(buf[:n], ans)
-			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ans.GetNotifySuccess() && mode != "fail-after")})
-			os.Exit(0) // one dump per process, like CRIU 4.2.1
-		}
-	}
+	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE")})
 }
 
 func TestCRIUService(t *testing.T) {
