@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/netfilter"
-	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/runtime"
 	"github.com/iorrc/rrc/runtime/criutest"
 )
@@ -133,22 +132,8 @@ func TestRuncCheckpointerHooks(t *testing.T) {
 			ck, state := newFakeRuncCheckpointer(t, tt.mode, startMS)
 			rec := newRecorder()
 			pk := &cgPackets{rec: rec, state: state, failed: make(chan error, 1)}
-			snd := &fakeSender{rec: rec, done: make(chan struct{})}
-			p, err := NewPrimary(context.Background(), PrimaryOptions{
-				Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute},
-				Packets: pk, WorkDir: t.TempDir(),
-				Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
-					snd.opts = o
-					return snd, nil
-				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close(context.Background()) })
-			if err := p.Start(context.Background(), ck); err != nil {
-				t.Fatal(err)
-			}
+			snd := &fakeSender{rec: rec}
+			p := startTestPrimary(t, time.Minute, pk, ck, snd)
 			if tt.sends {
 				rec.waitFor(t, "send:1")
 				snd.ack(1, nil)

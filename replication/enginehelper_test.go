@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/runtime"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
@@ -163,16 +164,23 @@ func (h *helper) runUntilDone(ctx context.Context, netns string, status func() r
 	}
 }
 
-func (h *helper) primary(ctx context.Context) error {
+// pairSetup is what both sides need first: settings, TLS credentials and
+// the service network (to be removed by the caller).
+func (h *helper) pairSetup(ctx context.Context) (replication.Config, *peertls.Credentials, *servicenet.ServiceNetwork, error) {
 	cfg, err := h.config()
 	if err != nil {
-		return err
+		return cfg, nil, nil, err
 	}
 	creds, err := replication.PeerTLS{CAFile: h.a.CA, CertFile: h.a.Cert, KeyFile: h.a.Key}.Load()
 	if err != nil {
-		return err
+		return cfg, nil, nil, err
 	}
 	sn, err := h.serviceNetwork(ctx, cfg)
+	return cfg, creds, sn, err
+}
+
+func (h *helper) primary(ctx context.Context) error {
+	cfg, creds, sn, err := h.pairSetup(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,15 +222,7 @@ func (h *helper) primary(ctx context.Context) error {
 }
 
 func (h *helper) backup(ctx context.Context) error {
-	cfg, err := h.config()
-	if err != nil {
-		return err
-	}
-	creds, err := replication.PeerTLS{CAFile: h.a.CA, CertFile: h.a.Cert, KeyFile: h.a.Key}.Load()
-	if err != nil {
-		return err
-	}
-	sn, err := h.serviceNetwork(ctx, cfg)
+	cfg, creds, sn, err := h.pairSetup(ctx)
 	if err != nil {
 		return err
 	}

@@ -183,9 +183,15 @@ func (r fakeRestorer) Restore(_ context.Context, c ckptstore.Checkpoint) (Restor
 // newTestPrimary makes a started Primary on fakes.
 func newTestPrimary(t *testing.T, epoch time.Duration, ck *fakeCheckpointer, snd *fakeSender) (*Primary, *fakePackets) {
 	t.Helper()
-	rec := ck.rec
-	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
-	snd.rec, snd.done = rec, make(chan struct{})
+	pk := &fakePackets{rec: ck.rec, failed: make(chan error, 1)}
+	snd.rec = ck.rec
+	return startTestPrimary(t, epoch, pk, ck, snd), pk
+}
+
+// startTestPrimary makes a started Primary whose peer is snd.
+func startTestPrimary(t *testing.T, epoch time.Duration, pk PacketPath, ck Checkpointer, snd *fakeSender) *Primary {
+	t.Helper()
+	snd.done = make(chan struct{})
 	p, err := NewPrimary(context.Background(), PrimaryOptions{
 		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: epoch},
 		Packets: pk, WorkDir: t.TempDir(),
@@ -201,7 +207,7 @@ func newTestPrimary(t *testing.T, epoch time.Duration, ck *fakeCheckpointer, snd
 	if err := p.Start(context.Background(), ck); err != nil {
 		t.Fatal(err)
 	}
-	return p, pk
+	return p
 }
 
 // loopTickForTest makes the loop take the next checkpoint now.
