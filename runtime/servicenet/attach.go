@@ -29,16 +29,12 @@ func findHostLink(hostNetns, name string) (netlink.Link, bool, error) {
 // container's namespace so that the host never sees it and its name is
 // checked there.
 func (s *ServiceNetwork) addMacvlan(parent netlink.Link, mac net.HardwareAddr) error {
-	ns, err := netns.GetFromPath(s.nsPath)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", s.nsPath, err)
-	}
-	defer ns.Close()
-	h, err := handleAt(s.hostNetns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
+	return s.inHostNetns(func(ns netns.NsHandle, h *netlink.Handle) error {
+		return s.linkMacvlan(ns, h, parent, mac)
+	})
+}
+
+func (s *ServiceNetwork) linkMacvlan(ns netns.NsHandle, h *netlink.Handle, parent netlink.Link, mac net.HardwareAddr) error {
 	mv := &netlink.Macvlan{
 		LinkAttrs: netlink.LinkAttrs{
 			Name:         ServiceIfName,
@@ -57,16 +53,12 @@ func (s *ServiceNetwork) addMacvlan(parent netlink.Link, mac net.HardwareAddr) e
 // addVeth makes a veth pair: eth0 in the container's namespace, the host
 // end (down until promotion) enslaved to the bridge.
 func (s *ServiceNetwork) addVeth(bridge netlink.Link, mac net.HardwareAddr) error {
-	ns, err := netns.GetFromPath(s.nsPath)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", s.nsPath, err)
-	}
-	defer ns.Close()
-	h, err := handleAt(s.hostNetns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
+	return s.inHostNetns(func(ns netns.NsHandle, h *netlink.Handle) error {
+		return s.linkVeth(ns, h, bridge, mac)
+	})
+}
+
+func (s *ServiceNetwork) linkVeth(ns netns.NsHandle, h *netlink.Handle, bridge netlink.Link, mac net.HardwareAddr) error {
 	veth := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: s.hostLink, MTU: bridge.Attrs().MTU},
 		PeerName:         ServiceIfName,
@@ -87,6 +79,22 @@ func (s *ServiceNetwork) addVeth(bridge netlink.Link, mac net.HardwareAddr) erro
 		return fmt.Errorf("enslave %s to bridge %s: %w", s.hostLink, bridge.Attrs().Name, err)
 	}
 	return nil
+}
+
+// inHostNetns runs f with the container's namespace open and a netlink
+// handle in the host's namespace, where the service interface is made.
+func (s *ServiceNetwork) inHostNetns(f func(ns netns.NsHandle, h *netlink.Handle) error) error {
+	ns, err := netns.GetFromPath(s.nsPath)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", s.nsPath, err)
+	}
+	defer ns.Close()
+	h, err := handleAt(s.hostNetns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return f(ns, h)
 }
 
 // hostLinkAlias marks the host end of a veth as ours (IFLA_IFALIAS): Remove
