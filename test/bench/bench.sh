@@ -149,8 +149,8 @@ data set, ~2.5 MB checkpoints) replicated from lab host a to b with 100 ms epoch
 network namespace; a client on one TCP connection doing INCR and SET/GET; \`lab.sh crash
 a\` mid-run. Per run: the primary's epochs before the crash (pause, input held, bytes per
 epoch, time to the backup's ack, client reply times under output commit), the failover
-timeline (detection, restore, network) and the client's view. The engine is not yet
-driven by the shim, so these are not yet figures of \`ctr run --runtime io.rrc.v1\`.
+timeline (detection, restore, network) and the client's view. These come from the engine's own
+test; the same figures through \`ctr run --runtime io.rrc.v1\` are still to be measured.
 
 \`\`\`
 $EPOCH_RUNS\`\`\`
