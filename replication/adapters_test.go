@@ -8,11 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/runtime"
 	"github.com/iorrc/rrc/runtime/criutest"
 )
@@ -66,24 +64,6 @@ func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncChe
 }
 
 // Fakes recording the freezer state each call sees.
-type cgGate struct {
-	rec   *recorder
-	state func() string
-	mu    sync.Mutex
-	epoch uint64
-}
-
-func (g *cgGate) Seal() uint64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.epoch++
-	g.rec.add("seal:%d@%s", g.epoch, g.state())
-	return g.epoch
-}
-func (g *cgGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
-func (g *cgGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
-func (g *cgGate) Stats() netfilter.GateStats { return netfilter.GateStats{} }
-
 type cgHold struct {
 	rec   *recorder
 	state func() string
@@ -99,7 +79,7 @@ type cgPackets struct {
 }
 
 func (p *cgPackets) Open(context.Context) (OutputGate, InputHold, error) {
-	return &cgGate{rec: p.rec, state: p.state}, cgHold{p.rec, p.state}, nil
+	return &fakeGate{rec: p.rec, state: p.state}, cgHold{p.rec, p.state}, nil
 }
 func (p *cgPackets) Failed() <-chan error        { return p.failed }
 func (p *cgPackets) Close(context.Context) error { return nil }

@@ -82,8 +82,10 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	recv, err := peer.NewReceiver(store, opts.TLS, peer.Options{
 		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: wire.ModeEpoch,
 		Heartbeat: cfg.Heartbeat, HeartbeatMisses: cfg.HeartbeatMisses, Logger: opts.Logger,
-		OnCommit:     b.onCommit,
-		OnPeerFailed: func(f peer.PeerFailure) { go b.promote(f) },
+		OnCommit:       b.onCommit,
+		OnPeerFailed:   b.onPeerFailed,
+		OnConnected:    b.onConnected,
+		OnDisconnected: b.onDisconnected,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
@@ -107,28 +109,67 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	return b, nil
 }
 
+// The backup is in sync only once it has committed a checkpoint on the
+// current connection. A primary that lost its backup ran on unreplicated
+// (its output went out without a checkpoint behind it), so a checkpoint
+// from an earlier connection may be contradicted by what clients were
+// told: it is never promoted. Until the reconnected primary's first
+// checkpoint is committed, a failure of the primary is reported, not acted
+// on (fail closed).
+
+func (b *Backup) onConnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == StateStarting || b.state == StateInSync || b.state == StateDisconnected {
+		b.state, b.reason = StateSyncing, ""
+	}
+}
+
+func (b *Backup) onDisconnected(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != StateSyncing && b.state != StateInSync {
+		return // promoting, promoted, failed or closed: nothing to say
+	}
+	b.state = StateDisconnected
+	b.reason = fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", err)
+	b.log.Warn("primary disconnected; waiting for it to reconnect", "err", err)
+}
+
 func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.commits++
 	b.bytes.add(float64(c.Size))
-	if b.state == StateStarting || b.state == StateSyncing {
+	if b.state == StateSyncing {
 		b.state = StateInSync
-		b.log.Info("first checkpoint committed: in sync", "epoch", c.Epoch, "bytes", c.Size)
+		b.log.Info("checkpoint committed on this connection: in sync", "epoch", c.Epoch, "bytes", c.Size)
 	}
 }
 
-// promote runs once, when the primary has been declared failed.
+// onPeerFailed decides, on the detector's goroutine and before the
+// connection is closed, whether to promote.
+func (b *Backup) onPeerFailed(f peer.PeerFailure) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != StateInSync {
+		b.log.Error("primary failed before this backup was in sync with it: nothing consistent to take over; not promoting",
+			"state", b.state, "last_heard", f.LastHeard, "reason", f.Reason)
+		if b.state == StateSyncing {
+			b.state = StateDisconnected
+			b.reason = "primary failed before its first checkpoint on this connection was committed: " + f.Reason
+		}
+		return
+	}
+	b.state = StatePromoting
+	go b.promote(f)
+}
+
+// promote runs once, when the primary has been declared failed while in
+// sync (state already promoting).
 func (b *Backup) promote(f peer.PeerFailure) {
 	b.promoteOnce.Do(func() {
 		defer close(b.promoted)
-		b.mu.Lock()
-		if b.state == StateClosed {
-			b.mu.Unlock()
-			return
-		}
-		b.state = StatePromoting
-		b.mu.Unlock()
 		// Promotion must not be cut short by whoever started the backup:
 		// a half-restored service is worse than a slow one.
 		ctx := context.Background()
@@ -177,7 +218,8 @@ func (b *Backup) Status() Status {
 		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
-		if b.state == StateInSync || b.state == StateStarting {
+		switch b.state {
+		case StateStarting, StateSyncing, StateInSync, StateDisconnected:
 			s.LagMS = ms(b.now().Sub(cur.CommittedAt))
 		}
 	}

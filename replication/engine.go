@@ -32,6 +32,7 @@ type OutputGate interface {
 	Seal() uint64
 	Release(epoch uint64) error
 	ReleaseAll() error
+	Resume() uint64
 	Stats() netfilter.GateStats
 }
 

@@ -11,7 +11,26 @@ import (
 	"github.com/iorrc/rrc/runtime"
 )
 
-// loop is the epoch loop: one checkpoint per tick, sent in the background.
+// loop runs the pair until Close: epochs while a backup is connected; when
+// it is lost, degraded (unreplicated) while re-pairing with the configured
+// backup; then epochs again from a full checkpoint.
+func (p *Primary) loop(ctx context.Context) {
+	defer close(p.done)
+	for {
+		reason, fatal := p.replicate(ctx)
+		if fatal || ctx.Err() != nil {
+			return
+		}
+		p.degrade(reason)
+		if !p.repair(ctx) {
+			return
+		}
+	}
+}
+
+// replicate is the epoch loop on one connection to the backup: one checkpoint
+// per tick, sent in the background. It returns why replication stopped;
+// fatal if the primary cannot replicate any more (the gate stopped).
 //
 // At most one checkpoint is being sent at a time. If the previous one is
 // still being sent when the tick comes, the epoch is skipped, not queued:
@@ -21,8 +40,7 @@ import (
 // next one carries everything it would have. Acknowledgements are
 // pipelined: a new checkpoint may be taken while the previous one waits
 // for its ack.
-func (p *Primary) loop(ctx context.Context) {
-	defer close(p.done)
+func (p *Primary) replicate(ctx context.Context) (reason string, fatal bool) {
 	ticker := time.NewTicker(p.cfg.Epoch)
 	defer ticker.Stop()
 	sent := make(chan error, 1)
@@ -30,6 +48,14 @@ func (p *Primary) loop(ctx context.Context) {
 	p.mu.Lock()
 	sender := p.sender
 	p.mu.Unlock()
+	// Whatever ends the session ends a send in progress and waits for it:
+	// its image directory is removed by the sending goroutine.
+	defer func() {
+		if sending {
+			sender.Close()
+			<-sent
+		}
+	}()
 	startSend := func() {
 		dir, epoch, ok := p.checkpoint(ctx)
 		if !ok {
@@ -43,39 +69,24 @@ func (p *Primary) loop(ctx context.Context) {
 			sent <- err
 		}()
 	}
-	startSend() // the initial full checkpoint
+	startSend() // a full checkpoint brings the backup in sync
 	for {
 		select {
 		case <-ctx.Done():
-			if sending {
-				<-sent
-			}
-			return
+			return "closed", false
 		case reason := <-p.peerFailed:
-			p.degrade(reason)
-			if sending {
-				<-sent
-			}
-			return
+			return reason, false
 		case <-sender.Done():
-			p.degrade(fmt.Sprintf("connection to backup ended: %v", sender.Err()))
-			if sending {
-				<-sent
-			}
-			return
+			return fmt.Sprintf("connection to backup ended: %v", sender.Err()), false
 		case err := <-p.packets.Failed():
 			// The gate stopped: output is dropped (fail closed) and cannot be
 			// released any more. Replication is pointless; say so loudly.
 			p.fail(fmt.Sprintf("packet gate stopped, container output is dropped: %v", err))
-			if sending {
-				<-sent
-			}
-			return
+			return "", true
 		case err := <-sent:
 			sending = false
 			if err != nil && ctx.Err() == nil {
-				p.degrade(fmt.Sprintf("sending checkpoint: %v", err))
-				return
+				return fmt.Sprintf("sending checkpoint: %v", err), false
 			}
 			if kicked {
 				kicked = false

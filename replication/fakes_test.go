@@ -59,8 +59,11 @@ func (r *recorder) waitFor(t *testing.T, event string) {
 	}
 }
 
+// fakeGate records the gate calls; with state set, seal records the state
+// the container is in (see adapters_test.go).
 type fakeGate struct {
 	rec   *recorder
+	state func() string
 	mu    sync.Mutex
 	epoch uint64
 }
@@ -69,12 +72,22 @@ func (g *fakeGate) Seal() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.epoch++
-	g.rec.add("seal:%d", g.epoch)
+	if g.state != nil {
+		g.rec.add("seal:%d@%s", g.epoch, g.state())
+	} else {
+		g.rec.add("seal:%d", g.epoch)
+	}
 	return g.epoch
 }
 func (g *fakeGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
 func (g *fakeGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
 func (g *fakeGate) Stats() netfilter.GateStats { return netfilter.GateStats{} }
+func (g *fakeGate) Resume() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rec.add("resume:%d", g.epoch+1)
+	return g.epoch + 1
+}
 
 type fakeHold struct{ rec *recorder }
 

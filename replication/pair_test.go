@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,13 +17,15 @@ import (
 
 // cuttableProxy forwards TCP between the primary and the backup until cut:
 // then it silently swallows everything in both directions, as a failed
-// host would (no FIN, no RST).
+// host would (no FIN, no RST). cutReturn swallows only what the backup
+// sends: a primary that stops hearing a backup that still hears it.
 type cuttableProxy struct {
-	ln      net.Listener
-	backend string
-	cut     atomic.Bool
-	mu      sync.Mutex
-	conns   []net.Conn
+	ln        net.Listener
+	backend   string
+	cut       atomic.Bool
+	cutReturn atomic.Bool
+	mu        sync.Mutex
+	conns     []net.Conn
 }
 
 func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
@@ -52,29 +56,89 @@ func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, b)
 			p.mu.Unlock()
-			go p.pipe(c, b)
-			go p.pipe(b, c)
+			go p.pipe(c, b, &p.cutReturn)
+			go p.pipe(b, c, nil)
 		}
 	}()
 	return p
 }
 
-func (p *cuttableProxy) pipe(dst, src net.Conn) {
+func (p *cuttableProxy) pipe(dst, src net.Conn, cutDir *atomic.Bool) {
 	buf := make([]byte, 64<<10)
+	cut := func() bool { return p.cut.Load() || (cutDir != nil && cutDir.Load()) }
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !p.cut.Load() {
+		if n > 0 && !cut() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
 		if err != nil {
-			if err == io.EOF && !p.cut.Load() {
+			if err == io.EOF && !cut() {
 				dst.(*net.TCPConn).CloseWrite()
 			}
 			return
 		}
 	}
+}
+
+// pairOverLoopback is a Primary (fake container and gate) replicating to a
+// real Backup through a cuttableProxy, heartbeats every 10 ms.
+type pairOverLoopback struct {
+	p     *Primary
+	b     *Backup
+	proxy *cuttableProxy
+	rec   *recorder
+}
+
+func startPairOverLoopback(t *testing.T) pairOverLoopback {
+	t.Helper()
+	pki, err := peertest.GenerateTestPKI(t.TempDir(), "primary", "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(h string) *PeerTLS {
+		f := pki.Hosts[h]
+		return &PeerTLS{CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile}
+	}
+	bcreds, err := load("backup").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcreds, err := load("primary").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	b, err := StartBackup(context.Background(), BackupOptions{
+		Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Heartbeat: 10 * time.Millisecond},
+		TLS:    bcreds, StoreDir: t.TempDir(), Listener: ln,
+		Restorer: fakeRestorer{rec: rec}, Network: fakeNetwork{rec: rec},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	proxy := newCuttableProxy(t, ln.Addr().String())
+
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config: Config{Role: RolePrimary, Pair: "p1", Peer: proxy.ln.Addr().String(), PeerName: "backup",
+			Epoch: 20 * time.Millisecond, Heartbeat: 10 * time.Millisecond},
+		TLS: pcreds, Packets: pk, WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	return pairOverLoopback{p: p, b: b, proxy: proxy, rec: rec}
 }
 
 // TestPairOverLoopback runs a Primary (fake container and gate) against a
@@ -91,51 +155,8 @@ func TestPairOverLoopback(t *testing.T) {
 		{name: "primary closes cleanly: no promotion", silence: false, wantPromote: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pki, err := peertest.GenerateTestPKI(t.TempDir(), "primary", "backup")
-			if err != nil {
-				t.Fatal(err)
-			}
-			load := func(h string) *PeerTLS {
-				f := pki.Hosts[h]
-				return &PeerTLS{CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile}
-			}
-			bcreds, err := load("backup").Load()
-			if err != nil {
-				t.Fatal(err)
-			}
-			pcreds, err := load("primary").Load()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := newRecorder()
-			b, err := StartBackup(context.Background(), BackupOptions{
-				Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Heartbeat: 10 * time.Millisecond},
-				TLS:    bcreds, StoreDir: t.TempDir(), Listener: ln,
-				Restorer: fakeRestorer{rec: rec}, Network: fakeNetwork{rec: rec},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close(context.Background()) })
-			proxy := newCuttableProxy(t, ln.Addr().String())
-
-			pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
-			p, err := NewPrimary(context.Background(), PrimaryOptions{
-				Config: Config{Role: RolePrimary, Pair: "p1", Peer: proxy.ln.Addr().String(), PeerName: "backup",
-					Epoch: 20 * time.Millisecond, Heartbeat: 10 * time.Millisecond},
-				TLS: pcreds, Packets: pk, WorkDir: t.TempDir(),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close(context.Background()) })
-			if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
-				t.Fatal(err)
-			}
+			pr := startPairOverLoopback(t)
+			p, b, proxy, rec := pr.p, pr.b, pr.proxy, pr.rec
 			rec.waitFor(t, "release-output:3")
 			if st := b.Status(); st.State != StateInSync || st.CommittedEpoch < 3 {
 				t.Fatalf("backup status %+v", st)
@@ -158,19 +179,73 @@ func TestPairOverLoopback(t *testing.T) {
 				if st.Failover.DetectionMS < 30 || st.Restored == nil || st.Restored.Pid != 4242 {
 					t.Errorf("failover %+v restored %+v", st.Failover, st.Restored)
 				}
-				// The primary, cut off too, went degraded: output released.
-				select {
-				case <-p.Done():
-				case <-time.After(2 * time.Second):
-					t.Fatal("primary did not notice the silence")
-				}
-				if ps := p.Status(); ps.State != StateDegraded {
-					t.Errorf("primary state %q", ps.State)
-				}
+				// The primary, cut off too, went degraded: output released; it
+				// keeps dialling the backup, which has promoted and listens no
+				// more: it stays degraded and says why.
 				rec.waitFor(t, "release-all")
+				time.Sleep(time.Second)
+				if ps := p.Status(); ps.State != StateDegraded || !strings.Contains(ps.Reason, "re-pairing") {
+					t.Errorf("primary state %q (%s)", ps.State, ps.Reason)
+				}
 			}
 		})
 	}
 }
 
 func itoa(u uint64) string { return strconv.FormatUint(u, 10) }
+
+// TestPairRepairsAfterFalseDetection: the primary stops hearing a backup
+// that still hears it (the heartbeat gap of a busy backup, seen on loaded
+// machines), goes degraded and closes the connection. The backup must not
+// promote its now stale checkpoint, and says it is disconnected. The
+// primary re-pairs, the backup is in sync again after one full checkpoint,
+// and a real failure of the primary then promotes a checkpoint of the new
+// connection.
+func TestPairRepairsAfterFalseDetection(t *testing.T) {
+	pr := startPairOverLoopback(t)
+	p, b, proxy, rec := pr.p, pr.b, pr.proxy, pr.rec
+	rec.waitFor(t, "release-output:3")
+	proxy.cutReturn.Store(true)
+	rec.waitFor(t, "release-all")
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: primary %+v\nbackup %+v", what, p.Status(), b.Status())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	wait("backup disconnected", func() bool { return b.Status().State == StateDisconnected })
+	stale := b.Status().CommittedEpoch
+	if st := b.Status(); !strings.Contains(st.Reason, "not promoted") {
+		t.Errorf("disconnected backup's reason %q", st.Reason)
+	}
+	proxy.cutReturn.Store(false)
+	wait("re-paired, both in sync", func() bool {
+		ps, bs := p.Status(), b.Status()
+		return ps.State == StateInSync && ps.Repairs == 1 && bs.State == StateInSync && bs.CommittedEpoch > stale
+	})
+	select {
+	case <-b.Promoted():
+		t.Fatalf("backup promoted during the false detection: %+v", b.Status())
+	default:
+	}
+	proxy.cut.Store(true)
+	select {
+	case <-b.Promoted():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("backup did not promote: %+v", b.Status())
+	}
+	st := b.Status()
+	if st.State != StatePrimaryAfterFailover || st.Failover.Epoch <= stale {
+		t.Fatalf("promotion: state %q epoch %d (stale checkpoint was %d)", st.State, st.Failover.Epoch, stale)
+	}
+	ev := rec.list()
+	resumed := slices.IndexFunc(ev, func(e string) bool { return strings.HasPrefix(e, "resume:") })
+	if resumed < 0 || resumed < slices.Index(ev, "release-all") {
+		t.Errorf("output not held again after degraded: %v", ev)
+	}
+	checkOrder(t, ev, []string{"release-all", "restore:" + itoa(st.Failover.Epoch)}, nil)
+}

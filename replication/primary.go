@@ -58,6 +58,8 @@ type Primary struct {
 	skipped    uint64
 	failed     uint64
 	nacks      uint64
+	repairs    uint64 // times replication resumed after degraded
+	repairErr  string // why the last re-pairing attempt failed
 	pause      window
 	hold       window // input held per epoch
 	bytes      window
@@ -127,15 +129,7 @@ func tlsDialer(addr string, creds *peertls.Credentials) DialFunc {
 // epoch is checkpointed at once: the initial full checkpoint. Start returns
 // once the loop runs; Status says when the backup is in sync.
 func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
-	opts := peer.Options{
-		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: wire.ModeEpoch,
-		Heartbeat: p.cfg.Heartbeat, HeartbeatMisses: p.cfg.HeartbeatMisses, Logger: p.opts.Logger,
-		OnAck: p.onAck,
-		OnPeerFailed: func(f peer.PeerFailure) {
-			p.degradeLater(fmt.Sprintf("backup failed: %s (last heard %s ago)", f.Reason, f.DetectedAt.Sub(f.LastHeard).Round(time.Millisecond)))
-		},
-	}
-	sender, err := p.opts.Dial(ctx, opts)
+	sender, err := p.opts.Dial(ctx, p.peerOptions())
 	if err != nil {
 		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
 	}
@@ -150,6 +144,82 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	p.log.Info("replicating", "epoch", p.cfg.Epoch, "backup", p.cfg.Peer, "backup_committed", p.offset)
 	go p.loop(loopCtx)
 	return nil
+}
+
+// peerOptions are the settings of every connection to the backup.
+func (p *Primary) peerOptions() peer.Options {
+	return peer.Options{
+		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: wire.ModeEpoch,
+		Heartbeat: p.cfg.Heartbeat, HeartbeatMisses: p.cfg.HeartbeatMisses, Logger: p.opts.Logger,
+		OnAck: p.onAck,
+		OnPeerFailed: func(f peer.PeerFailure) {
+			p.degradeLater(fmt.Sprintf("backup failed: %s (last heard %s ago)", f.Reason, f.DetectedAt.Sub(f.LastHeard).Round(time.Millisecond)))
+		},
+	}
+}
+
+// Re-pairing: how often a degraded primary dials its backup again.
+const (
+	repairBackoffMin = 250 * time.Millisecond
+	repairBackoffMax = 5 * time.Second
+)
+
+// repair dials the configured backup until one answers (true) or the
+// primary is closed or its gate stops (false). Then output is held again
+// and the loop starts over with a full checkpoint: the backup is in sync
+// once that is acknowledged, after one checkpoint pause of the container.
+//
+// The backup may be the same one (the primary had given up on it, e.g.
+// after a heartbeat gap under load) or a new one at the same address. Its
+// old checkpoint is stale (output was released unreplicated meanwhile); it
+// must not promote before it commits one from this connection, which it
+// knows: see Backup.
+func (p *Primary) repair(ctx context.Context) bool {
+	backoff := repairBackoffMin
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-ctx.Done():
+			return false
+		case err := <-p.packets.Failed():
+			p.fail(fmt.Sprintf("packet gate stopped, container output is dropped: %v", err))
+			return false
+		case <-time.After(backoff):
+		}
+		sender, err := p.opts.Dial(ctx, p.peerOptions())
+		if err != nil {
+			p.mu.Lock()
+			p.repairErr = err.Error()
+			p.mu.Unlock()
+			if attempt == 1 || attempt%10 == 0 {
+				p.log.Warn("re-pairing with the backup: not yet", "attempt", attempt, "err", err)
+			}
+			backoff = min(2*backoff, repairBackoffMax)
+			continue
+		}
+		p.mu.Lock()
+		if p.state == StateClosed || p.state == StateFailed {
+			p.mu.Unlock()
+			sender.Close()
+			return false
+		}
+		// From here every packet is held again: it belongs to the open epoch,
+		// which the coming full checkpoint seals.
+		open := p.gate.Resume()
+		if bc := sender.BackupCommitted(); open+p.offset <= bc {
+			p.offset = bc - open + 1 // wire epochs must go on above what it holds
+		}
+		select { // a failure reported by the old connection is history
+		case <-p.peerFailed:
+		default:
+		}
+		p.sender, p.state, p.reason, p.repairErr = sender, StateSyncing, "", ""
+		p.taken = map[uint64]time.Time{}
+		p.repairs++
+		p.mu.Unlock()
+		p.log.Info("re-paired with the backup: output held again, sending a full checkpoint",
+			"attempt", attempt, "backup_committed", sender.BackupCommitted())
+		return true
+	}
 }
 
 // degradeLater asks the loop to go degraded; callbacks must not block.
@@ -237,7 +307,8 @@ func (p *Primary) fail(reason string) {
 	}
 }
 
-// Done is closed when the epoch loop has ended (degraded, failed or closed).
+// Done is closed when the epoch loop has ended: failed or closed (a
+// degraded primary keeps trying to re-pair).
 func (p *Primary) Done() <-chan struct{} { return p.done }
 
 // Status returns a snapshot.
@@ -246,7 +317,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason,
+		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), AckMS: p.ackLat.summary(),
@@ -255,6 +326,9 @@ func (p *Primary) Status() Status {
 			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),
 			Released: g.Released, Dropped: g.Dropped,
 		},
+	}
+	if p.state == StateDegraded && p.repairErr != "" {
+		s.Reason += "; re-pairing: " + p.repairErr
 	}
 	if !p.ackedTaken.IsZero() {
 		s.LagMS = ms(p.now().Sub(p.ackedTaken))

@@ -16,8 +16,13 @@ const (
 	StateSyncing State = "syncing"
 	// StateInSync: checkpoints are being acknowledged.
 	StateInSync State = "in-sync"
-	// StateDegraded: primary running unreplicated (peer lost); output flows.
+	// StateDegraded: primary running unreplicated (peer lost); output
+	// flows; it keeps trying to re-pair.
 	StateDegraded State = "degraded"
+	// StateDisconnected: backup whose primary went away without failing
+	// (closed the connection, or failed before the backup was in sync):
+	// not protected, nothing to promote; it waits for the primary.
+	StateDisconnected State = "disconnected"
 	// StatePromoting: the backup declared the primary failed and restores.
 	StatePromoting State = "promoting"
 	// StatePrimaryAfterFailover: the backup's restored container is the service.
@@ -48,6 +53,7 @@ type Status struct {
 	SkippedEpochs uint64 `json:"skipped_epochs,omitempty"` // ticks skipped: previous checkpoint still being sent
 	FailedEpochs  uint64 `json:"failed_epochs,omitempty"`  // checkpoints that failed (output stays held)
 	Nacks         uint64 `json:"nacks,omitempty"`          // checkpoints the backup refused
+	Repairs       uint64 `json:"repairs,omitempty"`        // primary: times re-paired after degraded
 
 	PauseMS       Summary `json:"pause_ms,omitzero"`        // freeze → thaw, recent epochs
 	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`   // inbound packets held per epoch

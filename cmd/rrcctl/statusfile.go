@@ -59,6 +59,9 @@ func detailLines(id string, st shim.PublishedStatus) []string {
 		out = append(out, fmt.Sprintf("%s: %d epochs (%d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f",
 			id, e.Epochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean))
 	}
+	if e.Repairs > 0 {
+		out = append(out, fmt.Sprintf("%s: re-paired with a backup %d time(s) after running degraded", id, e.Repairs))
+	}
 	if f := e.Failover; f != nil {
 		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
 			id, f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))

@@ -45,8 +45,8 @@ type Options struct {
 	Logger           *slog.Logger
 
 	// OnPeerFailed is called once per connection when the peer has been
-	// silent for HeartbeatMisses of its heartbeat intervals. The connection
-	// is closed before it is called. It must not block.
+	// silent for HeartbeatMisses of its heartbeat intervals, just before the
+	// connection is closed (so before OnDisconnected). It must not block.
 	OnPeerFailed func(PeerFailure)
 	// OnAck (Sender) is called for every Ack or Nack from the backup, from
 	// the connection's reader goroutine: it must not block.
@@ -54,6 +54,11 @@ type Options struct {
 	// OnCommit (Receiver) is called after a checkpoint is committed and
 	// before it is acknowledged. It must not block.
 	OnCommit func(ckptstore.Checkpoint)
+	// OnConnected and OnDisconnected (Receiver) bracket each authenticated
+	// primary connection; a replaced connection's OnDisconnected comes
+	// before its successor's OnConnected. They must not block.
+	OnConnected    func()
+	OnDisconnected func(error)
 
 	hooks *testHooks // fault injection for tests
 }

@@ -102,9 +102,15 @@ func (r *Receiver) serveConn(ctx context.Context, raw net.Conn) {
 	}()
 	s.latestEpoch.Store(r.store.CurrentEpoch())
 	s.log.Info("primary connected", "committed", r.store.CurrentEpoch(), "primary_acked", s.peerEpoch)
+	if r.opts.OnConnected != nil {
+		r.opts.OnConnected()
+	}
 	in := &inbound{r: r, s: s}
 	err := s.run(in.handle)
 	in.discard(fmt.Sprintf("connection ended: %v", err))
+	if r.opts.OnDisconnected != nil {
+		r.opts.OnDisconnected(err)
+	}
 	close(s.released)
 }
 

@@ -145,10 +145,10 @@ func (s *session) run(handle func(wire.Frame) error) error {
 		if f, ok := det.Run(s.ctx); ok {
 			f.Pair = s.opts.Pair
 			s.log.Error("peer failed", "last_heard", f.LastHeard, "detected_at", f.DetectedAt, "timeout", f.Timeout, "reason", f.Reason)
-			s.close(fmt.Errorf("peer failed: %s", f.Reason))
 			if s.opts.OnPeerFailed != nil {
 				s.opts.OnPeerFailed(f)
 			}
+			s.close(fmt.Errorf("peer failed: %s", f.Reason))
 		}
 	}()
 	for {
