@@ -16,21 +16,14 @@ import (
 // backup; then epochs again from a full checkpoint.
 func (p *Primary) loop(ctx context.Context) {
 	defer close(p.done)
-	for {
-		reason, fatal := p.replicate(ctx)
-		if fatal || ctx.Err() != nil {
-			return
-		}
-		p.degrade(reason)
-		if !p.repair(ctx) {
-			return
-		}
+	for p.replicate(ctx) && p.repair(ctx) {
 	}
 }
 
 // replicate is the epoch loop on one connection to the backup: one checkpoint
-// per tick, sent in the background. It returns why replication stopped;
-// fatal if the primary cannot replicate any more (the gate stopped).
+// per tick, sent in the background. When the backup is lost it goes
+// degraded and returns true (re-pair); false if the primary is closed or
+// cannot replicate any more (the gate stopped).
 //
 // At most one checkpoint is being sent at a time. If the previous one is
 // still being sent when the tick comes, the epoch is skipped, not queued:
@@ -40,7 +33,7 @@ func (p *Primary) loop(ctx context.Context) {
 // next one carries everything it would have. Acknowledgements are
 // pipelined: a new checkpoint may be taken while the previous one waits
 // for its ack.
-func (p *Primary) replicate(ctx context.Context) (reason string, fatal bool) {
+func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	ticker := time.NewTicker(p.cfg.Epoch)
 	defer ticker.Stop()
 	sent := make(chan error, 1)
@@ -48,8 +41,13 @@ func (p *Primary) replicate(ctx context.Context) (reason string, fatal bool) {
 	p.mu.Lock()
 	sender := p.sender
 	p.mu.Unlock()
-	// Whatever ends the session ends a send in progress and waits for it:
-	// its image directory is removed by the sending goroutine.
+	// A lost backup: output is released first (degrade also closes the
+	// connection, which ends a send in progress); then the send is waited
+	// for, as its goroutine removes the image directory.
+	lost := func(reason string) bool {
+		p.degrade(reason)
+		return true
+	}
 	defer func() {
 		if sending {
 			sender.Close()
@@ -73,20 +71,20 @@ func (p *Primary) replicate(ctx context.Context) (reason string, fatal bool) {
 	for {
 		select {
 		case <-ctx.Done():
-			return "closed", false
+			return false
 		case reason := <-p.peerFailed:
-			return reason, false
+			return lost(reason)
 		case <-sender.Done():
-			return fmt.Sprintf("connection to backup ended: %v", sender.Err()), false
+			return lost(fmt.Sprintf("connection to backup ended: %v", sender.Err()))
 		case err := <-p.packets.Failed():
 			// The gate stopped: output is dropped (fail closed) and cannot be
 			// released any more. Replication is pointless; say so loudly.
 			p.fail(fmt.Sprintf("packet gate stopped, container output is dropped: %v", err))
-			return "", true
+			return false
 		case err := <-sent:
 			sending = false
 			if err != nil && ctx.Err() == nil {
-				return fmt.Sprintf("sending checkpoint: %v", err), false
+				return lost(fmt.Sprintf("sending checkpoint: %v", err))
 			}
 			if kicked {
 				kicked = false

@@ -66,8 +66,14 @@ func TestPrimaryRepairs(t *testing.T) {
 			first.ack(1, nil)
 			first.Close() // the backup went away
 			rec.waitFor(t, "dial-refused")
-			if st := p.Status(); st.State != StateDegraded || !strings.Contains(st.Reason, "re-pairing: connection refused") {
-				t.Errorf("while re-pairing: state %q reason %q", st.State, st.Reason)
+			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+				st := p.Status()
+				if st.State == StateDegraded && strings.Contains(st.Reason, "re-pairing: connection refused") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("while re-pairing: state %q reason %q", st.State, st.Reason)
+				}
 			}
 			send := fmt.Sprintf("send:%d", tc.wantWire)
 			rec.waitFor(t, send)
