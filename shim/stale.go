@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -24,11 +27,42 @@ import (
 // container, work dirs, checkpoints and the status file. After a normal
 // delete there is nothing left and this finds nothing.
 func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	address, _ := shim.ReadAddress("address") // before the runc manager tidies the bundle
 	st, err := m.Shim.Stop(ctx, id)
 	if cerr := cleanupDeadReplica(ctx, id); cerr != nil {
 		log.G(ctx).WithField("id", id).WithError(cerr).Warn("removing what a dead shim of a replicated container left")
 	}
+	if removed, serr := removeDeadSocket(address); serr != nil {
+		log.G(ctx).WithField("id", id).WithError(serr).Warn("removing a dead shim's socket")
+	} else if removed {
+		log.G(ctx).WithField("id", id).WithField("socket", address).Info("removed a dead shim's socket")
+	}
 	return st, err
+}
+
+// removeDeadSocket removes the shim socket at address if nobody listens on
+// it. The shim library removes its socket only when the shim exits normally;
+// a killed shim leaves it in /run/containerd/s (upstream notes the leak).
+// A socket someone still serves (a shim shared by a pod) is left alone.
+func removeDeadSocket(address string) (bool, error) {
+	path, ok := strings.CutPrefix(address, "unix://")
+	if !ok || path == "" {
+		return false, nil // none recorded, or abstract: nothing on disk
+	}
+	c, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+	switch {
+	case err == nil:
+		c.Close()
+		return false, nil
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	case !errors.Is(err, unix.ECONNREFUSED):
+		return false, fmt.Errorf("probing %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
 }
 
 // cleanupDeadReplica runs in the `delete` process, whose working directory

@@ -1,0 +1,51 @@
+package shim
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRemoveDeadSocket(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live")
+	ln, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dead := filepath.Join(dir, "dead")
+	dl, err := net.Listen("unix", dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.(*net.UnixListener).SetUnlinkOnClose(false)
+	dl.Close() // the socket file stays, nobody listens: a killed shim's
+	for _, tc := range []struct {
+		name, address string
+		removed       bool
+		exists        string // a path that must still exist afterwards
+	}{
+		{"served socket kept", "unix://" + live, false, live},
+		{"dead socket removed", "unix://" + dead, true, ""},
+		{"already gone", "unix://" + filepath.Join(dir, "none"), false, ""},
+		{"no address recorded", "", false, live},
+		{"abstract socket: nothing on disk", "@abstract", false, live},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			removed, err := removeDeadSocket(tc.address)
+			if err != nil || removed != tc.removed {
+				t.Fatalf("removeDeadSocket(%q) = %v, %v; want %v", tc.address, removed, err, tc.removed)
+			}
+			if tc.exists != "" {
+				if _, err := os.Stat(tc.exists); err != nil {
+					t.Errorf("%s removed: %v", tc.exists, err)
+				}
+			}
+		})
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("dead socket still there: %v", err)
+	}
+}
