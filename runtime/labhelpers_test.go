@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -102,11 +104,13 @@ func restoreBundle(t *testing.T, config []byte, layers OverlayMount, images, cgr
 	return dir
 }
 
-// runcCleanup kills and deletes a container started by runc directly.
+// runcCleanup kills and deletes a container started by runc directly, and
+// unmounts runc's criu-root bind mount, left if runc restore was killed.
 func runcCleanup(t *testing.T, netns, root, id string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
+		unix.Unmount(filepath.Join(root, id, "criu-root"), unix.MNT_DETACH)
 		argv := []string{"--net=" + netns, "runc", "--root", root}
 		runCommand(ctx, OSLauncher{}, "nsenter", append(argv, "kill", id, "KILL")...)
 		time.Sleep(100 * time.Millisecond)

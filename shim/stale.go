@@ -110,8 +110,14 @@ func (r *replica) removeStale(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	// A container restored by a promotion: runc state under our root.
-	if _, err := os.Stat(filepath.Join(r.host.StateDir, "runc", r.ns, r.id)); err == nil {
+	// A container restored by a promotion: runc state under our root. A
+	// runc restore killed half-way (the shim died during a promotion) leaves
+	// its bind mount of the rootfs at criu-root, which runc delete cannot
+	// remove.
+	if st := filepath.Join(r.host.StateDir, "runc", r.ns, r.id); dirExists(st) {
+		if err := unix.Unmount(filepath.Join(st, "criu-root"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount runc's criu-root: %w", err))
+		}
 		out, err := exec.CommandContext(ctx, "runc", "--root", filepath.Join(r.host.StateDir, "runc", r.ns), "delete", "-f", r.id).CombinedOutput()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("runc delete of the restored container: %v: %s", err, out))
@@ -147,4 +153,9 @@ func (r *replica) storeDirIfBackup() string {
 		return ""
 	}
 	return r.storeDir()
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
