@@ -59,7 +59,7 @@ type Primary struct {
 	failed     uint64
 	nacks      uint64
 	repairs    uint64 // times replication resumed after degraded
-	repairErr  string // why the last re-pairing attempt failed
+	repairing  string // what re-pairing is doing, or why its last attempt failed
 	pause      window
 	hold       window // input held per epoch
 	bytes      window
@@ -185,11 +185,10 @@ func (p *Primary) repair(ctx context.Context) bool {
 			return false
 		case <-time.After(backoff):
 		}
+		p.setRepairing(fmt.Sprintf("dialling the backup at %s (attempt %d)", p.cfg.Peer, attempt))
 		sender, err := p.opts.Dial(ctx, p.peerOptions())
 		if err != nil {
-			p.mu.Lock()
-			p.repairErr = err.Error()
-			p.mu.Unlock()
+			p.setRepairing(fmt.Sprintf("attempt %d: %v", attempt, err))
 			if attempt == 1 || attempt%10 == 0 {
 				p.log.Warn("re-pairing with the backup: not yet", "attempt", attempt, "err", err)
 			}
@@ -212,7 +211,7 @@ func (p *Primary) repair(ctx context.Context) bool {
 		case <-p.peerFailed:
 		default:
 		}
-		p.sender, p.state, p.reason, p.repairErr = sender, StateSyncing, "", ""
+		p.sender, p.state, p.reason, p.repairing = sender, StateSyncing, "", ""
 		p.taken = map[uint64]time.Time{}
 		p.repairs++
 		p.mu.Unlock()
@@ -220,6 +219,12 @@ func (p *Primary) repair(ctx context.Context) bool {
 			"attempt", attempt, "backup_committed", sender.BackupCommitted())
 		return true
 	}
+}
+
+func (p *Primary) setRepairing(s string) {
+	p.mu.Lock()
+	p.repairing = s
+	p.mu.Unlock()
 }
 
 // degradeLater asks the loop to go degraded; callbacks must not block.
@@ -327,8 +332,8 @@ func (p *Primary) Status() Status {
 			Released: g.Released, Dropped: g.Dropped,
 		},
 	}
-	if p.state == StateDegraded && p.repairErr != "" {
-		s.Reason += "; re-pairing: " + p.repairErr
+	if p.state == StateDegraded && p.repairing != "" {
+		s.Reason += "; re-pairing: " + p.repairing
 	}
 	if !p.ackedTaken.IsZero() {
 		s.LagMS = ms(p.now().Sub(p.ackedTaken))

@@ -17,7 +17,9 @@ import (
 //  1. stop receiving: no checkpoint may commit (or a returning primary
 //     connect) while the current one is being restored;
 //  2. take the last committed checkpoint (never a partial one: the store
-//     only ever names complete, verified checkpoints, invariant 3);
+//     only ever names complete, verified checkpoints, invariant 3) and
+//     verify its files on disk against its digest again: a checkpoint
+//     damaged since its commit is refused, never restored;
 //  3. prepare the standby namespace: CRIU's TCP repair needs a route to
 //     the clients, which a down link does not have (see StandbyService);
 //  4. restore the checkpoint while the service link is still down, so
@@ -33,8 +35,11 @@ type promotion struct {
 	now           clock
 	stopReceiving func()
 	current       func() (ckptstore.Checkpoint, bool)
-	restorer      Restorer
-	network       ServicePromoter
+	// verify checks the checkpoint's files before the restore; nil is
+	// ckptstore.Checkpoint.Verify (SHA-256 of the files on disk).
+	verify   func(ckptstore.Checkpoint) error
+	restorer Restorer
+	network  ServicePromoter
 }
 
 func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContainer, FailoverTimings, error) {
@@ -53,6 +58,15 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 		return RestoredContainer{}, tm, err
 	}
 	tm.Epoch = c.Epoch
+	verify := p.verify
+	if verify == nil {
+		verify = ckptstore.Checkpoint.Verify
+	}
+	if err := verify(c); err != nil {
+		log.Error("promotion refused: the last committed checkpoint does not verify; nothing restored, service link left down",
+			"epoch", c.Epoch, "err", err)
+		return RestoredContainer{}, tm, fmt.Errorf("refusing to restore checkpoint %d: %w", c.Epoch, err)
+	}
 	log.Info("restoring the last committed checkpoint", "epoch", c.Epoch, "bytes", c.Size,
 		"committed", c.CommittedAt.Format(time.RFC3339Nano))
 

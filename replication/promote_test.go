@@ -15,6 +15,7 @@ func TestPromotionSequence(t *testing.T) {
 	tests := []struct {
 		name       string
 		current    bool
+		verifyErr  error
 		restoreErr error
 		networkErr error
 		want       []string
@@ -23,6 +24,8 @@ func TestPromotionSequence(t *testing.T) {
 		{name: "stop, prepare, restore the committed checkpoint, then the network", current: true,
 			want: []string{"stop-receiving", "prepare-restore", "restore:7", "network-up"}},
 		{name: "no committed checkpoint: nothing restored, network stays down",
+			want: []string{"stop-receiving"}, wantErr: true},
+		{name: "checkpoint corrupt on disk: nothing restored, network stays down", current: true, verifyErr: ckptstore.ErrCorrupt,
 			want: []string{"stop-receiving"}, wantErr: true},
 		{name: "restore fails: network stays down", current: true, restoreErr: errors.New("criu failed"),
 			want: []string{"stop-receiving", "prepare-restore", "restore:7"}, wantErr: true},
@@ -38,6 +41,7 @@ func TestPromotionSequence(t *testing.T) {
 				current: func() (ckptstore.Checkpoint, bool) {
 					return ckptstore.Checkpoint{Epoch: 7, Dir: "/nonexistent"}, tc.current
 				},
+				verify:   func(ckptstore.Checkpoint) error { return tc.verifyErr },
 				restorer: fakeRestorer{rec: rec, err: tc.restoreErr},
 				network:  fakeNetwork{rec: rec, err: tc.networkErr},
 			}

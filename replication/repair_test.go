@@ -68,7 +68,7 @@ func TestPrimaryRepairs(t *testing.T) {
 			rec.waitFor(t, "dial-refused")
 			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
 				st := p.Status()
-				if st.State == StateDegraded && strings.Contains(st.Reason, "re-pairing: connection refused") {
+				if st.State == StateDegraded && strings.Contains(st.Reason, "re-pairing: attempt 1: connection refused") {
 					break
 				}
 				if time.Now().After(deadline) {

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -27,7 +28,7 @@ import (
 // container, work dirs, checkpoints and the status file. After a normal
 // delete there is nothing left and this finds nothing.
 func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
-	address, _ := shim.ReadAddress("address") // before the runc manager tidies the bundle
+	address := shimAddress() // before the runc manager tidies the bundle
 	st, err := m.Shim.Stop(ctx, id)
 	if cerr := cleanupDeadReplica(ctx, id); cerr != nil {
 		log.G(ctx).WithField("id", id).WithError(cerr).Warn("removing what a dead shim of a replicated container left")
@@ -38,6 +39,22 @@ func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 		log.G(ctx).WithField("id", id).WithField("socket", address).Info("removed a dead shim's socket")
 	}
 	return st, err
+}
+
+// shimAddress is the address the task's shim served, from the bundle (the
+// working directory of delete): containerd 2 records it in bootstrap.json,
+// older versions in a file named address.
+func shimAddress() string {
+	if b, err := os.ReadFile("bootstrap.json"); err == nil {
+		var p struct {
+			Address string `json:"address"`
+		}
+		if json.Unmarshal(b, &p) == nil && p.Address != "" {
+			return p.Address
+		}
+	}
+	a, _ := shim.ReadAddress("address")
+	return a
 }
 
 // removeDeadSocket removes the shim socket at address if nobody listens on

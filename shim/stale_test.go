@@ -49,3 +49,30 @@ func TestRemoveDeadSocket(t *testing.T) {
 		t.Errorf("dead socket still there: %v", err)
 	}
 }
+
+func TestShimAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"containerd 2: bootstrap.json", map[string]string{"bootstrap.json": `{"version":3,"address":"unix:///run/containerd/s/abc","protocol":"ttrpc"}`}, "unix:///run/containerd/s/abc"},
+		{"older: address file", map[string]string{"address": "unix:///run/containerd/s/def"}, "unix:///run/containerd/s/def"},
+		{"bootstrap.json wins", map[string]string{"bootstrap.json": `{"address":"unix:///a"}`, "address": "unix:///b"}, "unix:///a"},
+		{"unreadable bootstrap.json: address file", map[string]string{"bootstrap.json": `{`, "address": "unix:///b"}, "unix:///b"},
+		{"nothing recorded", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for f, c := range tc.files {
+				if err := os.WriteFile(filepath.Join(dir, f), []byte(c), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Chdir(dir)
+			if got := shimAddress(); got != tc.want {
+				t.Errorf("shimAddress() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -3,6 +3,9 @@
 #   DIR/busybox.tar  rrc.local/busybox:latest  static busybox + applet links
 #   DIR/redis.tar    rrc.local/redis:latest    redis-server, redis-cli, busybox;
 #                    entrypoint redis-server, cmd $REDIS_CMD
+#   DIR/threadkv.tar rrc.local/threadkv:latest  contrib/workloads/threadkv, a
+#                    static multi-threaded Go server speaking the Redis protocol
+#                    on port 6379 (built here with GO, CGO_ENABLED=0)
 # An archive is rebuilt only when an input (host binary, builder source, this
 # script) is newer than it. Import with: ctr -n NS images import DIR/redis.tar
 #
@@ -13,7 +16,7 @@
 # BUSYBOX (default /bin/busybox), REDIS_SERVER, REDIS_CLI, GO (go binary).
 set -euo pipefail
 
-[[ $# == 1 && -n $1 ]] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# == 1 && -n $1 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -77,3 +80,16 @@ build "$OUT/redis.tar" "$BUSYBOX" "$REDIS_SERVER" "$REDIS_CLI" "$OUT/.redis_cmd"
 	-ref rrc.local/redis:latest -busybox -busybox-bin "$BUSYBOX" \
 	-entrypoint /usr/bin/redis-server -cmd "$REDIS_CMD" \
 	"$REDIS_SERVER:/usr/bin/redis-server" "$REDIS_CLI:/usr/bin/redis-cli"
+
+# threadkv: built from its source with the go toolchain, static.
+mapfile -t THREADKV_SRCS < <(find "$REPO/contrib/workloads/threadkv" -name '*.go' ! -name '*_test.go')
+THREADKV=$OUT/.bin/threadkv
+if stale "$THREADKV" "${THREADKV_SRCS[@]}" "$REPO/go.mod"; then
+	say "build $THREADKV"
+	mkdir -p "$OUT/.bin"
+	(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -o "$THREADKV.tmp.$$" ./contrib/workloads/threadkv)
+	mv -f "$THREADKV.tmp.$$" "$THREADKV"
+fi
+build "$OUT/threadkv.tar" "$THREADKV" -- \
+	-ref rrc.local/threadkv:latest -entrypoint /usr/bin/threadkv -cmd=-addr,:6379 \
+	"$THREADKV:/usr/bin/threadkv"

@@ -185,7 +185,7 @@ func testLifecycle(t *testing.T, h host, runtime string) {
 		if st := h.taskStatus(ctx, id); st != "" {
 			t.Fatalf("task still listed after delete: %q", st)
 		}
-		if err := lab.WaitFor(10*time.Second, func() error { return shimGone(id) }); err != nil {
+		if err := lab.WaitFor(10*time.Second, func() error { return shimGone(h.lab.Namespace(h.name), id) }); err != nil {
 			t.Fatal(err)
 		}
 	})

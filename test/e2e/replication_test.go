@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,39 +30,14 @@ import (
 // containerd's PATH (LAB_SHIM_PATH); each host's shim configuration file is
 // passed as RRC_SHIM_CONFIG (LAB_SHIM_CONFIG).
 func TestReplicationThroughContainerd(t *testing.T) {
-	rl := startReplicationLab(t)
+	rl := startReplicationLab(t, "rrcshim", "10.88.0")
 	l, bin, dir, subnet := rl.l, rl.bin, rl.dir, rl.l.Subnet
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	a, b := host{t: t, lab: l, name: "a"}, host{t: t, lab: l, name: "b"}
+	b := host{t: t, lab: l, name: "b"}
 	const id = "r1"
 	serviceIP := subnet + ".200"
-	// Failure detection after 5 missed heartbeats (150 ms) rather than the
-	// default 3 (90 ms): on this shared 2-core machine a busy moment can
-	// delay a heartbeat past 90 ms, the primary then goes degraded and
-	// closes the channel, and the backup rightly does not promote later.
-	common := []string{"--annotation", "io.rrc.service-ip=" + serviceIP + "/24", "--annotation", "io.rrc.service-link=eth0",
-		"--annotation", "io.rrc.heartbeat-misses=5"}
-
-	// The backup first: a standby task, RUNNING, nothing running in it.
-	b.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
-		"--annotation", "io.rrc.role=backup", "--annotation", "io.rrc.listen=" + l.IP("b") + ":7100",
-		"--annotation", "io.rrc.peer-name=" + l.IP("a")}, common...), redis, id)...)
-	if st := b.taskStatus(ctx, id); st != "RUNNING" {
-		t.Fatalf("backup's standby task: %q, want RUNNING", st)
-	}
-	a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
-		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer=" + l.IP("b") + ":7100"}, common...), redis, id)...)
-	inSync := func(s shim.PublishedStatus) bool { return s.Engine.State == replication.StateInSync }
-	waitStatus(t, l, "a", id, "primary in sync", 30*time.Second, inSync)
-	waitStatus(t, l, "b", id, "backup in sync", 10*time.Second, inSync)
-	for _, h := range []string{"a", "b"} {
-		out := rrcctl(t, l, bin, dir, h)
-		t.Logf("rrcctl status on %s:\n%s", h, out)
-		if !strings.Contains(out, "in-sync") {
-			t.Errorf("rrcctl status on %s does not say in-sync:\n%s", h, out)
-		}
-	}
+	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100", extra: heartbeatMisses5})
 
 	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
 	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
@@ -112,19 +90,113 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	}
 
 	// kill, exit status, delete: nothing left.
-	b.must(ctx, "task", "kill", "-s", "KILL", id)
+	if code := b.killAndDelete(ctx, id, "KILL"); code != 128+9 {
+		t.Errorf("exit status of the restored task killed with KILL: %d, want %d", code, 128+9)
+	}
+	nothingLeft(t, l, "b", id)
+}
+
+// heartbeatMisses5: failure detection after 5 missed heartbeats (150 ms)
+// rather than the default 3 (90 ms): on this shared 2-core machine a busy
+// moment can delay a heartbeat past 90 ms, the primary then goes degraded
+// and closes the channel, and the backup rightly does not promote later.
+var heartbeatMisses5 = []string{"--annotation", "io.rrc.heartbeat-misses=5"}
+
+// pairSpec is a container replicated from lab host a to lab host b.
+type pairSpec struct {
+	id, image string
+	serviceIP string   // without prefix length; the lab's /24
+	listen    string   // the backup's io.rrc.listen, host:port
+	extra     []string // more ctr run arguments for both sides (annotations)
+}
+
+// annotations are the ctr run arguments both sides of p share.
+func (p pairSpec) annotations() []string {
+	return append([]string{"--annotation", "io.rrc.service-ip=" + p.serviceIP + "/24",
+		"--annotation", "io.rrc.service-link=eth0"}, p.extra...)
+}
+
+// startPair starts p through containerd the way a user would: the backup's
+// standby task on b first (RUNNING, nothing running in it), then the
+// primary on a; it waits until both sides say in-sync, in their status
+// files and in rrcctl status.
+func (rl replicationLab) startPair(ctx context.Context, t *testing.T, p pairSpec) {
+	t.Helper()
+	l := rl.l
+	a := host{t: t, lab: l, name: "a"}
+	rl.startBackup(ctx, t, p)
+	a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
+		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer=" + p.listen}, p.annotations()...), p.image, p.id)...)
+	inSync := func(s shim.PublishedStatus) bool { return s.Engine.State == replication.StateInSync }
+	waitStatus(t, l, "a", p.id, "primary in sync", 30*time.Second, inSync)
+	waitStatus(t, l, "b", p.id, "backup in sync", 10*time.Second, inSync)
+	for _, h := range []string{"a", "b"} {
+		out := rrcctl(t, l, rl.bin, rl.dir, h)
+		t.Logf("rrcctl status on %s:\n%s", h, out)
+		if !rrcctlSays(out, p.id, "in-sync") {
+			t.Errorf("rrcctl status on %s does not say %s is in-sync:\n%s", h, p.id, out)
+		}
+	}
+}
+
+// startBackup starts p's backup on b through containerd (ctr run): its
+// standby task must be RUNNING, with nothing running in it.
+func (rl replicationLab) startBackup(ctx context.Context, t *testing.T, p pairSpec) {
+	t.Helper()
+	b := host{t: t, lab: rl.l, name: "b"}
+	b.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
+		"--annotation", "io.rrc.role=backup", "--annotation", "io.rrc.listen=" + p.listen,
+		"--annotation", "io.rrc.peer-name=" + rl.l.IP("a")}, p.annotations()...), p.image, p.id)...)
+	if st := b.taskStatus(ctx, p.id); st != "RUNNING" {
+		t.Fatalf("backup's standby task: %q, want RUNNING", st)
+	}
+}
+
+// rrcctlSays: rrcctl status has a table line for id with word in it.
+func rrcctlSays(out, id, word string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == id && slices.Contains(f, word) {
+			return true
+		}
+	}
+	return false
+}
+
+// killAndDelete signals id's task on h, waits until it is STOPPED, deletes
+// task and container and returns the task's exit status (waitDeleted).
+func (h host) killAndDelete(ctx context.Context, id, signal string) int {
+	h.t.Helper()
+	h.must(ctx, "task", "kill", "-s", signal, id)
 	if err := lab.WaitFor(10*time.Second, func() error {
-		if st := b.taskStatus(ctx, id); st != "STOPPED" {
+		if st := h.taskStatus(ctx, id); st != "STOPPED" {
 			return fmt.Errorf("task %s", st)
 		}
 		return nil
 	}); err != nil {
-		t.Fatalf("restored task after kill: %v", err)
+		h.t.Fatalf("task %s on %s after kill -s %s: %v", id, h.name, signal, err)
 	}
-	b.must(ctx, "task", "delete", id)
-	b.must(ctx, "container", "delete", id)
-	nothingLeft(t, l, "b", id)
+	return h.waitDeleted(ctx, id)
 }
+
+// waitDeleted deletes the STOPPED task id and its container and returns
+// the task's exit status (ctr task delete warns "task ID exit with non-zero
+// exit code N", and says nothing for 0).
+func (h host) waitDeleted(ctx context.Context, id string) int {
+	h.t.Helper()
+	out, errOut, code := h.ctr(ctx, "", "task", "delete", id)
+	if code != 0 {
+		h.t.Fatalf("ctr task delete %s on %s: exit %d: %s%s", id, h.name, code, out, errOut)
+	}
+	status := 0
+	if m := nonZeroExit.FindStringSubmatch(errOut); m != nil {
+		fmt.Sscan(m[1], &status)
+	}
+	h.must(ctx, "container", "delete", id)
+	return status
+}
+
+var nonZeroExit = regexp.MustCompile(`exit with non-zero exit code (\d+)`)
 
 // TestReplicatedLifecycleThroughContainerd: what happens around the
 // failover: a host-network container is refused, a primary whose backup is
@@ -132,7 +204,7 @@ func TestReplicationThroughContainerd(t *testing.T) {
 // a backup's standby task can be killed and deleted, and deleting either
 // leaves nothing behind.
 func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
-	rl := startReplicationLab(t)
+	rl := startReplicationLab(t, "rrcshim", "10.88.0")
 	l := rl.l
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -220,18 +292,26 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc, "--annotation", "io.rrc.role=primary",
 			"--annotation", "io.rrc.peer=" + l.IP("b") + ":7199"}, common...), redis, "rdead")...)
 		waitStatus(t, l, "a", "rdead", "status", 10*time.Second, func(s shim.PublishedStatus) bool { return true })
-		pid, err := shimPid("rdead")
-		if err != nil {
-			t.Fatal(err)
+		pid := findShim(l.Namespace("a"), "rdead")
+		if pid == 0 {
+			t.Fatal("no shim of rdead")
 		}
 		// containerd sees the shim go and runs `containerd-shim-rrc-v1
 		// delete`, which must remove what the dead shim left.
 		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
+		// The shim library's socket: sha256 of address/namespace/id.
+		socket := fmt.Sprintf("/run/containerd/s/%x", sha256.Sum256([]byte(filepath.Join(l.Address("a"), l.Namespace("a"), "rdead"))))
+		if _, err := os.Stat(socket); err != nil {
+			t.Fatalf("the shim's socket is not where expected: %v", err)
+		}
 		if err := lab.WaitFor(10*time.Second, func() error {
 			if _, err := os.Stat(shim.StatusFile(l.State("a")+"/rrc", l.Namespace("a"), "rdead")); !os.IsNotExist(err) {
 				return fmt.Errorf("status file still there (%v)", err)
+			}
+			if _, err := os.Stat(socket); !os.IsNotExist(err) {
+				return fmt.Errorf("the dead shim's socket is still there (%v)", err)
 			}
 			return nil
 		}); err != nil {
@@ -242,32 +322,6 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 	})
 }
 
-// shimPid is the pid of the shim serving container id.
-func shimPid(id string) (int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if !strings.HasSuffix(args[0], "containerd-shim-rrc-v1") {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id {
-				var pid int
-				fmt.Sscan(e.Name(), &pid)
-				return pid, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("no shim of %s", id)
-}
-
 // replicationLab is the lab of the replication tests: the shim under test
 // built from this tree and put first on each containerd's PATH
 // (LAB_SHIM_PATH), each host's shim configuration file passed as
@@ -275,9 +329,13 @@ func shimPid(id string) (int, error) {
 type replicationLab struct {
 	l        *lab.Lab
 	bin, dir string
+	pki      *peertest.PKI
 }
 
-func startReplicationLab(t *testing.T) replicationLab {
+// startReplicationLab brings up the lab name (subnet): every test that
+// uses it must choose a name and subnet of its own, since several labs run
+// on one machine at once.
+func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -288,7 +346,6 @@ func startReplicationLab(t *testing.T) replicationLab {
 		}
 	}
 	lab.Require(t)
-	name, subnet := "rrcshim", "10.88.0"
 	l0 := lab.New(name, subnet)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
@@ -297,7 +354,9 @@ func startReplicationLab(t *testing.T) replicationLab {
 			t.Fatalf("build %s: %v\n%s", c, err, out)
 		}
 	}
-	pki, err := peertest.GenerateTestPKI(filepath.Join(dir, "pki"), l0.IP("a"), l0.IP("b"))
+	// The client's certificate is one of the same CA for another host: a
+	// peer the shims must refuse.
+	pki, err := peertest.GenerateTestPKI(filepath.Join(dir, "pki"), l0.IP("a"), l0.IP("b"), l0.IP("client"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,12 +384,12 @@ key_file = %q
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			for _, h := range []string{"a", "b"} {
-				out, _ := exec.Command("sh", "-c", "grep -a 'id=r' "+l.Log(h)+" | grep -av 'level=debug' | tail -40").CombinedOutput()
+				out, _ := exec.Command("sh", "-c", "grep -a ' id=' "+l.Log(h)+" | grep -av 'level=debug' | tail -40").CombinedOutput()
 				t.Logf("shim lines in the containerd log of %s (tail):\n%s", h, out)
 			}
 		}
 	})
-	return replicationLab{l: l, bin: bin, dir: dir}
+	return replicationLab{l: l, bin: bin, dir: dir, pki: pki}
 }
 
 // nothingLeft checks that host h keeps nothing of container id: status
@@ -347,16 +406,24 @@ func nothingLeft(t *testing.T, l *lab.Lab, h, id string) {
 			t.Errorf("%s: %s left after delete", h, p)
 		}
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), st+"/") {
+	// Mounts of this container (its service netns, image tmpfs, restore
+	// rootfs): other containers of the host may still run.
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		var left []string
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, st+"/") {
-				left = append(left, line)
+			for _, d := range []string{"netns", "work", "runc", "images", "checkpoints"} {
+				p := filepath.Join(st, d, l.Namespace(h), id)
+				if strings.Contains(line, p+"/") || strings.Contains(line, p+" ") {
+					left = append(left, line)
+					break
+				}
 			}
 		}
-		t.Errorf("%s: mounts left under %s: %v", h, st, left)
+		if len(left) > 0 {
+			t.Errorf("%s: mounts of %s left under %s: %v", h, id, st, left)
+		}
 	}
-	if err := lab.WaitFor(5*time.Second, func() error { return shimGone(id) }); err != nil {
+	if err := lab.WaitFor(5*time.Second, func() error { return shimGone(l.Namespace(h), id) }); err != nil {
 		t.Error(err)
 	}
 }

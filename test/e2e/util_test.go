@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -14,12 +15,11 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// shimGone reports an error while a shim process for container id exists.
-func shimGone(id string) error {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return err
-	}
+// findShim returns the pid of the shim (io.rrc.v1 or runc.v2) serving
+// container id in containerd namespace ns (any namespace when ns is ""), 0
+// if there is none.
+func findShim(ns, id string) int {
+	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if err != nil {
@@ -29,11 +29,29 @@ func shimGone(id string) error {
 		if !strings.HasSuffix(args[0], "containerd-shim-rrc-v1") && !strings.HasSuffix(args[0], "containerd-shim-runc-v2") {
 			continue
 		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id {
-				return fmt.Errorf("shim of %s still runs (pid %s) after delete", id, e.Name())
-			}
+		if flag(args, "-id") == id && (ns == "" || flag(args, "-namespace") == ns) {
+			pid, _ := strconv.Atoi(e.Name())
+			return pid
 		}
+	}
+	return 0
+}
+
+// flag is the value following name in args, "" if absent.
+func flag(args []string, name string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == name {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// shimGone reports an error while a shim of container id runs in
+// containerd namespace ns ("": any).
+func shimGone(ns, id string) error {
+	if pid := findShim(ns, id); pid != 0 {
+		return fmt.Errorf("shim of %s still runs (pid %d) after delete", id, pid)
 	}
 	return nil
 }

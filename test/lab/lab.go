@@ -39,6 +39,9 @@ var (
 const (
 	BusyboxImage = "rrc.local/busybox:latest"
 	RedisImage   = "rrc.local/redis:latest"
+	// ThreadKVImage is contrib/workloads/threadkv: a multi-threaded Go
+	// server speaking the Redis protocol on port 6379.
+	ThreadKVImage = "rrc.local/threadkv:latest"
 )
 
 // Lab is one lab instance.

@@ -207,7 +207,7 @@ func TestLab(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, img := range []string{BusyboxImage, RedisImage} {
+			for _, img := range []string{BusyboxImage, RedisImage, ThreadKVImage} {
 				if !strings.Contains(out, img) {
 					t.Errorf("%s: image %s missing: %q", h, img, out)
 				}

@@ -21,8 +21,13 @@ import (
 
 // DialInNetns opens a TCP connection from inside the network namespace at
 // nsPath: only socket() and connect() need the thread switched; the socket
-// stays in that namespace.
+// stays in that namespace. It gives up after 5 s.
 func DialInNetns(nsPath, addr string) (net.Conn, error) {
+	return DialInNetnsTimeout(nsPath, addr, 5*time.Second)
+}
+
+// DialInNetnsTimeout is DialInNetns giving up after timeout.
+func DialInNetnsTimeout(nsPath, addr string, timeout time.Duration) (net.Conn, error) {
 	goruntime.LockOSThread()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -40,7 +45,7 @@ func DialInNetns(nsPath, addr string) (net.Conn, error) {
 		goruntime.UnlockOSThread()
 		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
 	}
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
 		goruntime.UnlockOSThread()
 	} // else: the thread stays locked and exits with the goroutine
@@ -86,7 +91,10 @@ func (r *RedisConn) Do(args ...string) (string, error) {
 // RedisWorkload drives one connection with rounds of INCR counter and
 // SET key:i value:i, and records every reply.
 type RedisWorkload struct {
-	Conn    *RedisConn
+	Conn *RedisConn
+	// Prefix is put before every key: workloads with prefixes of their own
+	// can share a server (each has its own counter and keys).
+	Prefix  string
 	N       int               // rounds done
 	Incrs   []int64           // INCR replies, in order
 	Keys    map[string]string // acknowledged SETs
@@ -120,7 +128,7 @@ func (w *RedisWorkload) Run(ctx context.Context, rounds int) error {
 			return ctx.Err()
 		}
 		w.N++
-		r, err := w.Do("INCR", "counter")
+		r, err := w.Do("INCR", w.Prefix+"counter")
 		if err != nil {
 			return fmt.Errorf("INCR #%d: %w", w.N, err)
 		}
@@ -129,7 +137,7 @@ func (w *RedisWorkload) Run(ctx context.Context, rounds int) error {
 			return fmt.Errorf("INCR #%d reply %q", w.N, r)
 		}
 		w.Incrs = append(w.Incrs, v)
-		k, val := fmt.Sprintf("key:%d", w.N), fmt.Sprintf("value:%d", w.N)
+		k, val := fmt.Sprintf("%skey:%d", w.Prefix, w.N), fmt.Sprintf("value:%d", w.N)
 		if r, err := w.Do("SET", k, val); err != nil || r != "+OK" {
 			return fmt.Errorf("SET %s: %q, %v", k, r, err)
 		}
