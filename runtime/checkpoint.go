@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
@@ -218,7 +219,10 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, frozeErr)
 	}
 	if dumpErr != nil {
-		return st, fmt.Errorf("checkpoint %s: %w (see %s)", c.cfg.ID, dumpErr, filepath.Join(dir, "dump.log"))
+		// The image directory, log included, is usually removed by the caller
+		// after a failure: the log's errors go into the message.
+		log := filepath.Join(dir, "dump.log")
+		return st, fmt.Errorf("checkpoint %s: %w (%s: %s)", c.cfg.ID, dumpErr, log, criuLogErrors(log, 3))
 	}
 	if !isFrozen {
 		return st, fmt.Errorf("checkpoint %s: criu sent no pre-dump notification; container was not frozen by us", c.cfg.ID)
@@ -312,4 +316,29 @@ func readDumpStats(dir *os.File) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ds.GetFreezingTime()+ds.GetFrozenTime()) * time.Microsecond, nil
+}
+
+// criuLogErrors returns up to max of the error lines of a CRIU log, without
+// the ones CRIU also prints when all goes well (the RLIMIT_NOFILE warning
+// of an unprivileged-looking environment), joined by " | ".
+func criuLogErrors(path string, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "log unreadable: " + err.Error()
+	}
+	var errs []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "Error (") || strings.Contains(line, "RLIMIT_NOFILE") {
+			continue
+		}
+		if len(errs) == max {
+			errs = append(errs, "...")
+			break
+		}
+		errs = append(errs, strings.TrimSpace(line))
+	}
+	if len(errs) == 0 {
+		return "no error lines in the log"
+	}
+	return strings.Join(errs, " | ")
 }

@@ -87,3 +87,29 @@ func TestCheckpointHooks(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestCRIULogErrors(t *testing.T) {
+	rlimit := "(00.010502) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n"
+	for _, tc := range []struct {
+		name, log string
+		want      string
+	}{
+		{"the real cause, not the rlimit warning", rlimit + "(00.031) Error (criu/sk-inet.c:189): inet: Unsupported proto 262\n(00.032) Error (criu/cr-dump.c:1660): Dump files (pid: 1) failed with -1\n",
+			"(00.031) Error (criu/sk-inet.c:189): inet: Unsupported proto 262 | (00.032) Error (criu/cr-dump.c:1660): Dump files (pid: 1) failed with -1"},
+		{"only the warning", rlimit, "no error lines in the log"},
+		{"more than max", "Error (a): 1\nError (b): 2\nError (c): 3\nError (d): 4\n", "Error (a): 1 | Error (b): 2 | Error (c): 3 | ..."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "dump.log")
+			if err := os.WriteFile(p, []byte(tc.log), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := criuLogErrors(p, 3); got != tc.want {
+				t.Errorf("got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+	if got := criuLogErrors(filepath.Join(t.TempDir(), "none"), 3); !strings.HasPrefix(got, "log unreadable") {
+		t.Errorf("missing log: %q", got)
+	}
+}
