@@ -40,6 +40,9 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 			err = errors.Join(err, s.Remove(context.WithoutCancel(ctx)))
 		}
 	}()
+	if err := s.disableMPTCP(); err != nil {
+		return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+	}
 	links, err := s.handle.LinkList()
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("adopt network namespace %s: list interfaces: %w", nsPath, err)

@@ -94,6 +94,9 @@ func Create(ctx context.Context, name string, cfg replication.ServiceNetwork, st
 	if err := s.setLoopbackUp(); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
+	if err := s.disableMPTCP(); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
 	if isBridge {
 		err = s.addVeth(hostLink, mac)
 	} else {

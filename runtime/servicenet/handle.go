@@ -1,7 +1,9 @@
 package servicenet
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -41,6 +43,26 @@ func (s *ServiceNetwork) setLoopbackUp() error {
 	}
 	if err := s.handle.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("set lo up: %w", err)
+	}
+	return nil
+}
+
+// mptcpSysctl is net.mptcp.enabled; it is per network namespace.
+const mptcpSysctl = "/proc/sys/net/mptcp/enabled"
+
+// disableMPTCP turns MPTCP off in the service namespace. CRIU cannot
+// checkpoint an MPTCP socket (its dump fails with "inet: Unsupported proto
+// 262", every epoch), and programs that ask for one fall back to plain TCP
+// when it is off — Go 1.24 and later ask for it on every listener by
+// default. Clients see TCP either way: MPTCP falls back to TCP with peers
+// that do not speak it. A kernel without MPTCP has nothing to turn off.
+func (s *ServiceNetwork) disableMPTCP() error {
+	err := inNetns(s.nsPath, func() error {
+		// /proc/sys/net is the namespace of the thread that opens it.
+		return os.WriteFile(mptcpSysctl, []byte("0\n"), 0)
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("turn MPTCP off (%s=0): %w", mptcpSysctl, err)
 	}
 	return nil
 }

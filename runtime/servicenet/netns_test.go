@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,27 @@ func checkServiceIf(t *testing.T, sn *ServiceNetwork, mac net.HardwareAddr, addr
 	}
 	if lo := mustLink(t, h, "lo"); !isUp(lo) {
 		t.Error("lo is down")
+	}
+	checkMPTCPOff(t, sn.NetnsPath())
+}
+
+// checkMPTCPOff: net.mptcp.enabled is 0 in the namespace at path (CRIU
+// cannot dump MPTCP sockets), and still what it was in this one.
+func checkMPTCPOff(t *testing.T, path string) {
+	t.Helper()
+	own, err := os.ReadFile(mptcpSysctl)
+	if os.IsNotExist(err) {
+		return // no MPTCP in this kernel
+	}
+	var in []byte
+	if err := inNetns(path, func() (err error) { in, err = os.ReadFile(mptcpSysctl); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(in)) != "0" {
+		t.Errorf("net.mptcp.enabled in the service namespace = %q, want 0", in)
+	}
+	if now, _ := os.ReadFile(mptcpSysctl); string(now) != string(own) {
+		t.Errorf("net.mptcp.enabled of the test's own namespace changed: %q → %q", own, now)
 	}
 }
 
@@ -254,6 +276,7 @@ func TestAdopt(t *testing.T) {
 	if !isUp(mustLink(t, cniNs, "lo")) {
 		t.Error("Adopt set lo down")
 	}
+	checkMPTCPOff(t, cni)
 	if _, err := sn.Promote(t.Context()); err != nil {
 		t.Fatalf("Promote: %v", err)
 	}

@@ -230,11 +230,11 @@ func main() {
 		}
 	}()
 
-	// Plain TCP: since Go 1.24 a listener is MPTCP where the kernel has it,
-	// and CRIU cannot dump MPTCP sockets ("inet: Unsupported proto 262"),
-	// so the container could never be checkpointed.
+	// Since Go 1.24 a listener is MPTCP where the kernel allows it; CRIU
+	// cannot dump MPTCP sockets. io.rrc.v1 turns MPTCP off in a replicated
+	// container's network namespace, so this listener falls back to TCP
+	// there: left at Go's default on purpose (the e2e test shows it).
 	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
