@@ -98,8 +98,9 @@ func TestReplicationThroughContainerd(t *testing.T) {
 
 // heartbeatMisses5: failure detection after 5 missed heartbeats (150 ms)
 // rather than the default 3 (90 ms): on this shared 2-core machine a busy
-// moment can delay a heartbeat past 90 ms, the primary then goes degraded
-// and closes the channel, and the backup rightly does not promote later.
+// moment can delay a heartbeat past 90 ms; the primary then goes degraded
+// and re-pairs a moment later, and a crash in between is rightly not
+// failed over (the backup's checkpoint is stale): the test would fail.
 var heartbeatMisses5 = []string{"--annotation", "io.rrc.heartbeat-misses=5"}
 
 // pairSpec is a container replicated from lab host a to lab host b.
