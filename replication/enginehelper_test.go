@@ -40,6 +40,7 @@ type helperArgs struct {
 	Epoch         time.Duration
 	// primary
 	RuncRoot, ContainerID, WorkDir string
+	Inject                         *injectArgs `json:",omitempty"` // fault injection (injection_lab_test.go)
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
 }
@@ -190,10 +191,18 @@ func (h *helper) primary(ctx context.Context) error {
 		return err
 	}
 	defer unmount()
-	p, err := replication.NewPrimary(ctx, replication.PrimaryOptions{
+	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
 		Packets: &replication.NetfilterPath{NetNS: sn.NetnsPath(), Logger: h.log.With("pair", cfg.Pair)},
-	})
+	}
+	var inj *injector
+	if h.a.Inject != nil {
+		if inj, err = newInjector(*h.a.Inject, h.log); err != nil {
+			return err
+		}
+		opts.Dial = inj.dial(cfg.Peer, creds)
+	}
+	p, err := replication.NewPrimary(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -209,7 +218,11 @@ func (h *helper) primary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := p.Start(ctx, replication.RuncCheckpointer{C: c}); err != nil {
+	var ck replication.Checkpointer = replication.RuncCheckpointer{C: c}
+	if inj != nil {
+		ck = inj.checkpointer(replication.RuncCheckpointer{C: c})
+	}
+	if err := p.Start(ctx, ck); err != nil {
 		c.Close()
 		return err
 	}

@@ -136,12 +136,32 @@ type replicatedRedis struct {
 	primary, backup *engineProc
 	primaryNetns    string
 	backupNetns     string
-	cl              *lab.RedisWorkload
+	serviceIP       string
+	cl              *lab.RedisWorkload // startReplicatedRedis only
 }
 
 // startReplicatedRedis sets up the lab, both engines (each in its host's
 // netns), Redis in the gated service namespace on a, and the client.
 func startReplicatedRedis(t *testing.T) *replicatedRedis {
+	t.Helper()
+	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
+	if name == "" {
+		name, subnet = "rrceng", "10.86.0"
+	}
+	l := startEngineLab(t, name, subnet)
+	r := startRedisPair(t, l, redisPair{ID: "redis1"})
+	nc, err := lab.DialInNetns(l.Netns("client"), r.serviceIP+":6379")
+	if err != nil {
+		t.Fatalf("client connect: %v", err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r.cl = lab.NewRedisWorkload(nc)
+	return r
+}
+
+// startEngineLab skips without root or the binaries the engine needs, and
+// brings the lab up (down and checked for leftovers at cleanup).
+func startEngineLab(t *testing.T, name, subnet string) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (namespaces, cgroups, CRIU, iptables)")
@@ -151,16 +171,27 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 			t.Skipf("needs %s on PATH", bin)
 		}
 	}
-	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
-	if name == "" {
-		name, subnet = "rrceng", "10.86.0"
-	}
 	t.Cleanup(func() { // runs after lab.Start's Down
 		if left := lab.New(name, subnet).Leftovers(); len(left) > 0 {
 			t.Errorf("left behind after lab down: %v", left)
 		}
 	})
-	l := lab.Start(t, name, subnet)
+	return lab.Start(t, name, subnet)
+}
+
+// redisPair names one replicated Redis of a lab: its container ID (and the
+// backup's directories derived from it) and the primary's fault injection.
+type redisPair struct {
+	ID     string
+	Inject *injectArgs
+}
+
+// startRedisPair starts both engines (each in its host's netns) and Redis
+// in the gated service namespace on a, and waits until the backup is in
+// sync. Several pairs may follow one another in one lab (host a restarted
+// after each crash); their IDs must differ.
+func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	t.Cleanup(cancel)
 
@@ -168,7 +199,7 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const pair, id = "redis1", "redis1"
+	pair, id := "redis1", rp.ID
 	serviceIP := l.Subnet + ".200"
 	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: pki.CAFile,
 		Epoch: 100 * time.Millisecond}
@@ -180,6 +211,10 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 	ba.StoreDir = l.State("b") + "/rrc-store"
 	ba.RestoreRuncRoot, ba.RestoreID = l.State("b")+"/runc-restored", id+"-restored"
 	ba.RestoreCgroup, ba.RestoreWorkDir = "/"+l.Namespace("b")+"/"+id+"-restored", l.State("b")+"/restore"
+	if id != "redis1" { // one store per pair: a new pair starts from nothing
+		ba.StoreDir, ba.RestoreWorkDir = l.State("b")+"/rrc-store-"+id, l.State("b")+"/restore-"+id
+		t.Cleanup(func() { os.RemoveAll(ba.StoreDir); os.RemoveAll(ba.RestoreWorkDir) }) // after the backup's exit
+	}
 	backup := startEngine(t, l, "b", ba)
 	bst := backup.wait(t, "backup's standby network", 15*time.Second, func(s helperStatus) bool { return s.Phase == "ready" })
 
@@ -200,6 +235,7 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 	pa.ServicenetDir = l.State("a") + "/servicenet"
 	pa.RuncRoot, pa.ContainerID = "/run/containerd/runc/"+l.Namespace("a"), id
 	pa.WorkDir = l.State("a") + "/rrc-images"
+	pa.Inject = rp.Inject
 	primary := startEngine(t, l, "a", pa)
 	pst := primary.wait(t, "primary's gate", 15*time.Second, func(s helperStatus) bool { return s.Phase == "gated" })
 
@@ -221,14 +257,8 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 	sameNetns(t, st.InitPid, pst.Netns)
 	primary.send(t, "start")
 	primary.wait(t, "backup in sync", 20*time.Second, func(s helperStatus) bool { return s.Engine.State == replication.StateInSync })
-
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	t.Cleanup(func() { nc.Close() })
 	return &replicatedRedis{l: l, ctx: ctx, primary: primary, backup: backup, primaryNetns: pst.Netns,
-		backupNetns: bst.Netns, cl: lab.NewRedisWorkload(nc)}
+		backupNetns: bst.Netns, serviceIP: serviceIP}
 }
 
 // TestFailoverRedisLab replicates Redis from lab host a to host b in epoch
