@@ -23,7 +23,15 @@ type LocalState interface {
 	// WaitingForPeer reports whether this side has consumed everything the
 	// peer sent and is blocked waiting for more.
 	WaitingForPeer() bool
+	// PeerKernelLastHeard is when the peer's kernel last acknowledged what
+	// this side sent; ok false if unknown.
+	PeerKernelLastHeard() (t time.Time, ok bool)
 }
+
+// ProcessGrace is how many detector timeouts a peer process may stay
+// silent while its host's kernel still acknowledges this side's data
+// before it is declared failed.
+const ProcessGrace = 10
 
 // FailureDetector declares the peer failed after Misses consecutive
 // heartbeat intervals without anything from it (any frame, or any bytes,
@@ -36,6 +44,14 @@ type LocalState interface {
 // unread (LocalState.WaitingForPeer): time spent handling a frame (writing a
 // chunk, fsync, commit) or waiting for a processor while the peer's bytes
 // sit in the socket is this side's delay, not the peer's.
+//
+// The failure model is the host's: a host that crashed, or that the network
+// cut off, neither sends nor acknowledges anything. A silent peer process
+// whose kernel still acknowledges this side's heartbeats
+// (LocalState.PeerKernelLastHeard) is alive but slow — on a loaded machine
+// a process can wait more than 90 ms for a processor — and is given
+// ProcessGrace times the timeout before it is declared failed: a false
+// promotion would put two copies of the service on the network.
 type FailureDetector struct {
 	interval time.Duration
 	misses   int
@@ -90,10 +106,22 @@ func (d *FailureDetector) Run(ctx context.Context) (PeerFailure, bool) {
 			if d.local != nil && !d.local.WaitingForPeer() {
 				continue
 			}
-			if last := d.last(); now.Sub(last) > d.Timeout() {
-				return PeerFailure{LastHeard: last, DetectedAt: now, Timeout: d.Timeout(),
-					Reason: "nothing from the peer for " + now.Sub(last).Round(time.Millisecond).String()}, true
+			last := d.last()
+			silent := now.Sub(last)
+			if silent <= d.Timeout() {
+				continue
 			}
+			reason := "nothing from the peer for " + silent.Round(time.Millisecond).String()
+			if d.local != nil {
+				if k, ok := d.local.PeerKernelLastHeard(); ok && now.Sub(k) <= d.Timeout() {
+					if silent <= ProcessGrace*d.Timeout() {
+						continue // its host answers: a slow process, not (yet) a failure
+					}
+					reason = "the peer process has been silent for " + silent.Round(time.Millisecond).String() +
+						" while its host still acknowledges this side's data"
+				}
+			}
+			return PeerFailure{LastHeard: last, DetectedAt: now, Timeout: d.Timeout(), Reason: reason}, true
 		}
 	}
 }

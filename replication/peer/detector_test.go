@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 type fakeLocal struct {
 	last    atomic.Int64
 	waiting atomic.Bool
+	kernel  atomic.Int64 // when the peer's kernel last acknowledged; 0: unknown
 }
 
 func (f *fakeLocal) LastReceived() time.Time {
@@ -19,6 +21,22 @@ func (f *fakeLocal) LastReceived() time.Time {
 	return time.Time{}
 }
 func (f *fakeLocal) WaitingForPeer() bool { return f.waiting.Load() }
+func (f *fakeLocal) PeerKernelLastHeard() (time.Time, bool) {
+	n := f.kernel.Load()
+	return time.Unix(0, n), n != 0
+}
+
+// keepKernelAlive makes the peer's kernel acknowledge every interval/2
+// until ctx ends, as a live host would.
+func (f *fakeLocal) keepKernelAlive(ctx context.Context, interval time.Duration) {
+	f.kernel.Store(time.Now().UnixNano())
+	go func() {
+		for ctx.Err() == nil {
+			f.kernel.Store(time.Now().UnixNano())
+			time.Sleep(interval / 2)
+		}
+	}()
+}
 
 func TestFailureDetector(t *testing.T) {
 	const interval, misses = 10 * time.Millisecond, 3
@@ -47,6 +65,31 @@ func TestFailureDetector(t *testing.T) {
 		}()
 		if f, ok := d.Run(ctx); ok {
 			t.Fatalf("false failure: %+v", f)
+		}
+	})
+	t.Run("silent process on a live host: failed only after the grace", func(t *testing.T) {
+		local := &fakeLocal{}
+		local.waiting.Store(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		local.keepKernelAlive(ctx, interval)
+		d := NewFailureDetector(interval, misses, local)
+		start := time.Now()
+		f, ok := d.Run(context.Background())
+		took := time.Since(start)
+		if !ok || took < ProcessGrace*d.Timeout() || !strings.Contains(f.Reason, "host still acknowledges") {
+			t.Fatalf("ok %v after %s (grace %s): %+v", ok, took, ProcessGrace*d.Timeout(), f)
+		}
+	})
+	t.Run("host goes silent too: the normal timeout", func(t *testing.T) {
+		local := &fakeLocal{}
+		local.waiting.Store(true)
+		local.kernel.Store(time.Now().UnixNano()) // heard once, then nothing
+		d := NewFailureDetector(interval, misses, local)
+		start := time.Now()
+		f, ok := d.Run(context.Background())
+		if took := time.Since(start); !ok || took > (misses+2)*interval || strings.Contains(f.Reason, "host") {
+			t.Fatalf("ok %v after %s: %+v", ok, took, f)
 		}
 	})
 	t.Run("local delay is not the peer's", func(t *testing.T) {

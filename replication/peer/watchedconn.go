@@ -62,3 +62,15 @@ func (c *watchedConn) WaitingForPeer() bool {
 	n, ok := c.unread()
 	return !ok || n == 0
 }
+
+// PeerKernelLastHeard is when the peer's kernel last acknowledged anything
+// this side sent (TCP_INFO's last_ack_recv): its host and the path to it
+// were alive then, even if the peer process has been silent. ok is false
+// where the kernel cannot tell.
+func (c *watchedConn) PeerKernelLastHeard() (time.Time, bool) {
+	ago, ok := c.lastAckRecv()
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Now().Add(-ago), true
+}

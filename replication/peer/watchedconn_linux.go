@@ -2,7 +2,10 @@ package peer
 
 import (
 	"syscall"
+	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // unread is the number of bytes received by the kernel and not yet read
@@ -20,4 +23,24 @@ func (c *watchedConn) unread() (int, bool) {
 		return 0, false
 	}
 	return int(n), true
+}
+
+// lastAckRecv is how long ago the peer's kernel last acknowledged data from
+// this side (TCP_INFO tcpi_last_ack_recv, milliseconds). This side sends a
+// heartbeat every interval, which the peer's kernel acknowledges within a
+// round trip plus its delayed-ACK time (≤ 40 ms on Linux) whether or not
+// the peer process gets to run.
+func (c *watchedConn) lastAckRecv() (time.Duration, bool) {
+	if c.raw == nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var err error
+	cerr := c.raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO)
+	})
+	if cerr != nil || err != nil {
+		return 0, false
+	}
+	return time.Duration(info.Last_ack_recv) * time.Millisecond, true
 }

@@ -2,4 +2,8 @@
 
 package peer
 
+import "time"
+
 func (c *watchedConn) unread() (int, bool) { return 0, false }
+
+func (c *watchedConn) lastAckRecv() (time.Duration, bool) { return 0, false }

@@ -44,7 +44,7 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 	l := rl.l
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	good := pairSpec{id: "f1", image: threadkv, serviceIP: l.ServiceIP(1), listen: l.IP("b") + ":7100", extra: heartbeatMisses5}
+	good := pairSpec{id: "f1", image: threadkv, serviceIP: l.ServiceIP(1), listen: l.IP("b") + ":7100"}
 	rl.startPair(ctx, t, good)
 
 	t.Run("forged primaries refused by the backup", func(t *testing.T) {
@@ -206,7 +206,7 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 		// One checkpoint only: the first, taken at start; the next would
 		// come a minute later.
 		one := pairSpec{id: "c1", image: threadkv, serviceIP: l.ServiceIP(2), listen: l.IP("b") + ":7101",
-			extra: slices.Concat(heartbeatMisses5, []string{"--annotation", "io.rrc.epoch=1m"})}
+			extra: []string{"--annotation", "io.rrc.epoch=1m"}}
 		rl.startPair(ctx, t, one)
 		c := corruptCurrent(t, storeOf(one.id))
 		if err := c.Verify(); !errors.Is(err, ckptstore.ErrCorrupt) {

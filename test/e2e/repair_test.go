@@ -25,7 +25,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	b := host{t: t, lab: l, name: "b"}
 	const id = "rp1"
 	serviceIP := l.Subnet + ".200"
-	p := pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100", extra: heartbeatMisses5}
+	p := pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"}
 	rl.startPair(ctx, t, p)
 
 	time.Sleep(300 * time.Millisecond) // redis-server past its start-up

@@ -37,7 +37,7 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	b := host{t: t, lab: l, name: "b"}
 	const id = "r1"
 	serviceIP := subnet + ".200"
-	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100", extra: heartbeatMisses5})
+	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
 
 	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
 	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
@@ -95,13 +95,6 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	}
 	nothingLeft(t, l, "b", id)
 }
-
-// heartbeatMisses5: failure detection after 5 missed heartbeats (150 ms)
-// rather than the default 3 (90 ms): on this shared 2-core machine a busy
-// moment can delay a heartbeat past 90 ms; the primary then goes degraded
-// and re-pairs a moment later, and a crash in between is rightly not
-// failed over (the backup's checkpoint is stale): the test would fail.
-var heartbeatMisses5 = []string{"--annotation", "io.rrc.heartbeat-misses=5"}
 
 // pairSpec is a container replicated from lab host a to lab host b.
 type pairSpec struct {

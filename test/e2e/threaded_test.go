@@ -32,7 +32,7 @@ func TestThreadedReplicationThroughContainerd(t *testing.T) {
 	a, b := host{t: t, lab: l, name: "a"}, host{t: t, lab: l, name: "b"}
 	const id, conns = "t1", 4
 	serviceIP := l.ServiceIP(0)
-	rl.startPair(ctx, t, pairSpec{id: id, image: threadkv, serviceIP: serviceIP, listen: l.IP("b") + ":7100", extra: heartbeatMisses5})
+	rl.startPair(ctx, t, pairSpec{id: id, image: threadkv, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
 
 	pid := taskPid(t, a.must(ctx, "task", "ls"), id)
 	n, states := threads(t, pid)
