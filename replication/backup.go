@@ -39,6 +39,7 @@ type Backup struct {
 	cfg   Config
 	log   *slog.Logger
 	store *ckptstore.Store
+	recv  *peer.Receiver
 	now   clock
 
 	cancelServe context.CancelFunc
@@ -90,6 +91,7 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
 	}
+	b.recv = recv
 	ln := opts.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -162,6 +164,9 @@ func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 		return
 	}
 	b.state = StatePromoting
+	// Fencing, as far as the channel allows: a primary that was only
+	// silent and reads this stops instead of serving next to us.
+	b.recv.Supersede("the backup declared the primary failed (" + f.Reason + ") and promotes its last checkpoint")
 	go b.promote(f)
 }
 

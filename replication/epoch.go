@@ -44,10 +44,7 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	// A lost backup: output is released first (degrade also closes the
 	// connection, which ends a send in progress); then the send is waited
 	// for, as its goroutine removes the image directory.
-	lost := func(reason string) bool {
-		p.degrade(reason)
-		return true
-	}
+	lost := func(reason string) bool { return p.degrade(reason) }
 	defer func() {
 		if sending {
 			sender.Close()

@@ -18,12 +18,14 @@ import (
 // cuttableProxy forwards TCP between the primary and the backup until cut:
 // then it silently swallows everything in both directions, as a failed
 // host would (no FIN, no RST). cutReturn swallows only what the backup
-// sends: a primary that stops hearing a backup that still hears it.
+// sends: a primary that stops hearing a backup that still hears it;
+// cutForward only what the primary sends.
 type cuttableProxy struct {
-	ln        net.Listener
-	backend   string
-	cut       atomic.Bool
-	cutReturn atomic.Bool
+	ln         net.Listener
+	backend    string
+	cut        atomic.Bool
+	cutReturn  atomic.Bool
+	cutForward atomic.Bool
 	mu        sync.Mutex
 	conns     []net.Conn
 }
@@ -57,7 +59,7 @@ func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
 			p.conns = append(p.conns, c, b)
 			p.mu.Unlock()
 			go p.pipe(c, b, &p.cutReturn)
-			go p.pipe(b, c, nil)
+			go p.pipe(b, c, &p.cutForward)
 		}
 	}()
 	return p
@@ -248,4 +250,34 @@ func TestPairRepairsAfterFalseDetection(t *testing.T) {
 		t.Errorf("output not held again after degraded: %v", ev)
 	}
 	checkOrder(t, ev, []string{"release-all", "restore:" + itoa(st.Failover.Epoch)}, nil)
+}
+
+// TestPairSupersededPrimaryStops: the backup stops hearing a primary that
+// still hears it (one direction of the path lost), declares it failed and
+// promotes. The primary is told so and stops for good — its output is
+// never released — instead of going degraded and serving next to the
+// promoted backup (split brain).
+func TestPairSupersededPrimaryStops(t *testing.T) {
+	pr := startPairOverLoopback(t)
+	p, b, proxy, rec := pr.p, pr.b, pr.proxy, pr.rec
+	rec.waitFor(t, "release-output:3")
+	proxy.cutForward.Store(true)
+	select {
+	case <-b.Promoted():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("backup did not promote: %+v", b.Status())
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("primary still running: %+v", p.Status())
+	}
+	st := p.Status()
+	if st.State != StateSuperseded || !strings.Contains(st.Reason, "the backup took over") {
+		t.Fatalf("primary state %q (%s)", st.State, st.Reason)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if ev := rec.list(); slices.Contains(ev, "release-all") || slices.ContainsFunc(ev, func(e string) bool { return strings.HasPrefix(e, "resume:") }) {
+		t.Errorf("superseded primary released its output or re-paired: %v", ev)
+	}
 }

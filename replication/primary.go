@@ -155,7 +155,24 @@ func (p *Primary) peerOptions() peer.Options {
 		OnPeerFailed: func(f peer.PeerFailure) {
 			p.degradeLater(fmt.Sprintf("backup failed: %s (last heard %s ago)", f.Reason, f.DetectedAt.Sub(f.LastHeard).Round(time.Millisecond)))
 		},
+		OnSuperseded: p.superseded,
 	}
+}
+
+// superseded: the backup has declared this primary failed and promotes.
+// Two copies must not serve: nothing held is ever released from now on
+// (degrade and onAck check the state), and the primary does not re-pair.
+// It runs on the peer reader goroutine, before the connection's end can
+// make the loop go degraded.
+func (p *Primary) superseded(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == StateClosed || p.state == StateFailed {
+		return
+	}
+	p.state = StateSuperseded
+	p.reason = "the backup took over: " + reason + "; this copy's output stays held for good: delete it"
+	p.log.Error("superseded by the backup: output held for good, not re-pairing", "reason", reason)
 }
 
 // Re-pairing: how often a degraded primary dials its backup again.
@@ -196,7 +213,7 @@ func (p *Primary) repair(ctx context.Context) bool {
 			continue
 		}
 		p.mu.Lock()
-		if p.state == StateClosed || p.state == StateFailed {
+		if p.state != StateDegraded { // closed, failed or superseded meanwhile
 			p.mu.Unlock()
 			sender.Close()
 			return false
@@ -249,7 +266,7 @@ func (p *Primary) onAck(a peer.Ack) {
 			}
 		}
 	}
-	if p.state == StateDegraded || p.state == StateClosed {
+	if p.state == StateDegraded || p.state == StateClosed || p.state == StateSuperseded {
 		return
 	}
 	if a.Err != nil {
@@ -282,12 +299,22 @@ func (p *Primary) onAck(a peer.Ack) {
 }
 
 // degrade lets the container run unreplicated: everything held is
-// released and output passes from now on. Called by the loop only.
-func (p *Primary) degrade(reason string) {
+// released and output passes from now on. It reports whether the primary
+// is degraded now (not closed or superseded), to re-pair. Called by the
+// loop only.
+func (p *Primary) degrade(reason string) bool {
 	p.mu.Lock()
-	if p.state == StateDegraded || p.state == StateClosed {
+	switch p.state {
+	case StateDegraded:
 		p.mu.Unlock()
-		return
+		return true
+	case StateClosed, StateFailed, StateSuperseded:
+		sender := p.sender
+		p.mu.Unlock()
+		if sender != nil {
+			sender.Close()
+		}
+		return false
 	}
 	p.state, p.reason = StateDegraded, reason
 	sender := p.sender
@@ -299,6 +326,7 @@ func (p *Primary) degrade(reason string) {
 	if sender != nil {
 		sender.Close()
 	}
+	return true
 }
 
 func (p *Primary) fail(reason string) {

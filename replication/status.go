@@ -19,6 +19,9 @@ const (
 	// StateDegraded: primary running unreplicated (peer lost); output
 	// flows; it keeps trying to re-pair.
 	StateDegraded State = "degraded"
+	// StateSuperseded: primary told by its backup that it was declared
+	// failed and replaced: its output stays held for good (fencing).
+	StateSuperseded State = "superseded"
 	// StateDisconnected: backup whose primary went away without failing
 	// (closed the connection, or failed before the backup was in sync):
 	// not protected, nothing to promote; it waits for the primary.

@@ -59,6 +59,10 @@ type Options struct {
 	// before its successor's OnConnected. They must not block.
 	OnConnected    func()
 	OnDisconnected func(error)
+	// OnSuperseded (Sender) is called when the backup says it has declared
+	// this primary failed and takes over (see Receiver.Supersede), from the
+	// reader goroutine, before the connection ends. It must not block.
+	OnSuperseded func(reason string)
 
 	hooks *testHooks // fault injection for tests
 }
@@ -70,6 +74,9 @@ type testHooks struct {
 	frame   func(wire.Type, []byte)     // on the encoded frame, after the CRC
 	frameIn func(wire.Frame)            // every frame read, on the reader goroutine
 	silence atomic.Bool                 // drop every outgoing frame: a cut link
+	// supersede (test Receiver, see startBackup): on a peer failure, tell
+	// the peer this side takes over, with this reason.
+	supersede string
 }
 
 func (o Options) withDefaults() Options {

@@ -57,8 +57,14 @@ func startBackup(t testing.TB, opts Options, creds *peertls.Credentials, storeDi
 		t.Fatal(err)
 	}
 	failed = make(chan PeerFailure, 4)
-	opts.OnPeerFailed = func(f PeerFailure) { failed <- f }
-	r, err := NewReceiver(store, creds, opts)
+	var r *Receiver
+	opts.OnPeerFailed = func(f PeerFailure) {
+		if h := opts.hooks; h != nil && h.supersede != "" {
+			r.Supersede(h.supersede)
+		}
+		failed <- f
+	}
+	r, err = NewReceiver(store, creds, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,6 +505,45 @@ func TestHeartbeatLossDetected(t *testing.T) {
 	case <-s.Done():
 	case <-time.After(2 * time.Second):
 		t.Fatal("primary's session still up")
+	}
+}
+
+// TestSupersededPrimaryIsTold: the backup declares a primary failed that
+// is only silent (its process stalls; its kernel and its reader work) and
+// takes over: the primary learns it before the connection ends, so that
+// it stops instead of going degraded next to the promoted backup.
+func TestSupersededPrimaryIsTold(t *testing.T) {
+	e := newEnv(t)
+	bopts := baseOptions(t, primaryName)
+	bopts.Heartbeat, bopts.HeartbeatMisses = 10*time.Millisecond, 3
+	bopts.hooks = &testHooks{supersede: "promoting epoch 7"}
+	addr, _, backupSaw, _ := startBackup(t, bopts, e.backup, t.TempDir())
+	popts := baseOptions(t, backupName)
+	// The silenced primary sends nothing, so its kernel sees no ACKs: it
+	// must not give up on a backup that stalls under load meanwhile.
+	popts.Heartbeat, popts.HeartbeatMisses = 10*time.Millisecond, 100
+	popts.hooks = &testHooks{}
+	told := make(chan string, 1)
+	popts.OnSuperseded = func(reason string) { told <- reason }
+	s := dial(t, addr, e.primary, popts)
+	time.Sleep(5 * popts.Heartbeat) // the Hello written, the session running
+	popts.hooks.silence.Store(true)
+	select {
+	case <-backupSaw:
+	case <-time.After(3 * time.Second):
+		t.Fatal("backup did not declare the silent primary failed")
+	}
+	select {
+	case reason := <-told:
+		if reason != "promoting epoch 7" {
+			t.Errorf("told %q", reason)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("primary not told it was superseded")
+	}
+	<-s.Done()
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "superseded by the backup") {
+		t.Errorf("session ended with %v", err)
 	}
 }
 

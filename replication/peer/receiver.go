@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peertls"
@@ -65,6 +66,24 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 }
+
+// Supersede tells the connected primary that this backup takes over: call
+// it from OnPeerFailed when promoting, before the promotion closes the
+// connection. A primary that really failed never reads it; one that was
+// only silent (a process stalled past every grace, one direction of a
+// path lost) learns that it must not go on serving (fencing) rather than
+// going degraded next to the promoted backup. It waits for the write, at
+// most supersedeTimeout: a dead peer's socket still takes it at once.
+func (r *Receiver) Supersede(reason string) {
+	r.mu.Lock()
+	s := r.active
+	r.mu.Unlock()
+	if s != nil {
+		s.tell(wire.CodeSuperseded, reason, supersedeTimeout)
+	}
+}
+
+const supersedeTimeout = 200 * time.Millisecond
 
 func (r *Receiver) serveConn(ctx context.Context, raw net.Conn) {
 	tcp := watch(raw)

@@ -251,6 +251,13 @@ func (x *Sender) handle(f wire.Frame) error {
 		if err != nil {
 			return err
 		}
+		if f.Epoch == 0 && e.Code == wire.CodeSuperseded {
+			x.s.log.Error("the backup declared this primary failed and takes over", "message", e.Message)
+			if x.s.opts.OnSuperseded != nil {
+				x.s.opts.OnSuperseded(e.Message)
+			}
+			return fmt.Errorf("superseded by the backup: %s", e.Message)
+		}
 		if f.Epoch == 0 {
 			x.s.log.Error("backup reported an error", "code", e.Code, "message", e.Message)
 			return nil // the backup closes the connection if it must

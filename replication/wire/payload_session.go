@@ -159,12 +159,16 @@ const (
 	CodeStorage     ErrorCode = 7 // the backup could not store the checkpoint
 	CodeUnsupported ErrorCode = 8 // a frame type this side does not handle (yet)
 	CodeAborted     ErrorCode = 9 // the transfer was aborted
+	// CodeSuperseded: the backup declared the primary failed and takes
+	// over; a primary that reads it is alive after all and must stop.
+	CodeSuperseded ErrorCode = 10
 )
 
 var codeNames = map[ErrorCode]string{
 	CodeProtocol: "protocol", CodeVersion: "version", CodePair: "pair",
 	CodeEpochOrder: "epoch-order", CodeCorrupt: "corrupt", CodeBaseMissing: "base-missing",
 	CodeStorage: "storage", CodeUnsupported: "unsupported", CodeAborted: "aborted",
+	CodeSuperseded: "superseded",
 }
 
 func (c ErrorCode) String() string {
