@@ -40,7 +40,7 @@ type helperArgs struct {
 	Epoch         time.Duration
 	// primary
 	RuncRoot, ContainerID, WorkDir string
-	Inject                         *injectArgs `json:",omitempty"` // fault injection (injection_lab_test.go)
+	Inject                         *injectArgs `json:",omitempty"` // fault injection (injector_test.go)
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
 }

@@ -26,8 +26,8 @@ type cuttableProxy struct {
 	cut        atomic.Bool
 	cutReturn  atomic.Bool
 	cutForward atomic.Bool
-	mu        sync.Mutex
-	conns     []net.Conn
+	mu         sync.Mutex
+	conns      []net.Conn
 }
 
 func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,18 +90,29 @@ func (r *RedisConn) Do(args ...string) (string, error) {
 }
 
 // RedisWorkload drives one connection with rounds of INCR counter and
-// SET key:i value:i, and records every reply.
+// SET key:i value:i, and records every reply. While RunUntil runs, other
+// goroutines read it through Err, RepliesAfter and FirstReplyAfter only;
+// its fields once RunUntil has returned.
 type RedisWorkload struct {
 	Conn *RedisConn
 	// Prefix is put before every key: workloads with prefixes of their own
 	// can share a server (each has its own counter and keys).
-	Prefix  string
+	Prefix string
+	// Fresh: the counter is new and this workload's alone (a fresh server,
+	// or a Prefix no one else uses). Verify then wants the INCR replies to
+	// be exactly 1, 2, 3, … and the counter to read back as the last one;
+	// otherwise consecutive from the first (e.g. the demo's client, on a
+	// counter an earlier client may have left).
+	Fresh   bool
 	N       int               // rounds done
 	Incrs   []int64           // INCR replies, in order
 	Keys    map[string]string // acknowledged SETs
 	Replies []time.Time       // when each reply arrived
 	Lat     []time.Duration   // each reply's latency
 	Slowest time.Duration
+
+	mu  sync.Mutex // Replies, Lat, Slowest and err, while RunUntil runs
+	err error      // what ended RunUntil
 }
 
 // NewRedisWorkload starts a workload on c.
@@ -114,9 +126,11 @@ func (w *RedisWorkload) Do(args ...string) (string, error) {
 	r, err := w.Conn.Do(args...)
 	if err == nil {
 		d := time.Since(start)
+		w.mu.Lock()
 		w.Replies = append(w.Replies, time.Now())
 		w.Lat = append(w.Lat, d)
 		w.Slowest = max(w.Slowest, d)
+		w.mu.Unlock()
 	}
 	return r, err
 }
@@ -127,32 +141,68 @@ func (w *RedisWorkload) Run(ctx context.Context, rounds int) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		w.N++
-		r, err := w.Do("INCR", w.Prefix+"counter")
-		if err != nil {
-			return fmt.Errorf("INCR #%d: %w", w.N, err)
+		if err := w.round(); err != nil {
+			return err
 		}
-		v, err := strconv.ParseInt(strings.TrimPrefix(r, ":"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("INCR #%d reply %q", w.N, r)
-		}
-		w.Incrs = append(w.Incrs, v)
-		k, val := fmt.Sprintf("%skey:%d", w.Prefix, w.N), fmt.Sprintf("value:%d", w.N)
-		if r, err := w.Do("SET", k, val); err != nil || r != "+OK" {
-			return fmt.Errorf("SET %s: %q, %v", k, r, err)
-		}
-		w.Keys[k] = val
 	}
 	return nil
 }
 
+// RunUntil does rounds until stop is closed or one fails (Err says how).
+func (w *RedisWorkload) RunUntil(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err := w.round(); err != nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Err is the error that ended RunUntil (nil: none yet).
+func (w *RedisWorkload) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *RedisWorkload) round() error {
+	w.N++
+	r, err := w.Do("INCR", w.Prefix+"counter")
+	if err != nil {
+		return fmt.Errorf("INCR #%d: %w", w.N, err)
+	}
+	v, err := strconv.ParseInt(strings.TrimPrefix(r, ":"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("INCR #%d reply %q", w.N, r)
+	}
+	w.Incrs = append(w.Incrs, v)
+	k, val := fmt.Sprintf("%skey:%d", w.Prefix, w.N), fmt.Sprintf("value:%d", w.N)
+	if r, err := w.Do("SET", k, val); err != nil || r != "+OK" {
+		return fmt.Errorf("SET %s: %q, %v", k, r, err)
+	}
+	w.Keys[k] = val
+	return nil
+}
+
 // Verify checks what a failover must keep: INCR replies went up by one each
-// time (never back, no increment the client saw lost), and every
-// acknowledged write reads back with its value.
+// time (never back, no increment the client saw lost; from 1 and read back
+// as the last if Fresh), and every acknowledged write reads back with its
+// value.
 func (w *RedisWorkload) Verify() error {
-	for i := 1; i < len(w.Incrs); i++ {
-		if w.Incrs[i] != w.Incrs[i-1]+1 {
-			return fmt.Errorf("INCR replies %d then %d (reply %d of %d): state went backwards or skipped", w.Incrs[i-1], w.Incrs[i], i, len(w.Incrs))
+	if err := checkIncrs(w.Incrs, w.Fresh); err != nil {
+		return err
+	}
+	if w.Fresh {
+		want := strconv.Itoa(len(w.Incrs))
+		if got, err := w.Conn.Do("GET", w.Prefix+"counter"); err != nil || got != want {
+			return fmt.Errorf("GET %scounter = %q, %v; want %s (acknowledged increments lost)", w.Prefix, got, err, want)
 		}
 	}
 	for k, v := range w.Keys {
@@ -167,8 +217,41 @@ func (w *RedisWorkload) Verify() error {
 	return nil
 }
 
+// checkIncrs: the replies are consecutive, from 1 if fresh.
+func checkIncrs(incrs []int64, fresh bool) error {
+	if len(incrs) == 0 {
+		return nil
+	}
+	next := incrs[0]
+	if fresh {
+		next = 1
+	}
+	for i, v := range incrs {
+		if v != next+int64(i) {
+			return fmt.Errorf("INCR reply %d of %d is %d, want %d (replies %v): state went backwards or skipped",
+				i+1, len(incrs), v, next+int64(i), incrs[max(0, i-3):min(len(incrs), i+3)])
+		}
+	}
+	return nil
+}
+
+// RepliesAfter counts the replies that came after t.
+func (w *RedisWorkload) RepliesAfter(t time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, r := range w.Replies {
+		if r.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
 // FirstReplyAfter is how long after t the first reply came (0: none).
 func (w *RedisWorkload) FirstReplyAfter(t time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, r := range w.Replies {
 		if r.After(t) {
 			return r.Sub(t)
