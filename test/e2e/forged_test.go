@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -25,7 +24,6 @@ import (
 	"github.com/iorrc/rrc/replication/peertest"
 	"github.com/iorrc/rrc/shim"
 	"github.com/iorrc/rrc/test/lab"
-	"golang.org/x/sys/unix"
 )
 
 // TestForgedPeersAndCorruptCheckpoint: one genuine pair (f1, a→b) through
@@ -226,27 +224,8 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 			t.Fatalf("c1 committed epoch %d after the corrupted %d: the test needs a single checkpoint", cur.Epoch, c.Epoch)
 		}
 		offset := logSize(t, l, "b")
-		crashed := make(chan time.Time, 1)
-		go func() {
-			time.Sleep(150 * time.Millisecond)
-			crashed <- time.Now()
-			if err := l.Crash(context.Background(), "a"); err != nil {
-				t.Errorf("crash a: %v", err)
-			}
-		}()
-		if err := cl.Run(ctx, 25); err != nil {
-			t.Fatalf("across the failover (the connection must survive): %v", err)
-		}
-		crashAt := <-crashed
-
 		// The genuine pair fails over.
-		after := waitStatus(t, l, "b", good.id, "promotion", 30*time.Second, isState(replication.StatePrimaryAfterFailover))
-		if err := cl.Run(ctx, 10); err != nil {
-			t.Fatalf("after the failover: %v", err)
-		}
-		if err := cl.Verify(); err != nil {
-			t.Error(err)
-		}
+		after, crashAt := failOver(ctx, t, l, good.id, cl)
 		t.Logf("f1 failed over from epoch %d, total %.1f ms; first reply %s after the crash", after.Engine.Failover.Epoch,
 			after.Engine.Failover.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond))
 
@@ -464,29 +443,10 @@ func listenForged(t *testing.T, nsPath, addr string, cert peertest.Files) *forge
 
 // listenInNetns opens a TCP listener inside the network namespace at
 // nsPath (the socket stays there; the thread is switched back).
-func listenInNetns(nsPath, addr string) (net.Listener, error) {
-	goruntime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := os.Open(nsPath)
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		goruntime.UnlockOSThread()
-		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
-	}
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
-		goruntime.UnlockOSThread()
-	}
+func listenInNetns(nsPath, addr string) (ln net.Listener, err error) {
+	err = lab.InNetns(nsPath, func() error {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
 	return ln, err
 }

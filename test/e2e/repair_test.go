@@ -40,18 +40,12 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	}
 
 	// The backup's host fails in the middle of the stream.
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		if err := l.Crash(context.Background(), "b"); err != nil {
-			t.Errorf("crash b: %v", err)
+	crashDuring(t, l, "b", 100*time.Millisecond, func() {
+		if err := cl.Run(ctx, 20); err != nil {
+			t.Fatalf("across the backup's crash (the connection must survive): %v", err)
 		}
-	}()
-	if err := cl.Run(ctx, 20); err != nil {
-		t.Fatalf("across the backup's crash (the connection must survive): %v", err)
-	}
-	degraded := waitStatus(t, l, "a", id, "primary degraded", 15*time.Second, func(s shim.PublishedStatus) bool {
-		return s.Engine.State == replication.StateDegraded
 	})
+	degraded := waitStatus(t, l, "a", id, "primary degraded", 15*time.Second, isState(replication.StateDegraded))
 	if g := degraded.Engine.Gate; g == nil || !g.PassThrough {
 		t.Errorf("degraded primary's gate does not pass output through: %+v", g)
 	}
@@ -88,9 +82,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	repaired := waitStatus(t, l, "a", id, "primary re-paired and in sync", 60*time.Second, func(s shim.PublishedStatus) bool {
 		return s.Engine.State == replication.StateInSync && s.Engine.Repairs >= 1
 	})
-	waitStatus(t, l, "b", id, "new backup in sync", 10*time.Second, func(s shim.PublishedStatus) bool {
-		return s.Engine.State == replication.StateInSync
-	})
+	waitStatus(t, l, "b", id, "new backup in sync", 10*time.Second, isState(replication.StateInSync))
 	out = rrcctl(t, l, rl.bin, rl.dir, "a")
 	t.Logf("rrcctl status on a, re-paired:\n%s", out)
 	if !rrcctlSays(out, id, "in-sync") || !strings.Contains(out, "re-paired with a backup") {
@@ -101,27 +93,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	}
 
 	// Now the primary's host fails: the new backup takes over.
-	crashed := make(chan time.Time, 1)
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		crashed <- time.Now()
-		if err := l.Crash(context.Background(), "a"); err != nil {
-			t.Errorf("crash a: %v", err)
-		}
-	}()
-	if err := cl.Run(ctx, 25); err != nil {
-		t.Fatalf("across the failover to the new backup: %v", err)
-	}
-	crashAt := <-crashed
-	after := waitStatus(t, l, "b", id, "promotion", 30*time.Second, func(s shim.PublishedStatus) bool {
-		return s.Engine.State == replication.StatePrimaryAfterFailover
-	})
-	if err := cl.Run(ctx, 10); err != nil {
-		t.Fatalf("after the failover: %v", err)
-	}
-	if err := cl.Verify(); err != nil {
-		t.Fatal(err)
-	}
+	after, crashAt := failOver(ctx, t, l, id, cl)
 	f := after.Engine.Failover
 	t.Logf("re-paired after %d attempt(s) of the primary; failover to the new backup: restored epoch %d (the primary had acknowledged %d when re-paired), total %.1f ms, first reply %s after the crash; %d INCRs on one connection",
 		repaired.Engine.Repairs, f.Epoch, repaired.Engine.CommittedEpoch, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))

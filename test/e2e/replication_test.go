@@ -49,27 +49,7 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	if err := cl.Run(ctx, 25); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}
-	crashed := make(chan time.Time, 1)
-	go func() {
-		time.Sleep(150 * time.Millisecond)
-		crashed <- time.Now()
-		if err := l.Crash(context.Background(), "a"); err != nil {
-			t.Errorf("crash a: %v", err)
-		}
-	}()
-	if err := cl.Run(ctx, 25); err != nil {
-		t.Fatalf("across the failover (the connection must survive): %v", err)
-	}
-	crashAt := <-crashed
-	after := waitStatus(t, l, "b", id, "promotion", 30*time.Second, func(s shim.PublishedStatus) bool {
-		return s.Engine.State == replication.StatePrimaryAfterFailover
-	})
-	if err := cl.Run(ctx, 10); err != nil {
-		t.Fatalf("after the failover: %v", err)
-	}
-	if err := cl.Verify(); err != nil {
-		t.Fatal(err)
-	}
+	after, crashAt := failOver(ctx, t, l, id, cl)
 	f := after.Engine.Failover
 	t.Logf("failover: restored epoch %d; detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash; %d INCRs on one connection",
 		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
@@ -455,6 +435,48 @@ func waitStatus(t *testing.T, l *lab.Lab, h, id, what string, timeout time.Durat
 		t.Fatalf("waiting on %s for %s: %v", h, what, err)
 	}
 	return last
+}
+
+// crashDuring crashes lab host h after delay while run (the clients'
+// traffic) goes on; it returns when the crash began.
+func crashDuring(t *testing.T, l *lab.Lab, h string, delay time.Duration, run func()) time.Time {
+	t.Helper()
+	crashed := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(delay)
+		crashed <- time.Now() // the links are cut first thing
+		if err := l.Crash(context.Background(), h); err != nil {
+			t.Errorf("crash %s: %v", h, err)
+		}
+	}()
+	run()
+	return <-crashed
+}
+
+// failOver crashes host a while cl keeps its connection to id's service
+// busy, waits until b has promoted, runs cl on and verifies every reply:
+// the connection must survive, nothing acknowledged may be lost.
+func failOver(ctx context.Context, t *testing.T, l *lab.Lab, id string, cl *lab.RedisWorkload) (shim.PublishedStatus, time.Time) {
+	t.Helper()
+	crashAt := crashDuring(t, l, "a", 150*time.Millisecond, func() {
+		if err := cl.Run(ctx, 25); err != nil {
+			t.Fatalf("across the failover (the connection must survive): %v", err)
+		}
+	})
+	after := waitPromoted(t, l, id)
+	if err := cl.Run(ctx, 10); err != nil {
+		t.Fatalf("after the failover: %v", err)
+	}
+	if err := cl.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	return after, crashAt
+}
+
+// waitPromoted waits until b's shim says id was promoted.
+func waitPromoted(t *testing.T, l *lab.Lab, id string) shim.PublishedStatus {
+	t.Helper()
+	return waitStatus(t, l, "b", id, "promotion", 30*time.Second, isState(replication.StatePrimaryAfterFailover))
 }
 
 func rrcctl(t *testing.T, l *lab.Lab, bin, dir, h string) string {

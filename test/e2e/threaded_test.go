@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/shim"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -67,19 +65,10 @@ func TestThreadedReplicationThroughContainerd(t *testing.T) {
 		}
 	}
 	run("before the crash", 15)
-	crashed := make(chan time.Time, 1)
-	go func() {
-		time.Sleep(150 * time.Millisecond)
-		crashed <- time.Now()
-		if err := l.Crash(context.Background(), "a"); err != nil {
-			t.Errorf("crash a: %v", err)
-		}
-	}()
-	run("across the failover (the connection must survive)", 25)
-	crashAt := <-crashed
-	after := waitStatus(t, l, "b", id, "promotion", 30*time.Second, func(s shim.PublishedStatus) bool {
-		return s.Engine.State == replication.StatePrimaryAfterFailover
+	crashAt := crashDuring(t, l, "a", 150*time.Millisecond, func() {
+		run("across the failover (the connection must survive)", 25)
 	})
+	after := waitPromoted(t, l, id)
 	run("after the failover", 10)
 	for i, w := range workloads {
 		if err := w.Verify(); err != nil {
