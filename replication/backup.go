@@ -153,7 +153,6 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 // connection is closed, whether to promote.
 func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.state != StateInSync {
 		b.log.Error("primary failed before this backup was in sync with it: nothing consistent to take over; not promoting",
 			"state", b.state, "last_heard", f.LastHeard, "reason", f.Reason)
@@ -161,9 +160,11 @@ func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 			b.state = StateDisconnected
 			b.reason = "primary failed before its first checkpoint on this connection was committed: " + f.Reason
 		}
+		b.mu.Unlock()
 		return
 	}
 	b.state = StatePromoting
+	b.mu.Unlock()
 	// Fencing, as far as the channel allows: a primary that was only
 	// silent and reads this stops instead of serving next to us.
 	b.recv.Supersede("the backup declared the primary failed (" + f.Reason + ") and promotes its last checkpoint")

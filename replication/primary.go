@@ -340,8 +340,8 @@ func (p *Primary) fail(reason string) {
 	}
 }
 
-// Done is closed when the epoch loop has ended: failed or closed (a
-// degraded primary keeps trying to re-pair).
+// Done is closed when the epoch loop has ended: failed, superseded or
+// closed (a degraded primary keeps trying to re-pair).
 func (p *Primary) Done() <-chan struct{} { return p.done }
 
 // Status returns a snapshot.

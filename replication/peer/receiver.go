@@ -79,7 +79,7 @@ func (r *Receiver) Supersede(reason string) {
 	s := r.active
 	r.mu.Unlock()
 	if s != nil {
-		s.tell(wire.CodeSuperseded, reason, supersedeTimeout)
+		s.tell(0, wire.CodeSuperseded, reason, supersedeTimeout)
 	}
 }
 

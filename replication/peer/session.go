@@ -298,16 +298,12 @@ func (s *session) reply(t wire.Type, epoch uint64, payload []byte) {
 // refuse tells the peer why (best effort, briefly) before the caller closes.
 func (s *session) refuse(epoch uint64, code wire.ErrorCode, msg string) {
 	s.log.Warn("refusing", "code", code, "epoch", epoch, "reason", msg)
-	s.tellAbout(epoch, code, msg, time.Second)
+	s.tell(epoch, code, msg, time.Second)
 }
 
-// tell sends an Error about the whole connection and waits for its write
-// at most timeout.
-func (s *session) tell(code wire.ErrorCode, msg string, timeout time.Duration) {
-	s.tellAbout(0, code, msg, timeout)
-}
-
-func (s *session) tellAbout(epoch uint64, code wire.ErrorCode, msg string, timeout time.Duration) {
+// tell sends an Error (epoch 0: about the whole connection) and waits for
+// its write at most timeout.
+func (s *session) tell(epoch uint64, code wire.ErrorCode, msg string, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	s.enqueue(ctx, s.control, wire.TypeError, epoch, wire.Error{Code: code, Message: msg}.Append(nil), true)
