@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +34,13 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	keys := envInt("RRC_MEASURE_KEYS", 100000)
 	n := envInt("RRC_MEASURE_N", 20)
 	l := testLab(t)
+	// 9 minutes, or up to the test's own deadline (-timeout) less a margin
+	// for the cleanup: 10 M records take longer to load and to checkpoint.
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	if d, ok := t.Deadline(); ok && time.Until(d) > 10*time.Minute {
+		cancel()
+		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
+	}
 	defer cancel()
 	const id = "measure"
 	ip := l.IP("a")
@@ -50,7 +57,9 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.InitPid))
 	t.Logf("redis loaded with %d keys; %s", keys, grepLine(rss, "VmRSS"))
 
-	images := imageTmpfs(t)
+	// One checkpoint at a time is kept; ~190 bytes of image per record of
+	// 100 bytes, so 10 M records need more than the default 2 GiB.
+	images := imageTmpfsSize(t, max(int64(2)<<30, int64(keys)*512))
 	// Three variants, interleaved so that the load of a shared machine falls
 	// on all of them alike: Checkpointer with FastDumpOptions, Checkpointer
 	// with runc's CRIU options, and `runc checkpoint --leave-running`.
@@ -84,8 +93,9 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		s.diff, s.thaw, s.criuFrozen = append(s.diff, st.RootfsDiff), append(s.thaw, st.Thaw), append(s.criuFrozen, st.CRIUFrozen)
 		*bytes = st.ImageBytes
 		if keep := os.Getenv("RRC_MEASURE_KEEPLOG"); keep != "" {
+			// One log per variant: KEEPLOG.fast, KEEPLOG.like.
 			b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
-			os.WriteFile(keep, b, 0o644)
+			os.WriteFile(keep+"."+strings.TrimRight(filepath.Base(dir), "0123456789"), b, 0o644)
 		}
 		os.RemoveAll(dir)
 		time.Sleep(100 * time.Millisecond) // the epoch

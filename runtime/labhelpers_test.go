@@ -62,8 +62,15 @@ func waitRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string) {
 // imageTmpfs mounts a tmpfs for checkpoint images, unmounted at cleanup.
 func imageTmpfs(t *testing.T) string {
 	t.Helper()
+	return imageTmpfsSize(t, 2<<30)
+}
+
+// imageTmpfsSize is imageTmpfs with a size limit of size bytes (a large
+// Redis needs more than the default 2 GiB).
+func imageTmpfsSize(t *testing.T, size int64) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "images")
-	unmount, err := MountImageTmpfs(dir, 2<<30)
+	unmount, err := MountImageTmpfs(dir, size)
 	if err != nil {
 		t.Fatal(err)
 	}
