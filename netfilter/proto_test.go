@@ -3,6 +3,7 @@ package netfilter
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,23 +181,11 @@ func TestDecodeDatagram(t *testing.T) {
 			if tt.errno != 0 && !errors.Is(err, tt.errno) {
 				t.Fatalf("err = %v, want errno %v", err, tt.errno)
 			}
-			if tt.ids != nil && !equalIDs(ids, tt.ids) {
+			if tt.ids != nil && !slices.Equal(ids, tt.ids) {
 				t.Fatalf("ids = %v, want %v", ids, tt.ids)
 			}
 		})
 	}
-}
-
-func equalIDs(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // attrsOf decodes the attributes of a message we encoded.

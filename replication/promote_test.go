@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestPromotionSequence(t *testing.T) {
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err %v, want error %v", err, tc.wantErr)
 			}
-			if got := rec.list(); !equal(got, tc.want) {
+			if got := rec.list(); !slices.Equal(got, tc.want) {
 				t.Errorf("steps %v, want %v", got, tc.want)
 			}
 			if tm.DetectionMS != 95 {
@@ -61,18 +62,6 @@ func TestPromotionSequence(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 type fakeNetwork struct {
