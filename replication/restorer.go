@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,7 +57,7 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (Res
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		return RestoredContainer{}, fmt.Errorf("preparing bundle: %w", err)
 	}
-	if err := writeRestoreSpec(filepath.Join(bundle, "config.json"), r.Spec, r.CgroupsPath); err != nil {
+	if err := runtime.WriteRestoreSpec(filepath.Join(bundle, "config.json"), r.Spec, r.CgroupsPath); err != nil {
 		return RestoredContainer{}, err
 	}
 	unmount, err := runtime.PrepareRestoreRootfs(filepath.Join(bundle, "rootfs"), r.Lower,
@@ -125,31 +124,6 @@ func (r *RuncRestorer) Remove(ctx context.Context) error {
 		r.unmount = nil
 	}
 	return errors.Join(errs...)
-}
-
-// writeRestoreSpec writes spec with the bundle's rootfs and the restored
-// container's cgroup path.
-func writeRestoreSpec(path string, spec []byte, cgroupsPath string) error {
-	var s map[string]any
-	if err := json.Unmarshal(spec, &s); err != nil {
-		return fmt.Errorf("restore spec: %w", err)
-	}
-	s["root"] = map[string]any{"path": "rootfs"}
-	if cgroupsPath != "" {
-		linux, _ := s["linux"].(map[string]any)
-		if linux == nil {
-			return errors.New("restore spec: no linux section")
-		}
-		linux["cgroupsPath"] = cgroupsPath
-	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("restore spec: %w", err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return fmt.Errorf("writing restore spec: %w", err)
-	}
-	return nil
 }
 
 // LowerDirsFromMountOptions extracts the lowerdir list from overlay mount

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,14 +87,7 @@ func imageTmpfsSize(t *testing.T, size int64) string {
 func restoreBundle(t *testing.T, config []byte, layers OverlayMount, images, cgroupsPath string) string {
 	t.Helper()
 	dir := t.TempDir()
-	var spec map[string]any
-	if err := json.Unmarshal(config, &spec); err != nil {
-		t.Fatal(err)
-	}
-	spec["root"] = map[string]any{"path": "rootfs"}
-	spec["linux"].(map[string]any)["cgroupsPath"] = cgroupsPath
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+	if err := WriteRestoreSpec(filepath.Join(dir, "config.json"), config, cgroupsPath); err != nil {
 		t.Fatal(err)
 	}
 	unmount, err := PrepareRestoreRootfs(filepath.Join(dir, "rootfs"), layers.Lower,

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,4 +180,30 @@ func PrepareRestoreRootfs(target string, lower []string, upper, work, imagesDir 
 		}
 		return nil
 	}, nil
+}
+
+// WriteRestoreSpec writes the OCI spec of a restore bundle at path: spec
+// (the container's config.json) with root.path "rootfs" (the bundle's own
+// rootfs) and, if set, the restored container's cgroup path.
+func WriteRestoreSpec(path string, spec []byte, cgroupsPath string) error {
+	var s map[string]any
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return fmt.Errorf("restore spec: %w", err)
+	}
+	s["root"] = map[string]any{"path": "rootfs"}
+	if cgroupsPath != "" {
+		linux, _ := s["linux"].(map[string]any)
+		if linux == nil {
+			return errors.New("restore spec: no linux section")
+		}
+		linux["cgroupsPath"] = cgroupsPath
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("restore spec: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("writing restore spec: %w", err)
+	}
+	return nil
 }
