@@ -34,13 +34,7 @@ func TestCheckpointHooks(t *testing.T) {
 			if tt.badFreezer {
 				cg = filepath.Join(cg, "missing")
 			}
-			svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer svc.Close()
-			st := &RuncState{ID: "hooks", InitPid: os.Getpid(), CgroupPaths: map[string]string{"freezer": cg}, Config: RuncConfig{Rootfs: "/"}}
-			c := &Checkpointer{cfg: CheckpointerConfig{ID: "hooks"}, log: discardLogger(), state: st, freezer: &Freezer{Dir: cg}, criu: svc}
+			c := fakeCRIUCheckpointer(t, cg)
 			var calls []string
 			state := func() string {
 				b, err := os.ReadFile(filepath.Join(cg, "freezer.state"))
@@ -54,7 +48,7 @@ func TestCheckpointHooks(t *testing.T) {
 				Frozen:       func() { calls = append(calls, "frozen:"+state()) },
 				Thawed:       func() { calls = append(calls, "thawed:"+state()) },
 			}
-			_, err = c.CheckpointWithHooks(context.Background(), filepath.Join(t.TempDir(), "img"), hooks)
+			_, err := c.CheckpointWithHooks(context.Background(), filepath.Join(t.TempDir(), "img"), hooks)
 			if got := strings.Join(calls, ","); got != tt.want {
 				t.Errorf("hooks = %q, want %q", got, tt.want)
 			}
@@ -73,13 +67,7 @@ func TestCheckpointHooks(t *testing.T) {
 	t.Run("no hooks", func(t *testing.T) {
 		t.Setenv("RRC_FAKE_CRIU", "1")
 		cg := fakeCgroup(t, false)
-		svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer svc.Close()
-		st := &RuncState{ID: "hooks", InitPid: os.Getpid(), CgroupPaths: map[string]string{"freezer": cg}, Config: RuncConfig{Rootfs: "/"}}
-		c := &Checkpointer{cfg: CheckpointerConfig{ID: "hooks"}, log: discardLogger(), state: st, freezer: &Freezer{Dir: cg}, criu: svc}
+		c := fakeCRIUCheckpointer(t, cg)
 		if _, err := c.Checkpoint(context.Background(), filepath.Join(t.TempDir(), "img")); err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +75,19 @@ func TestCheckpointHooks(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// fakeCRIUCheckpointer is a Checkpointer of this process on the fake v1
+// freezer cgroup cg, its CRIU the fake swrk (TestFakeCRIUSwrk).
+func fakeCRIUCheckpointer(t *testing.T, cg string) *Checkpointer {
+	t.Helper()
+	svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	st := &RuncState{ID: "hooks", InitPid: os.Getpid(), CgroupPaths: map[string]string{"freezer": cg}, Config: RuncConfig{Rootfs: "/"}}
+	return &Checkpointer{cfg: CheckpointerConfig{ID: "hooks"}, log: discardLogger(), state: st, freezer: &Freezer{Dir: cg}, criu: svc}
+}
 
 func TestCRIULogErrors(t *testing.T) {
 	rlimit := "(00.010502) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n"

@@ -220,17 +220,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		if !strings.Contains(out, "starting") || !strings.Contains(out, "waiting for the backup") {
 			t.Errorf("rrcctl status does not tell why:\n%s", out)
 		}
-		a.must(ctx, "task", "kill", "-s", "KILL", "rnobackup")
-		if err := lab.WaitFor(10*time.Second, func() error {
-			if st := a.taskStatus(ctx, "rnobackup"); st != "STOPPED" {
-				return fmt.Errorf("task %s", st)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		a.must(ctx, "task", "delete", "rnobackup")
-		a.must(ctx, "container", "delete", "rnobackup")
+		a.killAndDelete(ctx, "rnobackup", "KILL")
 		nothingLeft(t, l, "a", "rnobackup")
 	})
 
@@ -247,17 +237,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		if out, errOut, code := b.ctr(ctx, "", "task", "exec", "--exec-id", "x", "rstandby", "true"); code == 0 || !strings.Contains(errOut, "backup") {
 			t.Errorf("exec in a standby task: exit %d: %s%s", code, out, errOut)
 		}
-		b.must(ctx, "task", "kill", "-s", "TERM", "rstandby")
-		if err := lab.WaitFor(10*time.Second, func() error {
-			if st := b.taskStatus(ctx, "rstandby"); st != "STOPPED" {
-				return fmt.Errorf("task %s", st)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		b.must(ctx, "task", "delete", "rstandby")
-		b.must(ctx, "container", "delete", "rstandby")
+		b.killAndDelete(ctx, "rstandby", "TERM")
 		nothingLeft(t, l, "b", "rstandby")
 	})
 
