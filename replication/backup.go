@@ -21,6 +21,9 @@ type BackupOptions struct {
 	TLS    *peertls.Credentials
 	// StoreDir is the checkpoint store of the pair (ckptstore layout).
 	StoreDir string
+	// DurableStore fsyncs each checkpoint before it is acknowledged
+	// (ckptstore.Options.Durable).
+	DurableStore bool
 	// Listener replaces listening on Config.Listen (tests).
 	Listener net.Listener
 	// Restorer restores the last committed checkpoint at promotion.
@@ -75,7 +78,7 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	}
 	b := &Backup{opts: opts, cfg: cfg, now: time.Now, state: StateStarting,
 		log: opts.Logger.With("pair", cfg.Pair, "role", "backup"), promoted: make(chan struct{}), serveDone: make(chan struct{})}
-	store, err := ckptstore.Open(opts.StoreDir, b.log)
+	store, err := ckptstore.Open(opts.StoreDir, ckptstore.Options{Logger: b.log, Durable: opts.DurableStore})
 	if err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
 	}

@@ -56,7 +56,7 @@ type PacketPath interface {
 
 // CheckpointSender is the primary's end of the peer channel (*peer.Sender).
 type CheckpointSender interface {
-	Send(ctx context.Context, c peer.Checkpoint) error
+	Send(ctx context.Context, c peer.Checkpoint) (peer.SendStats, error)
 	BackupCommitted() uint64
 	Done() <-chan struct{}
 	Err() error

@@ -58,9 +58,15 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 		}
 		sending = true
 		go func() {
-			err := sender.Send(ctx, peer.Checkpoint{Epoch: epoch, Sources: []peer.Source{{FS: os.DirFS(dir)}}})
-			// Send has copied every byte into frames: the images can go.
+			st, err := sender.Send(ctx, peer.Checkpoint{Epoch: epoch, Sources: []peer.Source{{FS: os.DirFS(dir)}}})
+			// Send has queued every frame (and keeps what the next delta
+			// needs mapped): the images can go.
 			os.RemoveAll(dir)
+			if err == nil {
+				p.mu.Lock()
+				p.sentBytes.add(float64(st.Sent))
+				p.mu.Unlock()
+			}
 			sent <- err
 		}()
 	}

@@ -148,23 +148,23 @@ type fakeSender struct {
 	closeOnce sync.Once
 }
 
-func (s *fakeSender) Send(ctx context.Context, c peer.Checkpoint) error {
+func (s *fakeSender) Send(ctx context.Context, c peer.Checkpoint) (peer.SendStats, error) {
 	if s.block != nil {
 		select {
 		case <-s.block:
 		case <-ctx.Done():
-			return ctx.Err()
+			return peer.SendStats{}, ctx.Err()
 		}
 	}
 	if _, err := c.Sources[0].FS.Open("pages.img"); err != nil {
-		return fmt.Errorf("image missing while sending: %w", err)
+		return peer.SendStats{}, fmt.Errorf("image missing while sending: %w", err)
 	}
 	if s.sendErr != nil {
 		s.rec.add("send-failed:%d", c.Epoch)
-		return s.sendErr
+		return peer.SendStats{}, s.sendErr
 	}
 	s.rec.add("send:%d", c.Epoch)
-	return nil
+	return peer.SendStats{}, nil
 }
 func (s *fakeSender) BackupCommitted() uint64 { return s.committed }
 func (s *fakeSender) Done() <-chan struct{}   { return s.done }

@@ -281,7 +281,7 @@ type injSender struct {
 
 func (w *injSender) Done() <-chan struct{} { return w.done }
 
-func (w *injSender) Send(ctx context.Context, c peer.Checkpoint) error {
+func (w *injSender) Send(ctx context.Context, c peer.Checkpoint) (peer.SendStats, error) {
 	j := w.j
 	j.at(injBeforeSend, c.Epoch)
 	f := &injFS{j: j, epoch: c.Epoch, limit: -1}
@@ -303,7 +303,7 @@ func (w *injSender) Send(ctx context.Context, c peer.Checkpoint) error {
 	j.mu.Lock()
 	j.rep.InFlight = c.Epoch
 	j.mu.Unlock()
-	err := w.CheckpointSender.Send(ctx, c)
+	st, err := w.CheckpointSender.Send(ctx, c)
 	j.mu.Lock()
 	j.rep.InFlight = 0
 	if err == nil {
@@ -311,7 +311,7 @@ func (w *injSender) Send(ctx context.Context, c peer.Checkpoint) error {
 	}
 	j.mu.Unlock()
 	j.at(injSent, c.Epoch)
-	return err
+	return st, err
 }
 
 func sourcesSize(srcs []peer.Source) int64 {

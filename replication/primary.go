@@ -63,6 +63,7 @@ type Primary struct {
 	pause      window
 	hold       window // input held per epoch
 	bytes      window
+	sentBytes  window // checkpoint content sent over the wire (the rest was copied from the base)
 	ackLat     window
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
@@ -353,7 +354,7 @@ func (p *Primary) Status() Status {
 		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, FailedEpochs: p.failed, Nacks: p.nacks,
-		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), AckMS: p.ackLat.summary(),
+		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
 		Gate: &GateStatus{
 			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,
 			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),

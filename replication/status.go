@@ -58,10 +58,11 @@ type Status struct {
 	Nacks         uint64 `json:"nacks,omitempty"`          // checkpoints the backup refused
 	Repairs       uint64 `json:"repairs,omitempty"`        // primary: times re-paired after degraded
 
-	PauseMS       Summary `json:"pause_ms,omitzero"`        // freeze → thaw, recent epochs
-	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`   // inbound packets held per epoch
-	BytesPerEpoch Summary `json:"bytes_per_epoch,omitzero"` // checkpoint size, recent epochs
-	AckMS         Summary `json:"ack_ms,omitzero"`          // checkpoint taken → acknowledged
+	PauseMS       Summary `json:"pause_ms,omitzero"`             // freeze → thaw, recent epochs
+	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`        // inbound packets held per epoch
+	BytesPerEpoch Summary `json:"bytes_per_epoch,omitzero"`      // checkpoint size, recent epochs
+	SentPerEpoch  Summary `json:"sent_bytes_per_epoch,omitzero"` // primary: of that, sent (the rest: copied from the previous checkpoint)
+	AckMS         Summary `json:"ack_ms,omitzero"`               // checkpoint taken → acknowledged
 
 	Gate     *GateStatus        `json:"gate,omitempty"`
 	Failover *FailoverTimings   `json:"failover,omitempty"`

@@ -42,7 +42,7 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 	}
 	sn := r.sn
 	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
-		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), Restorer: r.restorer, Logger: engineLogger(ctx),
+		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), DurableStore: r.host.CheckpointFsync, Restorer: r.restorer, Logger: engineLogger(ctx),
 		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: r.cfg.Service.Address, Up: func(ctx context.Context) error {
 			tm, err := sn.Promote(ctx)
 			log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")

@@ -33,6 +33,12 @@ type Config struct {
 	ImageDir string `toml:"image_dir"`
 	// CheckpointDir is where the backup keeps committed checkpoints.
 	CheckpointDir string `toml:"checkpoint_dir"`
+	// CheckpointFsync makes the backup fsync every checkpoint before it
+	// acknowledges it. Off by default: a checkpoint survives the shim's
+	// crash either way, and the host's only matters to a backup that has
+	// lost its primary's connection too; a torn checkpoint is refused by
+	// the verification before a restore.
+	CheckpointFsync bool `toml:"checkpoint_fsync"`
 	// PeerTLS authenticates and encrypts the peer channel (invariant 5).
 	PeerTLS replication.PeerTLS `toml:"peer_tls"`
 	// CRIUNice is the nice value of the CRIU process that dumps: the pause is

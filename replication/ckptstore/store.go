@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -39,28 +38,64 @@ var (
 	ErrNoSpace     = errors.New("not enough space for the checkpoint")
 )
 
-// Checkpoint describes a committed checkpoint.
+// Checkpoint describes a committed checkpoint. It is complete by itself,
+// also when it was received as a delta.
 type Checkpoint struct {
-	Epoch       uint64
-	BaseEpoch   uint64 // 0: full checkpoint
+	Epoch uint64
+	// BaseEpoch is the checkpoint it was received as a delta against (its
+	// unchanged blocks were copied from there), 0 if it came in full.
+	BaseEpoch   uint64
 	Dir         string // absolute path of its files
 	Size        uint64
 	Files       uint32
 	Digest      [32]byte
 	CommittedAt time.Time
-	// Chain lists the epochs whose directories this checkpoint needs: itself,
-	// then its base, the base's base, ... They are all kept.
-	Chain []uint64
+	// Copied is how many of Size bytes were copied from the base rather
+	// than received.
+	Copied uint64
+}
+
+// Options configure a Store.
+type Options struct {
+	Logger *slog.Logger // should carry the pair ID; nil: slog.Default()
+	// Durable fsyncs every file and directory before a checkpoint becomes
+	// current. Without it a checkpoint survives a crash of the backup's
+	// shim but not necessarily of its host; that costs nothing in safety
+	// (a torn checkpoint fails the verification before any restore, and a
+	// backup host that crashed has no primary connection to fail over
+	// anyway) and saves writing every epoch to the disk.
+	Durable bool
 }
 
 // Store is the checkpoint store of one pair on the backup.
 type Store struct {
-	root string
-	log  *slog.Logger
+	root    string
+	log     *slog.Logger
+	durable bool
 
 	mu      sync.Mutex
 	current *Checkpoint
 	staging *Staging
+	// blocks are the block digests of the current checkpoint's files, by
+	// path; nil when unknown (reopened store): deltas are then refused.
+	blocks map[string]fileBlocks
+	// spare is the checkpoint before the current one, kept to be rewritten
+	// in place into the next: from one epoch to the next most blocks are
+	// the same, so the next checkpoint costs the blocks that changed in
+	// two epochs, not a copy of everything (and no file is deleted and
+	// reallocated each epoch). nil: none.
+	spare *spare
+}
+
+type spare struct {
+	dir   string
+	files map[string]fileBlocks
+}
+
+// fileBlocks is what a delta needs of a file of its base.
+type fileBlocks struct {
+	size   uint64
+	digest []wire.BlockDigest
 }
 
 const (
@@ -72,9 +107,9 @@ const (
 // Open opens (creating it if needed) the store at root and recovers from a
 // crash: staging directories and a half-written manifest are removed, and so
 // are committed directories the manifest does not need (a crash between the
-// rename into checkpoints/ and the manifest swap leaves one behind). log
-// should carry the pair ID.
-func Open(root string, log *slog.Logger) (*Store, error) {
+// rename into checkpoints/ and the manifest swap leaves one behind).
+func Open(root string, opts Options) (*Store, error) {
+	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
@@ -82,7 +117,7 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening checkpoint store %s: %w", root, err)
 	}
-	s := &Store{root: root, log: log.With("store", root)}
+	s := &Store{root: root, log: log.With("store", root), durable: opts.Durable}
 	for _, d := range []string{root, s.path(stagingDir), s.path(checkpointsDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("opening checkpoint store: %w", err)
@@ -127,9 +162,7 @@ func (s *Store) Current() (Checkpoint, bool) {
 	if s.current == nil {
 		return Checkpoint{}, false
 	}
-	c := *s.current
-	c.Chain = slices.Clone(c.Chain)
-	return c, true
+	return *s.current, true
 }
 
 // CurrentEpoch is the epoch of the current checkpoint, 0 if none.
@@ -151,34 +184,55 @@ func (s *Store) Begin(epoch uint64, b wire.CheckpointBegin) (*Staging, error) {
 		return nil, fmt.Errorf("beginning checkpoint %d: %w (epoch %d)", epoch, ErrBusy, s.staging.epoch)
 	}
 	var cur uint64
-	var chain []uint64
 	if s.current != nil {
-		cur, chain = s.current.Epoch, s.current.Chain
+		cur = s.current.Epoch
 	}
 	if epoch <= cur {
 		return nil, fmt.Errorf("beginning checkpoint %d: %w (current is %d)", epoch, ErrEpochOrder, cur)
 	}
-	// An incremental checkpoint may only build on the current one: the
-	// store keeps the current chain and nothing else.
-	if b.BaseEpoch != 0 && b.BaseEpoch != cur {
-		return nil, fmt.Errorf("beginning checkpoint %d on base %d: %w (current is %d)", epoch, b.BaseEpoch, ErrBaseMissing, cur)
+	// A delta may only build on the current checkpoint, whose blocks are
+	// known: the store keeps nothing else.
+	var base *deltaBase
+	if b.BaseEpoch != 0 {
+		if b.BaseEpoch != cur {
+			return nil, fmt.Errorf("beginning checkpoint %d on base %d: %w (current is %d)", epoch, b.BaseEpoch, ErrBaseMissing, cur)
+		}
+		if s.blocks == nil {
+			return nil, fmt.Errorf("beginning checkpoint %d on base %d: %w (its block digests are not known since the store was reopened)",
+				epoch, b.BaseEpoch, ErrBaseMissing)
+		}
+		base = &deltaBase{epoch: cur, dir: s.current.Dir, files: s.blocks}
 	}
-	if free, ok := freeBytes(s.root); ok && free < b.TotalSize {
-		return nil, fmt.Errorf("beginning checkpoint %d of %d bytes: %w (%d free)", epoch, b.TotalSize, ErrNoSpace, free)
+	var reuse uint64 // bytes of the spare, rewritten in place
+	if s.spare != nil {
+		for _, f := range s.spare.files {
+			reuse += f.size
+		}
+	}
+	if free, ok := freeBytes(s.root); ok && free+reuse < b.TotalSize {
+		return nil, fmt.Errorf("beginning checkpoint %d of %d bytes: %w (%d free)", epoch, b.TotalSize, ErrNoSpace, free+reuse)
 	}
 	dir := s.path(stagingDir, epochName(epoch))
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("beginning checkpoint %d: %w", epoch, err)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("beginning checkpoint %d: %w", epoch, err)
+	inPlace, reused := map[string]fileBlocks{}, false
+	if sp := s.spare; sp != nil {
+		s.spare = nil
+		if err := os.Rename(sp.dir, dir); err != nil {
+			s.log.Warn("reusing the previous checkpoint's directory failed; writing a new one", "err", err)
+			os.RemoveAll(sp.dir)
+		} else {
+			inPlace, reused = sp.files, true
+		}
 	}
-	newChain := []uint64{epoch}
-	if b.BaseEpoch != 0 {
-		newChain = append(newChain, chain...)
+	if !reused {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("beginning checkpoint %d: %w", epoch, err)
+		}
 	}
-	st := &Staging{store: s, epoch: epoch, begin: b, dir: dir, chain: newChain,
-		hasher: wire.NewContentHasher(), dirs: map[string]bool{dir: true}}
+	st := &Staging{store: s, epoch: epoch, begin: b, dir: dir, base: base, blocks: map[string]fileBlocks{}, inPlace: inPlace,
+		hasher: wire.NewBlockKeepingHasher(), dirs: map[string]bool{dir: true}}
 	s.staging = st
 	return st, nil
 }
@@ -198,7 +252,7 @@ type manifest struct {
 	Files       uint32    `json:"files"`
 	Digest      string    `json:"sha256"`
 	CommittedAt time.Time `json:"committed_at"`
-	Chain       []uint64  `json:"chain"`
+	Copied      uint64    `json:"copied,omitempty"`
 }
 
 func (s *Store) readManifest() (*Checkpoint, error) {
@@ -214,16 +268,14 @@ func (s *Store) readManifest() (*Checkpoint, error) {
 		return nil, fmt.Errorf("reading manifest %s: %w", s.path(manifestName), err)
 	}
 	c := &Checkpoint{Epoch: m.Epoch, BaseEpoch: m.BaseEpoch, Dir: s.path(m.Dir), Size: m.Size, Files: m.Files,
-		CommittedAt: m.CommittedAt, Chain: m.Chain}
+		CommittedAt: m.CommittedAt, Copied: m.Copied}
 	d, err := hex.DecodeString(m.Digest)
-	if err != nil || len(d) != 32 || m.Epoch == 0 || len(m.Chain) == 0 || m.Chain[0] != m.Epoch {
+	if err != nil || len(d) != 32 || m.Epoch == 0 || m.Dir != filepath.Join(checkpointsDir, epochName(m.Epoch)) {
 		return nil, fmt.Errorf("manifest %s is malformed", s.path(manifestName))
 	}
 	copy(c.Digest[:], d)
-	for _, e := range c.Chain {
-		if _, err := os.Stat(s.path(checkpointsDir, epochName(e))); err != nil {
-			return nil, fmt.Errorf("manifest names checkpoint %d: %w", e, err)
-		}
+	if _, err := os.Stat(c.Dir); err != nil {
+		return nil, fmt.Errorf("manifest names checkpoint %d: %w", c.Epoch, err)
 	}
 	return c, nil
 }
@@ -233,7 +285,7 @@ func (s *Store) readManifest() (*Checkpoint, error) {
 // whether the rename happened (the new manifest is in place).
 func (s *Store) writeManifest(c *Checkpoint) (swapped bool, err error) {
 	m := manifest{Epoch: c.Epoch, BaseEpoch: c.BaseEpoch, Dir: filepath.Join(checkpointsDir, epochName(c.Epoch)),
-		Size: c.Size, Files: c.Files, Digest: hex.EncodeToString(c.Digest[:]), CommittedAt: c.CommittedAt, Chain: c.Chain}
+		Size: c.Size, Files: c.Files, Digest: hex.EncodeToString(c.Digest[:]), CommittedAt: c.CommittedAt, Copied: c.Copied}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return false, err
@@ -244,7 +296,7 @@ func (s *Store) writeManifest(c *Checkpoint) (swapped bool, err error) {
 		return false, err
 	}
 	_, err = f.Write(append(b, '\n'))
-	if err == nil {
+	if err == nil && s.durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -257,10 +309,11 @@ func (s *Store) writeManifest(c *Checkpoint) (swapped bool, err error) {
 		os.Remove(tmp)
 		return false, err
 	}
-	return true, syncDir(s.root)
+	return true, s.syncDir(s.root)
 }
 
-// removeUnneeded deletes committed directories outside the current chain.
+// removeUnneeded deletes committed directories other than the current one
+// and the spare.
 // Failures are logged, not returned: a leftover costs space, not safety.
 func (s *Store) removeUnneeded() {
 	entries, err := os.ReadDir(s.path(checkpointsDir))
@@ -268,13 +321,12 @@ func (s *Store) removeUnneeded() {
 		s.log.Error("listing committed checkpoints", "err", err)
 		return
 	}
-	var keep []uint64
-	if s.current != nil {
-		keep = s.current.Chain
-	}
 	for _, e := range entries {
 		epoch, err := strconv.ParseUint(e.Name(), 10, 64)
-		if err == nil && slices.Contains(keep, epoch) {
+		if err == nil && s.current != nil && epoch == s.current.Epoch {
+			continue
+		}
+		if s.spare != nil && s.path(checkpointsDir, e.Name()) == s.spare.dir {
 			continue
 		}
 		if err := os.RemoveAll(s.path(checkpointsDir, e.Name())); err != nil {
@@ -283,7 +335,11 @@ func (s *Store) removeUnneeded() {
 	}
 }
 
-func syncDir(dir string) error {
+// syncDir makes dir's entries durable, if the store is.
+func (s *Store) syncDir(dir string) error {
+	if !s.durable {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

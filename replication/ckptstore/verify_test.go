@@ -66,7 +66,7 @@ func TestCheckpointVerify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := Open(t.TempDir(), nil)
+			s, err := Open(t.TempDir(), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,13 +98,13 @@ func TestCheckpointVerify(t *testing.T) {
 // of the backup verifies too (what the promotion restores).
 func TestVerifyAfterReopen(t *testing.T) {
 	root := t.TempDir()
-	s, err := Open(root, nil)
+	s, err := Open(root, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	commit(t, s, 1, 0, map[string]string{"a.img": "aaaa"})
 	commit(t, s, 2, 0, map[string]string{"a/b": "1", "a.x": "2", "a-c": "3"}) // walk order differs from canonical order
-	s2, err := Open(root, nil)
+	s2, err := Open(root, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

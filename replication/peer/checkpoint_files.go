@@ -15,9 +15,8 @@ import (
 // under its prefix. Files must not change while they are sent (CRIU's
 // images do not); a file that does is detected and the transfer aborted.
 type Checkpoint struct {
-	Epoch     uint64
-	BaseEpoch uint64 // 0: full; else the committed checkpoint it builds on
-	Sources   []Source
+	Epoch   uint64
+	Sources []Source
 }
 
 // Source is a tree of regular files sent under Prefix ("" for the top).

@@ -52,7 +52,7 @@ func baseOptions(t testing.TB, peerName string) Options {
 // startBackup runs a Receiver on a random loopback port.
 func startBackup(t testing.TB, opts Options, creds *peertls.Credentials, storeDir string) (addr string, store *ckptstore.Store, failed chan PeerFailure, stop func()) {
 	t.Helper()
-	store, err := ckptstore.Open(storeDir, opts.Logger)
+	store, err := ckptstore.Open(storeDir, ckptstore.Options{Logger: opts.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func sendAndWait(t *testing.T, s *Sender, c Checkpoint) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := s.Send(ctx, c); err != nil {
+	if _, err := s.Send(ctx, c); err != nil {
 		t.Fatalf("Send %d: %v", c.Epoch, err)
 	}
 	return s.WaitAck(ctx, c.Epoch)
@@ -195,7 +195,7 @@ func TestCheckpointTransfer(t *testing.T) {
 	sameTree(t, delta, filepath.Join(cur.Dir, "fs"))
 
 	// Out-of-order epochs are refused by the Sender before anything is sent.
-	if err := s.Send(context.Background(), checkpoint(1, criu)); !errors.Is(err, ErrEpochOrder) {
+	if _, err := s.Send(context.Background(), checkpoint(1, criu)); !errors.Is(err, ErrEpochOrder) {
 		t.Fatalf("epoch repeated: %v", err)
 	}
 	// Next epoch commits and replaces the previous one.
@@ -234,7 +234,7 @@ func TestEpochBelowBackupRefused(t *testing.T) {
 	if s.BackupCommitted() != 5 {
 		t.Fatalf("backup committed %d", s.BackupCommitted())
 	}
-	if err := s.Send(context.Background(), checkpoint(3, src)); !errors.Is(err, ErrEpochOrder) {
+	if _, err := s.Send(context.Background(), checkpoint(3, src)); !errors.Is(err, ErrEpochOrder) {
 		t.Fatalf("stale epoch: %v", err)
 	}
 	if err := sendAndWait(t, s, checkpoint(6, src)); err != nil || store.CurrentEpoch() != 6 {
@@ -308,7 +308,7 @@ func TestCorruptChunkRejected(t *testing.T) {
 			defer cancel()
 			// Send itself may fail: the backup closes the connection at
 			// the first bad frame.
-			err := bad.Send(ctx, checkpoint(2, src))
+			_, err := bad.Send(ctx, checkpoint(2, src))
 			if err == nil {
 				err = bad.WaitAck(ctx, 2)
 			}
@@ -622,7 +622,7 @@ func TestSendCancelledAborts(t *testing.T) {
 		t.Fatal(err)
 	}
 	armed.Store(true)
-	if err := s.Send(ctx, checkpoint(2, src)); !errors.Is(err, context.Canceled) {
+	if _, err := s.Send(ctx, checkpoint(2, src)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Send: %v", err)
 	}
 	armed.Store(false)

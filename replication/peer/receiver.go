@@ -168,11 +168,19 @@ func (in *inbound) handle(f wire.Frame) error {
 		if in.staging == nil {
 			return fmt.Errorf("chunk of checkpoint %d without a transfer in progress", f.Epoch)
 		}
-		if err := in.staging.Write(c); err != nil {
-			in.staging.Abort(err.Error())
-			in.staging = nil
-			in.nack(f.Epoch, err)
+		in.store(f.Epoch, func(st *ckptstore.Staging) error { return st.Write(c) })
+	case wire.TypeCheckpointCopy:
+		if in.refused == f.Epoch {
+			return nil
 		}
+		c, err := wire.DecodeCheckpointCopy(f.Payload)
+		if err != nil {
+			return err
+		}
+		if in.staging == nil {
+			return fmt.Errorf("copy of checkpoint %d without a transfer in progress", f.Epoch)
+		}
+		in.store(f.Epoch, func(st *ckptstore.Staging) error { return st.Copy(c) })
 	case wire.TypeCheckpointEnd:
 		if in.refused == f.Epoch {
 			return nil
@@ -213,6 +221,15 @@ func (in *inbound) handle(f wire.Frame) error {
 		in.s.reply(wire.TypeError, f.Epoch, wire.Error{Code: wire.CodeUnsupported, Message: "input log not implemented"}.Append(nil))
 	}
 	return nil
+}
+
+// store writes into the staging checkpoint; a failure refuses it.
+func (in *inbound) store(epoch uint64, write func(*ckptstore.Staging) error) {
+	if err := write(in.staging); err != nil {
+		in.staging.Abort(err.Error())
+		in.staging = nil
+		in.nack(epoch, err)
+	}
 }
 
 func (in *inbound) discard(reason string) {

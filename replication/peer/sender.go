@@ -5,10 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
+	"hash/maphash"
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iorrc/rrc/replication/peertls"
@@ -50,6 +51,11 @@ type Sender struct {
 
 	sendMu   sync.Mutex // one checkpoint at a time
 	lastSent uint64
+	base     *sentImage // the last checkpoint sent in full or as a delta; under sendMu
+	seed     maphash.Seed
+	// baseStale is set when the backup refused a checkpoint: the base may
+	// not be what it holds, so the next checkpoint goes in full.
+	baseStale atomic.Bool
 
 	mu      sync.Mutex
 	acked   uint64
@@ -88,7 +94,7 @@ func Dial(ctx context.Context, addr string, creds *peertls.Credentials, opts Opt
 		s.shutdown()
 		return nil, fmt.Errorf("handshake with backup %s: %w", addr, err)
 	}
-	snd := &Sender{s: s, acked: s.peerEpoch, lastSent: s.peerEpoch, answers: map[uint64]Ack{},
+	snd := &Sender{s: s, seed: maphash.MakeSeed(), acked: s.peerEpoch, lastSent: s.peerEpoch, answers: map[uint64]Ack{},
 		sent: map[uint64]*inFlight{}, changed: make(chan struct{})}
 	s.latestEpoch.Store(s.peerEpoch)
 	s.log.Info("connected to backup", "backup_committed", s.peerEpoch)
@@ -124,6 +130,10 @@ func (x *Sender) Err() error { return x.s.Err() }
 // Close ends the session.
 func (x *Sender) Close() error {
 	x.s.shutdown()
+	x.sendMu.Lock() // a Send in progress ends with the session
+	x.base.release()
+	x.base = nil
+	x.sendMu.Unlock()
 	return nil
 }
 
@@ -131,19 +141,38 @@ func (x *Sender) Close() error {
 // handed to the connection's writer (not when the backup has it: use
 // WaitAck or OnAck for that), so the engine can let the container run
 // meanwhile. Cancelling ctx aborts the transfer: the backup discards it.
-func (x *Sender) Send(ctx context.Context, c Checkpoint) error {
+//
+// A checkpoint is sent as a delta against the previous one sent on this
+// session (see delta.go) unless it is the first, or the backup refused one
+// since: then it goes in full. The files of c may be removed as soon as Send
+// returns, but they must never be modified, during Send or after: the base
+// of the next delta is their mapped content (CRIU writes each epoch's
+// images as new files).
+func (x *Sender) Send(ctx context.Context, c Checkpoint) (SendStats, error) {
 	x.sendMu.Lock()
 	defer x.sendMu.Unlock()
 	if c.Epoch <= x.lastSent {
-		return fmt.Errorf("sending checkpoint %d: %w (last sent or held by the backup: %d)", c.Epoch, ErrEpochOrder, x.lastSent)
+		return SendStats{}, fmt.Errorf("sending checkpoint %d: %w (last sent or held by the backup: %d)", c.Epoch, ErrEpochOrder, x.lastSent)
+	}
+	if x.s.Err() != nil {
+		return SendStats{}, fmt.Errorf("sending checkpoint %d: %w", c.Epoch, x.s.Err())
 	}
 	files, err := collect(c.Sources)
 	if err != nil {
-		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+		return SendStats{}, fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
 	}
-	var total uint64
+	base := x.base
+	x.base = nil
+	defer base.release()
+	if x.baseStale.Swap(false) {
+		base = nil
+	}
+	var st SendStats
 	for _, f := range files {
-		total += f.size
+		st.Size += f.size
+	}
+	if base != nil {
+		st.BaseEpoch = base.epoch
 	}
 	start := time.Now()
 	x.lastSent = c.Epoch // even if aborted: the wire refuses an epoch twice
@@ -152,14 +181,16 @@ func (x *Sender) Send(ctx context.Context, c Checkpoint) error {
 	x.mu.Lock()
 	x.sent[c.Epoch] = &inFlight{}
 	x.mu.Unlock()
-	begin := wire.CheckpointBegin{TotalSize: total, FileCount: uint32(len(files)), BaseEpoch: c.BaseEpoch}
+	begin := wire.CheckpointBegin{TotalSize: st.Size, FileCount: uint32(len(files)), BaseEpoch: st.BaseEpoch}
 	if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointBegin, c.Epoch, begin.Append(nil), false); err != nil {
-		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+		return st, fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
 	}
-	digest, err := x.sendFiles(ctx, c.Epoch, files)
+	next := &sentImage{epoch: c.Epoch, files: make(map[string]*sentFile, len(files)), seed: x.seed}
+	digest, err := x.sendFiles(ctx, c.Epoch, files, base, next, &st)
 	if err != nil {
+		next.release()
 		x.abort(c.Epoch, err)
-		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+		return st, fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
 	}
 	x.mu.Lock()
 	if f := x.sent[c.Epoch]; f != nil {
@@ -167,11 +198,14 @@ func (x *Sender) Send(ctx context.Context, c Checkpoint) error {
 	}
 	x.mu.Unlock()
 	if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointEnd, c.Epoch, wire.CheckpointEnd{Digest: digest}.Append(nil), false); err != nil {
+		next.release()
 		x.abort(c.Epoch, err)
-		return fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
+		return st, fmt.Errorf("sending checkpoint %d: %w", c.Epoch, err)
 	}
-	x.s.log.Debug("checkpoint queued", "epoch", c.Epoch, "size", total, "files", len(files), "took", time.Since(start))
-	return nil
+	x.base = next
+	x.s.log.Debug("checkpoint queued", "epoch", c.Epoch, "size", st.Size, "sent", st.Sent, "copied", st.Copied,
+		"base", st.BaseEpoch, "files", len(files), "took", time.Since(start))
+	return st, nil
 }
 
 // abort tells the backup to discard the transfer; it goes on the bulk lane
@@ -186,48 +220,22 @@ func (x *Sender) abort(epoch uint64, why error) {
 	x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointAbort, epoch, wire.CheckpointAbort{Reason: why.Error()}.Append(nil), false)
 }
 
-func (x *Sender) sendFiles(ctx context.Context, epoch uint64, files []fileEntry) ([32]byte, error) {
+func (x *Sender) sendFiles(ctx context.Context, epoch uint64, files []fileEntry, base, next *sentImage, st *SendStats) ([32]byte, error) {
 	h := wire.NewContentHasher()
 	for _, f := range files {
+		data, unmap, err := mapFile(f)
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("%s: %w", f.path, err)
+		}
+		sf := &sentFile{path: f.path, data: data, unmap: unmap, digest: make([]wire.BlockDigest, (f.size+wire.BlockSize-1)/wire.BlockSize)}
+		next.files[f.path] = sf
 		h.BeginFile(f.path, f.mode, f.size)
-		if err := x.sendFile(ctx, epoch, f, h); err != nil {
+		d := fileDelta{x: x, ctx: ctx, epoch: epoch, entry: f, sf: sf, base: base, h: h, stats: st}
+		if err := d.run(); err != nil {
 			return [32]byte{}, fmt.Errorf("%s: %w", f.path, err)
 		}
 	}
 	return h.Sum(), nil
-}
-
-func (x *Sender) sendFile(ctx context.Context, epoch uint64, f fileEntry, h io.Writer) error {
-	r, err := f.fsys.Open(f.name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	var off uint64
-	for {
-		// A fresh buffer per chunk: the frame is queued, not yet written.
-		n := min(uint64(x.s.opts.ChunkSize), f.size-off)
-		data := make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
-			return fmt.Errorf("file shrank while sending (read %d of %d bytes): %w", off, f.size, err)
-		}
-		h.Write(data)
-		c := wire.CheckpointChunk{Path: f.path, Mode: f.mode, FileSize: f.size, Offset: off, Data: data}
-		if hk := x.s.opts.hooks; hk != nil && hk.chunk != nil {
-			hk.chunk(&c)
-		}
-		if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointChunk, epoch, c.Append(make([]byte, 0, len(data)+len(f.path)+32)), false); err != nil {
-			return err
-		}
-		off += n
-		if off == f.size {
-			break
-		}
-	}
-	if n, _ := r.Read(make([]byte, 1)); n != 0 {
-		return fmt.Errorf("file grew beyond %d bytes while sending", f.size)
-	}
-	return nil
 }
 
 // handle processes the backup's frames (reader goroutine).
@@ -271,6 +279,9 @@ func (x *Sender) handle(f wire.Frame) error {
 }
 
 func (x *Sender) answer(a Ack) {
+	if a.Err != nil {
+		x.baseStale.Store(true)
+	}
 	x.mu.Lock()
 	delete(x.sent, a.Epoch)
 	if a.Err == nil && a.Epoch > x.acked {

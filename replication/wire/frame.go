@@ -17,7 +17,7 @@ const Magic uint32 = 0x52524350
 
 // Version is the protocol version this package speaks. A frame of any other
 // version is refused: versions are negotiated in Hello before they differ.
-const Version uint8 = 1
+const Version uint8 = 2
 
 // HeaderSize is the size of the fixed frame header.
 const HeaderSize = 40
@@ -47,6 +47,8 @@ const (
 	// acknowledged individually (cumulatively by index).
 	TypeLogRecord Type = 9
 	TypeLogAck    Type = 10
+	// TypeCheckpointCopy is the part of a delta checkpoint taken from its base.
+	TypeCheckpointCopy Type = 11
 )
 
 var typeNames = [...]string{
@@ -60,10 +62,11 @@ var typeNames = [...]string{
 	TypeError:           "Error",
 	TypeLogRecord:       "LogRecord",
 	TypeLogAck:          "LogAck",
+	TypeCheckpointCopy:  "CheckpointCopy",
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeLogAck }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeCheckpointCopy }
 
 func (t Type) String() string {
 	if t.Known() {

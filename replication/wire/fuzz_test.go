@@ -13,6 +13,8 @@ import (
 func FuzzReader(f *testing.F) {
 	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeHeartbeat, 0, hbP), fr(TypeCheckpointBegin, 1, beginP),
 		fr(TypeCheckpointChunk, 1, chunkP), fr(TypeCheckpointEnd, 1, endP)), uint8(RolePrimary))
+	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeCheckpointBegin, 2, beginP), fr(TypeCheckpointCopy, 2, copyP),
+		fr(TypeCheckpointEnd, 2, endP)), uint8(RolePrimary))
 	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeAck, 1, Ack{}.Append(nil))), uint8(RoleBackup))
 	f.Add([]byte("RRCP"), uint8(RolePrimary))
 	f.Fuzz(func(t *testing.T, in []byte, role uint8) {
@@ -73,6 +75,17 @@ func FuzzDecodeHello(f *testing.F) {
 func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add(hbP)
 	f.Fuzz(func(t *testing.T, in []byte) { roundTrip(t, in, DecodeHeartbeat) })
+}
+
+func FuzzDecodeCheckpointCopy(f *testing.F) {
+	f.Add(copyP)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		roundTrip(t, in, DecodeCheckpointCopy)
+		c, err := DecodeCheckpointCopy(in)
+		if err == nil && (c.Offset%BlockSize != 0 || c.BaseOffset%BlockSize != 0 || c.Length == 0 || c.Offset+c.Length > c.FileSize) {
+			t.Fatalf("accepted a copy that breaks the rules: %+v", c)
+		}
+	})
 }
 
 func FuzzDecodeCheckpointBegin(f *testing.F) {

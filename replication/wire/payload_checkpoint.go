@@ -73,6 +73,70 @@ func DecodeCheckpointChunk(b []byte) (CheckpointChunk, error) {
 	return c, nil
 }
 
+// CheckpointCopy fills Length bytes at Offset of the file Path (FileSize
+// bytes, permission bits Mode) with the bytes at BaseOffset of the file
+// BasePath of the base checkpoint (CheckpointBegin.BaseEpoch): the parts of
+// a checkpoint that did not change since the base are not sent again. It
+// takes the place of chunks in the canonical order (contiguous with them).
+// Offsets are multiples of BlockSize in both files; Length is a multiple of
+// BlockSize unless the range ends both files (their last, short block), so
+// that the receiver can reuse the digests of the base's blocks.
+type CheckpointCopy struct {
+	Path       string
+	Mode       fs.FileMode
+	FileSize   uint64
+	Offset     uint64
+	Length     uint64
+	BasePath   string
+	BaseOffset uint64
+}
+
+func (c CheckpointCopy) Append(dst []byte) []byte {
+	dst = appendStr(dst, c.Path)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(c.Mode))
+	dst = binary.BigEndian.AppendUint64(dst, c.FileSize)
+	dst = binary.BigEndian.AppendUint64(dst, c.Offset)
+	dst = binary.BigEndian.AppendUint64(dst, c.Length)
+	dst = appendStr(dst, c.BasePath)
+	return binary.BigEndian.AppendUint64(dst, c.BaseOffset)
+}
+
+// DecodeCheckpointCopy decodes a copy. Whether the base range exists and
+// ends its file when Length is short is the receiver's to check.
+func DecodeCheckpointCopy(b []byte) (CheckpointCopy, error) {
+	d := decoder{what: "CheckpointCopy", b: b}
+	c := CheckpointCopy{Path: d.str("path", MaxPathLen)}
+	c.Mode = fs.FileMode(d.u32("mode"))
+	c.FileSize = d.u64("file size")
+	c.Offset = d.u64("offset")
+	c.Length = d.u64("length")
+	c.BasePath = d.str("base path", MaxPathLen)
+	c.BaseOffset = d.u64("base offset")
+	if err := d.done(); err != nil {
+		return CheckpointCopy{}, err
+	}
+	switch {
+	case !ValidCheckpointPath(c.Path) || !ValidCheckpointPath(c.BasePath):
+		d.fail("path %q or base path %q is not a clean relative path", c.Path, c.BasePath)
+	case c.Mode&^fs.ModePerm != 0:
+		d.fail("mode %#o has more than permission bits", uint32(c.Mode))
+	case c.Length == 0:
+		d.fail("empty copy")
+	case c.Offset%BlockSize != 0 || c.BaseOffset%BlockSize != 0:
+		d.fail("offsets %d and %d are not multiples of the block size", c.Offset, c.BaseOffset)
+	case c.Offset > c.FileSize || c.Length > c.FileSize-c.Offset:
+		d.fail("%d bytes at offset %d overrun file size %d", c.Length, c.Offset, c.FileSize)
+	case c.BaseOffset > ^uint64(0)-c.Length:
+		d.fail("base range overflows")
+	case c.Length%BlockSize != 0 && c.Offset+c.Length != c.FileSize:
+		d.fail("a copy of %d bytes (not whole blocks) must end the file", c.Length)
+	}
+	if d.err != nil {
+		return CheckpointCopy{}, d.err
+	}
+	return c, nil
+}
+
 // ValidCheckpointPath reports whether p may name a file of a checkpoint: a
 // clean, relative, slash-separated path without "." or ".." elements, NUL or
 // backslash, so that it cannot escape the checkpoint directory.

@@ -20,7 +20,7 @@ type ReaderOptions struct {
 
 // Reader reads the frames of one connection and enforces the stream rules on
 // top of the frame format: a Hello first and only once, sequence numbers
-// 1, 2, 3, ... without gaps, checkpoint frames in Begin, Chunk*, End|Abort
+// 1, 2, 3, ... without gaps, checkpoint frames in Begin, (Chunk|Copy)*, End|Abort
 // order with strictly increasing checkpoint epochs, Ack epochs strictly
 // increasing, heartbeat epochs never decreasing, and only the frame types
 // the peer's role sends. The first error is final: a stream that broke a
@@ -101,7 +101,7 @@ func isEOF(err error) bool { return errors.Is(err, io.EOF) || errors.Is(err, io.
 // allowed lists the frame types each role writes.
 var allowed = map[Role]map[Type]bool{
 	RolePrimary: {TypeHello: true, TypeHeartbeat: true, TypeCheckpointBegin: true, TypeCheckpointChunk: true,
-		TypeCheckpointEnd: true, TypeCheckpointAbort: true, TypeError: true, TypeLogRecord: true},
+		TypeCheckpointEnd: true, TypeCheckpointAbort: true, TypeError: true, TypeLogRecord: true, TypeCheckpointCopy: true},
 	RoleBackup: {TypeHello: true, TypeHeartbeat: true, TypeAck: true, TypeError: true, TypeLogAck: true},
 }
 
@@ -139,14 +139,14 @@ func (r *Reader) check(h Header) error {
 			return fmt.Errorf("%w: checkpoint epoch %d after %d (sequence %d)", ErrEpochOrder, h.Epoch, r.ckptEpoch, h.Seq)
 		}
 		r.inCheckpoint, r.ckptEpoch = true, h.Epoch
-	case TypeCheckpointChunk, TypeCheckpointEnd, TypeCheckpointAbort:
+	case TypeCheckpointChunk, TypeCheckpointCopy, TypeCheckpointEnd, TypeCheckpointAbort:
 		if !r.inCheckpoint {
 			return fmt.Errorf("%w: %s of epoch %d outside a checkpoint transfer (sequence %d)", ErrUnexpectedFrame, h.Type, h.Epoch, h.Seq)
 		}
 		if h.Epoch != r.ckptEpoch {
 			return fmt.Errorf("%w: %s of epoch %d during the transfer of epoch %d (sequence %d)", ErrEpochOrder, h.Type, h.Epoch, r.ckptEpoch, h.Seq)
 		}
-		if h.Type != TypeCheckpointChunk {
+		if h.Type == TypeCheckpointEnd || h.Type == TypeCheckpointAbort {
 			r.inCheckpoint = false
 		}
 	case TypeAck:

@@ -31,6 +31,7 @@ var (
 	beginP = CheckpointBegin{TotalSize: 3, FileCount: 1}.Append(nil)
 	chunkP = CheckpointChunk{Path: "a/b.img", Mode: 0o600, FileSize: 3, Data: []byte("abc")}.Append(nil)
 	endP   = CheckpointEnd{}.Append(nil)
+	copyP  = CheckpointCopy{Path: "a/a.img", Mode: 0o600, FileSize: BlockSize, Length: BlockSize, BasePath: "a/a.img"}.Append(nil)
 )
 
 func readAll(b []byte, role Role) error {
@@ -48,7 +49,8 @@ func readAll(b []byte, role Role) error {
 func TestReaderStreams(t *testing.T) {
 	good := stream(fr(TypeHello, 0, helloP), fr(TypeHeartbeat, 0, hbP),
 		fr(TypeCheckpointBegin, 1, beginP), fr(TypeCheckpointChunk, 1, chunkP), fr(TypeHeartbeat, 1, hbP), fr(TypeCheckpointEnd, 1, endP),
-		fr(TypeCheckpointBegin, 2, beginP), fr(TypeCheckpointAbort, 2, CheckpointAbort{Reason: "x"}.Append(nil)),
+		fr(TypeCheckpointBegin, 2, beginP), fr(TypeCheckpointCopy, 2, copyP), fr(TypeCheckpointChunk, 2, chunkP), fr(TypeCheckpointEnd, 2, endP),
+		fr(TypeCheckpointBegin, 3, beginP), fr(TypeCheckpointAbort, 3, CheckpointAbort{Reason: "x"}.Append(nil)),
 		fr(TypeCheckpointBegin, 5, beginP), fr(TypeCheckpointEnd, 5, endP))
 	flip := func(b []byte, i int) []byte { c := bytes.Clone(b); c[i] ^= 1; return c }
 	hello := stream(fr(TypeHello, 0, helloP))
@@ -121,6 +123,11 @@ func TestPayloadRoundTrips(t *testing.T) {
 	if got, err := DecodeCheckpointChunk(c.Append(nil)); err != nil || got.Path != c.Path || got.Mode != c.Mode || got.FileSize != 10 || got.Offset != 7 || string(got.Data) != "xyz" {
 		t.Errorf("Chunk: %+v %v", got, err)
 	}
+	cp := CheckpointCopy{Path: "pages-1.img", Mode: 0o600, FileSize: 3*BlockSize + 10, Offset: BlockSize, Length: 2*BlockSize + 10,
+		BasePath: "pages-2.img", BaseOffset: 5 * BlockSize}
+	if got, err := DecodeCheckpointCopy(cp.Append(nil)); err != nil || got != cp {
+		t.Errorf("Copy: %+v %v", got, err)
+	}
 	b := CheckpointBegin{TotalSize: 1 << 40, FileCount: 7, BaseEpoch: 3}
 	if got, err := DecodeCheckpointBegin(b.Append(nil)); err != nil || got != b {
 		t.Errorf("Begin: %+v %v", got, err)
@@ -164,6 +171,14 @@ func TestPayloadRejects(t *testing.T) {
 		{"chunk offset overflow", func(b []byte) error { _, err := DecodeCheckpointChunk(b); return err }, chunk(CheckpointChunk{Path: "a", FileSize: 1, Offset: ^uint64(0), Data: []byte("ab")})},
 		{"chunk data too long", func(b []byte) error { _, err := DecodeCheckpointChunk(b); return err }, chunk(CheckpointChunk{Path: "a", FileSize: MaxChunkData + 1, Data: make([]byte, MaxChunkData+1)})},
 		{"chunk length lies", func(b []byte) error { _, err := DecodeCheckpointChunk(b); return err }, chunkP[:len(chunkP)-1]},
+		{"copy empty", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: BlockSize}.Append(nil)},
+		{"copy unaligned", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: 2 * BlockSize, Offset: 1, Length: BlockSize}.Append(nil)},
+		{"copy unaligned base", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: BlockSize, Length: BlockSize, BaseOffset: 512}.Append(nil)},
+		{"copy short block inside", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: 2 * BlockSize, Length: 100}.Append(nil)},
+		{"copy overrun", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: BlockSize, Offset: BlockSize, Length: BlockSize}.Append(nil)},
+		{"copy base dotdot", decodeCopy, CheckpointCopy{Path: "a", BasePath: "../a", FileSize: BlockSize, Length: BlockSize}.Append(nil)},
+		{"copy base overflow", decodeCopy, CheckpointCopy{Path: "a", BasePath: "a", FileSize: BlockSize, Length: BlockSize, BaseOffset: ^uint64(0) &^ (BlockSize - 1)}.Append(nil)},
+		{"copy trailing", decodeCopy, append(CheckpointCopy{Path: "a", BasePath: "a", FileSize: BlockSize, Length: BlockSize}.Append(nil), 0)},
 		{"end short", func(b []byte) error { _, err := DecodeCheckpointEnd(b); return err }, make([]byte, 31)},
 		{"ack long", func(b []byte) error { _, err := DecodeAck(b); return err }, make([]byte, 33)},
 		{"error code 0", func(b []byte) error { _, err := DecodeError(b); return err }, Error{}.Append(nil)},
@@ -174,6 +189,52 @@ func TestPayloadRejects(t *testing.T) {
 		if err := tc.decode(tc.in); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: got %v, want ErrMalformed", tc.name, err)
 		}
+	}
+}
+
+func decodeCopy(b []byte) error { _, err := DecodeCheckpointCopy(b); return err }
+
+// The digest depends on the content, not on how it was fed: any split of
+// Write calls, or the digests of whole blocks given with AddBlock, give the
+// same result, and the kept block digests are the blocks' SHA-256.
+func TestContentDigestBlocks(t *testing.T) {
+	data := make([]byte, 3*BlockSize+123)
+	for i := range data {
+		data[i] = byte(i*7 + i/BlockSize)
+	}
+	whole := NewContentHasher()
+	whole.BeginFile("pages-1.img", 0o600, uint64(len(data)))
+	whole.Write(data)
+	want := whole.Sum()
+	for _, piece := range []int{1, 100, BlockSize - 1, BlockSize, BlockSize + 1, len(data)} {
+		h := NewBlockKeepingHasher()
+		h.BeginFile("pages-1.img", 0o600, uint64(len(data)))
+		for off := 0; off < len(data); off += piece {
+			h.Write(data[off:min(off+piece, len(data))])
+		}
+		blocks := h.FileBlocks()
+		if len(blocks) != 4 || blocks[3] != HashBlock(data[3*BlockSize:]) || blocks[0] != HashBlock(data[:BlockSize]) {
+			t.Fatalf("pieces of %d: %d block digests, or wrong ones", piece, len(blocks))
+		}
+		if got := h.Sum(); got != want {
+			t.Errorf("pieces of %d: digest differs", piece)
+		}
+	}
+	h := NewContentHasher()
+	h.BeginFile("pages-1.img", 0o600, uint64(len(data)))
+	h.Write(data[:BlockSize])
+	h.AddBlock(HashBlock(data[BlockSize:2*BlockSize]), BlockSize)
+	h.Write(data[2*BlockSize:])
+	if h.Fed() != uint64(len(data)) || h.Sum() != want {
+		t.Error("AddBlock of a block's digest differs from writing the block")
+	}
+	h = NewContentHasher()
+	h.BeginFile("pages-1.img", 0o600, uint64(len(data)))
+	h.Write(data[:BlockSize])
+	h.AddBlock(HashBlock(data[:BlockSize]), BlockSize) // another block's digest
+	h.Write(data[2*BlockSize:])
+	if h.Sum() == want {
+		t.Error("digest ignores a wrong block")
 	}
 }
 
