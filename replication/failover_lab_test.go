@@ -300,9 +300,9 @@ func TestFailoverRedisLab(t *testing.T) {
 
 	f := after.Engine.Failover
 	ps := before.Engine
-	t.Logf("primary before crash: %d epochs (%d skipped), committed %d, pause ms mean %.1f p90 %.1f max %.1f, input held ms mean %.1f p90 %.1f, bytes/epoch %.0f, ack ms mean %.1f p90 %.1f, gate held %d; client reply before the crash mean %s p99 %s",
+	t.Logf("primary before crash: %d epochs (%d skipped), committed %d, pause ms mean %.1f p90 %.1f max %.1f, input held ms mean %.1f p90 %.1f, bytes/epoch %.0f (sent %.0f), ack ms mean %.1f p90 %.1f, gate held %d; client reply before the crash mean %s p99 %s",
 		ps.Epochs, ps.SkippedEpochs, ps.CommittedEpoch, ps.PauseMS.Mean, ps.PauseMS.P90, ps.PauseMS.Max,
-		ps.InputHoldMS.Mean, ps.InputHoldMS.P90, ps.BytesPerEpoch.Mean, ps.AckMS.Mean, ps.AckMS.P90, ps.Gate.Held,
+		ps.InputHoldMS.Mean, ps.InputHoldMS.P90, ps.BytesPerEpoch.Mean, ps.SentPerEpoch.Mean, ps.AckMS.Mean, ps.AckMS.P90, ps.Gate.Held,
 		latMean.Round(100*time.Microsecond), latP99.Round(100*time.Microsecond))
 	open := f.LastHeard.Add(time.Duration(f.TotalMS * float64(time.Millisecond)))
 	t.Logf("failover: restored epoch %d; detection %.1f ms, stop receiving %.1f ms, prepare %.1f ms, restore %.1f ms, network (link+GARP) %.1f ms, total (last heard → reachable) %.1f ms; crash → reachable %s",

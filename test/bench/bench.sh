@@ -262,11 +262,13 @@ epoch_round() {
 	rec "$cfg" "$round" ack1.mean "$(jq .engine.ack_ms.mean "$s")"
 	rec "$cfg" "$round" ack1.p90 "$(jq .engine.ack_ms.p90 "$s")"
 	rec "$cfg" "$round" bytes1.mean "$(jq .engine.bytes_per_epoch.mean "$s")"
+	rec "$cfg" "$round" sent1.mean "$(jq '.engine.sent_bytes_per_epoch.mean // 0' "$s")"
 	s=$WORK/$CUR.c50.json
 	rec "$cfg" "$round" pause50.mean "$(jq .engine.pause_ms.mean "$s")"
 	rec "$cfg" "$round" pause50.p90 "$(jq .engine.pause_ms.p90 "$s")"
 	rec "$cfg" "$round" ack50.mean "$(jq .engine.ack_ms.mean "$s")"
 	rec "$cfg" "$round" bytes50.mean "$(jq .engine.bytes_per_epoch.mean "$s")"
+	rec "$cfg" "$round" sent50.mean "$(jq '.engine.sent_bytes_per_epoch.mean // 0' "$s")"
 	local epochs skipped failed repairs nacks st e0 s0
 	read -r epochs skipped failed repairs nacks st < <(jq -r '.engine | "\(.epochs // 0) \(.skipped_epochs // 0) \(.failed_epochs // 0) \(.repairs // 0) \(.nacks // 0) \(.state)"' "$s")
 	read -r e0 s0 < <(jq -r '.engine | "\(.epochs // 0) \(.skipped_epochs // 0)"' "$WORK/$CUR.pre.json")
@@ -494,11 +496,12 @@ skipped while the previous checkpoint is still being sent: the request counts ar
 $SECS s worth of the commit cycle measured just before (over 3 s, loaded, idle): 1 client
 $SECS s / cycle requests per test (at least 30), 50 clients 25 times that. Pause, bytes
 and ack are the status file's summaries of the last 64 epochs; epochs taken and skipped
-are counted from just before the benchmark to its end. Every epoch is a full dump of
-Redis's memory (no dirty-page tracking yet, docs/ENGINE.md), so the bytes per epoch do not
-shrink with the epoch length: when sending one checkpoint to the backup takes longer than
-an epoch, ticks are skipped and the real cycle, hence the latency, is longer than the
-epoch configured.
+are counted from just before the benchmark to its end. Every epoch is a full CRIU dump of
+Redis's memory (no soft-dirty tracking on this kernel), but only the blocks that changed
+since the previous checkpoint are sent to the backup (delta checkpoints,
+docs/PEER-PROTOCOL.md): "checkpoint per epoch" is the dump, "sent" what crossed the wire.
+When taking and sending one checkpoint takes longer than an epoch, ticks are skipped and
+the real cycle, hence the latency, is longer than the epoch configured.
 $NRR replicated rounds got as far as the benchmark.
 
 MID
@@ -514,6 +517,8 @@ MID
 	rowe "pause per epoch, mean (ms), 50-client run" pause50.mean
 	rowe "pause per epoch, p90 (ms), 50-client run" pause50.p90
 	rowe "checkpoint per epoch (MB), 1-client run" bytes1.mean 0.000001
+	rowe "of which sent to the backup (MB), 1-client run" sent1.mean 0.000001
+	rowe "of which sent to the backup (MB), 50-client run" sent50.mean 0.000001
 	rowe "checkpoint taken → backup's ack, mean (ms), 1-client run" ack1.mean
 	rowe "checkpoint taken → backup's ack, p90 (ms), 1-client run" ack1.p90
 	rowe "checkpoint taken → backup's ack, mean (ms), 50-client run" ack50.mean
