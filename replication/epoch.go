@@ -26,13 +26,14 @@ func (p *Primary) loop(ctx context.Context) {
 // cannot replicate any more (the gate stopped).
 //
 // At most one checkpoint is being sent at a time. If the previous one is
-// still being sent when the tick comes, the epoch is skipped, not queued:
-// the container keeps running and its output stays in the open gate epoch,
-// which the next checkpoint covers. A queued checkpoint would hold a second
-// full image in memory and would be stale by the time it went out; the
-// next one carries everything it would have. Acknowledgements are
-// pipelined: a new checkpoint may be taken while the previous one waits
-// for its ack.
+// still being sent when the tick comes, the checkpoint is deferred to the
+// end of that send (not taken and queued: a queued image would be stale by
+// the time it went out, and the later one carries everything it would
+// have); more ticks during the same send are skipped. Waiting for the next
+// tick instead would make the cycle, and the output's wait, two epochs
+// whenever taking and sending one checkpoint takes a little longer than
+// one. Acknowledgements are pipelined: a new checkpoint may be taken while
+// the previous one waits for its ack.
 func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	ticker := time.NewTicker(p.cfg.Epoch)
 	defer ticker.Stop()
@@ -102,8 +103,13 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 		case <-ticker.C:
 			if sending {
 				p.mu.Lock()
-				p.skipped++
+				if kicked {
+					p.skipped++
+				} else {
+					p.deferred++
+				}
 				p.mu.Unlock()
+				kicked = true
 				continue
 			}
 			startSend()

@@ -56,6 +56,7 @@ type Primary struct {
 	ackedAt    time.Time
 	epochs     uint64
 	skipped    uint64
+	deferred   uint64
 	failed     uint64
 	nacks      uint64
 	repairs    uint64 // times replication resumed after degraded
@@ -353,7 +354,7 @@ func (p *Primary) Status() Status {
 	s := Status{
 		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
-		Epochs: p.epochs, SkippedEpochs: p.skipped, FailedEpochs: p.failed, Nacks: p.nacks,
+		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
 		Gate: &GateStatus{
 			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,

@@ -118,14 +118,17 @@ func TestPrimaryEpochLoop(t *testing.T) {
 	}
 }
 
-func TestPrimarySkipsEpochWhileSending(t *testing.T) {
+// Ticks during a send defer the next checkpoint to the send's end (the
+// first) or are skipped (the others): one checkpoint follows the send.
+func TestPrimaryDefersEpochWhileSending(t *testing.T) {
 	rec := newRecorder()
 	snd := &fakeSender{block: make(chan struct{})}
 	p, _ := newTestPrimary(t, 5*time.Millisecond, &fakeCheckpointer{rec: rec}, snd)
 	time.Sleep(60 * time.Millisecond) // many ticks while the first send is stuck
 	st := p.Status()
-	if st.Epochs != 1 || st.SkippedEpochs == 0 {
-		t.Fatalf("while a send is in flight: %d checkpoints, %d skipped; want 1 and some skipped", st.Epochs, st.SkippedEpochs)
+	if st.Epochs != 1 || st.DeferredEpochs != 1 || st.SkippedEpochs == 0 {
+		t.Fatalf("while a send is in flight: %d checkpoints, %d deferred, %d skipped; want 1, 1 and some skipped",
+			st.Epochs, st.DeferredEpochs, st.SkippedEpochs)
 	}
 	close(snd.block)
 	rec.waitFor(t, "send:2")

@@ -52,11 +52,12 @@ type Status struct {
 	// last committed checkpoint was taken (primary) or committed (backup).
 	LagMS float64 `json:"lag_ms"`
 
-	Epochs        uint64 `json:"epochs,omitempty"`         // checkpoints taken
-	SkippedEpochs uint64 `json:"skipped_epochs,omitempty"` // ticks skipped: previous checkpoint still being sent
-	FailedEpochs  uint64 `json:"failed_epochs,omitempty"`  // checkpoints that failed (output stays held)
-	Nacks         uint64 `json:"nacks,omitempty"`          // checkpoints the backup refused
-	Repairs       uint64 `json:"repairs,omitempty"`        // primary: times re-paired after degraded
+	Epochs         uint64 `json:"epochs,omitempty"`          // checkpoints taken
+	SkippedEpochs  uint64 `json:"skipped_epochs,omitempty"`  // ticks skipped: a deferred checkpoint was already due
+	DeferredEpochs uint64 `json:"deferred_epochs,omitempty"` // checkpoints taken late: the previous one was still being sent at the tick
+	FailedEpochs   uint64 `json:"failed_epochs,omitempty"`   // checkpoints that failed (output stays held)
+	Nacks          uint64 `json:"nacks,omitempty"`           // checkpoints the backup refused
+	Repairs        uint64 `json:"repairs,omitempty"`         // primary: times re-paired after degraded
 
 	PauseMS       Summary `json:"pause_ms,omitzero"`             // freeze → thaw, recent epochs
 	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`        // inbound packets held per epoch

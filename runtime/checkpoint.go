@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,6 +113,14 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	if dir == "" {
 		return nil, fmt.Errorf("checkpointer for %s: no freezer cgroup in runc state", cfg.ID)
 	}
+	if cfg.CRIU.NetNS != "" {
+		// CRIU must be in the container's own namespace, or the container's
+		// network state would be neither dumped nor where the restore puts it.
+		if err := sameNetNS(cfg.CRIU.NetNS, fmt.Sprintf("/proc/%d/ns/net", st.InitPid)); err != nil {
+			return nil, fmt.Errorf("checkpointer for %s: CRIU's network namespace: %w", cfg.ID, err)
+		}
+		cfg.Dump.InNetNS = true
+	}
 	c := &Checkpointer{cfg: cfg, log: log.With("container", cfg.ID), state: st, freezer: &Freezer{Dir: dir, V2: v2}}
 	if cfg.CaptureRootfsDiff {
 		if c.upper, err = OverlayUpperdir(st.Config.Rootfs); err != nil {
@@ -124,6 +134,21 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 		return nil, fmt.Errorf("checkpointer for %s: %w", cfg.ID, err)
 	}
 	return c, nil
+}
+
+// sameNetNS checks that the namespace files a and b are one namespace.
+func sameNetNS(a, b string) error {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return err
+	}
+	if sa.Dev != sb.Dev || sa.Ino != sb.Ino {
+		return fmt.Errorf("%s is not the container's network namespace (%s)", a, b)
+	}
+	return nil
 }
 
 // State returns the runc state the checkpointer works from.

@@ -33,6 +33,10 @@ type DumpOptions struct {
 	// runc restore puts the tasks into the cgroups of the bundle's
 	// config.json anyway.
 	CgroupMode *rpc.CriuCgMode
+	// InNetNS: CRIU runs in the container's network namespace
+	// (CRIUCommand.NetNS), so that namespace is CRIU's own, not an external
+	// one to map.
+	InNetNS bool
 }
 
 // FastDumpOptions are the options for a short pause: CRIU leaves the tmpfs
@@ -40,7 +44,7 @@ type DumpOptions struct {
 // logs errors only, and skips connections not yet accepted.
 func FastDumpOptions() DumpOptions {
 	return DumpOptions{
-		LogLevel:        1,
+		LogLevel:        4,
 		TCPSkipInFlight: true,
 		ExternalTmpfs:   true,
 		CgroupMode:      rpc.CriuCgMode_IGNORE.Enum(),
@@ -102,6 +106,9 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 		{"NEWNET", "net", "extRootNetNS"},
 		{"NEWPID", "pid", "extRootPidNS"},
 	} {
+		if ns.typ == "NEWNET" && o.InNetNS {
+			continue
+		}
 		if own, path := st.HasNamespace(ns.typ); own && path != "" {
 			var s unix.Stat_t
 			if err := unix.Stat(path, &s); err != nil {

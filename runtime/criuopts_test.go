@@ -125,6 +125,29 @@ func TestBuildDumpOptionsJoinedNetns(t *testing.T) {
 	if len(o.External) != 1 || !strings.HasPrefix(o.External[0], "net[") || !strings.HasSuffix(o.External[0], "]:extRootNetNS") {
 		t.Errorf("external = %v, want net[<inode>]:extRootNetNS as runc passes", o.External)
 	}
+	// With CRIU in the container's namespace it is CRIU's own: not external.
+	o, err = BuildDumpOptions(st, DumpOptions{ImagesDir: "/img", InNetNS: true}, fakeRootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.External) != 0 {
+		t.Errorf("external = %v with CRIU in the container's netns, want none", o.External)
+	}
+}
+
+func TestCRIUCommandInNetNS(t *testing.T) {
+	for _, tc := range []struct {
+		c    CRIUCommand
+		want []string
+	}{
+		{CRIUCommand{}, []string{"criu"}},
+		{CRIUCommand{Argv: []string{"/opt/criu"}}, []string{"/opt/criu"}},
+		{CRIUCommand{NetNS: "/run/netns/x"}, []string{"nsenter", "--net=/run/netns/x", "--", "criu"}},
+	} {
+		if got := tc.c.argv(); !slices.Equal(got, tc.want) {
+			t.Errorf("%+v: argv %v, want %v", tc.c, got, tc.want)
+		}
+	}
 }
 
 func TestTmpfsKey(t *testing.T) {

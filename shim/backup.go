@@ -39,6 +39,9 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 		ID:       r.id, Spec: spec, Lower: lower, CgroupsPath: cgroupsPath,
 		WorkDir:  filepath.Join(r.workDir, "restore"),
 		Launcher: reaperLauncher(),
+		// The primary's CRIU ran in the service namespace (it is not in the
+		// checkpoint); CRIU restores into its own, so it runs in the standby.
+		RuncArgv: []string{"nsenter", "--net=" + r.sn.NetnsPath(), "--", "runc"},
 	}
 	sn := r.sn
 	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{

@@ -132,7 +132,7 @@ func (r *replica) replicate(ctx context.Context, runcRoot string) {
 func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
 	ck, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
 		RuncRoot: runcRoot, ID: r.id,
-		CRIU:              runtime.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice},
+		CRIU:              runtime.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
 		Dump:              runtime.FastDumpOptions(),
 		CaptureRootfsDiff: true, Log: engineLogger(ctx),
 	})

@@ -85,6 +85,9 @@ type Store struct {
 	// two epochs, not a copy of everything (and no file is deleted and
 	// reallocated each epoch). nil: none.
 	spare *spare
+	// Where Scrub goes on (the receiver's goroutine only).
+	scrubPath  string
+	scrubBlock int
 }
 
 type spare struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/iorrc/rrc/replication/wire"
@@ -431,4 +432,40 @@ func putDelta(t *testing.T, s *Store, epoch, base uint64, old, next map[string][
 		}
 	}
 	return st, h.Sum()
+}
+
+// A block of the current checkpoint damaged on disk is found by Scrub
+// within a few calls; the store then refuses deltas until a full
+// checkpoint, which verifies again.
+func TestScrubFindsDamageAndForcesFull(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := blocks(40, 0, 5)
+	c := commit(t, s, 1, 0, map[string]string{"a.img": "small", "pages-1.img": string(pages)})
+	for range 5 { // intact: nothing found, around and around
+		if err := s.Scrub(8 * wire.BlockSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damaged := bytes.Clone(pages)
+	damaged[33*wire.BlockSize+7] ^= 1
+	if err := os.WriteFile(filepath.Join(c.Dir, "pages-1.img"), damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var found error
+	for i := 0; i < 10 && found == nil; i++ {
+		found = s.Scrub(8 * wire.BlockSize)
+	}
+	if !errors.Is(found, ErrCorrupt) || !strings.Contains(found.Error(), "block 33 of pages-1.img") {
+		t.Fatalf("scrub: %v, want block 33 of pages-1.img corrupt", found)
+	}
+	if _, _, err := sendDelta(t, s, 2, 1, "pages-1.img", []deltaOp{{copyFrom: "pages-1.img", data: pages}}); !errors.Is(err, ErrBaseMissing) {
+		t.Fatalf("delta on a damaged base: %v, want ErrBaseMissing", err)
+	}
+	c = commit(t, s, 3, 0, map[string]string{"pages-1.img": string(pages)})
+	if err := c.Verify(); err != nil {
+		t.Fatal(err)
+	}
 }

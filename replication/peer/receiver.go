@@ -204,6 +204,10 @@ func (in *inbound) handle(f wire.Frame) error {
 			in.r.opts.OnCommit(c)
 		}
 		in.s.reply(wire.TypeAck, c.Epoch, wire.Ack{Digest: c.Digest}.Append(nil))
+		// A part of the current checkpoint is read back each time: damage
+		// on disk would otherwise live on in the deltas built on it (the
+		// store then makes the primary send the next one in full).
+		in.r.store.Scrub(min(max(c.Size/20, 1<<20), 16<<20))
 	case wire.TypeCheckpointAbort:
 		a, err := wire.DecodeCheckpointAbort(f.Payload)
 		if err != nil {
