@@ -211,9 +211,12 @@ func (h *helper) primary(ctx context.Context) error {
 	if _, ok := h.readLine(ctx); !ok { // the container runs
 		return nil
 	}
+	// As the shim does: CRIU in the service namespace, each dump prepared
+	// after the last one.
 	c, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
 		RuncRoot: h.a.RuncRoot, ID: h.a.ContainerID, Dump: runtime.FastDumpOptions(),
-		CaptureRootfsDiff: true, Log: h.log.With("pair", cfg.Pair),
+		CRIU:              runtime.CRIUCommand{NetNS: sn.NetnsPath()},
+		CaptureRootfsDiff: true, PrepareNext: true, Log: h.log.With("pair", cfg.Pair),
 	})
 	if err != nil {
 		return err
@@ -256,6 +259,7 @@ func (h *helper) backup(ctx context.Context) error {
 	restorer := &replication.RuncRestorer{
 		RuncRoot: h.a.RestoreRuncRoot, ID: h.a.RestoreID, Spec: spec, Lower: g.Lower,
 		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
+		RuncArgv: []string{"nsenter", "--net=" + sn.NetnsPath(), "--", "runc"},
 	}
 	defer restorer.Remove(context.Background())
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{

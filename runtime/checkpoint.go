@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"github.com/checkpoint-restore/go-criu/v7/stats"
 )
 
@@ -32,7 +31,11 @@ type CheckpointerConfig struct {
 	// CaptureRootfsDiff writes the overlay upper directory (the writable
 	// layer) as rootfs-diff.tar into each checkpoint, while frozen.
 	CaptureRootfsDiff bool
-	Log               *slog.Logger
+	// PrepareNext asks CRIU for the next dump right after each checkpoint
+	// (see prepare.go), so that CRIU's start-up is over when the next
+	// checkpoint is wanted: a checkpoint then takes about its pause.
+	PrepareNext bool
+	Log         *slog.Logger
 }
 
 // CheckpointStats describes one checkpoint. Pause is how long the container
@@ -96,6 +99,7 @@ type Checkpointer struct {
 	criu    *CRIUService
 	upper   string       // overlay upperdir, "" unless CaptureRootfsDiff
 	tmpfs   []TmpfsMount // carried by us when Dump.ExternalTmpfs
+	next    nextDump     // with PrepareNext
 }
 
 // NewCheckpointer reads the container's runc state and starts a CRIU service
@@ -165,25 +169,15 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 // thaw (see CheckpointHooks).
 func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks CheckpointHooks) (CheckpointStats, error) {
 	var st CheckpointStats
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return st, fmt.Errorf("checkpoint %s: create image dir: %w", c.cfg.ID, err)
-	}
-	// Everything that does not need the container stopped is done first.
-	if err := writeDescriptors(dir, c.state.ExternalDescriptors); err != nil {
-		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
-	}
-	man := checkpointManifest{Tmpfs: c.tmpfs, CgroupsIgnored: c.cfg.Dump.CgroupMode != nil && *c.cfg.Dump.CgroupMode == rpc.CriuCgMode_IGNORE}
-	if len(man.Tmpfs) > 0 || man.CgroupsIgnored {
-		if err := writeManifest(dir, man); err != nil {
+	dump := c.takePrepared(dir)
+	if dump == nil {
+		var err error
+		if dump, err = c.prepare(ctx, dir); err != nil {
 			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 		}
 	}
-	do := c.cfg.Dump
-	do.ImagesDir = dir
-	opts, err := BuildDumpOptions(c.state, do, procRootStat(c.state.InitPid))
-	if err != nil {
-		return st, fmt.Errorf("checkpoint %s: build criu options: %w", c.cfg.ID, err)
-	}
+	// Whatever happens to this one, the next is asked for once it is over.
+	defer c.prepareNext(filepath.Dir(dir))
 
 	// CRIU spends ~25–30 ms per request on its own start (kernel feature
 	// probing, cgroup and vDSO parsing) before it touches the tasks. It
@@ -226,7 +220,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 		callHook(hooks.Frozen)
 		return nil
 	}
-	_, dumpErr := c.criu.Dump(ctx, opts, onNotify, func(dumpErr error) {
+	_, dumpErr := dump.Run(ctx, onNotify, func(dumpErr error) {
 		// Runs as soon as CRIU answers, before the used CRIU process is reaped.
 		if !isFrozen {
 			return
@@ -256,8 +250,8 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 	}
 	c.readCRIUStats(dir, &st)
-	st.ImageBytes, err = dirSize(dir)
-	if err != nil {
+	var err error
+	if st.ImageBytes, err = dirSize(dir); err != nil {
 		return st, fmt.Errorf("checkpoint %s: size of images: %w", c.cfg.ID, err)
 	}
 	c.log.Debug("checkpoint", "dir", dir, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump,
@@ -301,8 +295,11 @@ func (c *Checkpointer) readCRIUStats(dir string, st *CheckpointStats) {
 	st.CRIUPages = ds.GetPagesWritten()
 }
 
-// Close ends the CRIU service process.
-func (c *Checkpointer) Close() error { return c.criu.Close() }
+// Close ends the CRIU service process and a prepared dump.
+func (c *Checkpointer) Close() error {
+	c.dropPrepared()
+	return c.criu.Close()
+}
 
 func writeDescriptors(dir string, fds []string) error {
 	b, err := json.Marshal(fds)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCheckpointHooks checks the order of CheckpointHooks and the freezer
@@ -112,5 +113,65 @@ func TestCRIULogErrors(t *testing.T) {
 	}
 	if got := criuLogErrors(filepath.Join(t.TempDir(), "none"), 3); !strings.HasPrefix(got, "log unreadable") {
 		t.Errorf("missing log: %q", got)
+	}
+}
+
+// With PrepareNext the dump after each checkpoint is asked for at once,
+// in a directory of its own that the next checkpoint takes over (CRIU
+// writes through the directory it opened, as the fake does); a prepared
+// dump for another place is cancelled and the checkpoint still happens;
+// Close leaves no prepared directory or CRIU process behind.
+func TestCheckpointPreparedNext(t *testing.T) {
+	t.Setenv("RRC_FAKE_CRIU", "1")
+	t.Setenv("RRC_FAKE_CRIU_IMAGES", "1")
+	cg := fakeCgroup(t, false)
+	c := fakeCRIUCheckpointer(t, cg)
+	c.cfg.PrepareNext = true
+	parent := t.TempDir()
+	prepared := func() []string {
+		m, _ := filepath.Glob(filepath.Join(parent, ".next-*"))
+		return m
+	}
+	waitPrepared := func() {
+		t.Helper()
+		for i := 0; i < 200 && len(prepared()) == 0; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(prepared()) != 1 {
+			t.Fatalf("prepared directories %v, want one", prepared())
+		}
+	}
+	for i, dir := range []string{"e1", "e2", "e3"} {
+		d := filepath.Join(parent, dir)
+		if i == 1 {
+			os.Mkdir(d, 0o700) // made empty by the caller: replaced
+		}
+		if _, err := c.Checkpoint(context.Background(), d); err != nil {
+			t.Fatalf("checkpoint %s: %v", dir, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(d, "pages.img")); err != nil || string(b) != "state" {
+			t.Fatalf("checkpoint %s: pages.img %q, %v", dir, b, err)
+		}
+		if _, err := os.Stat(filepath.Join(d, descriptorsFile)); err != nil {
+			t.Fatalf("checkpoint %s: %v", dir, err)
+		}
+		waitPrepared()
+	}
+	// Elsewhere: the prepared dump is not used, the checkpoint is made.
+	other := filepath.Join(t.TempDir(), "e4")
+	if _, err := c.Checkpoint(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "pages.img")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := prepared(); len(m) != 0 {
+		t.Errorf("prepared directories left after Close: %v", m)
+	}
+	if state, _ := os.ReadFile(filepath.Join(cg, "freezer.state")); strings.TrimSpace(string(state)) != "THAWED" {
+		t.Errorf("container left %s", state)
 	}
 }

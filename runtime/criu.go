@@ -64,6 +64,7 @@ type swrk struct {
 	sock   *os.File
 	wait   func() (int, error)
 	proc   *os.Process
+	buf    []byte // for responses
 	pid    int
 	closed bool
 }
@@ -106,27 +107,50 @@ func startSwrk(c CRIUCommand) (*swrk, error) {
 // onNotify, if set, is called for each notification before answering; an
 // error from it is answered as a failure, which makes CRIU abort.
 func (s *swrk) call(req *rpc.CriuReq, onNotify func(script string) error) (*rpc.CriuResp, error) {
-	buf := make([]byte, 64<<10)
+	if err := s.send(req); err != nil {
+		return nil, err
+	}
+	resp, err := s.recv(req.GetType())
+	if err != nil {
+		return nil, err
+	}
+	return s.answer(resp, onNotify)
+}
+
+func (s *swrk) send(req *rpc.CriuReq) error {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("marshal criu request: %w", err)
+	}
+	if _, err := s.sock.Write(b); err != nil {
+		return fmt.Errorf("send criu %s request: %w", req.GetType(), err)
+	}
+	return nil
+}
+
+func (s *swrk) recv(what rpc.CriuReqType) (*rpc.CriuResp, error) {
+	if s.buf == nil {
+		s.buf = make([]byte, 64<<10)
+	}
+	n, err := s.sock.Read(s.buf)
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read criu %s response: %w", what, err)
+	}
+	resp := &rpc.CriuResp{}
+	if err := proto.Unmarshal(s.buf[:n], resp); err != nil {
+		return nil, fmt.Errorf("unmarshal criu response: %w", err)
+	}
+	return resp, nil
+}
+
+// answer goes on from resp, a response to a request: notifications are
+// answered until the final response.
+func (s *swrk) answer(resp *rpc.CriuResp, onNotify func(script string) error) (*rpc.CriuResp, error) {
 	var notifyErr error
 	for {
-		b, err := proto.Marshal(req)
-		if err != nil {
-			return nil, fmt.Errorf("marshal criu request: %w", err)
-		}
-		if _, err := s.sock.Write(b); err != nil {
-			return nil, fmt.Errorf("send criu %s request: %w", req.GetType(), err)
-		}
-		n, err := s.sock.Read(buf)
-		if err == nil && n == 0 {
-			err = io.EOF
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read criu %s response: %w", req.GetType(), err)
-		}
-		resp := &rpc.CriuResp{}
-		if err := proto.Unmarshal(buf[:n], resp); err != nil {
-			return nil, fmt.Errorf("unmarshal criu response: %w", err)
-		}
 		if !resp.GetSuccess() {
 			err := fmt.Errorf("criu %s failed: errno %d %s", resp.GetType(), resp.GetCrErrno(), resp.GetCrErrmsg())
 			return resp, errors.Join(notifyErr, err)
@@ -141,7 +165,13 @@ func (s *swrk) call(req *rpc.CriuReq, onNotify func(script string) error) (*rpc.
 				notifyErr = err
 			}
 		}
-		req = &rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(ok)}
+		if err := s.send(&rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(ok)}); err != nil {
+			return nil, err
+		}
+		var err error
+		if resp, err = s.recv(rpc.CriuReqType_NOTIFY); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -280,13 +310,58 @@ func isClosed(c chan struct{}) bool {
 // afterDump, if set, runs as soon as CRIU has answered (e.g. the thaw), before
 // the used process is reaped and its replacement started.
 func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify func(string) error, afterDump func(dumpErr error)) (*rpc.CriuResp, error) {
+	d, err := s.Prepare(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return d.Run(ctx, onNotify, afterDump)
+}
+
+// PreparedDump is a dump CRIU has been asked for and is starting up for
+// (kernel feature probing, vDSO and cgroup parsing: 25–40 ms here, where
+// /run is no tmpfs and CRIU caches none of it) while the container runs; it
+// stops at its "pre-dump" notification, before it touches any task, until
+// Run answers it. Exactly one of Run or Cancel must follow.
+type PreparedDump struct {
+	s     *CRIUService
+	sw    *swrk
+	first chan swrkReply // CRIU's first answer
+}
+
+type swrkReply struct {
+	resp *rpc.CriuResp
+	err  error
+}
+
+// Prepare sends the DUMP request to a ready service process now.
+func (s *CRIUService) Prepare(ctx context.Context, opts *rpc.CriuOpts) (*PreparedDump, error) {
 	sw, err := s.take(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if err := sw.send(&rpc.CriuReq{Type: rpc.CriuReqType_DUMP.Enum(), Opts: opts}); err != nil {
+		sw.close()
+		s.replenish()
+		return nil, fmt.Errorf("criu dump: %w", err)
+	}
+	d := &PreparedDump{s: s, sw: sw, first: make(chan swrkReply, 1)}
+	go func() {
+		resp, err := sw.recv(rpc.CriuReqType_DUMP)
+		d.first <- swrkReply{resp, err}
+	}()
+	return d, nil
+}
+
+// Run goes on with the dump as Dump does.
+func (d *PreparedDump) Run(ctx context.Context, onNotify func(string) error, afterDump func(dumpErr error)) (*rpc.CriuResp, error) {
+	sw := d.sw
 	// The socket is blocking; a cancelled ctx ends CRIU, which ends the read.
 	stop := context.AfterFunc(ctx, func() { sw.proc.Kill() })
-	resp, err := sw.call(&rpc.CriuReq{Type: rpc.CriuReqType_DUMP.Enum(), Opts: opts}, onNotify)
+	r := <-d.first
+	resp, err := r.resp, r.err
+	if err == nil {
+		resp, err = sw.answer(resp, onNotify)
+	}
 	stop()
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", err, ctx.Err())
@@ -295,13 +370,22 @@ func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify fun
 		afterDump(err)
 	}
 	if cerr := sw.close(); cerr != nil && err == nil {
-		s.log.Debug("criu swrk after dump", "err", cerr)
+		d.s.log.Debug("criu swrk after dump", "err", cerr)
 	}
-	s.replenish()
+	d.s.replenish()
 	if err != nil {
 		return resp, fmt.Errorf("criu dump: %w", err)
 	}
 	return resp, nil
+}
+
+// Cancel ends a prepared dump that will not be run. CRIU has not touched
+// the container: it is ended where it waits, before seizing anything.
+func (d *PreparedDump) Cancel() {
+	d.sw.proc.Kill()
+	<-d.first
+	d.sw.close()
+	d.s.replenish()
 }
 
 // Close ends the spare CRIU process, waiting for a start in progress.

@@ -20,7 +20,7 @@ func TestFakeCRIUSwrk(t *testing.T) {
 	if os.Getenv("RRC_FAKE_CRIU") == "" {
 		t.Skip("helper process for TestCRIUService")
 	}
-	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE")})
+	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE"), WriteImages: os.Getenv("RRC_FAKE_CRIU_IMAGES") != ""})
 }
 
 func TestCRIUService(t *testing.T) {

@@ -6,6 +6,7 @@ package criutest
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
@@ -48,6 +49,16 @@ func ServeSwrk(o SwrkOptions) {
 		case rpc.CriuReqType_VERSION:
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
 		case rpc.CriuReqType_DUMP:
+			// CRIU opens the images directory when the request comes and
+			// writes through it: the directory may be renamed meanwhile.
+			var images *os.File
+			if d := req.GetOpts().GetImagesDir(); d != "" {
+				var err error
+				if images, err = os.Open(d); err != nil {
+					send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(2)})
+					os.Exit(0)
+				}
+			}
 			time.Sleep(o.StartDelay)
 			if o.Mode == "fail-before" {
 				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
@@ -58,8 +69,8 @@ func ServeSwrk(o SwrkOptions) {
 			ans := &rpc.CriuReq{}
 			proto.Unmarshal(buf[:n], ans)
 			ok := ans.GetNotifySuccess() && o.Mode != "fail-after"
-			if ok && o.WriteImages {
-				os.WriteFile(filepath.Join(req.GetOpts().GetImagesDir(), "pages.img"), []byte("state"), 0o600)
+			if ok && o.WriteImages && images != nil {
+				os.WriteFile(filepath.Join("/proc/self/fd", strconv.Itoa(int(images.Fd())), "pages.img"), []byte("state"), 0o600)
 			}
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ok)})
 			os.Exit(0)

@@ -1,0 +1,146 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+)
+
+// Each CRIU dump begins with 25–40 ms of CRIU's own start-up (kernel
+// feature probing, vDSO and cgroup parsing) before it touches the tasks; the
+// freeze waits for its "pre-dump" notification, so the container runs
+// meanwhile, but the checkpoint as a whole, and the output waiting for it,
+// takes that much longer. With PrepareNext the Checkpointer asks for the
+// next dump as soon as one is over: CRIU starts up between checkpoints and
+// waits at "pre-dump" (it has not looked at the tasks yet, so nothing it
+// knows can go stale), into a directory of its own next to the last one,
+// which the next checkpoint renames to the directory it is asked for
+// (CRIU holds the directory open, not its name).
+
+// nextDump is the prepared next dump.
+type nextDump struct {
+	mu        sync.Mutex
+	preparing chan struct{} // closed when the preparation in progress is over
+	dir       string
+	dump      *PreparedDump
+	closed    bool
+}
+
+// prepare writes what a dump into dir needs and asks CRIU for it.
+func (c *Checkpointer) prepare(ctx context.Context, dir string) (*PreparedDump, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create image dir: %w", err)
+	}
+	// Everything that does not need the container stopped is done first.
+	if err := writeDescriptors(dir, c.state.ExternalDescriptors); err != nil {
+		return nil, err
+	}
+	man := checkpointManifest{Tmpfs: c.tmpfs, CgroupsIgnored: c.cfg.Dump.CgroupMode != nil && *c.cfg.Dump.CgroupMode == rpc.CriuCgMode_IGNORE}
+	if len(man.Tmpfs) > 0 || man.CgroupsIgnored {
+		if err := writeManifest(dir, man); err != nil {
+			return nil, err
+		}
+	}
+	do := c.cfg.Dump
+	do.ImagesDir = dir
+	opts, err := BuildDumpOptions(c.state, do, procRootStat(c.state.InitPid))
+	if err != nil {
+		return nil, fmt.Errorf("build criu options: %w", err)
+	}
+	return c.criu.Prepare(ctx, opts)
+}
+
+// prepareNext prepares the next dump in the background, in a new directory
+// under parent.
+func (c *Checkpointer) prepareNext(parent string) {
+	if !c.cfg.PrepareNext {
+		return
+	}
+	n := &c.next
+	n.mu.Lock()
+	if n.closed || n.preparing != nil || n.dump != nil {
+		n.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	n.preparing = done
+	n.mu.Unlock()
+	go func() {
+		defer close(done)
+		dir, err := os.MkdirTemp(parent, ".next-")
+		var d *PreparedDump
+		if err == nil {
+			if d, err = c.prepare(context.Background(), dir); err != nil {
+				os.RemoveAll(dir)
+			}
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.preparing = nil
+		if err != nil {
+			c.log.Warn("preparing the next dump; it will start when it is wanted", "err", err)
+			return
+		}
+		if n.closed {
+			go func() { d.Cancel(); os.RemoveAll(dir) }()
+			return
+		}
+		n.dir, n.dump = dir, d
+	}()
+}
+
+// takePrepared returns the prepared dump, its directory renamed to dir, or
+// nil if there is none to use (then the caller prepares one now).
+func (c *Checkpointer) takePrepared(dir string) *PreparedDump {
+	n := &c.next
+	n.mu.Lock()
+	preparing := n.preparing
+	n.mu.Unlock()
+	if preparing != nil {
+		<-preparing // asked for right after the last checkpoint: soon done
+	}
+	n.mu.Lock()
+	d, from := n.dump, n.dir
+	n.dump, n.dir = nil, ""
+	n.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	if filepath.Dir(from) == filepath.Dir(dir) {
+		// dir may exist, empty (the caller made it); rename replaces it.
+		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(from, dir); err == nil {
+				return d
+			}
+		}
+	}
+	// Elsewhere, or dir holds something: not ours to replace.
+	d.Cancel()
+	os.RemoveAll(from)
+	return nil
+}
+
+// dropPrepared ends the prepared dump and stops preparing more.
+func (c *Checkpointer) dropPrepared() {
+	n := &c.next
+	n.mu.Lock()
+	n.closed = true
+	preparing := n.preparing
+	n.mu.Unlock()
+	if preparing != nil {
+		<-preparing
+	}
+	n.mu.Lock()
+	d, dir := n.dump, n.dir
+	n.dump, n.dir = nil, ""
+	n.mu.Unlock()
+	if d != nil {
+		d.Cancel()
+		os.RemoveAll(dir)
+	}
+}
