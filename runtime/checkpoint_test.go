@@ -124,6 +124,7 @@ func TestCRIULogErrors(t *testing.T) {
 func TestCheckpointPreparedNext(t *testing.T) {
 	t.Setenv("RRC_FAKE_CRIU", "1")
 	t.Setenv("RRC_FAKE_CRIU_IMAGES", "1")
+	t.Setenv("RRC_FAKE_CRIU_DELAY_MS", "30") // opens the images dir late, as CRIU does
 	cg := fakeCgroup(t, false)
 	c := fakeCRIUCheckpointer(t, cg)
 	c.cfg.PrepareNext = true

@@ -325,13 +325,15 @@ func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify fun
 type PreparedDump struct {
 	s     *CRIUService
 	sw    *swrk
-	first chan swrkReply // CRIU's first answer
+	ready chan struct{} // closed when CRIU's first answer (or error) is in
+	first *rpc.CriuResp
+	err   error
 }
 
-type swrkReply struct {
-	resp *rpc.CriuResp
-	err  error
-}
+// Ready is closed once CRIU has answered the request for the first time
+// (normally "pre-dump"): it has opened the images directory by then, which
+// may be renamed from that moment on, not before.
+func (d *PreparedDump) Ready() <-chan struct{} { return d.ready }
 
 // Prepare sends the DUMP request to a ready service process now.
 func (s *CRIUService) Prepare(ctx context.Context, opts *rpc.CriuOpts) (*PreparedDump, error) {
@@ -344,10 +346,10 @@ func (s *CRIUService) Prepare(ctx context.Context, opts *rpc.CriuOpts) (*Prepare
 		s.replenish()
 		return nil, fmt.Errorf("criu dump: %w", err)
 	}
-	d := &PreparedDump{s: s, sw: sw, first: make(chan swrkReply, 1)}
+	d := &PreparedDump{s: s, sw: sw, ready: make(chan struct{})}
 	go func() {
-		resp, err := sw.recv(rpc.CriuReqType_DUMP)
-		d.first <- swrkReply{resp, err}
+		d.first, d.err = sw.recv(rpc.CriuReqType_DUMP)
+		close(d.ready)
 	}()
 	return d, nil
 }
@@ -357,8 +359,8 @@ func (d *PreparedDump) Run(ctx context.Context, onNotify func(string) error, aft
 	sw := d.sw
 	// The socket is blocking; a cancelled ctx ends CRIU, which ends the read.
 	stop := context.AfterFunc(ctx, func() { sw.proc.Kill() })
-	r := <-d.first
-	resp, err := r.resp, r.err
+	<-d.ready
+	resp, err := d.first, d.err
 	if err == nil {
 		resp, err = sw.answer(resp, onNotify)
 	}
@@ -383,7 +385,7 @@ func (d *PreparedDump) Run(ctx context.Context, onNotify func(string) error, aft
 // the container: it is ended where it waits, before seizing anything.
 func (d *PreparedDump) Cancel() {
 	d.sw.proc.Kill()
-	<-d.first
+	<-d.ready
 	d.sw.close()
 	d.s.replenish()
 }

@@ -3,9 +3,11 @@ package runtime
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"github.com/iorrc/rrc/runtime/criutest"
@@ -20,7 +22,9 @@ func TestFakeCRIUSwrk(t *testing.T) {
 	if os.Getenv("RRC_FAKE_CRIU") == "" {
 		t.Skip("helper process for TestCRIUService")
 	}
-	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE"), WriteImages: os.Getenv("RRC_FAKE_CRIU_IMAGES") != ""})
+	delay, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_DELAY_MS"))
+	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE"), WriteImages: os.Getenv("RRC_FAKE_CRIU_IMAGES") != "",
+		StartDelay: time.Duration(delay) * time.Millisecond})
 }
 
 func TestCRIUService(t *testing.T) {

@@ -19,8 +19,9 @@ import (
 // next dump as soon as one is over: CRIU starts up between checkpoints and
 // waits at "pre-dump" (it has not looked at the tasks yet, so nothing it
 // knows can go stale), into a directory of its own next to the last one,
-// which the next checkpoint renames to the directory it is asked for
-// (CRIU holds the directory open, not its name).
+// which the next checkpoint renames to the directory it is asked for once
+// CRIU has answered (by then CRIU holds the directory open, not its name;
+// it opens it by name a little after the request, so not before).
 
 // nextDump is the prepared next dump.
 type nextDump struct {
@@ -112,6 +113,9 @@ func (c *Checkpointer) takePrepared(dir string) *PreparedDump {
 		return nil
 	}
 	if filepath.Dir(from) == filepath.Dir(dir) {
+		// CRIU opens the images directory by name some time after the
+		// request: not renamed before it has answered.
+		<-d.Ready()
 		// dir may exist, empty (the caller made it); rename replaces it.
 		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			if err := os.Rename(from, dir); err == nil {

@@ -87,7 +87,11 @@ func (r *replica) serviceNetwork(ctx context.Context, plan netnsPlan, adoptPath 
 // container sends is held, so it runs after runc create and before start.
 func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	images := r.imagesDir()
-	unmount, err := runtime.MountImageTmpfs(images, 1<<30)
+	// Two images live there at once (the one being taken and the one the
+	// next delta is computed against), each the size of the container's
+	// memory: no fixed limit below the kernel's default (half the RAM),
+	// which is a bound, not a reservation.
+	unmount, err := runtime.MountImageTmpfs(images, 0)
 	if err != nil {
 		return fmt.Errorf("image tmpfs: %w", err)
 	}

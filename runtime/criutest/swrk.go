@@ -49,8 +49,10 @@ func ServeSwrk(o SwrkOptions) {
 		case rpc.CriuReqType_VERSION:
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_VERSION.Enum(), Success: proto.Bool(true)})
 		case rpc.CriuReqType_DUMP:
-			// CRIU opens the images directory when the request comes and
-			// writes through it: the directory may be renamed meanwhile.
+			// CRIU opens the images directory by name while it starts up,
+			// and then writes through it: the directory may be renamed once
+			// it has answered, not before.
+			time.Sleep(o.StartDelay)
 			var images *os.File
 			if d := req.GetOpts().GetImagesDir(); d != "" {
 				var err error
@@ -59,7 +61,6 @@ func ServeSwrk(o SwrkOptions) {
 					os.Exit(0)
 				}
 			}
-			time.Sleep(o.StartDelay)
 			if o.Mode == "fail-before" {
 				send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(false), CrErrno: proto.Int32(1)})
 				os.Exit(0)
