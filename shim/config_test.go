@@ -26,20 +26,21 @@ func TestLoadConfig(t *testing.T) {
 state_dir = "/run/x"
 image_dir = "/run/x/img"
 checkpoint_dir = "/var/lib/x"
+checkpoint_fsync = true
 criu_nice = -5
 [peer_tls]
 ca_file = "/etc/rrc/ca.pem"
 cert_file = "/etc/rrc/host.pem"
 key_file = "/etc/rrc/host-key.pem"
 `), check: func(t *testing.T, c Config) {
-			if c.StateDir != "/run/x" || c.ImageDir != "/run/x/img" || c.CheckpointDir != "/var/lib/x" || c.CRIUNice != -5 ||
+			if c.StateDir != "/run/x" || c.ImageDir != "/run/x/img" || c.CheckpointDir != "/var/lib/x" || c.CRIUNice != -5 || !c.CheckpointFsync ||
 				c.PeerTLS.CAFile != "/etc/rrc/ca.pem" || c.PeerTLS.CertFile != "/etc/rrc/host.pem" || c.PeerTLS.KeyFile != "/etc/rrc/host-key.pem" {
 				t.Fatalf("unexpected config %+v", c)
 			}
 		}},
 		{name: "partial keeps defaults", path: write("partial.toml", "criu_nice = 0\n"), check: func(t *testing.T, c Config) {
 			d := DefaultConfig()
-			if c.StateDir != d.StateDir || c.CheckpointDir != d.CheckpointDir || c.CRIUNice != 0 {
+			if c.StateDir != d.StateDir || c.CheckpointDir != d.CheckpointDir || c.CRIUNice != 0 || c.CheckpointFsync {
 				t.Fatalf("unexpected config %+v", c)
 			}
 		}},

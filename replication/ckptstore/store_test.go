@@ -14,9 +14,9 @@ import (
 	"github.com/iorrc/rrc/replication/wire"
 )
 
-// put sends files (sorted by path) into a staging of epoch, returning the
-// staging and the digest a primary would send.
-func put(t *testing.T, s *Store, epoch, base uint64, files map[string]string) (*Staging, [32]byte) {
+// begin begins epoch on base for files, returning their paths in canonical
+// order.
+func begin[T string | []byte](t *testing.T, s *Store, epoch, base uint64, files map[string]T) ([]string, *Staging) {
 	t.Helper()
 	paths := make([]string, 0, len(files))
 	var total uint64
@@ -25,10 +25,18 @@ func put(t *testing.T, s *Store, epoch, base uint64, files map[string]string) (*
 		total += uint64(len(c))
 	}
 	slices.Sort(paths)
-	st, err := s.Begin(epoch, wire.CheckpointBegin{TotalSize: total, FileCount: uint32(len(files)), BaseEpoch: base})
+	st, err := s.Begin(epoch, wire.CheckpointBegin{TotalSize: total, FileCount: uint32(len(paths)), BaseEpoch: base})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return paths, st
+}
+
+// put sends files (sorted by path) into a staging of epoch, returning the
+// staging and the digest a primary would send.
+func put(t *testing.T, s *Store, epoch, base uint64, files map[string]string) (*Staging, [32]byte) {
+	t.Helper()
+	paths, st := begin(t, s, epoch, base, files)
 	h := wire.NewContentHasher()
 	for _, p := range paths {
 		data := []byte(files[p])
@@ -396,17 +404,7 @@ func stringsOf(files map[string][]byte) map[string]string {
 // place in the base's file of that path is a copy, the rest is data.
 func putDelta(t *testing.T, s *Store, epoch, base uint64, old, next map[string][]byte) (*Staging, [32]byte) {
 	t.Helper()
-	paths := make([]string, 0, len(next))
-	var total uint64
-	for p, b := range next {
-		paths = append(paths, p)
-		total += uint64(len(b))
-	}
-	slices.Sort(paths)
-	st, err := s.Begin(epoch, wire.CheckpointBegin{TotalSize: total, FileCount: uint32(len(paths)), BaseEpoch: base})
-	if err != nil {
-		t.Fatal(err)
-	}
+	paths, st := begin(t, s, epoch, base, next)
 	h := wire.NewContentHasher()
 	for _, p := range paths {
 		b, o := next[p], old[p]
