@@ -1,8 +1,6 @@
 package runtime
 
 import (
-	"golang.org/x/sys/unix"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/stats"
+	"golang.org/x/sys/unix"
 )
 
 // CheckpointerConfig says which container to checkpoint and how.

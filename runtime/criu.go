@@ -201,7 +201,8 @@ func (s *swrk) close() error {
 // (The start-up of CRIU proper — kerndat probing, ~25 ms here because /run is
 // not a tmpfs and CRIU will not cache /run/criu.kdat — happens per request,
 // and Checkpointer keeps it out of the pause by freezing only on CRIU's
-// "pre-dump" notification.)
+// "pre-dump" notification, and with PrepareNext out of the checkpoint's
+// time too, by asking for each dump ahead: Prepare.)
 type CRIUService struct {
 	cmd CRIUCommand
 	log *slog.Logger

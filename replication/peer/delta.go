@@ -25,8 +25,9 @@ import (
 // all are, so an unchanged image costs one comparison per block; pages that
 // moved (a mapping grew in the middle of CRIU's page image, and the pages
 // after it shifted) are found through an index of the base's blocks by a
-// fast hash, built the first time it is needed. A candidate is always compared byte for
-// byte before it is used: the fast hash finds, it never decides.
+// fast hash, built the first time it is needed. A candidate is always
+// compared byte for byte before it is used: the fast hash finds, it never
+// decides.
 
 // maxCopy bounds one CheckpointCopy, so that the backup's reader, which
 // performs it, is never busy with one frame for long.
@@ -131,7 +132,7 @@ func mapFile(f fileEntry) (data []byte, unmap func(), err error) {
 }
 
 // fileDelta sends one file as chunks and copies from base (nil: all
-// chunks), feeds the digest, and records the file in next.
+// chunks), feeds the digest, and fills in the file's block digests.
 type fileDelta struct {
 	x     *Sender
 	ctx   context.Context
@@ -142,7 +143,7 @@ type fileDelta struct {
 	h     *wire.ContentHasher
 	stats *SendStats
 
-	lit       []byte // literal run not yet sent: sf.data[litStart:litEnd]
+	lit       []byte // literal run not yet sent, from sf.data[litStart:]
 	litStart  int
 	copyRef   blockRef // copy run not yet sent: from copyRef, copyN blocks
 	copyStart int      // its offset in the new file

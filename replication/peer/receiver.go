@@ -158,29 +158,9 @@ func (in *inbound) handle(f wire.Frame) error {
 		in.staging = st
 		in.s.log.Debug("receiving checkpoint", "epoch", f.Epoch, "size", b.TotalSize, "files", b.FileCount, "base", b.BaseEpoch)
 	case wire.TypeCheckpointChunk:
-		if in.refused == f.Epoch {
-			return nil
-		}
-		c, err := wire.DecodeCheckpointChunk(f.Payload)
-		if err != nil {
-			return err
-		}
-		if in.staging == nil {
-			return fmt.Errorf("chunk of checkpoint %d without a transfer in progress", f.Epoch)
-		}
-		in.store(f.Epoch, func(st *ckptstore.Staging) error { return st.Write(c) })
+		return storeFrame(in, f, "chunk", wire.DecodeCheckpointChunk, (*ckptstore.Staging).Write)
 	case wire.TypeCheckpointCopy:
-		if in.refused == f.Epoch {
-			return nil
-		}
-		c, err := wire.DecodeCheckpointCopy(f.Payload)
-		if err != nil {
-			return err
-		}
-		if in.staging == nil {
-			return fmt.Errorf("copy of checkpoint %d without a transfer in progress", f.Epoch)
-		}
-		in.store(f.Epoch, func(st *ckptstore.Staging) error { return st.Copy(c) })
+		return storeFrame(in, f, "copy", wire.DecodeCheckpointCopy, (*ckptstore.Staging).Copy)
 	case wire.TypeCheckpointEnd:
 		if in.refused == f.Epoch {
 			return nil
@@ -227,13 +207,27 @@ func (in *inbound) handle(f wire.Frame) error {
 	return nil
 }
 
-// store writes into the staging checkpoint; a failure refuses it.
-func (in *inbound) store(epoch uint64, write func(*ckptstore.Staging) error) {
-	if err := write(in.staging); err != nil {
+// storeFrame decodes a frame with the content of the checkpoint in
+// transfer (a chunk or a copy) and writes it into the staging checkpoint;
+// a write that fails refuses the checkpoint, whose remaining frames are
+// then skipped. A frame outside a transfer breaks the protocol.
+func storeFrame[T any](in *inbound, f wire.Frame, what string, decode func([]byte) (T, error), write func(*ckptstore.Staging, T) error) error {
+	if in.refused == f.Epoch {
+		return nil
+	}
+	v, err := decode(f.Payload)
+	if err != nil {
+		return err
+	}
+	if in.staging == nil {
+		return fmt.Errorf("%s of checkpoint %d without a transfer in progress", what, f.Epoch)
+	}
+	if err := write(in.staging, v); err != nil {
 		in.staging.Abort(err.Error())
 		in.staging = nil
-		in.nack(epoch, err)
+		in.nack(f.Epoch, err)
 	}
+	return nil
 }
 
 func (in *inbound) discard(reason string) {
