@@ -277,12 +277,14 @@ func TestArchiveRoundTrip(t *testing.T) {
 	if len(l2.Blobs) != 3 {
 		t.Errorf("got %d blobs, want 3", len(l2.Blobs))
 	}
-	// A corrupted blob is refused.
+	// A corrupted blob is refused. The layer's: a corrupted manifest or
+	// config would already fail WriteArchive, which reads them.
 	var bad bytes.Buffer
-	for dg := range l.Blobs {
-		l.Blobs[dg] = append([]byte("x"), l.Blobs[dg]...)
-		break
+	m, err := l.ReadManifest(l.Index.Manifests[0].Digest)
+	if err != nil || len(m.Layers) == 0 {
+		t.Fatalf("manifest: %v, %d layers", err, len(m.Layers))
 	}
+	l.Blobs[m.Layers[0].Digest] = append([]byte("x"), l.Blobs[m.Layers[0].Digest]...)
 	if err := l.WriteArchive(&bad); err != nil {
 		t.Fatal(err)
 	}
