@@ -60,9 +60,18 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	// One checkpoint at a time is kept; ~190 bytes of image per record of
 	// 100 bytes, so 10 M records need more than the default 2 GiB.
 	images := imageTmpfsSize(t, max(int64(2)<<30, int64(keys)*512))
-	// Three variants, interleaved so that the load of a shared machine falls
-	// on all of them alike: Checkpointer with FastDumpOptions, Checkpointer
-	// with runc's CRIU options, and `runc checkpoint --leave-running`.
+	// The same on a tmpfs of 4 KiB pages only (what MountImageTmpfs mounted
+	// before it asked for large folios), for the side-by-side ratio.
+	smallPages := filepath.Join(t.TempDir(), "images-4k")
+	unmountSmall, err := mountImageTmpfs(smallPages, max(int64(2)<<30, int64(keys)*512), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountSmall() })
+	// Four variants, interleaved so that the load of a shared machine falls
+	// on all of them alike: Checkpointer with FastDumpOptions (on the image
+	// tmpfs and on the 4 KiB-page one), Checkpointer with runc's CRIU
+	// options, and `runc checkpoint --leave-running`.
 	newCheckpointer := func(o DumpOptions) *Checkpointer {
 		c, err := NewCheckpointer(ctx, CheckpointerConfig{
 			RuncRoot: runcRoot, ID: id,
@@ -81,8 +90,8 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	c := newCheckpointer(fastOpts)
 	runcLike := newCheckpointer(DumpOptions{LogLevel: fastOpts.LogLevel, TCPSkipInFlight: true})
 	type series struct{ pause, freeze, dump, diff, thaw, criuFrozen []time.Duration }
-	var fast, like series
-	var fastBytes, likeBytes, runcBytes int64
+	var fast, fast4k, like series
+	var fastBytes, fast4kBytes, likeBytes, runcBytes int64
 	var wall, runcPause []time.Duration
 	measure := func(c *Checkpointer, s *series, bytes *int64, dir string) {
 		st, err := c.Checkpoint(ctx, dir)
@@ -102,6 +111,7 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	}
 	for i := 0; i < n; i++ {
 		measure(c, &fast, &fastBytes, filepath.Join(images, fmt.Sprintf("fast%d", i)))
+		measure(c, &fast4k, &fast4kBytes, filepath.Join(smallPages, fmt.Sprintf("fast4k%d", i)))
 		measure(runcLike, &like, &likeBytes, filepath.Join(images, fmt.Sprintf("like%d", i)))
 
 		// Baseline: runc checkpoint, in a's network namespace as
@@ -132,6 +142,7 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		t.Logf("  checkpoint bytes %d", bytes)
 	}
 	report("Checkpointer FastDumpOptions", fast, fastBytes)
+	report("Checkpointer FastDumpOptions, images on 4 KiB-page tmpfs", fast4k, fast4kBytes)
 	report("Checkpointer runc's CRIU options", like, likeBytes)
 	t.Logf("runc checkpoint --leave-running, %d checkpoints: wall %s", n, summary(wall))
 	t.Logf("  pause (criu freezing+frozen time) %s", summary(runcPause))

@@ -1,0 +1,75 @@
+package runtime
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// mountOptions returns the super-block options of the mount at dir, from
+// /proc/self/mountinfo.
+func mountOptions(t *testing.T, dir string) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// ID parent major:minor root mountpoint opts [optional...] - fstype source superopts
+		if len(fields) < 10 || fields[4] != dir {
+			continue
+		}
+		for i, field := range fields {
+			if field == "-" && i+3 < len(fields) {
+				return fields[i+3]
+			}
+		}
+	}
+	t.Fatalf("%s is not a mount point", dir)
+	return ""
+}
+
+func TestMountImageTmpfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	_, err := os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+	thp := err == nil
+	for _, tc := range []struct {
+		name        string
+		largeFolios bool
+		wantHuge    bool
+	}{
+		{"image tmpfs", true, thp},
+		{"4 KiB pages only", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "images")
+			unmount, err := mountImageTmpfs(dir, 64<<20, tc.largeFolios)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := mountOptions(t, dir)
+			if got := strings.Contains(opts, "huge=within_size"); got != tc.wantHuge {
+				t.Errorf("mount options %q: huge=within_size %v, want %v", opts, got, tc.wantHuge)
+			}
+			if !strings.Contains(opts, "size=65536k") {
+				t.Errorf("mount options %q: no size=65536k", opts)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "pages-1.img"), make([]byte, 4<<20), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := unmount(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("after unmount: %s still there (%v)", dir, err)
+			}
+		})
+	}
+}
