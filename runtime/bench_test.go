@@ -59,15 +59,11 @@ func TestMeasureCheckpointPause(t *testing.T) {
 
 	// One checkpoint at a time is kept; ~190 bytes of image per record of
 	// 100 bytes, so 10 M records need more than the default 2 GiB.
-	images := imageTmpfsSize(t, max(int64(2)<<30, int64(keys)*512))
+	imagesSize := max(int64(2)<<30, int64(keys)*512)
+	images := imageTmpfsSize(t, imagesSize)
 	// The same on a tmpfs of 4 KiB pages only (what MountImageTmpfs mounted
 	// before it asked for large folios), for the side-by-side ratio.
-	smallPages := filepath.Join(t.TempDir(), "images-4k")
-	unmountSmall, err := mountImageTmpfs(smallPages, max(int64(2)<<30, int64(keys)*512), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unmountSmall() })
+	smallPages := imageTmpfsPages(t, imagesSize, false)
 	// Four variants, interleaved so that the load of a shared machine falls
 	// on all of them alike: Checkpointer with FastDumpOptions (on the image
 	// tmpfs and on the 4 KiB-page one), Checkpointer with runc's CRIU

@@ -68,8 +68,14 @@ func imageTmpfs(t *testing.T) string {
 // Redis needs more than the default 2 GiB).
 func imageTmpfsSize(t *testing.T, size int64) string {
 	t.Helper()
+	return imageTmpfsPages(t, size, true)
+}
+
+// imageTmpfsPages is imageTmpfsSize with or without large folios.
+func imageTmpfsPages(t *testing.T, size int64, largeFolios bool) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "images")
-	unmount, err := MountImageTmpfs(dir, size)
+	unmount, err := mountImageTmpfs(dir, size, largeFolios)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,12 +33,12 @@ func mountImageTmpfs(dir string, size int64, largeFolios bool) (unmount func() e
 		data += fmt.Sprintf(",size=%d", size)
 	}
 	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	err = unix.EINVAL
+	mount := func(data string) error { return unix.Mount("tmpfs", dir, "tmpfs", flags, data) }
 	if largeFolios {
-		err = unix.Mount("tmpfs", dir, "tmpfs", flags, data+",huge=within_size")
+		err = mount(data + ",huge=within_size")
 	}
-	if errors.Is(err, unix.EINVAL) {
-		err = unix.Mount("tmpfs", dir, "tmpfs", flags, data)
+	if !largeFolios || errors.Is(err, unix.EINVAL) {
+		err = mount(data)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mount image tmpfs at %s: %w", dir, err)

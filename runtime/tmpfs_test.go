@@ -1,37 +1,25 @@
 package runtime
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moby/sys/mountinfo"
 )
 
-// mountOptions returns the super-block options of the mount at dir, from
-// /proc/self/mountinfo.
+// mountOptions returns the super-block options of the mount at dir.
 func mountOptions(t *testing.T, dir string) string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// ID parent major:minor root mountpoint opts [optional...] - fstype source superopts
-		if len(fields) < 10 || fields[4] != dir {
-			continue
-		}
-		for i, field := range fields {
-			if field == "-" && i+3 < len(fields) {
-				return fields[i+3]
-			}
-		}
+	if len(infos) != 1 {
+		t.Fatalf("%s: %d mounts, want 1", dir, len(infos))
 	}
-	t.Fatalf("%s is not a mount point", dir)
-	return ""
+	return infos[0].VFSOptions
 }
 
 func TestMountImageTmpfs(t *testing.T) {

@@ -411,7 +411,8 @@ header() {
 	for e in $EPOCHS; do line+=" epoch $e |"; sep+=" --- |"; done
 	printf '%s\n%s\n' "$line" "$sep"
 }
-# pause_line TEXT: "mean / p90 / bytes / RSS" of the Checkpointer FastDumpOptions lines.
+# pause_summary KEYS TEXT: a table row from the TestMeasureCheckpointPause lines: RSS,
+# checkpoints, FastDumpOptions pause mean / p90, the same on 4 KiB pages, bytes, runc.
 pause_summary() {
 	local keys=$1 text=$2
 	[[ $text == "("* ]] && { echo "| $keys | (BENCH_FULL=1) | | | | | | |"; return; }
