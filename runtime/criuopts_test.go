@@ -61,11 +61,13 @@ func TestBuildDumpOptions(t *testing.T) {
 		opts       DumpOptions
 		wantExtMnt []string
 		wantCgMode *rpc.CriuCgMode
+		wantConfig string // dumpConfigFile's path in CriuOpts and its content; "" for none
 		wantErr    string
 	}{
 		{name: "runc-compatible", opts: DumpOptions{ImagesDir: "/img", LogLevel: 4}, wantExtMnt: runcMounts},
 		{name: "fast", opts: func() DumpOptions { o := FastDumpOptions(); o.ImagesDir = "/img"; return o }(),
-			wantExtMnt: append(slices.Clone(runcMounts), tmpfsMounts...), wantCgMode: rpc.CriuCgMode_IGNORE.Enum()},
+			wantExtMnt: append(slices.Clone(runcMounts), tmpfsMounts...), wantCgMode: rpc.CriuCgMode_IGNORE.Enum(),
+			wantConfig: "file-validation=filesize\n"},
 		{name: "relative images dir", opts: DumpOptions{ImagesDir: "img"}, wantErr: "not absolute"},
 	}
 	for _, tt := range tests {
@@ -107,6 +109,16 @@ func TestBuildDumpOptions(t *testing.T) {
 			}
 			if (o.ManageCgroupsMode == nil) != (tt.wantCgMode == nil) || (tt.wantCgMode != nil && o.GetManageCgroupsMode() != *tt.wantCgMode) {
 				t.Errorf("cgroup mode = %v, want %v", o.ManageCgroupsMode, tt.wantCgMode)
+			}
+			wantPath := ""
+			if tt.wantConfig != "" {
+				wantPath = "/img/" + dumpConfigFile
+			}
+			if o.GetConfigFile() != wantPath || dumpConfig(tt.opts) != tt.wantConfig {
+				t.Errorf("config file %q with %q, want %q with %q", o.GetConfigFile(), dumpConfig(tt.opts), wantPath, tt.wantConfig)
+			}
+			if tt.name == "fast" && o.GetLogLevel() > 1 {
+				t.Errorf("log level %d: above 1 CRIU's log lines cost milliseconds of the pause", o.GetLogLevel())
 			}
 		})
 	}

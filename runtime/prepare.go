@@ -41,14 +41,23 @@ func (c *Checkpointer) prepare(ctx context.Context, dir string) (*PreparedDump, 
 	if err := writeDescriptors(dir, c.state.ExternalDescriptors); err != nil {
 		return nil, err
 	}
-	man := checkpointManifest{Tmpfs: c.tmpfs, CgroupsIgnored: c.cfg.Dump.CgroupMode != nil && *c.cfg.Dump.CgroupMode == rpc.CriuCgMode_IGNORE}
-	if len(man.Tmpfs) > 0 || man.CgroupsIgnored {
+	do := c.cfg.Dump
+	do.ImagesDir = dir
+	man := checkpointManifest{
+		Tmpfs:              c.tmpfs,
+		CgroupsIgnored:     do.CgroupMode != nil && *do.CgroupMode == rpc.CriuCgMode_IGNORE,
+		FileSizeValidation: do.FileSizeValidation,
+	}
+	if len(man.Tmpfs) > 0 || man.CgroupsIgnored || man.FileSizeValidation {
 		if err := writeManifest(dir, man); err != nil {
 			return nil, err
 		}
 	}
-	do := c.cfg.Dump
-	do.ImagesDir = dir
+	if conf := dumpConfig(do); conf != "" {
+		if err := os.WriteFile(filepath.Join(dir, dumpConfigFile), []byte(conf), 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", dumpConfigFile, err)
+		}
+	}
 	opts, err := BuildDumpOptions(c.state, do, procRootStat(c.state.InitPid))
 	if err != nil {
 		return nil, fmt.Errorf("build criu options: %w", err)

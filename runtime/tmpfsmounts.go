@@ -54,6 +54,9 @@ type checkpointManifest struct {
 	// not try to move the tasks into the dumped cgroup paths; runc restore
 	// has already put CRIU (and so the tasks) into the new cgroups.
 	CgroupsIgnored bool `json:"cgroupsIgnored,omitempty"`
+	// FileSizeValidation: dumped with --file-validation=filesize (no
+	// build-ids in the images), so the restore validates by size as well.
+	FileSizeValidation bool `json:"fileSizeValidation,omitempty"`
 }
 
 const manifestFile = "rrc-checkpoint.json"
@@ -123,6 +126,9 @@ func prepareRestore(imagesDir, dir string) (*restoreTmpfs, error) {
 	conf.WriteString("# written by io.rrc.v1 runtime for runc restore, see docs/CHECKPOINT.md\n")
 	if man.CgroupsIgnored {
 		conf.WriteString("manage-cgroups=ignore\n")
+	}
+	if man.FileSizeValidation {
+		conf.WriteString("file-validation=filesize\n")
 	}
 	for _, m := range man.Tmpfs {
 		target := filepath.Join(dir, m.Key)

@@ -68,9 +68,13 @@ func newNetnsFile(path string) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("unshare network namespace: %w", err)
+		if err := unshareOwnTCPHash(); err != nil {
+			// The thread may be in a namespace of its own by now: back to
+			// the original one, or stay locked (not reused).
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+			done <- err
 			return
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
@@ -89,6 +93,41 @@ func newNetnsFile(path string) error {
 	if err := <-done; err != nil {
 		removeNetnsFile(path)
 		return err
+	}
+	return nil
+}
+
+// tcpHashBuckets is the size of the TCP connection hash table of the
+// namespaces newNetnsFile makes. By default a new namespace shares the host's
+// table (tcp_ehash_entries: 262,144 buckets on a host of 24 GB), and every
+// listing of a namespace's TCP sockets walks all of it: CRIU lists the
+// container's TCP sockets, IPv4 and IPv6, at each checkpoint while the
+// container is frozen, ≈3 ms of a Redis pause of ≈20 ms. A table of its own
+// serves the connections of one container.
+const tcpHashBuckets = 4096
+
+// unshareOwnTCPHash moves the calling (locked) thread into a new network
+// namespace with a TCP hash table of its own of tcpHashBuckets. The kernel
+// (6.1 and later) sizes it from net.ipv4.tcp_child_ehash_entries of the
+// namespace the thread unshares from; rather than change that setting for
+// the whole host, the thread first unshares into a throwaway namespace,
+// sets it there, and unshares again (the throwaway namespace ends as soon
+// as the thread has left it). A kernel without the setting gets a namespace
+// sharing the host's table, as before.
+func unshareOwnTCPHash() error {
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("unshare network namespace: %w", err)
+	}
+	// /proc/sys/net is the namespace of the thread that opens it.
+	err := os.WriteFile("/proc/sys/net/ipv4/tcp_child_ehash_entries", []byte(fmt.Sprint(tcpHashBuckets)), 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("size the TCP hash table of a new network namespace: %w", err)
+	}
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("unshare network namespace: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package servicenet
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -350,5 +351,38 @@ func TestCleanupStale(t *testing.T) {
 	checkNothingLeft(t, host.dir)
 	if removed, err := CleanupStale(t.Context(), filepath.Join(host.dir, "missing"), nil); err != nil || len(removed) > 0 {
 		t.Errorf("CleanupStale of a missing dir: %v %v", removed, err)
+	}
+}
+
+// TestNetnsOwnTCPHash: a namespace newNetnsFile makes has a TCP hash table
+// of its own (tcp_ehash_entries is negative for one sharing the host's),
+// and the host's setting for new namespaces is left as it was.
+func TestNetnsOwnTCPHash(t *testing.T) {
+	requireRoot(t)
+	const child = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
+	before, err := os.ReadFile(child)
+	if os.IsNotExist(err) {
+		t.Skip("kernel without net.ipv4.tcp_child_ehash_entries (before 6.1): namespaces share the host's table")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := scratchNetns(t, t.TempDir(), "own")
+	var entries []byte
+	if err := inNetns(p, func() (err error) {
+		entries, err = os.ReadFile("/proc/sys/net/ipv4/tcp_ehash_entries")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(entries)); got != fmt.Sprint(tcpHashBuckets) {
+		t.Errorf("tcp_ehash_entries in the new namespace = %s, want %d (its own table)", got, tcpHashBuckets)
+	}
+	after, err := os.ReadFile(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Errorf("%s changed from %q to %q", child, before, after)
 	}
 }

@@ -88,12 +88,23 @@ ns_sysctls() {
 		done' || true
 }
 
+# add_netns NS: ip netns add NS with a TCP hash table of its own, as
+# servicenet makes the replicated container's namespace (runtime/servicenet/
+# netns.go: the host's table of 262,144 buckets would be walked by every
+# listing of the namespace's sockets, e.g. CRIU's at each checkpoint).
+# ip runs in a throwaway namespace whose net.ipv4.tcp_child_ehash_entries
+# sizes the table; the root namespace's setting is left alone. Kernels before
+# 6.1 have no such setting: the namespace shares the host's table.
+add_netns() {
+	unshare --net -- sh -c 'sysctl -qw net.ipv4.tcp_child_ehash_entries=4096 2>/dev/null; exec ip netns add "$1"' sh "$1"
+}
+
 ensure_lan() {
 	if ! ns_exists lan; then
 		ip netns delete "$LAN" 2>/dev/null || true
 		rm -f "/run/netns/$LAN"
 		say "netns $LAN (bridge br0)"
-		ip netns add "$LAN"
+		add_netns "$LAN"
 	fi
 	ns_sysctls "$LAN"
 	ip -n "$LAN" link set lo up
@@ -112,7 +123,7 @@ ensure_host_net() {
 		ip netns delete "$ns" 2>/dev/null || true
 		rm -f "$(nspath "$h")"
 		say "netns $ns"
-		ip netns add "$ns"
+		add_netns "$ns"
 	fi
 	ns_sysctls "$ns"
 	ip -n "$ns" link set lo up
