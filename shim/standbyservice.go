@@ -223,13 +223,20 @@ func (s *TaskService) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*
 	return resp, nil
 }
 
-// notStandby refuses what a standby task cannot do.
+// notStandby refuses what a standby task cannot do, also once it has become
+// the restored container: runc restored that one outside the runc task
+// service, which would own its execs, pauses and updates.
 func (s *TaskService) notStandby(id, what string) error {
-	if _, ok := s.standbyOf(id, ""); ok {
-		return errgrpc.ToGRPC(fmt.Errorf("container %s is a replication backup (annotation %srole=%s): %s is not available: %w",
-			id, AnnotationPrefix, replication.RoleBackup, what, errdefs.ErrNotImplemented))
+	rep, ok := s.standbyOf(id, "")
+	if !ok {
+		return nil
 	}
-	return nil
+	if pid := rep.standby.restoredPid(); pid != 0 {
+		return errgrpc.ToGRPC(fmt.Errorf("container %s was restored on this host by a failover (pid %d): %s of the restored container is not available (kill, wait, delete are): %w",
+			id, pid, what, errdefs.ErrNotImplemented))
+	}
+	return errgrpc.ToGRPC(fmt.Errorf("container %s is a replication backup (annotation %srole=%s): %s is not available: %w",
+		id, AnnotationPrefix, replication.RoleBackup, what, errdefs.ErrNotImplemented))
 }
 
 func (s *TaskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {

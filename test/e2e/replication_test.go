@@ -69,6 +69,11 @@ func TestReplicationThroughContainerd(t *testing.T) {
 		t.Errorf("rrcctl status on b after the failover:\n%s", out)
 	}
 
+	// exec is refused, saying why (not that it is a backup).
+	if _, errOut, code := b.ctr(ctx, "", "task", "exec", "--exec-id", "x1", id, "true"); code == 0 || !strings.Contains(errOut, "restored on this host by a failover") {
+		t.Errorf("ctr task exec on the restored task: exit %d, %q; want refused as restored by a failover", code, errOut)
+	}
+
 	// kill, exit status, delete: nothing left.
 	if code := b.killAndDelete(ctx, id, "KILL"); code != 128+9 {
 		t.Errorf("exit status of the restored task killed with KILL: %d, want %d", code, 128+9)
