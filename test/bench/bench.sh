@@ -417,13 +417,13 @@ pause_summary() {
 	local keys=$1 text=$2
 	[[ $text == "("* ]] && { echo "| $keys | (BENCH_FULL=1) | | | | | | |"; return; }
 	awk -v k="$keys" '
+		# field(key): the value after the first "key " on the line, up to the comma.
+		function field(key,   v) { v = $0; sub(".*" key " ", "", v); sub(/,.*/, "", v); return v }
 		/redis loaded/ { rss = $0; sub(/.*VmRSS: */, "", rss) }
-		/^Checkpointer FastDumpOptions, [0-9]+ checkpoints/ { fast = 1; n = $0; sub(/.*, /, "", n); match($0, /[0-9]+ checkpoints/); cnt = substr($0, RSTART, RLENGTH - 12)
-			mean = $0; sub(/.*pause mean /, "", mean); sub(/,.*/, "", mean)
-			p90 = $0; sub(/.*p90 /, "", p90); sub(/,.*/, "", p90); next }
+		/^Checkpointer FastDumpOptions, [0-9]+ checkpoints/ { fast = 1; match($0, /[0-9]+ checkpoints/); cnt = substr($0, RSTART, RLENGTH - 12)
+			mean = field("pause mean"); p90 = field("p90"); next }
 		/^Checkpointer FastDumpOptions, images on 4 KiB-page tmpfs/ { fast = 0
-			m4 = $0; sub(/.*pause mean /, "", m4); sub(/,.*/, "", m4)
-			p4 = $0; sub(/.*p90 /, "", p4); sub(/,.*/, "", p4); next }
+			m4 = field("pause mean"); p4 = field("p90"); next }
 		fast && /checkpoint bytes/ { b = $NF; fast = 0 }
 		/^Checkpointer runc/ { fast = 0 }
 		/^runc checkpoint/ { rw = $0; sub(/.*wall mean /, "", rw); sub(/,.*/, "", rw) }
