@@ -8,6 +8,8 @@
 #     github.com/containerd/containerd/v2 pinned in go.mod, built with `go install`;
 #   * CRIU 4.2.1 from Debian forky, unpacked with its libraries into a private prefix
 #     (/opt/rrc/criu) and run through a wrapper /usr/local/sbin/criu;
+#   * criu-written.so, built from contrib/criu-written with gcc: preloaded into CRIU by
+#     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
@@ -40,7 +42,10 @@ APT_PKGS=(
 	xfsprogs
 	# libraries of forky's criu that bookworm provides in a good enough version
 	libprotobuf-c1 libbsd0 libmnl0 libuuid1 libffi8
+	# builds contrib/criu-written (a small library preloaded into CRIU)
+	gcc libc6-dev
 )
+CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a
 # private apt configuration, unpacked into $CRIU_PREFIX (never installed system-wide).
 CRIU_FORKY=(criu libcompel1 libnet9 libnl-3-200)
@@ -327,6 +332,30 @@ setup_criu() {
 	log "criu check: $(grep 'Looks good' <<<"$out" | head -n1)"
 }
 
+# ---------------------------------------------------------------- 3b. criu-written.so
+# Built every time (well under a second) and installed only if it differs, so that a
+# changed source reaches the machine and an unchanged one is left alone.
+setup_criu_written() {
+	local src=$REPO_ROOT/contrib/criu-written/criu-written.c tmp out
+	tmp=$(mktemp -d /tmp/rrc-setup-written.XXXXXX)
+	CLEANUP+=("rm -rf '$tmp'")
+	quiet "building $src failed" gcc -O2 -Wall -Wextra -Werror -shared -fPIC \
+		-o "$tmp/criu-written.so" "$src" -ldl
+	if cmp -s "$tmp/criu-written.so" "$CRIU_WRITTEN_LIB"; then
+		log "criu-written.so found at $CRIU_WRITTEN_LIB (up to date)"
+	else
+		mkdir -p "$(dirname "$CRIU_WRITTEN_LIB")"
+		install -m 0644 "$tmp/criu-written.so" "$CRIU_WRITTEN_LIB.new"
+		mv -f "$CRIU_WRITTEN_LIB.new" "$CRIU_WRITTEN_LIB"
+		log "criu-written.so built from contrib/criu-written and installed at $CRIU_WRITTEN_LIB"
+	fi
+	if out=$(LD_PRELOAD=$CRIU_WRITTEN_LIB criu check --feature mem_dirty_track 2>&1); then
+		log "criu-written.so: CRIU accepts --track-mem with it (incremental memory dumps)"
+	else
+		warn "criu-written.so: CRIU still refuses --track-mem with it, every dump will be full: $out"
+	fi
+}
+
 # ---------------------------------------------------------------- 4. kernel prerequisites
 check_kernel() {
 	local ns="rrc-setup-$$" out
@@ -358,16 +387,18 @@ check_kernel() {
 	fi
 	ip netns delete "$ns" 2>/dev/null || true
 
-	# Informational: without soft-dirty CRIU cannot do incremental dumps (pre-dump/--track-mem).
+	# Informational: soft-dirty is what plain CRIU needs for incremental dumps; without it,
+	# io.rrc.v1 tracks writes with userfaultfd write-protect and criu-written.so.
 	if criu check --feature mem_dirty_track >/dev/null 2>&1; then
-		log "kernel: soft-dirty memory tracking available (incremental dumps possible)"
+		log "kernel: soft-dirty memory tracking available"
 	else
-		log "kernel: no soft-dirty memory tracking (every CRIU dump is a full dump)"
+		log "kernel: no soft-dirty memory tracking (io.rrc.v1 uses userfaultfd write-protect instead)"
 	fi
 }
 
 setup_apt
 setup_containerd
 setup_criu
+setup_criu_written
 check_kernel
 log "done"

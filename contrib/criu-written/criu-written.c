@@ -1,0 +1,155 @@
+/*
+ * criu-written.so: lets CRIU's memory tracking (--track-mem with a parent image)
+ * work on kernels without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY off), by reading
+ * the kernel's userfaultfd write-protect bits instead. Preloaded into CRIU
+ * (LD_PRELOAD) by io.rrc.v1's Checkpointer only; see docs/CHECKPOINT.md.
+ *
+ * io.rrc.v1 registers the container's anonymous memory with a userfaultfd in
+ * asynchronous write-protect mode and write-protects it right after every dump
+ * (runtime/memtrack). From then on the kernel reports, through the PAGEMAP_SCAN
+ * ioctl, every page written since (category PAGE_IS_WRITTEN). CRIU 4.2 reads the
+ * soft-dirty category through that same ioctl. This library:
+ *
+ *   - ioctl(PAGEMAP_SCAN) asking for PAGE_IS_SOFT_DIRTY: also asks for
+ *     PAGE_IS_WRITTEN, PAGE_IS_WPALLOWED and PAGE_IS_PRESENT, and reports a
+ *     page clean only if it is present, in a write-tracked mapping, and not
+ *     written since it was protected. Everything else is dirty: a page nobody
+ *     tracks, and a swapped-out page or a uffd-wp marker (what a zapped page
+ *     of a tracked file mapping leaves, reported as swapped and not written);
+ *   - read() of 8 bytes from a pagemap file, once: CRIU's start-up probe for
+ *     soft-dirty support (kerndat_get_dirty_track) sees the bit it looks for,
+ *     so --track-mem is accepted;
+ *   - open() of CRIU's kernel-feature cache (/run/criu.kdat): refused, so that
+ *     this CRIU neither loads a cache that says "no dirty tracking" nor leaves
+ *     one saying "dirty tracking works" for CRIU runs without this library.
+ *
+ * Everything else passes through unchanged. CRIU then writes the pages not
+ * written since the parent dump as holes "in the parent image" and checks that
+ * the parent holds them.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+struct rrc_page_region {
+	uint64_t start, end, categories;
+};
+
+struct rrc_pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+
+#define RRC_PAGEMAP_SCAN _IOWR('f', 16, struct rrc_pm_scan_arg)
+#define RRC_PAGE_IS_WPALLOWED (1ULL << 0)
+#define RRC_PAGE_IS_WRITTEN (1ULL << 1)
+#define RRC_PAGE_IS_PRESENT (1ULL << 3)
+#define RRC_PAGE_IS_SOFT_DIRTY (1ULL << 7)
+#define RRC_PME_PRESENT (1ULL << 63)
+#define RRC_PME_SOFT_DIRTY (1ULL << 55)
+
+static int probe_answered;
+
+int ioctl(int fd, unsigned long req, ...)
+{
+	static int (*real_ioctl)(int, unsigned long, ...);
+	struct rrc_pm_scan_arg *a;
+	struct rrc_page_region *r;
+	uint64_t asked;
+	va_list ap;
+	void *arg;
+	int n, i;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (!real_ioctl)
+		real_ioctl = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
+	a = arg;
+	if (req != RRC_PAGEMAP_SCAN || !a || !(a->return_mask & RRC_PAGE_IS_SOFT_DIRTY))
+		return real_ioctl(fd, req, arg);
+
+	asked = a->return_mask;
+	a->return_mask |= RRC_PAGE_IS_WRITTEN | RRC_PAGE_IS_WPALLOWED | RRC_PAGE_IS_PRESENT;
+	n = real_ioctl(fd, req, arg);
+	a->return_mask = asked;
+	if (n <= 0)
+		return n;
+	r = (struct rrc_page_region *)(uintptr_t)a->vec;
+	for (i = 0; i < n; i++) {
+		uint64_t c = r[i].categories;
+		if ((c & RRC_PAGE_IS_WRITTEN) || !(c & RRC_PAGE_IS_WPALLOWED) || !(c & RRC_PAGE_IS_PRESENT))
+			c |= RRC_PAGE_IS_SOFT_DIRTY;
+		r[i].categories = c & asked;
+	}
+	return n;
+}
+
+/* ends reports whether path ends with suffix. */
+static int ends(const char *path, const char *suffix)
+{
+	size_t p = strlen(path), s = strlen(suffix);
+	return p >= s && strcmp(path + p - s, suffix) == 0;
+}
+
+ssize_t read(int fd, void *buf, size_t count)
+{
+	static ssize_t (*real_read)(int, void *, size_t);
+	char link[64], target[256];
+	ssize_t n, k;
+
+	if (!real_read)
+		real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+	n = real_read(fd, buf, count);
+	if (probe_answered || count != 8 || n != 8)
+		return n;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	k = readlink(link, target, sizeof(target) - 1);
+	if (k <= 0)
+		return n;
+	target[k] = '\0';
+	if (ends(target, "/pagemap")) {
+		uint64_t pme;
+		memcpy(&pme, buf, sizeof(pme));
+		if (pme & RRC_PME_PRESENT)
+			pme |= RRC_PME_SOFT_DIRTY;
+		memcpy(buf, &pme, sizeof(pme));
+		probe_answered = 1;
+	}
+	return n;
+}
+
+static int kdat_cache(const char *path)
+{
+	return path && (ends(path, "/criu.kdat") || ends(path, "/criu.kdat.tmp"));
+}
+
+#define RRC_OPEN(name)                                                             \
+	int name(const char *path, int flags, ...)                                 \
+	{                                                                          \
+		static int (*real)(const char *, int, ...);                        \
+		mode_t mode = 0;                                                   \
+		va_list ap;                                                        \
+		if (flags & (O_CREAT | O_TMPFILE)) {                               \
+			va_start(ap, flags);                                       \
+			mode = va_arg(ap, mode_t);                                 \
+			va_end(ap);                                                \
+		}                                                                  \
+		if (kdat_cache(path)) {                                            \
+			errno = ENOENT;                                            \
+			return -1;                                                 \
+		}                                                                  \
+		if (!real)                                                         \
+			real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \
+		return real(path, flags, mode);                                    \
+	}
+
+RRC_OPEN(open)
+RRC_OPEN(open64)
