@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-BINARIES := bin/containerd-shim-rrc-v1 bin/rrcctl
+BINARIES := bin/containerd-shim-rrc-v1 bin/rrcctl bin/rrc-uffd
 # Packages run one at a time: several of them bring up a lab and time a
 # failover, and two cores shared by parallel packages make those figures noise.
 E2E_PKGS := ./test/...
@@ -25,8 +25,8 @@ bin/%: FORCE
 FORCE:
 
 install: build
-	install -m 0755 bin/containerd-shim-rrc-v1 bin/rrcctl $(PREFIX)/bin/
-	@echo "install: containerd-shim-rrc-v1 and rrcctl in $(PREFIX)/bin"
+	install -m 0755 $(BINARIES) $(PREFIX)/bin/
+	@echo "install: $(notdir $(BINARIES)) in $(PREFIX)/bin"
 
 setup:
 	bash contrib/setup/setup.sh

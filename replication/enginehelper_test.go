@@ -40,7 +40,8 @@ type helperArgs struct {
 	Epoch         time.Duration
 	// primary
 	RuncRoot, ContainerID, WorkDir string
-	Inject                         *injectArgs `json:",omitempty"` // fault injection (injector_test.go)
+	Inject                         *injectArgs             `json:",omitempty"` // fault injection (injector_test.go)
+	Memory                         *runtime.MemoryTracking `json:",omitempty"` // incremental dumps, as the shim's default
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
 }
@@ -216,7 +217,7 @@ func (h *helper) primary(ctx context.Context) error {
 	c, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
 		RuncRoot: h.a.RuncRoot, ID: h.a.ContainerID, Dump: runtime.FastDumpOptions(),
 		CRIU:              runtime.CRIUCommand{NetNS: sn.NetnsPath()},
-		CaptureRootfsDiff: true, PrepareNext: true, Log: h.log.With("pair", cfg.Pair),
+		CaptureRootfsDiff: true, PrepareNext: true, Memory: h.a.Memory, Log: h.log.With("pair", cfg.Pair),
 	})
 	if err != nil {
 		return err

@@ -236,6 +236,8 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	pa.RuncRoot, pa.ContainerID = "/run/containerd/runc/"+l.Namespace("a"), id
 	pa.WorkDir = l.State("a") + "/rrc-images"
 	pa.Inject = rp.Inject
+	preload, helper := lab.MemoryTools(t)
+	pa.Memory = &runtime.MemoryTracking{Preload: preload, Helper: []string{helper}}
 	primary := startEngine(t, l, "a", pa)
 	pst := primary.wait(t, "primary's gate", 15*time.Second, func(s helperStatus) bool { return s.Phase == "gated" })
 

@@ -65,6 +65,7 @@ type Primary struct {
 	hold       window // input held per epoch
 	bytes      window
 	sentBytes  window // checkpoint content sent over the wire (the rest was copied from the base)
+	memCopied  window // memory CRIU copied inside the pause
 	ackLat     window
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
@@ -356,6 +357,7 @@ func (p *Primary) Status() Status {
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
+		MemoryCopiedPerEpoch: p.memCopied.summary(),
 		Gate: &GateStatus{
 			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,
 			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),

@@ -64,6 +64,10 @@ type Status struct {
 	BytesPerEpoch Summary `json:"bytes_per_epoch,omitzero"`      // checkpoint size, recent epochs
 	SentPerEpoch  Summary `json:"sent_bytes_per_epoch,omitzero"` // primary: of that, sent (the rest: copied from the previous checkpoint)
 	AckMS         Summary `json:"ack_ms,omitzero"`               // checkpoint taken → acknowledged
+	// MemoryCopiedPerEpoch: memory CRIU copied inside the pause; with
+	// incremental dumps only what the container wrote since the previous
+	// checkpoint (the rest of the image comes from it, after the thaw).
+	MemoryCopiedPerEpoch Summary `json:"memory_copied_bytes_per_epoch,omitzero"`
 
 	Gate     *GateStatus        `json:"gate,omitempty"`
 	Failover *FailoverTimings   `json:"failover,omitempty"`

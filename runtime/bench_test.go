@@ -68,12 +68,13 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	// on all of them alike: Checkpointer with FastDumpOptions (on the image
 	// tmpfs and on the 4 KiB-page one), Checkpointer with runc's CRIU
 	// options, and `runc checkpoint --leave-running`.
-	newCheckpointer := func(o DumpOptions) *Checkpointer {
+	newCheckpointer := func(o DumpOptions, mem *MemoryTracking) *Checkpointer {
 		c, err := NewCheckpointer(ctx, CheckpointerConfig{
 			RuncRoot: runcRoot, ID: id,
 			CRIU:              CRIUCommand{Argv: []string{"nsenter", "--net=" + l.Netns("a"), "criu"}, Nice: envInt("RRC_MEASURE_NICE", 0)},
 			Dump:              o,
 			CaptureRootfsDiff: true,
+			Memory:            mem,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -83,11 +84,15 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	}
 	fastOpts := FastDumpOptions()
 	fastOpts.LogLevel = envInt32("RRC_MEASURE_LOGLEVEL", fastOpts.LogLevel)
-	c := newCheckpointer(fastOpts)
-	runcLike := newCheckpointer(DumpOptions{LogLevel: fastOpts.LogLevel, TCPSkipInFlight: true})
-	type series struct{ pause, freeze, dump, diff, thaw, criuFrozen []time.Duration }
-	var fast, fast4k, like series
-	var fastBytes, fast4kBytes, likeBytes, runcBytes int64
+	c := newCheckpointer(fastOpts, nil)
+	runcLike := newCheckpointer(DumpOptions{LogLevel: fastOpts.LogLevel, TCPSkipInFlight: true}, nil)
+	// Incremental memory dumps (the shim's default): CRIU copies what was
+	// written since this Checkpointer's previous dump, one round ago.
+	incremental := newCheckpointer(fastOpts, memoryTracking(t))
+	type series struct{ pause, freeze, dump, diff, thaw, criuFrozen, merge []time.Duration }
+	var fast, fast4k, like, incr series
+	var fastBytes, fast4kBytes, likeBytes, incrBytes, runcBytes int64
+	var incrPages, incrParent uint64
 	var wall, runcPause []time.Duration
 	measure := func(c *Checkpointer, s *series, bytes *int64, dir string) {
 		st, err := c.Checkpoint(ctx, dir)
@@ -96,7 +101,11 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		}
 		s.pause, s.freeze, s.dump = append(s.pause, st.Pause), append(s.freeze, st.Freeze), append(s.dump, st.Dump)
 		s.diff, s.thaw, s.criuFrozen = append(s.diff, st.RootfsDiff), append(s.thaw, st.Thaw), append(s.criuFrozen, st.CRIUFrozen)
+		s.merge = append(s.merge, st.Merge)
 		*bytes = st.ImageBytes
+		if c == incremental {
+			incrPages, incrParent = incrPages+st.CRIUPages, incrParent+st.ParentPages
+		}
 		if keep := os.Getenv("RRC_MEASURE_KEEPLOG"); keep != "" {
 			// One log per variant: KEEPLOG.fast, KEEPLOG.like.
 			b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
@@ -109,6 +118,7 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		measure(c, &fast, &fastBytes, filepath.Join(images, fmt.Sprintf("fast%d", i)))
 		measure(c, &fast4k, &fast4kBytes, filepath.Join(smallPages, fmt.Sprintf("fast4k%d", i)))
 		measure(runcLike, &like, &likeBytes, filepath.Join(images, fmt.Sprintf("like%d", i)))
+		measure(incremental, &incr, &incrBytes, filepath.Join(images, fmt.Sprintf("incr%d", i)))
 
 		// Baseline: runc checkpoint, in a's network namespace as
 		// containerd's shim would run it.
@@ -136,10 +146,15 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		t.Logf("  rootfs diff + tmpfs archives %s", summary(s.diff))
 		t.Logf("  thaw %s", summary(s.thaw))
 		t.Logf("  checkpoint bytes %d", bytes)
+		if s.merge[0] > 0 || s.merge[len(s.merge)-1] > 0 {
+			t.Logf("  merge with the parent, after the thaw %s", summary(s.merge))
+		}
 	}
 	report("Checkpointer FastDumpOptions", fast, fastBytes)
 	report("Checkpointer FastDumpOptions, images on 4 KiB-page tmpfs", fast4k, fast4kBytes)
 	report("Checkpointer runc's CRIU options", like, likeBytes)
+	report("Checkpointer FastDumpOptions, incremental memory", incr, incrBytes)
+	t.Logf("  pages copied by CRIU %d, left in the parent %d (all checkpoints)", incrPages, incrParent)
 	t.Logf("runc checkpoint --leave-running, %d checkpoints: wall %s", n, summary(wall))
 	t.Logf("  pause (criu freezing+frozen time) %s", summary(runcPause))
 	t.Logf("  checkpoint bytes %d", runcBytes)

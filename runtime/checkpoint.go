@@ -34,7 +34,11 @@ type CheckpointerConfig struct {
 	// (see prepare.go), so that CRIU's start-up is over when the next
 	// checkpoint is wanted: a checkpoint then takes about its pause.
 	PrepareNext bool
-	Log         *slog.Logger
+	// Memory, if set, makes every dump after the first copy only the memory
+	// written since the one before (incremental.go); the checkpoints handed
+	// out are full images all the same.
+	Memory *MemoryTracking
+	Log    *slog.Logger
 }
 
 // CheckpointStats describes one checkpoint. Pause is how long the container
@@ -53,6 +57,10 @@ type CheckpointStats struct {
 	CRIUFrozen  time.Duration // CRIU: tasks seized → released
 	CRIUMemdump time.Duration
 	CRIUPages   uint64 // pages written
+	// Incremental dumps (CheckpointerConfig.Memory): pages CRIU left in the
+	// parent image, and filling them in after the thaw.
+	ParentPages uint64
+	Merge       time.Duration
 }
 
 // CheckpointHooks are called by CheckpointWithHooks at the freeze and the
@@ -100,6 +108,10 @@ type Checkpointer struct {
 	upper   string       // overlay upperdir, "" unless CaptureRootfsDiff
 	tmpfs   []TmpfsMount // carried by us when Dump.ExternalTmpfs
 	next    nextDump     // with PrepareNext
+	mem     *memState    // with Memory, if incremental dumps work here
+	// refreshed is closed when the tracking's refresh after the last
+	// checkpoint is over (nil: none started).
+	refreshed chan struct{}
 }
 
 // NewCheckpointer reads the container's runc state and starts a CRIU service
@@ -134,7 +146,12 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	if cfg.Dump.ExternalTmpfs {
 		c.tmpfs = TmpfsMounts(st, procRootStat(st.InitPid))
 	}
-	if c.criu, err = NewCRIUService(cfg.CRIU, c.log); err != nil {
+	if c.mem = c.startMemoryTracking(ctx); c.mem != nil {
+		c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "LD_PRELOAD="+c.mem.cfg.Preload)
+		c.cfg.Dump.TrackMem = true
+	}
+	if c.criu, err = NewCRIUService(c.cfg.CRIU, c.log); err != nil {
+		c.mem.close()
 		return nil, fmt.Errorf("checkpointer for %s: %w", cfg.ID, err)
 	}
 	return c, nil
@@ -169,15 +186,19 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 // thaw (see CheckpointHooks).
 func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks CheckpointHooks) (CheckpointStats, error) {
 	var st CheckpointStats
-	dump := c.takePrepared(dir)
+	c.waitRefresh()
+	parent := c.mem.parent()
+	dump := c.takePrepared(dir, parent)
 	if dump == nil {
 		var err error
-		if dump, err = c.prepare(ctx, dir); err != nil {
+		if dump, err = c.prepare(ctx, dir, parent); err != nil {
 			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 		}
 	}
-	// Whatever happens to this one, the next is asked for once it is over.
-	defer c.prepareNext(filepath.Dir(dir))
+	// Whatever happens to this one, the next is asked for once it is over,
+	// with the parent this one leaves.
+	nextParent := parent
+	defer func() { c.prepareNext(filepath.Dir(dir), nextParent) }()
 
 	// CRIU spends ~25–30 ms per request on its own start (kernel feature
 	// probing, cgroup and vDSO parsing) before it touches the tasks. It
@@ -194,7 +215,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 			diffErr, st.DiffBytes, st.RootfsDiff = r.err, r.bytes, r.took
 		}
 	}
-	isFrozen, thawed := false, false
+	isFrozen, thawed, reset := false, false, false
 	notified, thawedHook := false, false // BeforeFreeze called; Thawed called
 	thaw := func() {
 		waitFiles()
@@ -243,9 +264,31 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 			return
 		}
 		st.Dump = time.Since(frozen)
+		if dumpErr == nil && c.mem != nil {
+			c.mem.reset(c.log)
+			reset = true
+		}
 		thaw()
 	})
 	thaw()
+	var mergeErr error
+	if reset {
+		// Protected since this dump: it is the next parent, merged or none.
+		t := time.Now()
+		_, mergeErr = c.mem.rebase(dir, parent != "")
+		st.Merge = time.Since(t)
+	}
+	if c.mem != nil {
+		nextParent = c.mem.parent()
+		// New mappings and processes: off the way to the send, before the
+		// next checkpoint (which waits for it).
+		done := make(chan struct{})
+		c.refreshed = done
+		go func() {
+			defer close(done)
+			c.refreshTracking(context.WithoutCancel(ctx), c.mem)
+		}()
+	}
 	if frozeErr != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, frozeErr)
 	}
@@ -258,7 +301,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	if !isFrozen {
 		return st, fmt.Errorf("checkpoint %s: criu sent no pre-dump notification; container was not frozen by us", c.cfg.ID)
 	}
-	if err := errors.Join(diffErr, thawErr); err != nil {
+	if err := errors.Join(diffErr, thawErr, mergeErr); err != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 	}
 	c.readCRIUStats(dir, &st)
@@ -313,12 +356,24 @@ func (c *Checkpointer) readCRIUStats(dir string, st *CheckpointStats) {
 	st.CRIUFrozen = time.Duration(ds.GetFrozenTime()) * time.Microsecond
 	st.CRIUMemdump = time.Duration(ds.GetMemdumpTime()) * time.Microsecond
 	st.CRIUPages = ds.GetPagesWritten()
+	st.ParentPages = ds.GetPagesSkippedParent()
 }
 
 // Close ends the CRIU service process and a prepared dump.
 func (c *Checkpointer) Close() error {
 	c.dropPrepared()
-	return c.criu.Close()
+	err := c.criu.Close()
+	c.waitRefresh()
+	c.mem.close()
+	return err
+}
+
+// waitRefresh waits for the tracking's refresh after the last checkpoint.
+func (c *Checkpointer) waitRefresh() {
+	if c.refreshed != nil {
+		<-c.refreshed
+		c.refreshed = nil
+	}
 }
 
 func writeDescriptors(dir string, fds []string) error {

@@ -37,6 +37,9 @@ type CRIUCommand struct {
 	// a busy host a raised priority (e.g. -10) keeps it from queueing behind
 	// other work (docs/CHECKPOINT.md, runs A–C).
 	Nice int
+	// Env is added to CRIU's environment (e.g. LD_PRELOAD of the
+	// criu-written library for incremental memory dumps).
+	Env []string
 }
 
 func (c CRIUCommand) argv() []string {
@@ -82,6 +85,9 @@ func startSwrk(c CRIUCommand) (*swrk, error) {
 	argv := append(append([]string{}, c.argv()...), "swrk", "3") // ExtraFiles[0] is fd 3
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.ExtraFiles = []*os.File{theirs}
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	// CRIU writes to stderr only before its log file is set up, and when its
 	// socket closes ("Can't recv request"); keep it out of the shim's output.
 	cmd.Stderr = nil

@@ -44,6 +44,12 @@ type DumpOptions struct {
 	// same image layers on both hosts. The RPC has no field for it: it goes
 	// into the dump's configuration file (dumpConfigFile).
 	FileSizeValidation bool
+	// TrackMem: CRIU records what it needs to find out, at the next dump,
+	// which pages changed since this one (--track-mem; see incremental.go).
+	TrackMem bool
+	// ParentImg, with TrackMem, is the full image set of the previous dump,
+	// relative to ImagesDir: pages not written since are left in it.
+	ParentImg string
 }
 
 // dumpConfigFile is the CRIU configuration file a dump reads from its image
@@ -175,6 +181,15 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 	}
 	if o.CgroupMode != nil {
 		opts.ManageCgroupsMode = o.CgroupMode.Enum()
+	}
+	if o.TrackMem {
+		opts.TrackMem = proto.Bool(true)
+		if o.ParentImg != "" {
+			if filepath.IsAbs(o.ParentImg) {
+				return nil, fmt.Errorf("criu parent images %q: must be relative to the images dir", o.ParentImg)
+			}
+			opts.ParentImg = proto.String(o.ParentImg)
+		}
 	}
 	if dumpConfig(o) != "" {
 		opts.ConfigFile = proto.String(filepath.Join(o.ImagesDir, dumpConfigFile))

@@ -19,8 +19,14 @@ import (
 // restores the last checkpoint with runc restore into a's fresh network
 // namespace, and checks that the counter, the writable layer and the client's
 // TCP connection all survived, and that a write made after the last
-// checkpoint is gone.
+// checkpoint is gone. With full dumps, and with incremental ones (the last
+// checkpoint then is a merged image).
 func TestCheckpointRestoreRedis(t *testing.T) {
+	t.Run("full", func(t *testing.T) { checkpointRestoreRedis(t, false) })
+	t.Run("incremental", func(t *testing.T) { checkpointRestoreRedis(t, true) })
+}
+
+func checkpointRestoreRedis(t *testing.T, incremental bool) {
 	l := testLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()
@@ -42,13 +48,17 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 	defer nc.Close()
 	conn := lab.NewRedisConn(nc)
 
-	c, err := NewCheckpointer(ctx, CheckpointerConfig{
+	cfg := CheckpointerConfig{
 		RuncRoot:          "/run/containerd/runc/" + l.Namespace("a"),
 		ID:                id,
 		CRIU:              CRIUCommand{Argv: []string{"nsenter", "--net=" + l.Netns("a"), "criu"}},
 		Dump:              FastDumpOptions(),
 		CaptureRootfsDiff: true,
-	})
+	}
+	if incremental {
+		cfg.Memory = memoryTracking(t)
+	}
+	c, err := NewCheckpointer(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +89,13 @@ func TestCheckpointRestoreRedis(t *testing.T) {
 		if err != nil {
 			t.Fatalf("epoch %d: %v", i, err)
 		}
-		t.Logf("epoch %d: pause %v (freeze %v, dump %v, rootfs diff %v, thaw %v), %d bytes",
-			i, s.Pause, s.Freeze, s.Dump, s.RootfsDiff, s.Thaw, s.ImageBytes)
+		t.Logf("epoch %d: pause %v (freeze %v, dump %v, rootfs diff %v, thaw %v), %d bytes, %d pages copied, %d from the parent",
+			i, s.Pause, s.Freeze, s.Dump, s.RootfsDiff, s.Thaw, s.ImageBytes, s.CRIUPages, s.ParentPages)
 		if s.Pause <= 0 || s.ImageBytes == 0 || s.DiffBytes == 0 {
 			t.Fatalf("epoch %d: implausible stats %+v", i, s)
+		}
+		if incremental != (i > 1 && s.ParentPages > 0) && i > 1 {
+			t.Fatalf("epoch %d: incremental %v, but %d pages came from the parent", i, incremental, s.ParentPages)
 		}
 	}
 	// The container kept running; a write after the last checkpoint must be

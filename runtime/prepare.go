@@ -28,12 +28,14 @@ type nextDump struct {
 	mu        sync.Mutex
 	preparing chan struct{} // closed when the preparation in progress is over
 	dir       string
+	parent    string // the parent image it was asked for with ("" = full)
 	dump      *PreparedDump
 	closed    bool
 }
 
-// prepare writes what a dump into dir needs and asks CRIU for it.
-func (c *Checkpointer) prepare(ctx context.Context, dir string) (*PreparedDump, error) {
+// prepare writes what a dump into dir needs and asks CRIU for it, as an
+// incremental dump over parent (a full image set) unless parent is "".
+func (c *Checkpointer) prepare(ctx context.Context, dir, parent string) (*PreparedDump, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create image dir: %w", err)
 	}
@@ -43,6 +45,13 @@ func (c *Checkpointer) prepare(ctx context.Context, dir string) (*PreparedDump, 
 	}
 	do := c.cfg.Dump
 	do.ImagesDir = dir
+	if parent != "" {
+		rel, err := filepath.Rel(dir, parent)
+		if err != nil {
+			return nil, fmt.Errorf("parent images relative to %s: %w", dir, err)
+		}
+		do.ParentImg = rel
+	}
 	man := checkpointManifest{
 		Tmpfs:              c.tmpfs,
 		CgroupsIgnored:     do.CgroupMode != nil && *do.CgroupMode == rpc.CriuCgMode_IGNORE,
@@ -66,8 +75,8 @@ func (c *Checkpointer) prepare(ctx context.Context, dir string) (*PreparedDump, 
 }
 
 // prepareNext prepares the next dump in the background, in a new directory
-// under parent.
-func (c *Checkpointer) prepareNext(parent string) {
+// under dir, over the parent image parent ("" = full dump).
+func (c *Checkpointer) prepareNext(dir, parent string) {
 	if !c.cfg.PrepareNext {
 		return
 	}
@@ -82,10 +91,10 @@ func (c *Checkpointer) prepareNext(parent string) {
 	n.mu.Unlock()
 	go func() {
 		defer close(done)
-		dir, err := os.MkdirTemp(parent, ".next-")
+		dir, err := os.MkdirTemp(dir, ".next-")
 		var d *PreparedDump
 		if err == nil {
-			if d, err = c.prepare(context.Background(), dir); err != nil {
+			if d, err = c.prepare(context.Background(), dir, parent); err != nil {
 				os.RemoveAll(dir)
 			}
 		}
@@ -100,13 +109,14 @@ func (c *Checkpointer) prepareNext(parent string) {
 			go func() { d.Cancel(); os.RemoveAll(dir) }()
 			return
 		}
-		n.dir, n.dump = dir, d
+		n.dir, n.parent, n.dump = dir, parent, d
 	}()
 }
 
 // takePrepared returns the prepared dump, its directory renamed to dir, or
-// nil if there is none to use (then the caller prepares one now).
-func (c *Checkpointer) takePrepared(dir string) *PreparedDump {
+// nil if there is none to use (then the caller prepares one now): also one
+// asked for with another parent image than parent.
+func (c *Checkpointer) takePrepared(dir, parent string) *PreparedDump {
 	n := &c.next
 	n.mu.Lock()
 	preparing := n.preparing
@@ -115,13 +125,13 @@ func (c *Checkpointer) takePrepared(dir string) *PreparedDump {
 		<-preparing // asked for right after the last checkpoint: soon done
 	}
 	n.mu.Lock()
-	d, from := n.dump, n.dir
-	n.dump, n.dir = nil, ""
+	d, from, asked := n.dump, n.dir, n.parent
+	n.dump, n.dir, n.parent = nil, "", ""
 	n.mu.Unlock()
 	if d == nil {
 		return nil
 	}
-	if filepath.Dir(from) == filepath.Dir(dir) {
+	if filepath.Dir(from) == filepath.Dir(dir) && asked == parent {
 		// CRIU opens the images directory by name some time after the
 		// request: not renamed before it has answered.
 		<-d.Ready()

@@ -10,6 +10,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/runtime"
 )
 
 // Host-level settings of the shim: secrets and paths that belong to the
@@ -44,6 +45,17 @@ type Config struct {
 	// CRIUNice is the nice value of the CRIU process that dumps: the pause is
 	// CRIU's CPU time, and a busy host otherwise queues it behind other work.
 	CRIUNice int `toml:"criu_nice"`
+	// IncrementalMemory makes every dump after the first copy only the
+	// memory the container wrote since the one before (userfaultfd
+	// write-protect tracking; docs/CHECKPOINT.md). Off: every dump copies
+	// all of it.
+	IncrementalMemory bool `toml:"incremental_memory"`
+	// CRIUWrittenLib is the library preloaded into CRIU for incremental
+	// dumps (built and installed by make setup).
+	CRIUWrittenLib string `toml:"criu_written_lib"`
+	// UffdHelper makes the tracking userfaultfd inside the container's
+	// processes (installed by make install).
+	UffdHelper string `toml:"uffd_helper"`
 }
 
 // DefaultConfig is what applies when no file exists.
@@ -53,6 +65,10 @@ func DefaultConfig() Config {
 		ImageDir:      "/run/rrc/images",
 		CheckpointDir: "/var/lib/rrc/checkpoints",
 		CRIUNice:      -10,
+
+		IncrementalMemory: true,
+		CRIUWrittenLib:    "/usr/local/lib/rrc/criu-written.so",
+		UffdHelper:        "/usr/local/bin/rrc-uffd",
 	}
 }
 
@@ -96,6 +112,7 @@ func (c Config) Validate() error {
 	for _, p := range []struct{ key, v string }{
 		{"state_dir", c.StateDir}, {"image_dir", c.ImageDir}, {"checkpoint_dir", c.CheckpointDir},
 		{"peer_tls.ca_file", c.PeerTLS.CAFile}, {"peer_tls.cert_file", c.PeerTLS.CertFile}, {"peer_tls.key_file", c.PeerTLS.KeyFile},
+		{"criu_written_lib", c.CRIUWrittenLib}, {"uffd_helper", c.UffdHelper},
 	} {
 		if p.v != "" && !filepath.IsAbs(p.v) {
 			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", p.key, p.v))
@@ -109,8 +126,20 @@ func (c Config) Validate() error {
 	if c.CRIUNice < -20 || c.CRIUNice > 19 {
 		errs = append(errs, fmt.Errorf("criu_nice: %d is outside [-20, 19]", c.CRIUNice))
 	}
+	if c.IncrementalMemory && (c.CRIUWrittenLib == "" || c.UffdHelper == "") {
+		errs = append(errs, errors.New("incremental_memory: needs criu_written_lib and uffd_helper"))
+	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return joinErrors(errs)
+}
+
+// MemoryTracking is the Checkpointer's incremental-dump setting: nil when
+// incremental_memory is off.
+func (c Config) MemoryTracking() *runtime.MemoryTracking {
+	if !c.IncrementalMemory {
+		return nil
+	}
+	return &runtime.MemoryTracking{Preload: c.CRIUWrittenLib, Helper: []string{c.UffdHelper}}
 }

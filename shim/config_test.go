@@ -58,6 +58,19 @@ key_file = "/etc/rrc/host-key.pem"
 		{name: "relative path", path: write("rel.toml", "image_dir = \"run/img\"\n"), wantErr: "image_dir: \"run/img\" is not an absolute path"},
 		{name: "empty dir", path: write("empty.toml", "state_dir = \"\"\n"), wantErr: "state_dir: must not be empty"},
 		{name: "bad nice", path: write("nice.toml", "criu_nice = 40\n"), wantErr: "criu_nice"},
+		{name: "incremental memory off", path: write("incr.toml", "incremental_memory = false\n"), check: func(t *testing.T, c Config) {
+			if c.IncrementalMemory || c.MemoryTracking() != nil {
+				t.Fatalf("incremental_memory = false: %+v, %+v", c, c.MemoryTracking())
+			}
+		}},
+		{name: "incremental memory default", path: write("incr-default.toml", "criu_nice = 0\n"), check: func(t *testing.T, c Config) {
+			m := c.MemoryTracking()
+			if m == nil || m.Preload != "/usr/local/lib/rrc/criu-written.so" || len(m.Helper) != 1 || m.Helper[0] != "/usr/local/bin/rrc-uffd" {
+				t.Fatalf("default memory tracking %+v", m)
+			}
+		}},
+		{name: "relative helper", path: write("helper.toml", "uffd_helper = \"rrc-uffd\"\n"), wantErr: "uffd_helper: \"rrc-uffd\" is not an absolute path"},
+		{name: "incremental without library", path: write("nolib.toml", "criu_written_lib = \"\"\n"), wantErr: "incremental_memory: needs criu_written_lib"},
 		{name: "bad toml", path: write("bad.toml", "state_dir = \n"), wantErr: "bad.toml"},
 		{name: "wrong type", path: write("type.toml", "criu_nice = \"high\"\n"), wantErr: "type.toml"},
 	}

@@ -138,7 +138,7 @@ func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
 		RuncRoot: runcRoot, ID: r.id,
 		CRIU:              runtime.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
 		Dump:              runtime.FastDumpOptions(),
-		CaptureRootfsDiff: true, PrepareNext: true, Log: engineLogger(ctx),
+		CaptureRootfsDiff: true, PrepareNext: true, Memory: r.host.MemoryTracking(), Log: engineLogger(ctx),
 	})
 	if err != nil {
 		return fmt.Errorf("checkpointer: %w", err)

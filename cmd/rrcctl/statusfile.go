@@ -56,8 +56,8 @@ func detailLines(id string, st shim.PublishedStatus) []string {
 		out = append(out, fmt.Sprintf("%s: %s", id, e.Reason))
 	}
 	if e.Role == replication.RolePrimary && e.Epochs > 0 {
-		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f)",
-			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean))
+		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f, memory copied in the pause %.0f)",
+			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean, e.MemoryCopiedPerEpoch.Mean))
 	}
 	if e.Repairs > 0 {
 		out = append(out, fmt.Sprintf("%s: re-paired with a backup %d time(s) after running degraded", id, e.Repairs))
