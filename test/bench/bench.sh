@@ -7,7 +7,8 @@
 #      redis-benchmark from the lab client, in rounds that alternate
 #      io.containerd.runc.v2 (unreplicated), io.rrc.v1 without annotations,
 #      and io.rrc.v1 epoch mode (primary on host a, backup on host b, service
-#      address) at each epoch length of BENCH_EPOCHS, each preceded by a
+#      address) at each epoch length of BENCH_EPOCHS (a length with "-full":
+#      the shim's incremental_memory off, every dump copies all memory), each preceded by a
 #      runc.v2 round: single-client latency (mean, p99), 50-client
 #      throughput; from the primary's status file: pause per epoch, bytes
 #      per epoch, ack latency, skipped epochs; then `lab.sh crash a` and, from
@@ -19,14 +20,14 @@
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
-#   BENCH_EPOCHS   epoch lengths of part 1 (default "50ms 100ms 200ms")
+#   BENCH_EPOCHS   epoch lengths of part 1 (default "50ms 100ms 200ms 100ms-full")
 #   BENCH_SECONDS  about how long each replicated 1-client redis-benchmark test
 #                  runs, 50 clients half that (default 15); the request counts
 #                  follow from it and the commit cycle measured just before
 #   BENCH_FULL=1   part 2 also at 1 M and 10 M records
 #   BENCH_N10M     checkpoints at 10 M records (default 10; 20 at the others)
 #   BENCH_OUT      the document (default docs/BENCHMARKS.md)
-# Takes about 11 min with the defaults, 14 min with BENCH_FULL=1, on 2 cores.
+# Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
 set -euo pipefail
@@ -37,14 +38,14 @@ export LAB=${LAB:-rrcbench} LAB_SUBNET=${LAB_SUBNET:-10.87.0}
 export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:$PATH
 ROUNDS=${BENCH_ROUNDS:-3}
-EPOCHS=${BENCH_EPOCHS:-50ms 100ms 200ms}
+EPOCHS=${BENCH_EPOCHS:-50ms 100ms 200ms 100ms-full}
 SECS=${BENCH_SECONDS:-15}
 FULL=${BENCH_FULL:-0}
 N10M=${BENCH_N10M:-10}
 OUT=${BENCH_OUT:-$REPO/docs/BENCHMARKS.md}
 KEYS=100000
 for e in $EPOCHS; do
-	[[ $e =~ ^[0-9]+(\.[0-9]+)?(ms|s)$ ]] || { echo "bench: epoch length '$e': use ms or s, e.g. 100ms" >&2; exit 2; }
+	[[ $e =~ ^[0-9]+(\.[0-9]+)?(ms|s)(-full)?$ ]] || { echo "bench: epoch length '$e': use ms or s, e.g. 100ms or 100ms-full" >&2; exit 2; }
 done
 A=$LAB_SUBNET.1 B=$LAB_SUBNET.2
 SVC=$LAB_SUBNET.200  # the replicated Redis's service address
@@ -86,11 +87,11 @@ round_note() {
 	rec "$1" "$2" problem 1
 	note "round $2, $1: $3"
 }
-# ms DURATION: a Go duration with unit ms or s, in milliseconds.
+# ms DURATION: a Go duration with unit ms or s (and an optional -full), in milliseconds.
 ms() {
-	case $1 in
-	*ms) echo "${1%ms}" ;;
-	*s) awk -v s="${1%s}" 'BEGIN { print s * 1000 }' ;;
+	case ${1%-full} in
+	*ms) local v=${1%-full}; echo "${v%ms}" ;;
+	*s) local v=${1%-full}; awk -v s="${v%s}" 'BEGIN { print s * 1000 }' ;;
 	*) echo "bench: epoch length $1: use ms or s" >&2; exit 2 ;;
 	esac
 }
@@ -139,26 +140,34 @@ load() {
 
 # --- setup --------------------------------------------------------------------
 
-say "building containerd-shim-rrc-v1 and rrcctl from this tree into $WORK/bin"
-for c in containerd-shim-rrc-v1 rrcctl; do
+say "building containerd-shim-rrc-v1, rrcctl, rrc-uffd and criu-written.so from this tree into $WORK/bin"
+for c in containerd-shim-rrc-v1 rrcctl rrc-uffd; do
 	(cd "$REPO" && go build -o "$WORK/bin/$c" "./cmd/$c")
 done
+gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/bin/criu-written.so" "$REPO/contrib/criu-written/criu-written.c" -ldl
 RRCCTL=$WORK/bin/rrcctl
 "$RRCCTL" pki -dir "$WORK/pki" -name "$A" -name "$B" >/dev/null
-for h in a b; do
+# shim_config HOST INCREMENTAL: the host's shim configuration (read by each new shim).
+shim_config() {
+	local h=$1 ip st
 	ip=$([[ $h == a ]] && echo "$A" || echo "$B")
 	st=/run/$LAB/$h/rrc
 	cat >"$WORK/$h.toml" <<TOML
 state_dir = "$st"
 image_dir = "$st/images"
 checkpoint_dir = "$st/checkpoints"
+incremental_memory = $2
+criu_written_lib = "$WORK/bin/criu-written.so"
+uffd_helper = "$WORK/bin/rrc-uffd"
 
 [peer_tls]
 ca_file = "$WORK/pki/ca.pem"
 cert_file = "$WORK/pki/$ip.pem"
 key_file = "$WORK/pki/$ip-key.pem"
 TOML
-done
+}
+shim_config a true
+shim_config b true
 export LAB_SHIM_PATH=$WORK/bin LAB_SHIM_CONFIG=$WORK/@HOST@.toml
 
 lab_fresh() {
@@ -221,9 +230,11 @@ snap() { cp "$(status_file a "$1")" "$WORK/$CUR.$2.json"; }
 # epoch_round EPOCH ROUND: Redis replicated a -> b, benchmark, crash a,
 # failover on b; leaves a lab to be refreshed.
 epoch_round() {
-	local e=$1 round=$2 id=rep$RANDOM n1 s f c0 c1 cycle
-	local cfg=$e
-	say "round $round/$ROUNDS: io.rrc.v1 epoch mode, epoch $e (backup on b, primary on a, service $SVC)"
+	local e=${1%-full} round=$2 id=rep$RANDOM n1 s f c0 c1 cycle incr=true
+	local cfg=$1
+	[[ $cfg == *-full ]] && incr=false
+	shim_config a "$incr"
+	say "round $round/$ROUNDS: io.rrc.v1 epoch mode, epoch $e, incremental_memory $incr (backup on b, primary on a, service $SVC)"
 	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0
 		--annotation "io.rrc.epoch=$e")
 	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
@@ -263,12 +274,14 @@ epoch_round() {
 	rec "$cfg" "$round" ack1.p90 "$(jq .engine.ack_ms.p90 "$s")"
 	rec "$cfg" "$round" bytes1.mean "$(jq .engine.bytes_per_epoch.mean "$s")"
 	rec "$cfg" "$round" sent1.mean "$(jq '.engine.sent_bytes_per_epoch.mean // 0' "$s")"
+	rec "$cfg" "$round" copied1.mean "$(jq '.engine.memory_copied_bytes_per_epoch.mean // 0' "$s")"
 	s=$WORK/$CUR.c50.json
 	rec "$cfg" "$round" pause50.mean "$(jq .engine.pause_ms.mean "$s")"
 	rec "$cfg" "$round" pause50.p90 "$(jq .engine.pause_ms.p90 "$s")"
 	rec "$cfg" "$round" ack50.mean "$(jq .engine.ack_ms.mean "$s")"
 	rec "$cfg" "$round" bytes50.mean "$(jq .engine.bytes_per_epoch.mean "$s")"
 	rec "$cfg" "$round" sent50.mean "$(jq '.engine.sent_bytes_per_epoch.mean // 0' "$s")"
+	rec "$cfg" "$round" copied50.mean "$(jq '.engine.memory_copied_bytes_per_epoch.mean // 0' "$s")"
 	local epochs skipped failed repairs nacks st e0 s0
 	read -r epochs skipped failed repairs nacks st < <(jq -r '.engine | "\(.epochs // 0) \(.skipped_epochs // 0) \(.failed_epochs // 0) \(.repairs // 0) \(.nacks // 0) \(.state)"' "$s")
 	read -r e0 s0 < <(jq -r '.engine | "\(.epochs // 0) \(.skipped_epochs // 0)"' "$WORK/$CUR.pre.json")
@@ -304,7 +317,7 @@ epoch_round() {
 	[[ $n =~ ^[0-9]+$ && $n -ge $KEYS ]] || round_note "$cfg" "$round" "after the failover DBSIZE on $SVC is '$n', want >= $KEYS"
 	say "  failover: detection $det ms, restore $rest ms, network $net ms, total $tot ms; dbsize $n"
 	{
-		echo "round $round, epoch $e: primary (rrcctl status on a, after the benchmark):"
+		echo "round $round, epoch $cfg: primary (rrcctl status on a, after the benchmark):"
 		grep -v '^CONTAINER' "$WORK/$CUR.rrcctl-a" | sed 's/^/  /'
 		echo "  backup after lab.sh crash a (rrcctl status on b):"
 		grep -v '^CONTAINER' "$WORK/$CUR.rrcctl-b" | sed 's/^/  /'
@@ -412,10 +425,11 @@ header() {
 	printf '%s\n%s\n' "$line" "$sep"
 }
 # pause_summary KEYS TEXT: a table row from the TestMeasureCheckpointPause lines: RSS,
-# checkpoints, FastDumpOptions pause mean / p90, the same on 4 KiB pages, bytes, runc.
+# checkpoints, incremental pause mean / p90, FastDumpOptions (full) pause mean / p90,
+# the same on 4 KiB pages, bytes, runc.
 pause_summary() {
 	local keys=$1 text=$2
-	[[ $text == "("* ]] && { echo "| $keys | (BENCH_FULL=1) | | | | | | |"; return; }
+	[[ $text == "("* ]] && { echo "| $keys | (BENCH_FULL=1) | | | | | | | |"; return; }
 	awk -v k="$keys" '
 		# field(key): the value after the first "key " on the line, up to the comma.
 		function field(key,   v) { v = $0; sub(".*" key " ", "", v); sub(/,.*/, "", v); return v }
@@ -426,9 +440,10 @@ pause_summary() {
 			m4 = field("pause mean"); p4 = field("p90"); next }
 		fast && /checkpoint bytes/ { b = $NF; fast = 0 }
 		/^Checkpointer runc/ { fast = 0 }
+		/^Checkpointer FastDumpOptions, incremental memory/ { fast = 0; mi = field("pause mean"); pi = field("p90"); next }
 		/^runc checkpoint/ { rw = $0; sub(/.*wall mean /, "", rw); sub(/,.*/, "", rw) }
 		/^restore:/ { rs = $0; sub(/.*runc restore /, "", rs); sub(/;.*/, "", rs) }
-		END { printf "| %s | %s | %s | %s | %s | %.0f MB | %s | %s |\n", k, rss, cnt, mean " / " p90, m4 " / " p4, b / 1e6, rw, rs }' <<<"$text"
+		END { printf "| %s | %s | %s | %s | %s | %s | %.0f MB | %s | %s |\n", k, rss, cnt, mi " / " pi, mean " / " p90, m4 " / " p4, b / 1e6, rw, rs }' <<<"$text"
 }
 
 TOTAL_S=$((SECONDS - T0))
@@ -500,10 +515,14 @@ skipped while the previous checkpoint is still being sent: the request counts ar
 $SECS s worth of the commit cycle measured just before (over 3 s, loaded, idle): 1 client
 $SECS s / cycle requests per test (at least 30), 50 clients 25 times that. Pause, bytes
 and ack are the status file's summaries of the last 64 epochs; epochs taken and skipped
-are counted from just before the benchmark to its end. Every epoch is a full CRIU dump of
-Redis's memory (no soft-dirty tracking on this kernel), but only the blocks that changed
-since the previous checkpoint are sent to the backup (delta checkpoints,
-docs/PEER-PROTOCOL.md): "checkpoint per epoch" is the dump, "sent" what crossed the wire.
+are counted from just before the benchmark to its end. With the shim's default
+(incremental_memory) CRIU copies inside the pause only the memory Redis wrote since the
+previous checkpoint (userfaultfd write tracking, docs/CHECKPOINT.md) and the rest of the
+image comes from the previous one after the thaw; a column marked "-full" is the same epoch
+length with incremental_memory = false, every dump a full copy of Redis's memory. Only the
+blocks that changed since the previous checkpoint are sent to the backup (delta checkpoints,
+docs/PEER-PROTOCOL.md): "checkpoint per epoch" is the image, "sent" what crossed the wire,
+"copied inside the pause" what CRIU copied while Redis was frozen.
 When taking and sending one checkpoint takes longer than an epoch, ticks are skipped and
 the real cycle, hence the latency, is longer than the epoch configured.
 $NRR replicated rounds got as far as the benchmark.
@@ -523,6 +542,8 @@ MID
 	rowe "checkpoint per epoch (MB), 1-client run" bytes1.mean 0.000001
 	rowe "of which sent to the backup (MB), 1-client run" sent1.mean 0.000001
 	rowe "of which sent to the backup (MB), 50-client run" sent50.mean 0.000001
+	rowe "memory CRIU copied inside the pause (MB), 1-client run" copied1.mean 0.000001
+	rowe "memory CRIU copied inside the pause (MB), 50-client run" copied50.mean 0.000001
 	rowe "checkpoint taken → backup's ack, mean (ms), 1-client run" ack1.mean
 	rowe "checkpoint taken → backup's ack, p90 (ms), 1-client run" ack1.p90
 	rowe "checkpoint taken → backup's ack, mean (ms), 50-client run" ack50.mean
@@ -598,7 +619,9 @@ $(cat "$DETAILS")
 \`RRC_MEASURE=1 RRC_MEASURE_KEYS=N RRC_MEASURE_N=C RRC_MEASURE_NICE=-10 go test ./runtime
 -run TestMeasureCheckpointPause -v\`: Redis on lab host a (\`--net-host\`, no replication)
 loaded with N records of 100 bytes, C checkpoints 100 ms apart (20; $N10M at 10,000,000 records,
-BENCH_N10M), each round interleaving io.rrc.v1's checkpointer (our freeze, persistent CRIU,
+BENCH_N10M), each round interleaving io.rrc.v1's checkpointer with incremental memory dumps
+(the shim's default: CRIU copies what Redis wrote since that checkpointer's previous dump,
+one round earlier), the same with full dumps (our freeze, persistent CRIU,
 FastDumpOptions; images on the image tmpfs, huge=within_size), the same writing its
 images into a tmpfs of 4 KiB pages only (the ratio the large folios buy), the same with
 runc's CRIU options, and \`runc checkpoint
@@ -606,15 +629,16 @@ runc's CRIU options, and \`runc checkpoint
 \`lab.sh crash a\`. 1,000,000 and 10,000,000 records only with BENCH_FULL=1.
 Target (issue 3): mean <= 15 ms at 100,000 records; at 1 M and 10 M: how it grows.
 
-| records | Redis RSS | checkpoints | io.rrc.v1 checkpointer pause mean / p90 | the same, images on 4 KiB-page tmpfs | checkpoint | runc checkpoint --leave-running, wall mean | runc restore |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| records | Redis RSS | checkpoints | io.rrc.v1 checkpointer pause mean / p90, incremental | the same, full dumps | full, images on 4 KiB-page tmpfs | checkpoint | runc checkpoint --leave-running, wall mean | runc restore |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 $(pause_summary 100,000 "$PAUSE_100K")
 $(pause_summary 1,000,000 "$PAUSE_1M")
 $(pause_summary 10,000,000 "$PAUSE_10M")
 
-Target at 100,000 records, io.rrc.v1's checkpointer alone (no replication, no client):
-mean pause $(awk '/^Checkpointer FastDumpOptions, [0-9]+ checkpoints/ { m = $0; sub(/.*pause mean /, "", m); sub(/ms,.*/, "", m)
-	printf "%.1f ms <= 15 ms: %s", m, (m <= 15) ? "met" : "**not met**" }' <<<"$PAUSE_100K").
+Target at 100,000 records, io.rrc.v1's checkpointer alone (no replication, no client),
+incremental (the shim's default): mean pause $(awk '/^Checkpointer FastDumpOptions, incremental memory/ { m = $0; sub(/.*pause mean /, "", m); sub(/ms,.*/, "", m)
+	printf "%.1f ms <= 15 ms: %s", m, (m <= 15) ? "met" : "**not met**" }' <<<"$PAUSE_100K"); with full dumps $(awk '/^Checkpointer FastDumpOptions, [0-9]+ checkpoints/ { m = $0; sub(/.*pause mean /, "", m); sub(/ms,.*/, "", m)
+	printf "%.1f ms", m }' <<<"$PAUSE_100K").
 
 Figures in ms as mean / min / p50 / p90 / max:
 
