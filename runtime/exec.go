@@ -48,10 +48,16 @@ func (f LauncherFunc) Start(cmd *exec.Cmd) (func() (int, error), error) { return
 // runCommand runs name args through l and returns its combined output; a
 // non-zero exit is an error carrying the output's tail.
 func runCommand(ctx context.Context, l Launcher, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
+	return runCmd(l, exec.CommandContext(ctx, name, args...))
+}
+
+// runCmd is runCommand for a command already made (e.g. with its own
+// environment).
+func runCmd(l Launcher, cmd *exec.Cmd) (string, error) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
+	name := cmd.Args[0]
 	wait, err := l.Start(cmd)
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", name, err)
@@ -61,7 +67,7 @@ func runCommand(ctx context.Context, l Launcher, name string, args ...string) (s
 		return out.String(), fmt.Errorf("wait for %s: %w", name, err)
 	}
 	if status != 0 {
-		return out.String(), fmt.Errorf("%s %s: exit status %d: %s", name, strings.Join(args, " "), status, tail(out.String(), 2000))
+		return out.String(), fmt.Errorf("%s: exit status %d: %s", strings.Join(cmd.Args, " "), status, tail(out.String(), 2000))
 	}
 	return out.String(), nil
 }

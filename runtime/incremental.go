@@ -22,10 +22,10 @@ import (
 // write-protect in asynchronous mode tells the same thing soft-dirty would:
 // which pages were written since they were last protected. So:
 //
-//   - memtrack registers the anonymous memory of each process of the
+//   - memtrack registers the private memory of each process of the
 //     container with a userfaultfd (made inside the process by the rrc-uffd
-//     helper, kept by us) and write-protects it right after every dump,
-//     while the container is still frozen;
+//     helper, kept by us) and write-protects what was written right after
+//     every dump, while the container is still frozen;
 //   - CRIU runs with --track-mem and the previous dump as its parent, with
 //     the criu-written library preloaded, which makes CRIU read "written
 //     since protected" where it reads soft-dirty: it copies only those pages
@@ -38,8 +38,8 @@ import (
 // Safe by construction: a page is left to the parent only if the kernel says
 // it sits in write-tracked memory and was not written since the protection
 // that followed the parent's dump. Anything not tracked (a process that
-// could not be attached, a new mapping, shared or file-backed memory) is
-// dumped in full. Whenever the chain is in doubt (a failed merge, a new
+// could not be attached, a mapping made since the last registration, shared
+// memory) is dumped in full. Whenever the chain is in doubt (a failed merge, a new
 // Checkpointer), the next dump has no parent.
 
 // MemoryTracking turns on incremental memory dumps.
@@ -52,8 +52,9 @@ type MemoryTracking struct {
 	Helper []string
 }
 
-// memState is a Checkpointer's memory tracking; only the Checkpointer's
-// goroutine uses it.
+// memState is a Checkpointer's memory tracking. One goroutine at a time
+// uses it: the Checkpointer's, or the refresh it starts after a checkpoint
+// and waits for before the next.
 type memState struct {
 	cfg      MemoryTracking
 	trackers map[int]*memtrack.Tracker
@@ -98,26 +99,10 @@ func checkPreload(ctx context.Context, cmd CRIUCommand, preload string) error {
 	}
 	c := exec.CommandContext(ctx, argv[0], append(argv[1:], "check", "--feature", "mem_dirty_track")...)
 	c.Env = append(os.Environ(), "LD_PRELOAD="+preload)
-	out, err := combinedOutput(cmd.launcher(), c)
-	if err != nil {
-		return fmt.Errorf("criu check --feature mem_dirty_track with %s: %v: %s", preload, err, strings.TrimSpace(out))
+	if _, err := runCmd(cmd.launcher(), c); err != nil {
+		return fmt.Errorf("with %s preloaded: %w", preload, err)
 	}
 	return nil
-}
-
-// combinedOutput runs cmd through l; a non-zero exit is an error.
-func combinedOutput(l Launcher, cmd *exec.Cmd) (string, error) {
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	wait, err := l.Start(cmd)
-	if err != nil {
-		return "", err
-	}
-	status, err := wait()
-	if err == nil && status != 0 {
-		err = fmt.Errorf("exit status %d", status)
-	}
-	return out.String(), err
 }
 
 // refreshTracking attaches to processes of the container not tracked yet and
