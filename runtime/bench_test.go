@@ -43,11 +43,7 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	}
 	defer cancel()
 	const id = "measure"
-	ip := l.IP("a")
-	if _, err := l.Ctr(ctx, "a", "run", "-d", "--net-host", lab.RedisImage, id); err != nil {
-		t.Fatalf("run redis: %v", err)
-	}
-	waitRedis(ctx, t, l, ip)
+	ip := runRedis(ctx, t, l, id)
 	loadRedis(ctx, t, l, ip, keys)
 	runcRoot := "/run/containerd/runc/" + l.Namespace("a")
 	st, err := ReadRuncState(runcRoot, id)

@@ -31,11 +31,7 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()
 	const id = "ckpt1"
-	ip := l.IP("a")
-	if _, err := l.Ctr(ctx, "a", "run", "-d", "--net-host", lab.RedisImage, id); err != nil {
-		t.Fatalf("run redis: %v", err)
-	}
-	waitRedis(ctx, t, l, ip)
+	ip := runRedis(ctx, t, l, id)
 	// A change in the writable layer, to be carried by the checkpoint.
 	if _, err := l.Ctr(ctx, "a", "task", "exec", "--exec-id", "mark", id, "busybox", "sh", "-c", "echo epoch-data >/marker"); err != nil {
 		t.Fatalf("write marker: %v", err)

@@ -41,11 +41,7 @@ func TestIncrementalCheckpointMatchesMemory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const id = "incr1"
-	ip := l.IP("a")
-	if _, err := l.Ctr(ctx, "a", "run", "-d", "--net-host", lab.RedisImage, id); err != nil {
-		t.Fatalf("run redis: %v", err)
-	}
-	waitRedis(ctx, t, l, ip)
+	ip := runRedis(ctx, t, l, id)
 	loadRedis(ctx, t, l, ip, 20000)
 
 	c, err := NewCheckpointer(ctx, CheckpointerConfig{

@@ -43,6 +43,18 @@ func lookPath(bin string) (string, error) {
 	return "", fmt.Errorf("%s not found", bin)
 }
 
+// runRedis runs Redis as container id on lab host a (--net-host) and waits
+// until it answers from the client host; it returns its address.
+func runRedis(ctx context.Context, t *testing.T, l *lab.Lab, id string) string {
+	t.Helper()
+	ip := l.IP("a")
+	if _, err := l.Ctr(ctx, "a", "run", "-d", "--net-host", lab.RedisImage, id); err != nil {
+		t.Fatalf("run redis: %v", err)
+	}
+	waitRedis(ctx, t, l, ip)
+	return ip
+}
+
 // waitRedis waits until Redis answers PING from the client host.
 func waitRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string) {
 	t.Helper()
