@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/stats"
-	"golang.org/x/sys/unix"
 )
 
 // CheckpointerConfig says which container to checkpoint and how.
@@ -67,9 +66,10 @@ type CheckpointStats struct {
 // thaw, on the goroutine of the call; each must be quick (it runs inside the
 // pause or just before it). Nil hooks are skipped.
 //
-//   - BeforeFreeze: CRIU has finished its start-up and sent "pre-dump"; the
-//     container is still running and is frozen right after the hook
-//     returns. E.g. begin holding the container's input.
+//   - BeforeFreeze: CRIU has finished its start-up and is about to seize
+//     the tasks ("pre-dump", or FreezeNotifyScript with the criu-written
+//     library); the container is still running and is frozen right after
+//     the hook returns. E.g. begin holding the container's input.
 //   - Frozen: the cgroup reports FROZEN; nothing has been dumped yet. No
 //     output of the container can be produced until Thawed. E.g. seal the
 //     output gate's epoch.
@@ -80,7 +80,7 @@ type CheckpointStats struct {
 // BeforeFreeze was called, Thawed is called exactly once before
 // CheckpointWithHooks returns, also when the freeze, CRIU, the file capture
 // or the thaw fail (a failed freeze is undone by the Freezer first). If
-// CRIU fails before its "pre-dump" notification no hook is called. Frozen
+// CRIU fails before that notification no hook is called. Frozen
 // is called at most once and only after a successful freeze.
 type CheckpointHooks struct {
 	BeforeFreeze func()
@@ -112,6 +112,10 @@ type Checkpointer struct {
 	// refreshed is closed when the tracking's refresh after the last
 	// checkpoint is over (nil: none started).
 	refreshed chan struct{}
+	// sysv watches the IPC namespace CRIU shares with the container (and
+	// does not dump) for System V objects; ipcToDump says one was found.
+	sysv      *sysvIPC
+	ipcToDump bool
 }
 
 // NewCheckpointer reads the container's runc state and starts a CRIU service
@@ -132,7 +136,7 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	if cfg.CRIU.NetNS != "" {
 		// CRIU must be in the container's own namespace, or the container's
 		// network state would be neither dumped nor where the restore puts it.
-		if err := sameNetNS(cfg.CRIU.NetNS, fmt.Sprintf("/proc/%d/ns/net", st.InitPid)); err != nil {
+		if err := sameNS(cfg.CRIU.NetNS, fmt.Sprintf("/proc/%d/ns/net", st.InitPid)); err != nil {
 			return nil, fmt.Errorf("checkpointer for %s: CRIU's network namespace: %w", cfg.ID, err)
 		}
 		cfg.Dump.InNetNS = true
@@ -146,30 +150,18 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	if cfg.Dump.ExternalTmpfs {
 		c.tmpfs = TmpfsMounts(st, procRootStat(st.InitPid))
 	}
+	c.shareUTSIPC()
 	if c.mem = c.startMemoryTracking(ctx); c.mem != nil {
 		c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "LD_PRELOAD="+c.mem.cfg.Preload)
+		c.cfg.CRIU.FreezeNotify = true
 		c.cfg.Dump.TrackMem = true
 	}
 	if c.criu, err = NewCRIUService(c.cfg.CRIU, c.log); err != nil {
 		c.mem.close()
+		c.sysv.close()
 		return nil, fmt.Errorf("checkpointer for %s: %w", cfg.ID, err)
 	}
 	return c, nil
-}
-
-// sameNetNS checks that the namespace files a and b are one namespace.
-func sameNetNS(a, b string) error {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(a, &sa); err != nil {
-		return err
-	}
-	if err := unix.Stat(b, &sb); err != nil {
-		return err
-	}
-	if sa.Dev != sb.Dev || sa.Ino != sb.Ino {
-		return fmt.Errorf("%s is not the container's network namespace (%s)", a, b)
-	}
-	return nil
 }
 
 // State returns the runc state the checkpointer works from.
@@ -204,9 +196,15 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	// probing, cgroup and vDSO parsing) before it touches the tasks. It
 	// announces the moment it is about to seize them with the "pre-dump"
 	// notification and waits for our answer: that is when we freeze, so the
-	// container runs during CRIU's start.
+	// container runs during CRIU's start. With the criu-written library
+	// CRIU tells us later still, after another ~1 ms of its set-up (cgroup,
+	// vDSO and CPU parsing, namespaces), when it reads the freezer's state.
+	freezeAt := "pre-dump"
+	if c.cfg.CRIU.FreezeNotify {
+		freezeAt = FreezeNotifyScript
+	}
 	var start, frozen time.Time
-	var frozeErr, diffErr, thawErr error
+	var frozeErr, ipcErr, diffErr, thawErr error
 	var files chan filesResult // the archives, started at the freeze
 	waitFiles := func() {
 		if files != nil {
@@ -235,7 +233,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	}
 	defer thaw()
 	onNotify := func(script string) error {
-		if script != "pre-dump" || notified {
+		if script != freezeAt || notified {
 			return nil
 		}
 		notified = true
@@ -247,6 +245,9 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 		isFrozen = true
 		frozen = time.Now()
 		st.Freeze = frozen.Sub(start)
+		if ipcErr = c.checkSysVIPC(); ipcErr != nil {
+			return ipcErr
+		}
 		callHook(hooks.Frozen)
 		// The archives need the container frozen, not CRIU: they are written
 		// while CRIU dumps (≈0.8 ms of the pause saved on a 2-CPU host).
@@ -292,6 +293,12 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	if frozeErr != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, frozeErr)
 	}
+	if c.ipcToDump {
+		if err := c.dumpIPCNamespace(); err != nil {
+			ipcErr = errors.Join(ipcErr, err)
+		}
+		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, ipcErr)
+	}
 	if dumpErr != nil {
 		// The image directory, log included, is usually removed by the caller
 		// after a failure: the log's errors go into the message.
@@ -299,7 +306,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 		return st, fmt.Errorf("checkpoint %s: %w (%s: %s)", c.cfg.ID, dumpErr, log, criuLogErrors(log, 3))
 	}
 	if !isFrozen {
-		return st, fmt.Errorf("checkpoint %s: criu sent no pre-dump notification; container was not frozen by us", c.cfg.ID)
+		return st, fmt.Errorf("checkpoint %s: criu sent no %q notification; container was not frozen by us", c.cfg.ID, freezeAt)
 	}
 	if err := errors.Join(diffErr, thawErr, mergeErr); err != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
@@ -365,6 +372,7 @@ func (c *Checkpointer) Close() error {
 	err := c.criu.Close()
 	c.waitRefresh()
 	c.mem.close()
+	c.sysv.close()
 	return err
 }
 

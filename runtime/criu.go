@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -32,6 +33,11 @@ type CRIUCommand struct {
 	// the environment the service network gives the container on both
 	// hosts; the restore runs in the backup's one (RestoreConfig.RuncArgv).
 	NetNS string
+	// UTSNS and IPCNS, if set, are the container's UTS and IPC namespaces,
+	// which CRIU is started in too: it does not dump them then (≈1.8 ms of
+	// the pause: one forked child each). The restore recreates them
+	// (Restore); see Checkpointer for when the IPC namespace must be dumped.
+	UTSNS, IPCNS string
 	// Nice, if not 0, is set as the CRIU process's nice value right after
 	// it starts (before it serves a dump). The pause is CRIU's CPU time; on
 	// a busy host a raised priority (e.g. -10) keeps it from queueing behind
@@ -40,15 +46,32 @@ type CRIUCommand struct {
 	// Env is added to CRIU's environment (e.g. LD_PRELOAD of the
 	// criu-written library for incremental memory dumps).
 	Env []string
+	// FreezeNotify says that the criu-written library is preloaded (Env):
+	// a dump then sends FreezeNotifyScript right before CRIU reads the
+	// freezer's state, and the freeze belongs there (Checkpointer).
+	FreezeNotify bool
 }
+
+// FreezeNotifyScript is the notification the criu-written library sends
+// (CRIUCommand.FreezeNotify) when CRIU is about to seize the tasks.
+const FreezeNotifyScript = "rrc-freeze"
+
+// swrkFd is the descriptor number of the RPC socket in `criu swrk`.
+const swrkFd = 3
 
 func (c CRIUCommand) argv() []string {
 	argv := c.Argv
 	if len(argv) == 0 {
 		argv = []string{"criu"}
 	}
-	if c.NetNS != "" {
-		argv = append([]string{"nsenter", "--net=" + c.NetNS, "--"}, argv...)
+	enter := []string{"nsenter"}
+	for _, ns := range []struct{ flag, path string }{{"--net=", c.NetNS}, {"--uts=", c.UTSNS}, {"--ipc=", c.IPCNS}} {
+		if ns.path != "" {
+			enter = append(enter, ns.flag+ns.path)
+		}
+	}
+	if len(enter) > 1 {
+		argv = append(append(enter, "--"), argv...)
 	}
 	return argv
 }
@@ -82,11 +105,14 @@ func startSwrk(c CRIUCommand) (*swrk, error) {
 	ours := os.NewFile(uintptr(fds[0]), "criu-swrk-client")
 	theirs := os.NewFile(uintptr(fds[1]), "criu-swrk-server")
 	defer theirs.Close()
-	argv := append(append([]string{}, c.argv()...), "swrk", "3") // ExtraFiles[0] is fd 3
+	argv := append(append([]string{}, c.argv()...), "swrk", strconv.Itoa(swrkFd))
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.ExtraFiles = []*os.File{theirs}
-	if len(c.Env) > 0 {
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	if len(c.Env) > 0 || c.FreezeNotify {
 		cmd.Env = append(os.Environ(), c.Env...)
+	}
+	if c.FreezeNotify {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("RRC_FREEZE_NOTIFY_FD=%d", swrkFd))
 	}
 	// CRIU writes to stderr only before its log file is set up, and when its
 	// socket closes ("Can't recv request"); keep it out of the shim's output.

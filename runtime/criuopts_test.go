@@ -147,7 +147,7 @@ func TestBuildDumpOptionsJoinedNetns(t *testing.T) {
 	}
 }
 
-func TestCRIUCommandInNetNS(t *testing.T) {
+func TestCRIUCommandInNamespaces(t *testing.T) {
 	for _, tc := range []struct {
 		c    CRIUCommand
 		want []string
@@ -155,6 +155,9 @@ func TestCRIUCommandInNetNS(t *testing.T) {
 		{CRIUCommand{}, []string{"criu"}},
 		{CRIUCommand{Argv: []string{"/opt/criu"}}, []string{"/opt/criu"}},
 		{CRIUCommand{NetNS: "/run/netns/x"}, []string{"nsenter", "--net=/run/netns/x", "--", "criu"}},
+		{CRIUCommand{UTSNS: "/proc/7/ns/uts", IPCNS: "/proc/7/ns/ipc", Argv: []string{"c"}},
+			[]string{"nsenter", "--uts=/proc/7/ns/uts", "--ipc=/proc/7/ns/ipc", "--", "c"}},
+		{CRIUCommand{NetNS: "/n", IPCNS: "/i"}, []string{"nsenter", "--net=/n", "--ipc=/i", "--", "criu"}},
 	} {
 		if got := tc.c.argv(); !slices.Equal(got, tc.want) {
 			t.Errorf("%+v: argv %v, want %v", tc.c, got, tc.want)

@@ -105,6 +105,14 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 		t.Fatalf("SET after checkpoint = %q, %v", got, err)
 	}
 	nc2.Close()
+	// CRIU ran in the container's UTS and IPC namespaces: the images do not
+	// carry them, the restore makes them again.
+	for _, pattern := range []string{"utsns-*.img", "ipcns-var-*.img"} {
+		if m, _ := filepath.Glob(filepath.Join(last, pattern)); len(m) > 0 {
+			t.Errorf("images hold %v: CRIU dumped the namespace", m)
+		}
+	}
+	hostname := hostnameOf(ctx, t, st.InitPid)
 
 	if err := l.Crash(ctx, "a"); err != nil {
 		t.Fatalf("crash a: %v", err)
@@ -129,6 +137,14 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 		t.Fatal(err)
 	}
 	t.Logf("restored pid %d in %v", res.Pid, res.Duration)
+	for _, ns := range []string{"uts", "ipc"} {
+		if sameNS("/proc/self/ns/"+ns, fmt.Sprintf("/proc/%d/ns/%s", res.Pid, ns)) == nil {
+			t.Errorf("restored container shares our %s namespace", ns)
+		}
+	}
+	if got := hostnameOf(ctx, t, res.Pid); got != hostname {
+		t.Errorf("host name after restore %q, want %q", got, hostname)
+	}
 
 	if got, err := conn.Do("INCR", "counter"); err != nil || got != ":"+strconv.Itoa(epochs+1) {
 		t.Fatalf("after restore, on the connection opened before the crash: INCR = %q, %v", got, err)
@@ -139,5 +155,108 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/marker", res.Pid))
 	if err != nil || strings.TrimSpace(string(b)) != "epoch-data" {
 		t.Fatalf("writable layer after restore: /marker = %q, %v", b, err)
+	}
+}
+
+// hostnameOf returns the host name in the UTS namespace of process pid.
+func hostnameOf(ctx context.Context, t *testing.T, pid int) string {
+	t.Helper()
+	out, err := runCommand(ctx, OSLauncher{}, "nsenter", "-t", strconv.Itoa(pid), "--uts", "cat", "/proc/sys/kernel/hostname")
+	if err != nil {
+		t.Fatalf("host name of %d: %v", pid, err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestCheckpointSysVIPC: CRIU runs in the container's IPC namespace and does
+// not dump it until a System V object appears there. The first checkpoint
+// that finds one (while frozen) fails; from the next on CRIU dumps the
+// namespace, and a restore brings the object back. A new Checkpointer
+// dumps it from the start.
+func TestCheckpointSysVIPC(t *testing.T) {
+	l := testLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	defer cancel()
+	const id = "sysv"
+	ip := runRedis(ctx, t, l, id)
+	cfg := CheckpointerConfig{
+		RuncRoot: "/run/containerd/runc/" + l.Namespace("a"),
+		ID:       id,
+		CRIU:     CRIUCommand{Argv: []string{"nsenter", "--net=" + l.Netns("a"), "criu"}},
+		Dump:     FastDumpOptions(),
+	}
+	c, err := NewCheckpointer(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	pid := strconv.Itoa(c.State().InitPid)
+	images := imageTmpfs(t)
+	hasIPCImage := func(dir string) bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "ipcns-var-*.img"))
+		return len(m) > 0
+	}
+	if _, err := c.Checkpoint(ctx, filepath.Join(images, "1")); err != nil {
+		t.Fatal(err)
+	}
+	if hasIPCImage(filepath.Join(images, "1")) {
+		t.Fatal("no System V objects, yet CRIU dumped the IPC namespace")
+	}
+	out, err := runCommand(ctx, OSLauncher{}, "nsenter", "-t", pid, "--ipc", "ipcmk", "-M", "8192")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shmid := strings.TrimSpace(out[strings.LastIndex(out, ":")+1:])
+	_, err = c.Checkpoint(ctx, filepath.Join(images, "2"))
+	if err == nil || !strings.Contains(err.Error(), "gained System V objects (shm)") {
+		t.Fatalf("checkpoint after a shm segment appeared: %v, want the System V error", err)
+	}
+	last := filepath.Join(images, "3")
+	if _, err := c.Checkpoint(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if !hasIPCImage(last) {
+		t.Fatal("CRIU did not dump the IPC namespace after the System V error")
+	}
+	waitRedis(ctx, t, l, ip) // still serving
+
+	c2, err := NewCheckpointer(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if c2.cfg.CRIU.IPCNS != "" {
+		t.Errorf("new Checkpointer runs CRIU in an IPC namespace with a shm segment")
+	}
+
+	st := c.State()
+	layers, err := ReadOverlayMount(st.Config.Rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Crash(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Restart(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	const rid = "sysv-restored"
+	runcRoot := filepath.Join(t.TempDir(), "runc")
+	bundle := restoreBundle(t, config, layers, last, "/"+l.Namespace("a")+"/"+rid)
+	runcCleanup(t, l.Netns("a"), runcRoot, rid)
+	res, err := Restore(ctx, RestoreConfig{
+		RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
+		RuncRoot: runcRoot, ID: rid, Bundle: bundle, ImagesDir: last, WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCommand(ctx, OSLauncher{}, "nsenter", "-t", strconv.Itoa(res.Pid), "--ipc", "ipcs", "-m", "-i", shmid)
+	if err != nil || !strings.Contains(out, "bytes=8192") {
+		t.Fatalf("shm segment %s after restore: %q, %v", shmid, out, err)
 	}
 }

@@ -83,6 +83,19 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 			return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
 		}
 	}
+	l := cfg.Launcher
+	if l == nil {
+		l = OSLauncher{}
+	}
+	ns, err := prepareRestoreNamespaces(ctx, l, cfg.Bundle, cfg.ImagesDir, work)
+	if err != nil {
+		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
+	}
+	defer func() {
+		if err := ns.release(); err != nil {
+			log.Warn("release restore namespaces", "err", err)
+		}
+	}()
 	argv := cfg.RuncArgv
 	if len(argv) == 0 {
 		argv = []string{"runc"}
@@ -106,10 +119,6 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	defer out.Close()
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = orFile(cfg.Stdin, devNull), orFile(cfg.Stdout, out), orFile(cfg.Stderr, out)
-	l := cfg.Launcher
-	if l == nil {
-		l = OSLauncher{}
-	}
 	start := time.Now()
 	wait, err := l.Start(cmd)
 	if err != nil {

@@ -21,7 +21,15 @@
  *     so --track-mem is accepted;
  *   - open() of CRIU's kernel-feature cache (/run/criu.kdat): refused, so that
  *     this CRIU neither loads a cache that says "no dirty tracking" nor leaves
- *     one saying "dirty tracking works" for CRIU runs without this library.
+ *     one saying "dirty tracking works" for CRIU runs without this library;
+ *   - with RRC_FREEZE_NOTIFY_FD=N (N: the swrk RPC socket CRIU was started
+ *     with), the first read() of the freezer state (freezer.state or
+ *     cgroup.freeze, opened read-write) is preceded by an RPC notification
+ *     "rrc-freeze" on that socket, and waits for its answer: io.rrc.v1 freezes
+ *     the container then, right before CRIU seizes the tasks, instead of at
+ *     "pre-dump", which CRIU sends ~1 ms of set-up earlier. A failed or
+ *     refused notification fails the read, so CRIU aborts the dump rather
+ *     than freeze the cgroup itself.
  *
  * Everything else passes through unchanged. CRIU then writes the pages not
  * written since the parent dump as holes "in the parent image" and checks that
@@ -34,8 +42,10 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct rrc_page_region {
@@ -56,6 +66,53 @@ struct rrc_pm_scan_arg {
 #define RRC_PME_SOFT_DIRTY (1ULL << 55)
 
 static int probe_answered;
+
+/*
+ * The freeze notification: notify_fd is our duplicate of CRIU's RPC socket
+ * (CRIU moves its own copy to a service fd), freezer_fd the freezer file
+ * CRIU opened, freeze_sent whether the notification went out (once).
+ */
+static int notify_fd = -1, freezer_fd = -1, freeze_sent;
+
+__attribute__((constructor)) static void rrc_init(void)
+{
+	const char *v = getenv("RRC_FREEZE_NOTIFY_FD");
+	char *end;
+	long fd;
+
+	if (!v || !*v)
+		return;
+	fd = strtol(v, &end, 10);
+	if (*end || fd < 0 || fd > 1023)
+		return;
+	notify_fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 3);
+}
+
+/*
+ * notify_freeze sends CRIU's own notification message, a criu_resp
+ * {type: NOTIFY, success: true, notify: {script: "rrc-freeze"}}, and accepts
+ * only the answer io.rrc.v1 sends for success, criu_req {type: NOTIFY,
+ * notify_success: true}, byte for byte. It returns 0 on success.
+ */
+static int notify_freeze(void)
+{
+	static const unsigned char msg[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x0c, 0x0a, 0x0a,
+					      'r', 'r', 'c', '-', 'f', 'r', 'e', 'e', 'z', 'e' };
+	static const unsigned char ok[] = { 0x08, 0x06, 0x18, 0x01 };
+	unsigned char ans[64];
+	ssize_t n;
+
+	if (send(notify_fd, msg, sizeof(msg), MSG_NOSIGNAL) != (ssize_t)sizeof(msg))
+		return -1;
+	do
+		n = recv(notify_fd, ans, sizeof(ans), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(ok) || memcmp(ans, ok, sizeof(ok)) != 0) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}
 
 int ioctl(int fd, unsigned long req, ...)
 {
@@ -107,6 +164,11 @@ ssize_t read(int fd, void *buf, size_t count)
 
 	if (!real_read)
 		real_read = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+	if (fd == freezer_fd && !freeze_sent) {
+		freeze_sent = 1;
+		if (notify_freeze() < 0)
+			return -1;
+	}
 	n = real_read(fd, buf, count);
 	if (probe_answered || count != 8 || n != 8)
 		return n;
@@ -131,12 +193,20 @@ static int kdat_cache(const char *path)
 	return path && (ends(path, "/criu.kdat") || ends(path, "/criu.kdat.tmp"));
 }
 
+/* freezer reports whether path, opened with flags, is where CRIU freezes. */
+static int freezer(const char *path, int flags)
+{
+	return notify_fd >= 0 && !freeze_sent && path && (flags & O_ACCMODE) == O_RDWR &&
+	       (ends(path, "/freezer.state") || ends(path, "/cgroup.freeze"));
+}
+
 #define RRC_OPEN(name)                                                             \
 	int name(const char *path, int flags, ...)                                 \
 	{                                                                          \
 		static int (*real)(const char *, int, ...);                        \
 		mode_t mode = 0;                                                   \
 		va_list ap;                                                        \
+		int fd;                                                            \
 		if (flags & (O_CREAT | O_TMPFILE)) {                               \
 			va_start(ap, flags);                                       \
 			mode = va_arg(ap, mode_t);                                 \
@@ -148,7 +218,10 @@ static int kdat_cache(const char *path)
 		}                                                                  \
 		if (!real)                                                         \
 			real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \
-		return real(path, flags, mode);                                    \
+		fd = real(path, flags, mode);                                      \
+		if (fd >= 0 && freezer(path, flags))                               \
+			freezer_fd = fd;                                           \
+		return fd;                                                         \
 	}
 
 RRC_OPEN(open)
