@@ -277,7 +277,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	if reset {
 		// Protected since this dump: it is the next parent, merged or none.
 		t := time.Now()
-		_, mergeErr = c.mem.rebase(dir, parent != "")
+		_, mergeErr = c.mem.rebase(dir, parent != "", c.log)
 		st.Merge = time.Since(t)
 	}
 	if c.mem != nil {

@@ -61,6 +61,7 @@ type memState struct {
 	refused  map[int]bool // pids that could not be tracked (logged once)
 	base     string       // full image set of the last dump: the next parent
 	seq      int
+	spare    *mergeSpare
 }
 
 // startMemoryTracking checks that CRIU accepts --track-mem with the
@@ -79,7 +80,7 @@ func (c *Checkpointer) startMemoryTracking(ctx context.Context) *memState {
 		c.log.Warn("incremental memory dumps off: every dump copies all memory", "err", err)
 		return nil
 	}
-	ms := &memState{cfg: m, trackers: map[int]*memtrack.Tracker{}, refused: map[int]bool{}}
+	ms := &memState{cfg: m, trackers: map[int]*memtrack.Tracker{}, refused: map[int]bool{}, spare: newMergeSpare()}
 	c.refreshTracking(ctx, ms)
 	return ms
 }
@@ -197,7 +198,7 @@ func (m *memState) reset(log *slog.Logger) {
 // rebase turns the dump into dir into a full image (if it had a parent) and
 // keeps it as the next dump's parent. On error the chain is cut: the next
 // dump is full, and dir is not a checkpoint to use.
-func (m *memState) rebase(dir string, hadParent bool) (criuimage.MergeStats, error) {
+func (m *memState) rebase(dir string, hadParent bool, log *slog.Logger) (criuimage.MergeStats, error) {
 	var st criuimage.MergeStats
 	old := m.base
 	m.base = ""
@@ -208,7 +209,7 @@ func (m *memState) rebase(dir string, hadParent bool) (criuimage.MergeStats, err
 	}()
 	if hadParent {
 		var err error
-		if st, err = criuimage.MergeParent(dir, old); err != nil {
+		if st, err = criuimage.MergeParentReusing(dir, old, m.spare.take()); err != nil {
 			return st, fmt.Errorf("merging the incremental dump with its parent: %w", err)
 		}
 	}
@@ -220,6 +221,7 @@ func (m *memState) rebase(dir string, hadParent bool) (criuimage.MergeStats, err
 		return st, fmt.Errorf("keeping the dump as the next parent: %w", err)
 	}
 	m.base = base
+	m.spare.fill(filepath.Dir(dir), largestPages(dir), log)
 	return st, nil
 }
 
@@ -258,6 +260,7 @@ func (m *memState) close() {
 		os.RemoveAll(m.base)
 		m.base = ""
 	}
+	m.spare.close()
 }
 
 // parent is the image set the next dump is incremental over: "" for a full

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -261,7 +262,8 @@ func writePagemap(t *testing.T, dir, name string, entries []criuimage.Entry, fil
 func TestMemStateRebase(t *testing.T) {
 	const present, parentFlag = criuimage.FlagPresent, criuimage.FlagParent
 	work := t.TempDir()
-	m := &memState{}
+	m := &memState{spare: newMergeSpare()}
+	defer m.close()
 	dump := func(name string, entries []criuimage.Entry, fill byte) string {
 		dir := filepath.Join(work, name)
 		if err := os.Mkdir(dir, 0o700); err != nil {
@@ -275,10 +277,18 @@ func TestMemStateRebase(t *testing.T) {
 	}
 	// A full dump: kept as the parent, no merge.
 	d1 := dump("e1", []criuimage.Entry{{Vaddr: 0x10000, NrPages: 4, Flags: present}}, 'a')
-	if _, err := m.rebase(d1, false); err != nil {
+	if _, err := m.rebase(d1, false, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	first := m.base
+	// After it, a spare of its pages file's size is filled for the next
+	// merge to write into.
+	m.spare.wg.Wait()
+	spares, _ := filepath.Glob(filepath.Join(work, ".merge-spare-*"))
+	var spare unix.Stat_t
+	if len(spares) != 1 || unix.Stat(spares[0], &spare) != nil || spare.Size != 4*4096 {
+		t.Fatalf("spares after the first dump: %v (size %d), want one of 4 pages", spares, spare.Size)
+	}
 	if first == "" {
 		t.Fatal("no parent kept after a full dump")
 	}
@@ -286,9 +296,13 @@ func TestMemStateRebase(t *testing.T) {
 	d2 := dump("e2", []criuimage.Entry{{Vaddr: 0x10000, NrPages: 2, Flags: parentFlag},
 		{Vaddr: 0x12000, NrPages: 1, Flags: present}, {Vaddr: 0x13000, NrPages: 1, Flags: parentFlag}}, 'b')
 	os.Symlink("../"+filepath.Base(first), filepath.Join(d2, "parent"))
-	st, err := m.rebase(d2, true)
+	st, err := m.rebase(d2, true, slog.Default())
 	if err != nil {
 		t.Fatal(err)
+	}
+	var pages unix.Stat_t
+	if err := unix.Stat(filepath.Join(d2, "pages-1.img"), &pages); err != nil || pages.Ino != spare.Ino {
+		t.Errorf("the merged pages file is not the spare (inode %d, spare %d, %v)", pages.Ino, spare.Ino, err)
 	}
 	if st.ParentPages != 3 || st.OwnPages != 1 {
 		t.Errorf("merge stats %+v, want 3 pages from the parent and 1 own", st)
@@ -318,7 +332,7 @@ func TestMemStateRebase(t *testing.T) {
 	// A hole the parent does not hold: the chain is cut.
 	second := m.base
 	d3 := dump("e3", []criuimage.Entry{{Vaddr: 0x90000, NrPages: 1, Flags: parentFlag}}, 'c')
-	if _, err := m.rebase(d3, true); err == nil {
+	if _, err := m.rebase(d3, true, slog.Default()); err == nil {
 		t.Fatal("a merge with a hole missing from the parent succeeded")
 	}
 	if m.base != "" {
@@ -330,6 +344,10 @@ func TestMemStateRebase(t *testing.T) {
 	// memState.parent: none without trackers, whatever the base.
 	if p := m.parent(); p != "" {
 		t.Errorf("parent() = %q without a base", p)
+	}
+	m.close()
+	if left, _ := filepath.Glob(filepath.Join(work, ".merge-spare-*")); len(left) > 0 {
+		t.Errorf("spares left after close: %v", left)
 	}
 }
 

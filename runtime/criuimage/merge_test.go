@@ -88,18 +88,20 @@ const (
 	H  = FlagParent
 )
 
+type mergeTest struct {
+	name          string
+	inc, parent   []testImage
+	corrupt       func(t *testing.T, dir, parentDir string)
+	wantErr       string
+	want          map[string][]Entry // merged pagemaps; the others must not change
+	wantFromInc   map[string][]uint64
+	wantParentPgs uint64
+}
+
 func TestMergeParent(t *testing.T) {
 	base := uint64(0x7f0000000000)
 	a := func(n uint64) uint64 { return base + pg(n) }
-	tests := []struct {
-		name          string
-		inc, parent   []testImage
-		corrupt       func(t *testing.T, dir, parentDir string)
-		wantErr       string
-		want          map[string][]Entry // merged pagemaps; the others must not change
-		wantFromInc   map[string][]uint64
-		wantParentPgs uint64
-	}{
+	tests := []mergeTest{
 		{
 			name:          "hole inside one parent entry",
 			parent:        []testImage{{"pagemap-1.img", 1, []Entry{{a(0), 8, P}}}},
@@ -210,74 +212,96 @@ func TestMergeParent(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			root := t.TempDir()
-			dir, parentDir := filepath.Join(root, "2"), filepath.Join(root, "1")
-			for _, d := range []string{dir, parentDir} {
-				if err := os.Mkdir(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
+		// Each case also with a spare file to write into
+		// (MergeParentReusing): larger than needed, full of garbage.
+		for _, withSpare := range []bool{false, true} {
+			name := tt.name
+			if withSpare {
+				name += ", into a spare"
 			}
-			for _, im := range tt.parent {
-				writeImage(t, parentDir, im.name, im.id, tagParent, im.entries)
-			}
-			incs := map[string]testImage{}
-			for _, im := range tt.inc {
-				writeImage(t, dir, im.name, im.id, tagInc, im.entries)
-				incs[im.name] = im
-			}
-			if err := os.Symlink("../1", filepath.Join(dir, parentLink)); err != nil {
-				t.Fatal(err)
-			}
-			if tt.corrupt != nil {
-				tt.corrupt(t, dir, parentDir)
-			}
-			before, parentBefore := snapshot(t, dir), snapshot(t, parentDir)
+			t.Run(name, func(t *testing.T) { mergeCase(t, tt, withSpare) })
+		}
+	}
+}
 
-			st, err := MergeParent(dir, parentDir)
-			if !reflect.DeepEqual(snapshot(t, parentDir), parentBefore) {
-				t.Error("parent directory changed")
+func mergeCase(t *testing.T, tt mergeTest, withSpare bool) {
+	root := t.TempDir()
+	dir, parentDir := filepath.Join(root, "2"), filepath.Join(root, "1")
+	for _, d := range []string{dir, parentDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, im := range tt.parent {
+		writeImage(t, parentDir, im.name, im.id, tagParent, im.entries)
+	}
+	incs := map[string]testImage{}
+	for _, im := range tt.inc {
+		writeImage(t, dir, im.name, im.id, tagInc, im.entries)
+		incs[im.name] = im
+	}
+	if err := os.Symlink("../1", filepath.Join(dir, parentLink)); err != nil {
+		t.Fatal(err)
+	}
+	if tt.corrupt != nil {
+		tt.corrupt(t, dir, parentDir)
+	}
+	before, parentBefore := snapshot(t, dir), snapshot(t, parentDir)
+	spare := ""
+	if withSpare {
+		spare = filepath.Join(root, ".spare")
+		if err := os.WriteFile(spare, bytes.Repeat([]byte{0xee}, 64*int(pageSize)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st, err := MergeParentReusing(dir, parentDir, spare)
+	if spare != "" {
+		if _, serr := os.Stat(spare); !os.IsNotExist(serr) {
+			t.Errorf("spare still there after the merge (%v)", serr)
+		}
+	}
+	if !reflect.DeepEqual(snapshot(t, parentDir), parentBefore) {
+		t.Error("parent directory changed")
+	}
+	if tt.wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Fatalf("MergeParent = %+v, %v; want error %q", st, err, tt.wantErr)
+		}
+		if !reflect.DeepEqual(snapshot(t, dir), before) {
+			t.Error("dir changed by a failed merge")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := snapshot(t, dir)
+	if _, ok := after[parentLink]; ok {
+		t.Error("parent link left")
+	}
+	var ownPages uint64
+	var bytesWritten int64
+	for _, im := range tt.inc {
+		want, merged := tt.want[im.name]
+		if !merged {
+			if after[im.name] != before[im.name] {
+				t.Errorf("%s changed", im.name)
 			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("MergeParent = %+v, %v; want error %q", st, err, tt.wantErr)
-				}
-				if !reflect.DeepEqual(snapshot(t, dir), before) {
-					t.Error("dir changed by a failed merge")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			after := snapshot(t, dir)
-			if _, ok := after[parentLink]; ok {
-				t.Error("parent link left")
-			}
-			var ownPages uint64
-			var bytesWritten int64
-			for _, im := range tt.inc {
-				want, merged := tt.want[im.name]
-				if !merged {
-					if after[im.name] != before[im.name] {
-						t.Errorf("%s changed", im.name)
-					}
-					continue
-				}
-				checkMerged(t, dir, im, want, tt.wantFromInc[im.name])
-				ownPages += uint64(len(tt.wantFromInc[im.name]))
-				bytesWritten += int64(len(after[im.name]) + len(after[fmt.Sprintf("pages-%d.img", im.id)]))
-			}
-			for name := range after {
-				if strings.HasPrefix(name, ".") {
-					t.Errorf("temporary file %s left", name)
-				}
-			}
-			wantSt := MergeStats{Files: len(tt.want), ParentPages: tt.wantParentPgs, OwnPages: ownPages, Bytes: bytesWritten}
-			if st != wantSt {
-				t.Errorf("stats %+v, want %+v", st, wantSt)
-			}
-		})
+			continue
+		}
+		checkMerged(t, dir, im, want, tt.wantFromInc[im.name])
+		ownPages += uint64(len(tt.wantFromInc[im.name]))
+		bytesWritten += int64(len(after[im.name]) + len(after[fmt.Sprintf("pages-%d.img", im.id)]))
+	}
+	for name := range after {
+		if strings.HasPrefix(name, ".") {
+			t.Errorf("temporary file %s left", name)
+		}
+	}
+	wantSt := MergeStats{Files: len(tt.want), ParentPages: tt.wantParentPgs, OwnPages: ownPages, Bytes: bytesWritten}
+	if st != wantSt {
+		t.Errorf("stats %+v, want %+v", st, wantSt)
 	}
 }
 
