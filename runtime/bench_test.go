@@ -26,7 +26,8 @@ import (
 // round with Checkpointer (FastDumpOptions), Checkpointer (runc's CRIU
 // options) and `runc checkpoint --leave-running` (the baseline); logs pause
 // mean/p90 and sizes; then crashes host a and times the restore.
-// RRC_MEASURE_NICE=-10 runs CRIU at nice -10.
+// RRC_MEASURE_NICE=-10 runs CRIU at nice -10. RRC_MEASURE_CONNS=N keeps N
+// idle client connections open to Redis (CRIU dumps each with TCP repair).
 func TestMeasureCheckpointPause(t *testing.T) {
 	if os.Getenv("RRC_MEASURE") == "" {
 		t.Skip("measurement; set RRC_MEASURE=1")
@@ -49,6 +50,16 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	st, err := ReadRuncState(runcRoot, id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := 0; i < envInt("RRC_MEASURE_CONNS", 0); i++ {
+		nc, err := lab.DialInNetns(l.Netns("client"), ip+":6379")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := lab.NewRedisConn(nc).Do("PING"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.InitPid))
 	t.Logf("redis loaded with %d keys; %s", keys, grepLine(rss, "VmRSS"))
