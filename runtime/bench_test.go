@@ -167,35 +167,11 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	t.Logf("  checkpoint bytes %d", runcBytes)
 
 	// Restore: last checkpoint, host a crashed and restarted, runc restore.
-	layers, err := ReadOverlayMount(st.Config.Rootfs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	last := filepath.Join(images, "last")
 	if _, err := c.Checkpoint(ctx, last); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Crash(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Restart(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	const rid = "measure-restored"
-	prep := time.Now()
-	bundle := restoreBundle(t, config, layers, last, "/"+l.Namespace("a")+"/"+rid)
-	prepDur := time.Since(prep)
-	runcRootR := filepath.Join(t.TempDir(), "runc")
-	runcCleanup(t, l.Netns("a"), runcRootR, rid)
-	res, err := Restore(ctx, RestoreConfig{RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
-		RuncRoot: runcRootR, ID: rid, Bundle: bundle, ImagesDir: last, WorkDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, prepDur := crashAndRestore(ctx, t, l, st, last, "measure-restored")
 	out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "dbsize")
 	if err != nil {
 		t.Fatal(err)

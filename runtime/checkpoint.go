@@ -178,6 +178,11 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 // thaw (see CheckpointHooks).
 func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks CheckpointHooks) (CheckpointStats, error) {
 	var st CheckpointStats
+	if c.ipcToDump { // the switch failed last time
+		if err := c.dumpIPCNamespace(); err != nil {
+			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+		}
+	}
 	c.waitRefresh()
 	parent := c.mem.parent()
 	dump := c.takePrepared(dir, parent)

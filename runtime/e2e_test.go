@@ -64,15 +64,6 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 		}
 	})
 	st := c.State()
-	layers, err := ReadOverlayMount(st.Config.Rootfs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	images := imageTmpfs(t)
 	const epochs = 5
 	var last string
@@ -114,28 +105,7 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 	}
 	hostname := hostnameOf(ctx, t, st.InitPid)
 
-	if err := l.Crash(ctx, "a"); err != nil {
-		t.Fatalf("crash a: %v", err)
-	}
-	if err := l.Restart(ctx, "a"); err != nil {
-		t.Fatalf("restart a: %v", err)
-	}
-
-	const rid = "ckpt1-restored"
-	runcRoot := filepath.Join(t.TempDir(), "runc")
-	bundle := restoreBundle(t, config, layers, last, "/"+l.Namespace("a")+"/"+rid)
-	runcCleanup(t, l.Netns("a"), runcRoot, rid)
-	res, err := Restore(ctx, RestoreConfig{
-		RuncArgv:  []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
-		RuncRoot:  runcRoot,
-		ID:        rid,
-		Bundle:    bundle,
-		ImagesDir: last,
-		WorkDir:   t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := crashAndRestore(ctx, t, l, st, last, "ckpt1-restored")
 	t.Logf("restored pid %d in %v", res.Pid, res.Duration)
 	for _, ns := range []string{"uts", "ipc"} {
 		if sameNS("/proc/self/ns/"+ns, fmt.Sprintf("/proc/%d/ns/%s", res.Pid, ns)) == nil {
@@ -229,32 +199,7 @@ func TestCheckpointSysVIPC(t *testing.T) {
 		t.Errorf("new Checkpointer runs CRIU in an IPC namespace with a shm segment")
 	}
 
-	st := c.State()
-	layers, err := ReadOverlayMount(st.Config.Rootfs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Crash(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Restart(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	const rid = "sysv-restored"
-	runcRoot := filepath.Join(t.TempDir(), "runc")
-	bundle := restoreBundle(t, config, layers, last, "/"+l.Namespace("a")+"/"+rid)
-	runcCleanup(t, l.Netns("a"), runcRoot, rid)
-	res, err := Restore(ctx, RestoreConfig{
-		RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
-		RuncRoot: runcRoot, ID: rid, Bundle: bundle, ImagesDir: last, WorkDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := crashAndRestore(ctx, t, l, c.State(), last, "sysv-restored")
 	out, err = runCommand(ctx, OSLauncher{}, "nsenter", "-t", strconv.Itoa(res.Pid), "--ipc", "ipcs", "-m", "-i", shmid)
 	if err != nil || !strings.Contains(out, "bytes=8192") {
 		t.Fatalf("shm segment %s after restore: %q, %v", shmid, out, err)

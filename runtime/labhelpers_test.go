@@ -121,6 +121,42 @@ func restoreBundle(t *testing.T, config []byte, layers OverlayMount, images, cgr
 	return dir
 }
 
+// crashAndRestore crashes and restarts lab host a, then restores the
+// checkpoint in images as container rid with runc, in a's network namespace,
+// from a bundle made of st's (the checkpointed container's) spec and layers,
+// read before the crash. It returns the restore and how long making the
+// bundle took.
+func crashAndRestore(ctx context.Context, t *testing.T, l *lab.Lab, st *RuncState, images, rid string) (RestoreResult, time.Duration) {
+	t.Helper()
+	layers, err := ReadOverlayMount(st.Config.Rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(filepath.Join(st.Bundle(), "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Crash(ctx, "a"); err != nil {
+		t.Fatalf("crash a: %v", err)
+	}
+	if err := l.Restart(ctx, "a"); err != nil {
+		t.Fatalf("restart a: %v", err)
+	}
+	prep := time.Now()
+	bundle := restoreBundle(t, config, layers, images, "/"+l.Namespace("a")+"/"+rid)
+	prepDur := time.Since(prep)
+	runcRoot := filepath.Join(t.TempDir(), "runc")
+	runcCleanup(t, l.Netns("a"), runcRoot, rid)
+	res, err := Restore(ctx, RestoreConfig{
+		RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
+		RuncRoot: runcRoot, ID: rid, Bundle: bundle, ImagesDir: images, WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, prepDur
+}
+
 // runcCleanup kills and deletes a container started by runc directly, and
 // unmounts runc's criu-root bind mount, left if runc restore was killed.
 func runcCleanup(t *testing.T, netns, root, id string) {

@@ -153,6 +153,15 @@ func (c *Checkpointer) dropPrepared() {
 	n := &c.next
 	n.mu.Lock()
 	n.closed = true
+	n.mu.Unlock()
+	c.cancelPrepared()
+}
+
+// cancelPrepared ends the prepared dump, if any (e.g. one of a CRIU
+// service being replaced); later ones may be prepared again.
+func (c *Checkpointer) cancelPrepared() {
+	n := &c.next
+	n.mu.Lock()
 	preparing := n.preparing
 	n.mu.Unlock()
 	if preparing != nil {

@@ -53,7 +53,7 @@ func openSysVIPC(ns string) (*sysvIPC, error) {
 	}()
 	r := <-done
 	if r.err != nil {
-		return nil, fmt.Errorf("system V IPC objects of %s: %w", ns, r.err)
+		return nil, fmt.Errorf("watch %s for System V IPC objects: %w", ns, r.err)
 	}
 	return r.s, nil
 }
@@ -182,21 +182,23 @@ func (c *Checkpointer) checkSysVIPC() error {
 }
 
 // dumpIPCNamespace replaces the CRIU service with one outside the
-// container's IPC namespace, which CRIU then dumps.
+// container's IPC namespace, which CRIU then dumps. If that fails, ipcToDump
+// stays set and the next checkpoint tries again before it dumps anything.
 func (c *Checkpointer) dumpIPCNamespace() error {
-	c.ipcToDump = false
-	c.sysv.close()
-	c.sysv = nil
-	c.cfg.CRIU.IPCNS = ""
-	svc, err := NewCRIUService(c.cfg.CRIU, c.log)
+	cmd := c.cfg.CRIU
+	cmd.IPCNS = ""
+	svc, err := NewCRIUService(cmd, c.log)
 	if err != nil {
 		return fmt.Errorf("restart CRIU outside the IPC namespace: %w", err)
 	}
+	c.cancelPrepared() // asked of the old service
 	old := c.criu
-	c.criu = svc
+	c.cfg.CRIU, c.criu = cmd, svc
 	if err := old.Close(); err != nil {
 		c.log.Debug("close CRIU service", "err", err)
 	}
+	c.sysv.close()
+	c.sysv, c.ipcToDump = nil, false
 	c.log.Info("CRIU dumps the container's IPC namespace from now on")
 	return nil
 }

@@ -6,7 +6,7 @@
 // ptrace stops.
 //
 // Exit status 0: sent; 1: failed (one line on stderr); 2: refused, the
-// process has a seccomp filter.
+// process has a seccomp filter that could not be suspended.
 package main
 
 import (

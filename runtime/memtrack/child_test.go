@@ -79,8 +79,8 @@ var sink byte
 //	exec            exec itself again (a new address space, same pid)
 //	exit
 func childMain(mode string) int {
-	if mode == "seccomp" {
-		if err := installAllowAllSeccomp(); err != nil {
+	if filter, ok := seccompFilters[mode]; ok {
+		if err := installSeccomp(filter); err != nil {
 			fmt.Fprintln(os.Stderr, "child: seccomp:", err)
 			return 1
 		}
@@ -293,13 +293,24 @@ func forkAndReap() error {
 	return err
 }
 
-// installAllowAllSeccomp installs a classic BPF filter that allows
-// everything, on all threads.
-func installAllowAllSeccomp() error {
+// seccompFilters are the child's modes with a seccomp filter (classic BPF):
+// "seccomp" allows everything; "seccomp-kill-uffd" kills the process that
+// calls userfaultfd(2), which the injection does.
+var seccompFilters = map[string][]unix.SockFilter{
+	"seccomp": {{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}},
+	"seccomp-kill-uffd": {
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: sysUserfaultfd, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_KILL_PROCESS},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	},
+}
+
+// installSeccomp installs filter on all threads.
+func installSeccomp(filter []unix.SockFilter) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return err
 	}
-	filter := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog)))
 	if errno != 0 {

@@ -20,8 +20,9 @@
 // close its own copy (CRIU cannot dump a userfaultfd), restores the
 // registers (restarting an interrupted system call the way the kernel would
 // have) and hands the descriptor back over a unix socket. MakeUffd is that
-// injection; processes with a seccomp filter are refused (ErrSeccomp), as the
-// filter could kill them for the injected system call.
+// injection; a seccomp filter of the target is suspended meanwhile
+// (PTRACE_O_SUSPEND_SECCOMP), as it could kill the target for the injected
+// system calls.
 //
 // # Tracking
 //

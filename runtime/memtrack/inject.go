@@ -11,7 +11,9 @@ import (
 )
 
 // ErrSeccomp is wrapped by the errors of MakeUffd and Take for a process
-// with a seccomp filter: the filter could kill it (or make it fail
+// with a seccomp filter that could not be suspended while it is injected
+// into (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and a kernel with
+// CONFIG_CHECKPOINT_RESTORE): the filter could kill it (or make it fail
 // strangely) for the injected system calls, so it is left alone.
 var ErrSeccomp = errors.New("process has a seccomp filter")
 
@@ -55,24 +57,21 @@ func parseStatus(b []byte) (targetStatus, error) {
 	return st, nil
 }
 
-// checkTarget refuses a pid that is not a thread-group leader or whose main
-// thread has a seccomp mode.
-func checkTarget(pid int) error {
+// checkTarget refuses a pid that is not a thread-group leader, and says
+// whether its main thread has a seccomp mode.
+func checkTarget(pid int) (seccomp bool, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return err
+		return false, err
 	}
 	st, err := parseStatus(b)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if st.Tgid != pid {
-		return fmt.Errorf("not a process but a thread of process %d", st.Tgid)
+		return false, fmt.Errorf("not a process but a thread of process %d", st.Tgid)
 	}
-	if st.Seccomp != 0 {
-		return fmt.Errorf("seccomp mode %d: %w", st.Seccomp, ErrSeccomp)
-	}
-	return nil
+	return st.Seccomp != 0, nil
 }
 
 // findSyscallInsn returns the address of a syscall instruction (0f 05) in

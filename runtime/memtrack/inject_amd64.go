@@ -38,8 +38,10 @@ const stepTimeout = 2 * time.Second
 // through a syscall instruction of its vDSO, takes the descriptor with
 // pidfd_getfd, makes it close its own copy, restores its registers (with
 // the restart of an interrupted system call that the kernel would have
-// done) and detaches. The target is refused with ErrSeccomp if it has a
-// seccomp mode.
+// done) and detaches. A seccomp filter of the target is suspended while it
+// is seized (PTRACE_O_SUSPEND_SECCOMP, as CRIU does), so that the filter
+// neither sees nor refuses the injected calls; if that is refused, so is
+// the target (ErrSeccomp).
 //
 // It is meant for a short-lived helper process (rrc-uffd), for two reasons.
 // The caller must not reap with wait4(-1) (the shim's reaper would steal the
@@ -58,7 +60,8 @@ const stepTimeout = 2 * time.Second
 // EINTR for a handler without SA_RESTART: the same as if the signal had
 // arrived just before the call.
 func MakeUffd(ctx context.Context, pid int) (_ *os.File, err error) {
-	if err := checkTarget(pid); err != nil {
+	seccomp, err := checkTarget(pid)
+	if err != nil {
 		return nil, fmt.Errorf("make userfaultfd in %d: %w", pid, err)
 	}
 	insn, err := findSyscallInsn(pid)
@@ -75,7 +78,7 @@ func MakeUffd(ctx context.Context, pid int) (_ *os.File, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	tr := &tracee{tid: pid, insn: insn}
+	tr := &tracee{tid: pid, insn: insn, seccomp: seccomp}
 	if err := tr.stop(ctx); err != nil {
 		return nil, fmt.Errorf("make userfaultfd in %d: %w", pid, err)
 	}
@@ -117,8 +120,9 @@ func MakeUffd(ctx context.Context, pid int) (_ *os.File, err error) {
 
 // tracee is the seized main thread of the target.
 type tracee struct {
-	tid  int
-	insn uint64 // address of a syscall instruction
+	tid     int
+	insn    uint64 // address of a syscall instruction
+	seccomp bool   // has a seccomp mode, suspended while injected
 
 	saved    unix.PtraceRegs
 	seized   bool // attached; stopped between stop and release
@@ -177,7 +181,16 @@ func (t *tracee) syscall(nr uint64, args ...uint64) (int64, error) {
 	if !t.modified {
 		// Kill the target rather than let it run on with our registers if
 		// this process dies before release.
-		if err := unix.PtraceSetOptions(t.tid, unix.PTRACE_O_EXITKILL); err != nil {
+		opts := unix.PTRACE_O_EXITKILL
+		if t.seccomp {
+			// Until the detach; only asked for where needed (it takes
+			// CAP_SYS_ADMIN).
+			opts |= unix.PTRACE_O_SUSPEND_SECCOMP
+		}
+		if err := unix.PtraceSetOptions(t.tid, opts); err != nil {
+			if t.seccomp {
+				return 0, fmt.Errorf("suspending its filter: ptrace setoptions: %w (%w)", err, ErrSeccomp)
+			}
 			return 0, fmt.Errorf("ptrace setoptions: %w", err)
 		}
 	}

@@ -20,7 +20,8 @@ const (
 	// HelperExitFailed: the userfaultfd could not be made or sent, or the
 	// command line was wrong.
 	HelperExitFailed = 1
-	// HelperExitRefused: the target has a seccomp filter (ErrSeccomp).
+	// HelperExitRefused: the target has a seccomp filter that could not be
+	// suspended (ErrSeccomp).
 	HelperExitRefused = 2
 )
 
@@ -41,7 +42,8 @@ const helperWaitDelay = 5 * time.Second
 //
 // When ctx is done the helper is sent SIGTERM (it lets go of the target
 // at the next safe point) and killed only helperWaitDelay later. A target
-// with a seccomp filter is refused with an error wrapping ErrSeccomp.
+// whose seccomp filter could not be suspended is refused with an error
+// wrapping ErrSeccomp.
 func Take(ctx context.Context, helper []string, start func(*exec.Cmd) (wait func() (int, error), err error), pid int) (*os.File, error) {
 	if len(helper) == 0 {
 		return nil, errors.New("take userfaultfd: no helper command")

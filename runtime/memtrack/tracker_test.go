@@ -3,6 +3,7 @@
 package memtrack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -294,18 +295,29 @@ func TestTakeLeavesTargetIntact(t *testing.T) {
 	})
 }
 
-// TestSeccompRefused: a process with a seccomp filter is refused and left
-// running.
-func TestSeccompRefused(t *testing.T) {
-	c := startChild(t, "seccomp")
-	_, err := Take(t.Context(), []string{helperPath}, osStart, c.pid)
-	if !errors.Is(err, ErrSeccomp) {
-		t.Fatalf("Take of a process with a seccomp filter: %v, want ErrSeccomp", err)
-	}
-	t.Logf("refused: %v", err)
-	c.do("write 1", "read 1")
-	if n := c.uffdCount(); n != 0 {
-		t.Fatalf("child has %d userfaultfds open", n)
+// TestSeccompSuspended: a process with a seccomp filter, even one that
+// kills it for userfaultfd(2), is tracked: its filter is suspended while the
+// calls are injected, and it runs on under it.
+func TestSeccompSuspended(t *testing.T) {
+	for _, mode := range []string{"seccomp", "seccomp-kill-uffd"} {
+		t.Run(mode, func(t *testing.T) {
+			c := startChild(t, mode)
+			tr, err := Attach(c.pid, take(t, c.pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			reset(t, tr)
+			c.do("write 3", "read 1")
+			checkWritten(t, tr, c.base, childPages, []int{3}, mode)
+			if n := c.uffdCount(); n != 0 {
+				t.Fatalf("child has %d userfaultfds open", n)
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid))
+			if err != nil || !bytes.Contains(b, []byte("Seccomp:\t2")) {
+				t.Fatalf("child's seccomp mode after the injection: %v\n%s", err, b)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -52,13 +53,16 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 		if a.Flags&unix.IFF_LOOPBACK != 0 || a.Name == "lo" {
 			continue
 		}
+		sl := serviceLink{name: a.Name, index: a.Index, mac: a.HardwareAddr}
 		if standby {
+			if sl.routes, err = s.keepAcrossDown(a.Name, a.Index); err != nil {
+				return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+			}
 			// Down first: until then this copy could answer.
 			if err := s.handle.LinkSetDown(l); err != nil {
 				return nil, fmt.Errorf("adopt network namespace %s: set %s down: %w", nsPath, a.Name, err)
 			}
 		}
-		sl := serviceLink{name: a.Name, index: a.Index, mac: a.HardwareAddr}
 		addrs, err := s.handle.AddrList(l, netlink.FAMILY_V4)
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return nil, fmt.Errorf("adopt network namespace %s: list addresses of %s: %w", nsPath, a.Name, err)
@@ -77,6 +81,31 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 	s.standby = standby
 	s.log.Info("network namespace adopted", "links", s.linkNames(), "standby", standby)
 	return s, nil
+}
+
+// keepAcrossDown prepares link name (index) to be set down and up again as
+// it was: setting a link down makes the kernel delete the routes through it
+// (e.g. CNI's default route via the bridge) and, by default, its IPv6
+// addresses. It returns the routes the kernel will not make again by
+// itself when the link is up (not its own "kernel" ones), and keeps the
+// IPv6 addresses (keep_addr_on_down; absent without IPv6).
+func (s *ServiceNetwork) keepAcrossDown(name string, index int) ([]netlink.Route, error) {
+	sysctl := "/proc/sys/net/ipv6/conf/" + name + "/keep_addr_on_down"
+	err := inNetns(s.nsPath, func() error { return os.WriteFile(sysctl, []byte("1\n"), 0) })
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("keep the IPv6 addresses of %s (%s=1): %w", name, sysctl, err)
+	}
+	routes, err := s.handle.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: index}, netlink.RT_FILTER_OIF)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list the routes through %s: %w", name, err)
+	}
+	var keep []netlink.Route
+	for _, r := range routes {
+		if r.Protocol != unix.RTPROT_KERNEL {
+			keep = append(keep, r)
+		}
+	}
+	return keep, nil
 }
 
 func (s *ServiceNetwork) linkNames() []string {

@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // testHost is a scratch "host" network namespace with a LAN to attach to.
@@ -261,6 +263,48 @@ func TestAdopt(t *testing.T) {
 	}
 	mustUp(t, cniNs, "eth0")
 	mustUp(t, cniNs, "lo")
+	// What CNI adds besides: a default route through eth0, an IPv6 address
+	// and a route through it. Setting eth0 down for the standby makes the
+	// kernel delete the routes (and the IPv6 address); Promote must bring
+	// them back.
+	if err := cniNs.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("10.99.1.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cniNs.AddrAdd(eth0, &netlink.Addr{IPNet: cidr(t, "fd00:99::5/64"), Flags: unix.IFA_F_NODAD}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cniNs.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: cidr(t, "fd00:98::/64"), Gw: net.ParseIP("fd00:99::1")}); err != nil {
+		t.Fatal(err)
+	}
+	cniRoutes := func() string {
+		var out []string
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			rs, err := cniNs.RouteList(eth0, fam)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				if r.Gw != nil {
+					out = append(out, fmt.Sprintf("%v via %v", r.Dst, r.Gw))
+				}
+			}
+			as, err := cniNs.AddrList(eth0, fam)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range as {
+				if !a.IP.IsLinkLocalUnicast() {
+					out = append(out, a.IPNet.String())
+				}
+			}
+		}
+		sort.Strings(out)
+		return strings.Join(out, ", ")
+	}
+	before := cniRoutes()
+	if !strings.Contains(before, "via 10.99.1.1") || !strings.Contains(before, "fd00:98::/64 via fd00:99::1") {
+		t.Fatalf("CNI's routes not set up: %s", before)
+	}
 	capture := captureARP(t, host.netns, "cni0")
 
 	sn, err := Adopt(t.Context(), cni, true, host.opts(t))
@@ -283,6 +327,9 @@ func TestAdopt(t *testing.T) {
 	}
 	if !isUp(mustLink(t, cniNs, "eth0")) {
 		t.Error("promoted: adopted eth0 is down")
+	}
+	if after := cniRoutes(); after != before {
+		t.Errorf("promoted: addresses and routes %s, want %s as before the standby", after, before)
 	}
 	checkGARP(t, capture.collect(t, 300*time.Millisecond), eth0.Attrs().HardwareAddr, net.ParseIP("10.99.1.5"), 2, 3)
 	if err := sn.Remove(t.Context()); err != nil {

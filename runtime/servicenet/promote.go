@@ -56,6 +56,13 @@ func (s *ServiceNetwork) Promote(ctx context.Context) (PromoteTimings, error) {
 			return t, fmt.Errorf("promote service network %s: set %s up: %w", s.name, l.name, err)
 		}
 	}
+	for _, l := range s.links {
+		for _, r := range l.routes {
+			if err := s.handle.RouteReplace(&r); err != nil {
+				return t, fmt.Errorf("promote service network %s: route %s through %s: %w", s.name, r, l.name, err)
+			}
+		}
+	}
 	s.standby = false
 	t.LinkUp = time.Since(start)
 	if err := s.waitRunning(ctx, host, start.Add(t.LinkUp+carrierWait)); err != nil {

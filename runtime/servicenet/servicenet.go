@@ -39,6 +39,9 @@ type serviceLink struct {
 	index     int
 	mac       net.HardwareAddr
 	announcer []*announcer // one per IPv4 address
+	// routes of an adopted link set down for the standby, which the
+	// kernel deletes then; Promote adds them again.
+	routes []netlink.Route
 }
 
 // NetnsPath is the path of the container's network namespace: the path the
