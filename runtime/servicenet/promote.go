@@ -58,8 +58,10 @@ func (s *ServiceNetwork) Promote(ctx context.Context) (PromoteTimings, error) {
 	}
 	for _, l := range s.links {
 		for _, r := range l.routes {
+			// Best effort: the link is up, which the clients of its own
+			// subnet need; the failover goes on without this route.
 			if err := s.handle.RouteReplace(&r); err != nil {
-				return t, fmt.Errorf("promote service network %s: route %s through %s: %w", s.name, r, l.name, err)
+				s.log.Warn("route of the adopted namespace not restored", "link", l.name, "route", r.String(), "err", err)
 			}
 		}
 	}
