@@ -31,9 +31,16 @@ const restoreRouteMetric = 0xFFFFFFF0
 // link up (its prefix route takes over at once), announces it, and removes
 // the temporary route; sockets re-route on their next packet (the route
 // change invalidates their cached route).
+//
+// An adopted namespace (CNI's) has no one service prefix, and its clients
+// may be behind a gateway: with Prefix nil the temporary routes cover every
+// destination, IPv4 and IPv6 (0.0.0.0/0 and ::/0 through lo; the IPv6 one
+// is left out where the namespace has IPv6 off). The namespace's own routes
+// (prefix, default via the gateway) have better metrics and win once the
+// link is up.
 type StandbyService struct {
 	NetNS  string     // the standby service network namespace
-	Prefix *net.IPNet // the service address's prefix, e.g. 10.86.0.0/24
+	Prefix *net.IPNet // the service address's prefix, e.g. 10.86.0.0/24; nil: all
 	// Up brings the service link up and announces it (servicenet's
 	// ServiceNetwork.Promote, wrapped by the caller).
 	Up func(ctx context.Context) error
@@ -42,8 +49,12 @@ type StandbyService struct {
 // PrepareRestore implements ServicePromoter.
 func (s StandbyService) PrepareRestore(ctx context.Context) error {
 	return s.withHandle(func(h *netlink.Handle, r *netlink.Route) error {
-		if err := h.RouteReplace(r); err != nil {
-			return fmt.Errorf("adding the restore route %s via lo in %s: %w", s.Prefix, s.NetNS, err)
+		err := h.RouteReplace(r)
+		if err != nil && s.Prefix == nil && r.Dst.IP.To4() == nil && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
+			return nil // IPv6 off in this namespace: no IPv6 client to restore
+		}
+		if err != nil {
+			return fmt.Errorf("adding the restore route %s via lo in %s: %w", r.Dst, s.NetNS, err)
 		}
 		return nil
 	})
@@ -55,20 +66,17 @@ func (s StandbyService) Promote(ctx context.Context) error {
 		return err
 	}
 	return s.withHandle(func(h *netlink.Handle, r *netlink.Route) error {
-		// Already gone (ESRCH) is fine.
-		if err := h.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("removing the restore route %s via lo in %s: %w", s.Prefix, s.NetNS, err)
+		// Already gone (ESRCH), or never added (IPv6 off), is fine.
+		if err := h.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !(s.Prefix == nil && r.Dst.IP.To4() == nil) {
+			return fmt.Errorf("removing the restore route %s via lo in %s: %w", r.Dst, s.NetNS, err)
 		}
 		return nil
 	})
 }
 
 // withHandle runs f with a netlink handle bound to the namespace (no setns
-// on this thread) and the temporary route.
+// on this thread) for each temporary route, until an error.
 func (s StandbyService) withHandle(f func(*netlink.Handle, *netlink.Route) error) error {
-	if s.Prefix == nil {
-		return errors.New("standby service: no service prefix")
-	}
 	ns, err := netns.GetFromPath(s.NetNS)
 	if err != nil {
 		return fmt.Errorf("opening service netns %s: %w", s.NetNS, err)
@@ -83,6 +91,14 @@ func (s StandbyService) withHandle(f func(*netlink.Handle, *netlink.Route) error
 	if err != nil {
 		return fmt.Errorf("loopback in %s: %w", s.NetNS, err)
 	}
-	prefix := &net.IPNet{IP: s.Prefix.IP.Mask(s.Prefix.Mask), Mask: s.Prefix.Mask}
-	return f(h, &netlink.Route{LinkIndex: lo.Attrs().Index, Dst: prefix, Priority: restoreRouteMetric, Scope: netlink.SCOPE_LINK})
+	dsts := []*net.IPNet{{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, {IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}
+	if s.Prefix != nil {
+		dsts = []*net.IPNet{{IP: s.Prefix.IP.Mask(s.Prefix.Mask), Mask: s.Prefix.Mask}}
+	}
+	for _, dst := range dsts {
+		if err := f(h, &netlink.Route{LinkIndex: lo.Attrs().Index, Dst: dst, Priority: restoreRouteMetric, Scope: netlink.SCOPE_LINK}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -82,4 +82,24 @@ func TestStandbyServiceRoutes(t *testing.T) {
 	if out, _ := ipns("route", "show", "dev", "lo"); strings.TrimSpace(out) != "" {
 		t.Errorf("temporary route left behind: %s", out)
 	}
+
+	// An adopted namespace (no one prefix): every destination, IPv4 and
+	// IPv6, goes through lo during the restore; nothing is left after.
+	all := StandbyService{NetNS: s.NetNS, Up: func(context.Context) error { return nil }}
+	if err := all.PrepareRestore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{"192.0.2.1", "2001:db8::1"} {
+		if out, err := ipns("route", "get", dst); err != nil || !strings.Contains(out, "dev lo") {
+			t.Errorf("adopted, prepared: route to %s: %q, %v; want dev lo", dst, out, err)
+		}
+	}
+	if err := all.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out, _ := exec.Command("ip", "-n", name, fam, "route", "show", "dev", "lo").CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+			t.Errorf("adopted: temporary route left behind: %s", out)
+		}
+	}
 }

@@ -64,9 +64,11 @@ func TestMeasureCheckpointPause(t *testing.T) {
 	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.InitPid))
 	t.Logf("redis loaded with %d keys; %s", keys, grepLine(rss, "VmRSS"))
 
-	// One checkpoint at a time is kept; ~190 bytes of image per record of
-	// 100 bytes, so 10 M records need more than the default 2 GiB.
-	imagesSize := max(int64(2)<<30, int64(keys)*512)
+	// ~190 bytes of image per record of 100 bytes. Kept at a time: the
+	// incremental checkpointer's parent and its merge's spare, and one
+	// checkpoint of another variant; so 10 M records need more than the
+	// default 2 GiB.
+	imagesSize := max(int64(2)<<30, int64(keys)*768)
 	images := imageTmpfsSize(t, imagesSize)
 	// The same on a tmpfs of 4 KiB pages only (what MountImageTmpfs mounted
 	// before it asked for large folios), for the side-by-side ratio.

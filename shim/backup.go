@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 
@@ -31,8 +32,14 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 	if err != nil {
 		return err
 	}
-	if r.sn == nil || r.cfg.Service == nil {
-		return fmt.Errorf("annotation %sservice-ip: a backup needs its own standby service namespace", AnnotationPrefix)
+	if r.sn == nil {
+		return fmt.Errorf("annotation %sservice-ip: a backup needs a standby service namespace (its own, or one the spec names)", AnnotationPrefix)
+	}
+	// The restore's temporary routes: the service prefix, or for an
+	// adopted namespace every destination (replication.StandbyService).
+	var prefix *net.IPNet
+	if r.cfg.Service != nil {
+		prefix = r.cfg.Service.Address
 	}
 	r.restorer = &replication.RuncRestorer{
 		RuncRoot: filepath.Join(r.host.StateDir, "runc", r.ns),
@@ -46,7 +53,7 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 	sn := r.sn
 	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), DurableStore: r.host.CheckpointFsync, Restorer: r.restorer, Logger: engineLogger(ctx),
-		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: r.cfg.Service.Address, Up: func(ctx context.Context) error {
+		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
 			tm, err := sn.Promote(ctx)
 			log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
 			return err
