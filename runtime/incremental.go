@@ -58,11 +58,15 @@ type MemoryTracking struct {
 type memState struct {
 	cfg      MemoryTracking
 	trackers map[int]*memtrack.Tracker
-	refused  map[int]bool // pids that could not be tracked (logged once)
-	base     string       // full image set of the last dump: the next parent
+	refused  map[int]int // pids that could not be tracked: failed attempts
+	base     string      // full image set of the last dump: the next parent
 	seq      int
 	spare    *mergeSpare
 }
+
+// attachAttempts is how many refreshes try to track a process before it is
+// given up on (dumped in full from then on).
+const attachAttempts = 3
 
 // startMemoryTracking checks that CRIU accepts --track-mem with the
 // preloaded library and attaches to the container's processes. It returns
@@ -80,7 +84,7 @@ func (c *Checkpointer) startMemoryTracking(ctx context.Context) *memState {
 		c.log.Warn("incremental memory dumps off: every dump copies all memory", "err", err)
 		return nil
 	}
-	ms := &memState{cfg: m, trackers: map[int]*memtrack.Tracker{}, refused: map[int]bool{}, spare: newMergeSpare()}
+	ms := &memState{cfg: m, trackers: map[int]*memtrack.Tracker{}, refused: map[int]int{}, spare: newMergeSpare()}
 	c.refreshTracking(ctx, ms)
 	return ms
 }
@@ -128,15 +132,23 @@ func (c *Checkpointer) refreshTracking(ctx context.Context, m *memState) {
 			}
 			continue
 		}
-		if m.refused[pid] {
+		if m.refused[pid] >= attachAttempts {
 			continue
 		}
 		t, err := c.attach(ctx, m, pid)
 		if err != nil {
-			m.refused[pid] = true
-			c.log.Warn("memory tracking: process not tracked, its memory is dumped in full every epoch", "pid", pid, "err", err)
+			m.refused[pid]++
+			if errors.Is(err, memtrack.ErrSeccomp) {
+				m.refused[pid] = attachAttempts // it will not change
+			}
+			if m.refused[pid] < attachAttempts {
+				c.log.Info("memory tracking: process not tracked yet, its memory is dumped in full; trying again after the next checkpoint", "pid", pid, "err", err)
+			} else {
+				c.log.Warn("memory tracking: process not tracked, its memory is dumped in full every epoch", "pid", pid, "err", err)
+			}
 			continue
 		}
+		delete(m.refused, pid)
 		m.trackers[pid] = t
 	}
 	for pid, t := range m.trackers {

@@ -59,7 +59,26 @@ const stepTimeout = 2 * time.Second
 // handler, as with SA_RESTART, where the kernel would have failed it with
 // EINTR for a handler without SA_RESTART: the same as if the signal had
 // arrived just before the call.
-func MakeUffd(ctx context.Context, pid int) (_ *os.File, err error) {
+func MakeUffd(ctx context.Context, pid int) (*os.File, error) {
+	// A signal that arrives just before the interrupt is let through and
+	// the injection started over (Go programs get SIGURG all the time).
+	for attempt := 1; ; attempt++ {
+		f, err := makeUffd(ctx, pid)
+		if err == nil || !errors.Is(err, errSignalFirst) || attempt == signalFirstAttempts || ctx.Err() != nil {
+			return f, err
+		}
+	}
+}
+
+// errSignalFirst: a signal stopped the target before the interrupt did; it
+// was passed on and the target let go untouched.
+var errSignalFirst = errors.New("try again")
+
+// signalFirstAttempts bounds MakeUffd's attempts after errSignalFirst.
+const signalFirstAttempts = 20
+
+// makeUffd is one attempt of MakeUffd.
+func makeUffd(ctx context.Context, pid int) (_ *os.File, err error) {
 	seccomp, err := checkTarget(pid)
 	if err != nil {
 		return nil, fmt.Errorf("make userfaultfd in %d: %w", pid, err)
@@ -163,7 +182,7 @@ func (t *tracee) stop(ctx context.Context) error {
 	case ws.Stopped():
 		// A signal came first: pass it on.
 		t.detach(ws.StopSignal())
-		return fmt.Errorf("received %s before the interrupt; passed it on and let go, try again", unix.SignalName(ws.StopSignal()))
+		return fmt.Errorf("received %s before the interrupt; passed it on and let go: %w", unix.SignalName(ws.StopSignal()), errSignalFirst)
 	default:
 		t.seized = false
 		return fmt.Errorf("exited (wait status %#x)", uint32(ws))
