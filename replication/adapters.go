@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/iorrc/rrc/netfilter"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // NetfilterPath gates a container's traffic inside its network namespace:
@@ -117,34 +117,34 @@ func (n *NetfilterPath) closeLocked(ctx context.Context) error {
 // thaw itself (RuncCheckpointer does). The epoch loop prefers it: it holds
 // input from BeforeFreeze to Thawed (only around the freeze, not during
 // CRIU's ~25–30 ms start-up) and seals the gate's epoch in Frozen. The hooks
-// follow runtime.CheckpointHooks' guarantees: Thawed is called whenever
+// follow criu.CheckpointHooks' guarantees: Thawed is called whenever
 // BeforeFreeze was, also on failure; Frozen only after a successful freeze.
 type HookedCheckpointer interface {
 	Checkpointer
-	CheckpointWithHooks(ctx context.Context, dir string, hooks runtime.CheckpointHooks) (runtime.CheckpointStats, error)
+	CheckpointWithHooks(ctx context.Context, dir string, hooks criu.CheckpointHooks) (criu.CheckpointStats, error)
 }
 
-// RuncCheckpointer adapts runtime.Checkpointer, which freezes the container
+// RuncCheckpointer adapts criu.Checkpointer, which freezes the container
 // itself on CRIU's "pre-dump" notification (after CRIU's start-up) and calls
-// runtime.CheckpointHooks around the freeze. The gate's epoch is sealed in
+// criu.CheckpointHooks around the freeze. The gate's epoch is sealed in
 // the Frozen hook, i.e. while the container is frozen and before anything is
 // dumped: every packet the container sent before the freeze belongs to the
 // sealed epoch or an earlier one (or, if the gate's reader had not read it
 // yet, to the next one, which only delays it), and nothing it sends after
 // the thaw can belong to the sealed epoch.
 type RuncCheckpointer struct {
-	C *runtime.Checkpointer
+	C *criu.Checkpointer
 }
 
 var _ HookedCheckpointer = RuncCheckpointer{}
 
 // Checkpoint implements Checkpointer: frozen is called while frozen.
-func (r RuncCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error) {
-	return r.C.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{Frozen: frozen})
+func (r RuncCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error) {
+	return r.C.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{Frozen: frozen})
 }
 
 // CheckpointWithHooks implements HookedCheckpointer.
-func (r RuncCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks runtime.CheckpointHooks) (runtime.CheckpointStats, error) {
+func (r RuncCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks criu.CheckpointHooks) (criu.CheckpointStats, error) {
 	return r.C.CheckpointWithHooks(ctx, dir, hooks)
 }
 

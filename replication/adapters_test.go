@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/criutest"
 )
 
@@ -30,7 +30,7 @@ func TestFakeCRIUSwrkRepl(t *testing.T) {
 	criutest.ServeSwrk(criutest.SwrkOptions{Mode: mode, StartDelay: time.Duration(ms) * time.Millisecond, WriteImages: true})
 }
 
-// newFakeRuncCheckpointer makes a real runtime.Checkpointer on a fake runc
+// newFakeRuncCheckpointer makes a real criu.Checkpointer on a fake runc
 // state, a fake cgroup v1 freezer and the fake CRIU above; freezerState
 // reads the fake cgroup's state.
 func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncCheckpointer, freezerState func() string) {
@@ -42,17 +42,17 @@ func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncChe
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	st, _ := json.Marshal(runtime.RuncState{ID: "c1", InitPid: os.Getpid(),
-		CgroupPaths: map[string]string{"freezer": cg}, Config: runtime.RuncConfig{Rootfs: "/"}})
+	st, _ := json.Marshal(criu.RuncState{ID: "c1", InitPid: os.Getpid(),
+		CgroupPaths: map[string]string{"freezer": cg}, Config: criu.RuncConfig{Rootfs: "/"}})
 	if err := os.MkdirAll(filepath.Join(root, "c1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(runtime.RuncStatePath(root, "c1"), st, 0o600); err != nil {
+	if err := os.WriteFile(criu.RuncStatePath(root, "c1"), st, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := runtime.NewCheckpointer(context.Background(), runtime.CheckpointerConfig{
+	c, err := criu.NewCheckpointer(context.Background(), criu.CheckpointerConfig{
 		RuncRoot: root, ID: "c1",
-		CRIU: runtime.CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrkRepl$", "--"}},
+		CRIU: criu.CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrkRepl$", "--"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func (p *cgPackets) Failed() <-chan error        { return p.failed }
 func (p *cgPackets) Close(context.Context) error { return nil }
 
 // TestRuncCheckpointerHooks drives the epoch loop with RuncCheckpointer on
-// a real runtime.Checkpointer (fake CRIU, fake freezer): input is held only
+// a real criu.Checkpointer (fake CRIU, fake freezer): input is held only
 // from just before the freeze (after CRIU's start-up) to the thaw, the gate
 // is sealed while frozen, and the failure paths thaw, release the input and
 // never release output.

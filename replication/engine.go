@@ -7,14 +7,14 @@ import (
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // This file holds the small interfaces the engine drives. The real
 // implementations are in adapters.go (netfilter, runtime, peer); the unit
 // tests drive the engine with fakes that record the order of the calls.
 
-// Checkpointer checkpoints the running container (runtime.Checkpointer
+// Checkpointer checkpoints the running container (criu.Checkpointer
 // through RuncCheckpointer).
 type Checkpointer interface {
 	// Checkpoint writes a checkpoint of the running container into dir and
@@ -22,7 +22,7 @@ type Checkpointer interface {
 	// once before the container's state is dumped, once no more of the
 	// container's output can belong to the state being dumped: the engine
 	// seals the output gate's epoch there. frozen must be quick.
-	Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error)
+	Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error)
 	Close() error
 }
 

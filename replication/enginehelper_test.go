@@ -16,7 +16,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
@@ -41,7 +41,7 @@ type helperArgs struct {
 	// primary
 	RuncRoot, ContainerID, WorkDir string
 	Inject                         *injectArgs             `json:",omitempty"` // fault injection (injector_test.go)
-	Memory                         *runtime.MemoryTracking `json:",omitempty"` // incremental dumps, as the shim's default
+	Memory                         *criu.MemoryTracking `json:",omitempty"` // incremental dumps, as the shim's default
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
 }
@@ -187,7 +187,7 @@ func (h *helper) primary(ctx context.Context) error {
 		return err
 	}
 	defer sn.Remove(context.Background())
-	unmount, err := runtime.MountImageTmpfs(h.a.WorkDir, 1<<30)
+	unmount, err := criu.MountImageTmpfs(h.a.WorkDir, 1<<30)
 	if err != nil {
 		return err
 	}
@@ -214,9 +214,9 @@ func (h *helper) primary(ctx context.Context) error {
 	}
 	// As the shim does: CRIU in the service namespace, each dump prepared
 	// after the last one.
-	c, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
-		RuncRoot: h.a.RuncRoot, ID: h.a.ContainerID, Dump: runtime.FastDumpOptions(),
-		CRIU:              runtime.CRIUCommand{NetNS: sn.NetnsPath()},
+	c, err := criu.NewCheckpointer(ctx, criu.CheckpointerConfig{
+		RuncRoot: h.a.RuncRoot, ID: h.a.ContainerID, Dump: criu.FastDumpOptions(),
+		CRIU:              criu.CRIUCommand{NetNS: sn.NetnsPath()},
 		CaptureRootfsDiff: true, PrepareNext: true, Memory: h.a.Memory, Log: h.log.With("pair", cfg.Pair),
 	})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/peer"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // loop runs the pair until Close: epochs while a backup is connected; when
@@ -155,11 +155,11 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		p.mu.Unlock()
 	}
 	seal := func() { sealed = p.gate.Seal() }
-	var st runtime.CheckpointStats
+	var st criu.CheckpointStats
 	if hc, ok := ck.(HookedCheckpointer); ok {
 		// Input is held only from just before the freeze to the thaw; the
 		// seal happens while frozen. Output is never released here.
-		st, err = hc.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
+		st, err = hc.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
 	} else {
 		hold()
 		st, err = ck.Checkpoint(ctx, dir, seal)

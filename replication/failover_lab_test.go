@@ -14,7 +14,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertest"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/test/lab"
 	"golang.org/x/sys/unix"
 )
@@ -237,7 +237,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	pa.WorkDir = l.State("a") + "/rrc-images"
 	pa.Inject = rp.Inject
 	preload, helper := lab.MemoryTools(t)
-	pa.Memory = &runtime.MemoryTracking{Preload: preload, Helper: []string{helper}}
+	pa.Memory = &criu.MemoryTracking{Preload: preload, Helper: []string{helper}}
 	primary := startEngine(t, l, "a", pa)
 	pst := primary.wait(t, "primary's gate", 15*time.Second, func(s helperStatus) bool { return s.Phase == "gated" })
 
@@ -252,7 +252,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 		t.Fatalf("run redis on a: %v", err)
 	}
 	waitRunning(ctx, t, l, id)
-	st, err := runtime.ReadRuncState("/run/containerd/runc/"+l.Namespace("a"), id)
+	st, err := criu.ReadRuncState("/run/containerd/runc/"+l.Namespace("a"), id)
 	if err != nil {
 		t.Fatal(err)
 	}

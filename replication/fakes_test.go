@@ -14,7 +14,7 @@ import (
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // recorder collects the calls the engine makes on the fakes, in order.
@@ -117,7 +117,7 @@ type fakeCheckpointer struct {
 	fail map[int]bool
 }
 
-func (c *fakeCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error) {
+func (c *fakeCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error) {
 	c.mu.Lock()
 	c.n++
 	n := c.n
@@ -126,14 +126,14 @@ func (c *fakeCheckpointer) Checkpoint(ctx context.Context, dir string, frozen fu
 	frozen()
 	if c.fail[n] {
 		c.rec.add("thaw")
-		return runtime.CheckpointStats{}, errors.New("criu: injected failure")
+		return criu.CheckpointStats{}, errors.New("criu: injected failure")
 	}
 	c.rec.add("dump")
 	if err := os.WriteFile(filepath.Join(dir, "pages.img"), []byte("state"), 0o600); err != nil {
-		return runtime.CheckpointStats{}, err
+		return criu.CheckpointStats{}, err
 	}
 	c.rec.add("thaw")
-	return runtime.CheckpointStats{Pause: 3 * time.Millisecond, ImageBytes: 5}, nil
+	return criu.CheckpointStats{Pause: 3 * time.Millisecond, ImageBytes: 5}, nil
 }
 func (c *fakeCheckpointer) Close() error { c.rec.add("close-criu"); return nil }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/replication/peertls"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // Fault injection: the primary host fails at an exact point of an epoch.
@@ -184,11 +184,11 @@ type injCheckpointer struct {
 	j *injector
 }
 
-func (c injCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (runtime.CheckpointStats, error) {
-	return c.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{Frozen: frozen})
+func (c injCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error) {
+	return c.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{Frozen: frozen})
 }
 
-func (c injCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h runtime.CheckpointHooks) (runtime.CheckpointStats, error) {
+func (c injCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h criu.CheckpointHooks) (criu.CheckpointStats, error) {
 	j := c.j
 	j.blockIfStopped()
 	j.mu.Lock()
@@ -200,7 +200,7 @@ func (c injCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h 
 			f()
 		}
 	}
-	return c.HookedCheckpointer.CheckpointWithHooks(ctx, dir, runtime.CheckpointHooks{
+	return c.HookedCheckpointer.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{
 		BeforeFreeze: func() {
 			j.at(injBeforeFreeze, n)
 			call(h.BeforeFreeze)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // RuncRestorer restores a checkpoint with runc restore (TCP repair) into a
@@ -36,8 +36,8 @@ type RuncRestorer struct {
 	Lower       []string
 	CgroupsPath string
 	WorkDir     string // bundle, overlay upper/work and restore logs; one file system
-	Launcher    runtime.Launcher
-	// Logger receives runtime.Restore's log lines: pass the pair-scoped
+	Launcher    criu.Launcher
+	// Logger receives criu.Restore's log lines: pass the pair-scoped
 	// logger (e.g. BackupOptions.Logger.With("pair", cfg.Pair, "role",
 	// "backup")). Default slog.Default().
 	Logger *slog.Logger
@@ -57,10 +57,10 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (Res
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		return RestoredContainer{}, fmt.Errorf("preparing bundle: %w", err)
 	}
-	if err := runtime.WriteRestoreSpec(filepath.Join(bundle, "config.json"), r.Spec, r.CgroupsPath); err != nil {
+	if err := criu.WriteRestoreSpec(filepath.Join(bundle, "config.json"), r.Spec, r.CgroupsPath); err != nil {
 		return RestoredContainer{}, err
 	}
-	unmount, err := runtime.PrepareRestoreRootfs(filepath.Join(bundle, "rootfs"), r.Lower,
+	unmount, err := criu.PrepareRestoreRootfs(filepath.Join(bundle, "rootfs"), r.Lower,
 		filepath.Join(r.WorkDir, "upper"), filepath.Join(r.WorkDir, "work"), c.Dir)
 	if err != nil {
 		return RestoredContainer{}, err
@@ -70,7 +70,7 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (Res
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return RestoredContainer{}, fmt.Errorf("preparing restore work dir: %w", err)
 	}
-	res, err := runtime.Restore(ctx, runtime.RestoreConfig{
+	res, err := criu.Restore(ctx, criu.RestoreConfig{
 		RuncArgv: r.RuncArgv, RuncRoot: r.RuncRoot, ID: r.ID, Bundle: bundle,
 		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher, Logger: r.Logger,
 	})
@@ -94,7 +94,7 @@ func (r *RuncRestorer) Remove(ctx context.Context) error {
 	}
 	l := r.Launcher
 	if l == nil {
-		l = runtime.OSLauncher{}
+		l = criu.OSLauncher{}
 	}
 	run := func(args ...string) error {
 		cmd := exec.CommandContext(ctx, argv[0], append(append(append([]string{}, argv[1:]...), "--root", r.RuncRoot), args...)...)

@@ -10,7 +10,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // Host-level settings of the shim: secrets and paths that belong to the
@@ -137,9 +137,9 @@ func (c Config) Validate() error {
 
 // MemoryTracking is the Checkpointer's incremental-dump setting: nil when
 // incremental_memory is off.
-func (c Config) MemoryTracking() *runtime.MemoryTracking {
+func (c Config) MemoryTracking() *criu.MemoryTracking {
 	if !c.IncrementalMemory {
 		return nil
 	}
-	return &runtime.MemoryTracking{Preload: c.CRIUWrittenLib, Helper: []string{c.UffdHelper}}
+	return &criu.MemoryTracking{Preload: c.CRIUWrittenLib, Helper: []string{c.UffdHelper}}
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 
 	"github.com/iorrc/rrc/netfilter"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 )
 
 // The shim is a subreaper and its reaper waits for every child: a helper
@@ -17,8 +17,8 @@ import (
 // Everything the shim runs (CRIU, runc, iptables) goes through the reaper.
 
 // reaperLauncher starts commands through containerd's reaper.
-func reaperLauncher() runtime.Launcher {
-	return runtime.LauncherFunc(func(cmd *exec.Cmd) (func() (int, error), error) {
+func reaperLauncher() criu.Launcher {
+	return criu.LauncherFunc(func(cmd *exec.Cmd) (func() (int, error), error) {
 		ec, err := reaper.Default.Start(cmd)
 		if err != nil {
 			return nil, err

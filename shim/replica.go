@@ -13,7 +13,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
-	"github.com/iorrc/rrc/runtime"
+	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
@@ -91,7 +91,7 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	// next delta is computed against), each the size of the container's
 	// memory: no fixed limit below the kernel's default (half the RAM),
 	// which is a bound, not a reservation.
-	unmount, err := runtime.MountImageTmpfs(images, 0)
+	unmount, err := criu.MountImageTmpfs(images, 0)
 	if err != nil {
 		return fmt.Errorf("image tmpfs: %w", err)
 	}
@@ -134,10 +134,10 @@ func (r *replica) replicate(ctx context.Context, runcRoot string) {
 }
 
 func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
-	ck, err := runtime.NewCheckpointer(ctx, runtime.CheckpointerConfig{
+	ck, err := criu.NewCheckpointer(ctx, criu.CheckpointerConfig{
 		RuncRoot: runcRoot, ID: r.id,
-		CRIU:              runtime.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
-		Dump:              runtime.FastDumpOptions(),
+		CRIU:              criu.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
+		Dump:              criu.FastDumpOptions(),
 		CaptureRootfsDiff: true, PrepareNext: true, Memory: r.host.MemoryTracking(), Log: engineLogger(ctx),
 	})
 	if err != nil {

@@ -44,4 +44,4 @@
 // Helper processes (criu, runc) are started through a Launcher: the shim is
 // a subreaper and must supply one built on containerd's reaper; tests use
 // OSLauncher.
-package runtime
+package criu
