@@ -4,11 +4,12 @@ import (
 	"syscall"
 
 	"context"
-	"golang.org/x/sys/unix"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // countingQueue counts the verdict messages a consumer sends.

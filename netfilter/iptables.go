@@ -1,12 +1,12 @@
 package netfilter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // rulesTable is where every rule goes: the mangle table's hooks run before
@@ -14,11 +14,6 @@ import (
 // skip a queue, and after conntrack, so reinjected packets need no special
 // treatment.
 const rulesTable = "mangle"
-
-// CommandRunner runs a command with stdin and returns its combined output.
-// The shim is a subreaper and must pass one built on containerd's reaper;
-// nil means os/exec.
-type CommandRunner func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
 
 // queueChain is one dedicated chain that sends packets to a queue, and the
 // jump to it from a built-in chain:
@@ -48,7 +43,7 @@ func (c queueChain) jumpArgs(op string) []string {
 type iptablesNS struct {
 	netns  string // "" = the caller's
 	noIPv6 bool
-	run    CommandRunner
+	launch launch.Launcher // nil: os/exec
 }
 
 func (n iptablesNS) families() []string {
@@ -58,27 +53,13 @@ func (n iptablesNS) families() []string {
 	return []string{"iptables", "ip6tables"}
 }
 
-func (n iptablesNS) exec(ctx context.Context, stdin []byte, tool string, args ...string) ([]byte, error) {
-	run := n.run
-	if run == nil {
-		run = execRunner
-	}
+func (n iptablesNS) exec(ctx context.Context, stdin []byte, tool string, args ...string) (string, error) {
 	name := tool
 	if n.netns != "" {
 		args = append([]string{"--net=" + n.netns, tool}, args...)
 		name = "nsenter"
 	}
-	out, err := run(ctx, stdin, name, args...)
-	if err != nil {
-		return out, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return out, nil
-}
-
-func execRunner(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	return cmd.CombinedOutput()
+	return launch.Command(ctx, n.launch, stdin, name, args...)
 }
 
 // install is idempotent. The chains' contents are replaced atomically

@@ -3,6 +3,8 @@ package netfilter
 import (
 	"context"
 	"fmt"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // Default chain names of Rules.
@@ -37,10 +39,12 @@ type Rules struct {
 	InputChain  string // "" = DefaultInputChain
 	NoOutput    bool   // output is gated elsewhere (HostOutputRules): input rules only
 	NoIPv6      bool   // skip ip6tables (only where the kernel has no IPv6)
-	Run         CommandRunner
+	Launcher    launch.Launcher
 }
 
-func (r *Rules) ns() iptablesNS { return iptablesNS{netns: r.NetNS, noIPv6: r.NoIPv6, run: r.Run} }
+func (r *Rules) ns() iptablesNS {
+	return iptablesNS{netns: r.NetNS, noIPv6: r.NoIPv6, launch: r.Launcher}
+}
 
 func (r *Rules) chains() []queueChain {
 	out, in := r.OutputChain, r.InputChain
@@ -106,17 +110,17 @@ func (r *Rules) Present(ctx context.Context) ([]string, error) {
 // shared by every container: Queue must be unique there. A macvlan has no
 // host end; it can only be gated inside the container (Rules).
 type HostOutputRules struct {
-	NetNS   string // namespace of the veth's host end; "" = the caller's
-	Port    string // the veth's host end
-	Bridged bool   // Port is a bridge port
-	Queue   uint16 // unique within NetNS
-	Chain   string // "" = "RRC-O-" + Port
-	NoIPv6  bool
-	Run     CommandRunner
+	NetNS    string // namespace of the veth's host end; "" = the caller's
+	Port     string // the veth's host end
+	Bridged  bool   // Port is a bridge port
+	Queue    uint16 // unique within NetNS
+	Chain    string // "" = "RRC-O-" + Port
+	NoIPv6   bool
+	Launcher launch.Launcher
 }
 
 func (h *HostOutputRules) ns() iptablesNS {
-	return iptablesNS{netns: h.NetNS, noIPv6: h.NoIPv6, run: h.Run}
+	return iptablesNS{netns: h.NetNS, noIPv6: h.NoIPv6, launch: h.Launcher}
 }
 
 func (h *HostOutputRules) chains() ([]queueChain, error) {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
 // Role is the part a shim plays in a replicated pair.
@@ -43,14 +45,6 @@ const (
 	MaxHeartbeatMisses     = 1000
 )
 
-// ServiceNetwork is the network identity the container keeps across a
-// failover: the same address and MAC on both hosts.
-type ServiceNetwork struct {
-	Address *net.IPNet       // IP and prefix, e.g. 10.77.0.200/24
-	MAC     net.HardwareAddr // nil: derived from Address
-	Link    string           // host link or bridge the service interface attaches to
-}
-
 // Config is what one shim needs to replicate one container.
 type Config struct {
 	Role            Role
@@ -61,7 +55,7 @@ type Config struct {
 	Epoch           time.Duration
 	Heartbeat       time.Duration
 	HeartbeatMisses int
-	Service         *ServiceNetwork // nil: the container's own network namespace is used as is
+	Service         *servicenet.Settings // nil: the container's own network namespace is used as is
 
 	// PeerName is the identity the peer's TLS certificate must carry (a DNS
 	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it

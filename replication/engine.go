@@ -2,27 +2,32 @@ package replication
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/runtime/criu"
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // This file holds the small interfaces the engine drives. The real
-// implementations are in adapters.go (netfilter, runtime, peer); the unit
-// tests drive the engine with fakes that record the order of the calls.
+// implementations are criu.Checkpointer, netfilter.Path (through
+// NetfilterPackets), peer.Sender, and the shim's restorer and servicenet's
+// StandbyService; the unit tests drive the engine with fakes that record the
+// order of the calls.
 
-// Checkpointer checkpoints the running container (criu.Checkpointer
-// through RuncCheckpointer).
+// Checkpointer checkpoints the running container (*criu.Checkpointer).
 type Checkpointer interface {
-	// Checkpoint writes a checkpoint of the running container into dir and
-	// returns after the container has been thawed. It calls frozen exactly
-	// once before the container's state is dumped, once no more of the
-	// container's output can belong to the state being dumped: the engine
-	// seals the output gate's epoch there. frozen must be quick.
-	Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error)
+	// CheckpointWithHooks writes a checkpoint of the running container into
+	// dir and returns after the container has been thawed. The hooks follow
+	// criu.CheckpointHooks' guarantees: Thawed is called whenever
+	// BeforeFreeze was, also on failure; Frozen exactly once, after a
+	// successful freeze and before anything is dumped, once no more of the
+	// container's output can belong to the state being dumped (the engine
+	// seals the output gate's epoch there; hooks must be quick).
+	CheckpointWithHooks(ctx context.Context, dir string, hooks criu.CheckpointHooks) (criu.CheckpointStats, error)
 	Close() error
 }
 
@@ -52,6 +57,22 @@ type PacketPath interface {
 	Open(ctx context.Context) (OutputGate, InputHold, error)
 	Failed() <-chan error
 	Close(ctx context.Context) error
+}
+
+// NetfilterPackets is the PacketPath of the container's network namespace
+// netns (a netfilter.Path); l runs iptables.
+func NetfilterPackets(netns string, l launch.Launcher, log *slog.Logger) PacketPath {
+	return netfilterPackets{&netfilter.Path{NetNS: netns, Launcher: l, Logger: log}}
+}
+
+type netfilterPackets struct{ *netfilter.Path }
+
+func (p netfilterPackets) Open(ctx context.Context) (OutputGate, InputHold, error) {
+	g, h, err := p.Path.Open(ctx)
+	if err != nil {
+		return nil, nil, err // typed nils would not compare equal to nil
+	}
+	return g, h, nil
 }
 
 // CheckpointSender is the primary's end of the peer channel (*peer.Sender).

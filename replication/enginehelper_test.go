@@ -18,6 +18,7 @@ import (
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/servicenet"
+	"github.com/iorrc/rrc/shim"
 )
 
 // The end-to-end test runs each side's engine in a process of its own,
@@ -40,7 +41,7 @@ type helperArgs struct {
 	Epoch         time.Duration
 	// primary
 	RuncRoot, ContainerID, WorkDir string
-	Inject                         *injectArgs             `json:",omitempty"` // fault injection (injector_test.go)
+	Inject                         *injectArgs          `json:",omitempty"` // fault injection (injector_test.go)
 	Memory                         *criu.MemoryTracking `json:",omitempty"` // incremental dumps, as the shim's default
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
@@ -135,7 +136,7 @@ func (h *helper) config() (replication.Config, error) {
 	}
 	ipnet.IP = ip
 	return replication.Config{Role: h.a.Role, Pair: h.a.Pair, Peer: h.a.Peer, Listen: h.a.Listen, PeerName: h.a.PeerName,
-		Epoch: h.a.Epoch, Service: &replication.ServiceNetwork{Address: ipnet, Link: h.a.ServiceLink}}.WithDefaults(), nil
+		Epoch: h.a.Epoch, Service: &servicenet.Settings{Address: ipnet, Link: h.a.ServiceLink}}.WithDefaults(), nil
 }
 
 // serviceNetwork creates this host's service network namespace (active on
@@ -173,7 +174,7 @@ func (h *helper) pairSetup(ctx context.Context) (replication.Config, *peertls.Cr
 	if err != nil {
 		return cfg, nil, nil, err
 	}
-	creds, err := replication.PeerTLS{CAFile: h.a.CA, CertFile: h.a.Cert, KeyFile: h.a.Key}.Load()
+	creds, err := peertls.Load(h.a.CA, h.a.Cert, h.a.Key)
 	if err != nil {
 		return cfg, nil, nil, err
 	}
@@ -194,7 +195,7 @@ func (h *helper) primary(ctx context.Context) error {
 	defer unmount()
 	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
-		Packets: &replication.NetfilterPath{NetNS: sn.NetnsPath(), Logger: h.log.With("pair", cfg.Pair)},
+		Packets: replication.NetfilterPackets(sn.NetnsPath(), nil, h.log.With("pair", cfg.Pair)),
 	}
 	var inj *injector
 	if h.a.Inject != nil {
@@ -222,9 +223,9 @@ func (h *helper) primary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var ck replication.Checkpointer = replication.RuncCheckpointer{C: c}
+	var ck replication.Checkpointer = c
 	if inj != nil {
-		ck = inj.checkpointer(replication.RuncCheckpointer{C: c})
+		ck = inj.checkpointer(c)
 	}
 	if err := p.Start(ctx, ck); err != nil {
 		c.Close()
@@ -257,7 +258,7 @@ func (h *helper) backup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	restorer := &replication.RuncRestorer{
+	restorer := &shim.RuncRestorer{
 		RuncRoot: h.a.RestoreRuncRoot, ID: h.a.RestoreID, Spec: spec, Lower: g.Lower,
 		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
 		RuncArgv: []string{"nsenter", "--net=" + sn.NetnsPath(), "--", "runc"},
@@ -265,7 +266,7 @@ func (h *helper) backup(ctx context.Context) error {
 	defer restorer.Remove(context.Background())
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
-		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
+		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
 			_, err := sn.Promote(ctx)
 			return err
 		}},

@@ -118,10 +118,9 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 }
 
 // checkpoint takes the checkpoint of the open epoch: hold input → freeze →
-// seal the gate's epoch → dump → thaw → release input. With a
-// HookedCheckpointer the hold starts right before the freeze (after CRIU's
-// start-up) and ends right after the thaw; otherwise it spans the whole
-// Checkpoint call. It returns the image directory and the wire epoch to
+// seal the gate's epoch → dump → thaw → release input. The hold starts right
+// before the freeze (after CRIU's start-up) and ends right after the thaw.
+// It returns the image directory and the wire epoch to
 // send, ok false if it failed (the epoch's output then waits for the next
 // checkpoint).
 func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok bool) {
@@ -155,15 +154,9 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		p.mu.Unlock()
 	}
 	seal := func() { sealed = p.gate.Seal() }
-	var st criu.CheckpointStats
-	if hc, ok := ck.(HookedCheckpointer); ok {
-		// Input is held only from just before the freeze to the thaw; the
-		// seal happens while frozen. Output is never released here.
-		st, err = hc.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
-	} else {
-		hold()
-		st, err = ck.Checkpoint(ctx, dir, seal)
-	}
+	// Input is held only from just before the freeze to the thaw; the seal
+	// happens while frozen. Output is never released here.
+	st, err := ck.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
 	release() // no-op unless a checkpointer broke the Thawed promise
 	taken := p.now()
 	if err == nil && sealed == 0 {

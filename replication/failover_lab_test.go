@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/replication/peertest"
-	"github.com/iorrc/rrc/runtime/criu"
-	"github.com/iorrc/rrc/test/lab"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/peertls/pki"
+	"github.com/iorrc/rrc/runtime/criu"
+	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/test/lab"
 )
 
 // engineProc is an engine process started in a lab host's netns.
@@ -195,18 +197,18 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	t.Cleanup(cancel)
 
-	pki, err := peertest.GenerateTestPKI(t.TempDir(), l.IP("a"), l.IP("b"))
+	certs, err := pki.Generate(t.TempDir(), l.IP("a"), l.IP("b"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pair, id := "redis1", rp.ID
 	serviceIP := l.Subnet + ".200"
-	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: pki.CAFile,
+	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: certs.CAFile,
 		Epoch: 100 * time.Millisecond}
 
 	ba := common
 	ba.Role, ba.Listen, ba.PeerName = replication.RoleBackup, l.IP("b")+":7100", l.IP("a")
-	ba.Cert, ba.Key = pki.Hosts[l.IP("b")].CertFile, pki.Hosts[l.IP("b")].KeyFile
+	ba.Cert, ba.Key = certs.Hosts[l.IP("b")].CertFile, certs.Hosts[l.IP("b")].KeyFile
 	ba.ServicenetDir = l.State("b") + "/servicenet"
 	ba.StoreDir = l.State("b") + "/rrc-store"
 	ba.RestoreRuncRoot, ba.RestoreID = l.State("b")+"/runc-restored", id+"-restored"
@@ -231,7 +233,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 
 	pa := common
 	pa.Role, pa.Peer = replication.RolePrimary, l.IP("b")+":7100"
-	pa.Cert, pa.Key = pki.Hosts[l.IP("a")].CertFile, pki.Hosts[l.IP("a")].KeyFile
+	pa.Cert, pa.Key = certs.Hosts[l.IP("a")].CertFile, certs.Hosts[l.IP("a")].KeyFile
 	pa.ServicenetDir = l.State("a") + "/servicenet"
 	pa.RuncRoot, pa.ContainerID = "/run/containerd/runc/"+l.Namespace("a"), id
 	pa.WorkDir = l.State("a") + "/rrc-images"
@@ -361,7 +363,7 @@ func standbySpec(ctx context.Context, t *testing.T, l *lab.Lab, id string) (stri
 	var lower []string
 	for _, f := range strings.Fields(out) {
 		if strings.Contains(f, "lowerdir=") {
-			if lower, err = replication.LowerDirsFromMountOptions(f); err != nil {
+			if lower, err = shim.LowerDirsFromMountOptions(f); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -117,19 +117,27 @@ type fakeCheckpointer struct {
 	fail map[int]bool
 }
 
-func (c *fakeCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error) {
+func (c *fakeCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h criu.CheckpointHooks) (criu.CheckpointStats, error) {
 	c.mu.Lock()
 	c.n++
 	n := c.n
 	c.mu.Unlock()
+	call := func(f func()) {
+		if f != nil {
+			f()
+		}
+	}
+	call(h.BeforeFreeze)
+	defer call(h.Thawed)
 	c.rec.add("freeze")
-	frozen()
+	call(h.Frozen)
 	if c.fail[n] {
 		c.rec.add("thaw")
 		return criu.CheckpointStats{}, errors.New("criu: injected failure")
 	}
 	c.rec.add("dump")
 	if err := os.WriteFile(filepath.Join(dir, "pages.img"), []byte("state"), 0o600); err != nil {
+		c.rec.add("thaw")
 		return criu.CheckpointStats{}, err
 	}
 	c.rec.add("thaw")

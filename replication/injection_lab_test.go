@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/test/lab"
-	"golang.org/x/sys/unix"
 )
 
 // The fault injection test: the primary host crashes at exact points of the

@@ -175,17 +175,13 @@ func (j *injector) at(point string, epoch uint64) {
 }
 
 // checkpointer wraps the container's checkpointer: the freeze hooks.
-func (j *injector) checkpointer(c replication.HookedCheckpointer) replication.Checkpointer {
-	return injCheckpointer{HookedCheckpointer: c, j: j}
+func (j *injector) checkpointer(c replication.Checkpointer) replication.Checkpointer {
+	return injCheckpointer{Checkpointer: c, j: j}
 }
 
 type injCheckpointer struct {
-	replication.HookedCheckpointer
+	replication.Checkpointer
 	j *injector
-}
-
-func (c injCheckpointer) Checkpoint(ctx context.Context, dir string, frozen func()) (criu.CheckpointStats, error) {
-	return c.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{Frozen: frozen})
 }
 
 func (c injCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h criu.CheckpointHooks) (criu.CheckpointStats, error) {
@@ -200,7 +196,7 @@ func (c injCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h 
 			f()
 		}
 	}
-	return c.HookedCheckpointer.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{
+	return c.Checkpointer.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{
 		BeforeFreeze: func() {
 			j.at(injBeforeFreeze, n)
 			call(h.BeforeFreeze)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 )
 
 // cuttableProxy forwards TCP between the primary and the backup until cut:
@@ -95,19 +95,15 @@ type pairOverLoopback struct {
 
 func startPairOverLoopback(t *testing.T) pairOverLoopback {
 	t.Helper()
-	pki, err := peertest.GenerateTestPKI(t.TempDir(), "primary", "backup")
+	certs, err := pki.Generate(t.TempDir(), "primary", "backup")
 	if err != nil {
 		t.Fatal(err)
 	}
-	load := func(h string) *PeerTLS {
-		f := pki.Hosts[h]
-		return &PeerTLS{CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile}
-	}
-	bcreds, err := load("backup").Load()
+	bcreds, err := certs.Hosts["backup"].Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcreds, err := load("primary").Load()
+	pcreds, err := certs.Hosts["primary"].Load()
 	if err != nil {
 		t.Fatal(err)
 	}

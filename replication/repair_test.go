@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/peer"
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 )
 
 // TestPrimaryRepairs drives a Primary on fakes through a lost backup: it
@@ -108,12 +108,11 @@ func TestBackupPromotesOnlyInSync(t *testing.T) {
 	} {
 		t.Run(string(tc.state), func(t *testing.T) {
 			rec := newRecorder()
-			pki, err := peertest.GenerateTestPKI(t.TempDir(), "backup")
+			certs, err := pki.Generate(t.TempDir(), "backup")
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := pki.Hosts["backup"]
-			creds, err := PeerTLS{CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile}.Load()
+			creds, err := certs.Hosts["backup"].Load()
 			if err != nil {
 				t.Fatal(err)
 			}

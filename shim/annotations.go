@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
 // AnnotationPrefix starts every annotation io.rrc.v1 reads.
@@ -135,9 +136,9 @@ func Annotations() []AnnotationDoc {
 	return out
 }
 
-func service(c *replication.Config) *replication.ServiceNetwork {
+func service(c *replication.Config) *servicenet.Settings {
 	if c.Service == nil {
-		c.Service = &replication.ServiceNetwork{}
+		c.Service = &servicenet.Settings{}
 	}
 	return c.Service
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
 // standbyEngine starts the backup's engine for a standby task. At a
@@ -36,12 +37,12 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 		return fmt.Errorf("annotation %sservice-ip: a backup needs a standby service namespace (its own, or one the spec names)", AnnotationPrefix)
 	}
 	// The restore's temporary routes: the service prefix, or for an
-	// adopted namespace every destination (replication.StandbyService).
+	// adopted namespace every destination (servicenet.StandbyService).
 	var prefix *net.IPNet
 	if r.cfg.Service != nil {
 		prefix = r.cfg.Service.Address
 	}
-	r.restorer = &replication.RuncRestorer{
+	r.restorer = &RuncRestorer{
 		RuncRoot: filepath.Join(r.host.StateDir, "runc", r.ns),
 		ID:       r.id, Spec: spec, Lower: lower, CgroupsPath: cgroupsPath,
 		WorkDir:  filepath.Join(r.workDir, "restore"),
@@ -53,7 +54,7 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 	sn := r.sn
 	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), DurableStore: r.host.CheckpointFsync, Restorer: r.restorer, Logger: engineLogger(ctx),
-		Network: replication.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
+		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
 			tm, err := sn.Promote(ctx)
 			log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
 			return err
@@ -72,7 +73,7 @@ func lowerDirs(rootfs []*types.Mount) ([]string, error) {
 	for _, m := range rootfs {
 		for _, o := range m.Options {
 			if strings.HasPrefix(o, "lowerdir=") {
-				return replication.LowerDirsFromMountOptions(o)
+				return LowerDirsFromMountOptions(o)
 			}
 		}
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/runtime/criu"
 )
 
@@ -41,7 +40,7 @@ type Config struct {
 	// the verification before a restore.
 	CheckpointFsync bool `toml:"checkpoint_fsync"`
 	// PeerTLS authenticates and encrypts the peer channel (invariant 5).
-	PeerTLS replication.PeerTLS `toml:"peer_tls"`
+	PeerTLS PeerTLS `toml:"peer_tls"`
 	// CRIUNice is the nice value of the CRIU process that dumps: the pause is
 	// CRIU's CPU time, and a busy host otherwise queues it behind other work.
 	CRIUNice int `toml:"criu_nice"`

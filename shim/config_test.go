@@ -101,3 +101,9 @@ func TestConfigPath(t *testing.T) {
 		t.Fatalf("ConfigPath() = %q", got)
 	}
 }
+
+func TestPeerTLSLoadUnset(t *testing.T) {
+	if _, err := (PeerTLS{}).Load(); err == nil || !strings.Contains(err.Error(), "not configured") {
+		t.Fatalf("got %v", err)
+	}
+}

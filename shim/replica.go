@@ -41,7 +41,7 @@ type replica struct {
 	backup  *replication.Backup
 	// restorer is the backup's: it owns the restored container's bundle
 	// and runc state after a promotion.
-	restorer *replication.RuncRestorer
+	restorer *RuncRestorer
 	standby  *standbyTask
 
 	status *statusPublisher
@@ -98,7 +98,7 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	r.unmount = unmount
 	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
 		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
-		Packets: &replication.NetfilterPath{NetNS: r.sn.NetnsPath(), Run: reaperCommandRunner(), Logger: engineLogger(ctx)},
+		Packets: replication.NetfilterPackets(r.sn.NetnsPath(), reaperLauncher(), engineLogger(ctx)),
 	})
 	return err
 }
@@ -143,7 +143,7 @@ func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
 	if err != nil {
 		return fmt.Errorf("checkpointer: %w", err)
 	}
-	if err := r.primary.Start(ctx, replication.RuncCheckpointer{C: ck}); err != nil {
+	if err := r.primary.Start(ctx, ck); err != nil {
 		ck.Close()
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 )
 
 const pkiUsage = `usage: rrcctl pki -dir DIR -name NAME [-name NAME ...]
@@ -63,7 +63,7 @@ func pkiCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p, err := peertest.GenerateTestPKI(abs, ns...)
+	p, err := pki.Generate(abs, ns...)
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}

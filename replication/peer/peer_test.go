@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/replication/wire"
 )
@@ -33,7 +33,7 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 }
 
-func loadCreds(t testing.TB, f peertest.Files) *peertls.Credentials {
+func loadCreds(t testing.TB, f pki.Files) *peertls.Credentials {
 	t.Helper()
 	c, err := peertls.Load(f.CAFile, f.CertFile, f.KeyFile)
 	if err != nil {
@@ -90,17 +90,17 @@ func startBackup(t testing.TB, opts Options, creds *peertls.Credentials, storeDi
 }
 
 type env struct {
-	pki     *peertest.PKI
+	pki     *pki.PKI
 	primary *peertls.Credentials
 	backup  *peertls.Credentials
 }
 
 func newEnv(t testing.TB) env {
-	pki, err := peertest.GenerateTestPKI(t.TempDir(), primaryName, backupName, "other.rrc.test")
+	certs, err := pki.Generate(t.TempDir(), primaryName, backupName, "other.rrc.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return env{pki: pki, primary: loadCreds(t, pki.Hosts[primaryName]), backup: loadCreds(t, pki.Hosts[backupName])}
+	return env{pki: certs, primary: loadCreds(t, certs.Hosts[primaryName]), backup: loadCreds(t, certs.Hosts[backupName])}
 }
 
 func dial(t testing.TB, addr string, creds *peertls.Credentials, opts Options) *Sender {
@@ -385,23 +385,23 @@ func TestTruncatedTransferKeepsPrevious(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	other, err := peertest.GenerateTestPKI(t.TempDir(), primaryName, backupName)
+	other, err := pki.Generate(t.TempDir(), primaryName, backupName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, err := peertest.GenerateSelfSigned(t.TempDir(), primaryName)
+	self, err := pki.GenerateSelfSigned(t.TempDir(), primaryName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	selfBackup, err := peertest.GenerateSelfSigned(t.TempDir(), backupName)
+	selfBackup, err := pki.GenerateSelfSigned(t.TempDir(), backupName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// mixed: own cert from the wrong CA, but trusting the right one
-	wrongCA := loadCreds(t, peertest.Files{CAFile: e.pki.CAFile, CertFile: other.Hosts[primaryName].CertFile, KeyFile: other.Hosts[primaryName].KeyFile})
-	wrongCABackup := loadCreds(t, peertest.Files{CAFile: e.pki.CAFile, CertFile: other.Hosts[backupName].CertFile, KeyFile: other.Hosts[backupName].KeyFile})
-	selfP := loadCreds(t, peertest.Files{CAFile: e.pki.CAFile, CertFile: self.CertFile, KeyFile: self.KeyFile})
-	selfB := loadCreds(t, peertest.Files{CAFile: e.pki.CAFile, CertFile: selfBackup.CertFile, KeyFile: selfBackup.KeyFile})
+	wrongCA := loadCreds(t, pki.Files{CAFile: e.pki.CAFile, CertFile: other.Hosts[primaryName].CertFile, KeyFile: other.Hosts[primaryName].KeyFile})
+	wrongCABackup := loadCreds(t, pki.Files{CAFile: e.pki.CAFile, CertFile: other.Hosts[backupName].CertFile, KeyFile: other.Hosts[backupName].KeyFile})
+	selfP := loadCreds(t, pki.Files{CAFile: e.pki.CAFile, CertFile: self.CertFile, KeyFile: self.KeyFile})
+	selfB := loadCreds(t, pki.Files{CAFile: e.pki.CAFile, CertFile: selfBackup.CertFile, KeyFile: selfBackup.KeyFile})
 	otherHost := loadCreds(t, e.pki.Hosts["other.rrc.test"])
 
 	tests := []struct {

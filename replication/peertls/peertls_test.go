@@ -6,17 +6,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/peertls"
 )
 
 func TestLoadErrors(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := peertest.GenerateTestPKI(dir, "a.test", "b.test")
+	certs, err := pki.Generate(dir, "a.test", "b.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := pki.Hosts["a.test"], pki.Hosts["b.test"]
+	a, b := certs.Hosts["a.test"], certs.Hosts["b.test"]
 	junk := filepath.Join(dir, "junk.pem")
 	os.WriteFile(junk, []byte("not pem"), 0o600)
 	tests := []struct {

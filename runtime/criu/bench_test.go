@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -133,7 +134,7 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		// containerd's shim would run it.
 		dir := filepath.Join(images, fmt.Sprintf("runc%d", i))
 		start := time.Now()
-		if _, err := runCommand(ctx, OSLauncher{}, "nsenter", "--net="+l.Netns("a"), "runc", "--root", runcRoot,
+		if _, err := launch.Command(ctx, launch.OS{}, nil, "nsenter", "--net="+l.Netns("a"), "runc", "--root", runcRoot,
 			"checkpoint", "--leave-running", "--tcp-established", "--image-path", dir, "--work-path", dir, id); err != nil {
 			t.Fatal(err)
 		}

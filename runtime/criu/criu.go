@@ -15,6 +15,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // CRIUCommand says how to start CRIU. Argv is the command line up to and
@@ -24,7 +26,7 @@ import (
 // with --net-host the container's namespace is the host's, not ours.
 type CRIUCommand struct {
 	Argv     []string
-	Launcher Launcher
+	Launcher launch.Launcher
 	// NetNS, if set, is the container's network namespace (a path), which
 	// CRIU is started in (through nsenter). CRIU then takes it for its own,
 	// the host's, and does not dump it: no namespace, link or conntrack
@@ -76,9 +78,9 @@ func (c CRIUCommand) argv() []string {
 	return argv
 }
 
-func (c CRIUCommand) launcher() Launcher {
+func (c CRIUCommand) launcher() launch.Launcher {
 	if c.Launcher == nil {
-		return OSLauncher{}
+		return launch.OS{}
 	}
 	return c.Launcher
 }

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
-	"github.com/iorrc/rrc/runtime/criutest"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/runtime/criutest"
 )
 
 // TestFakeCRIUSwrk is not a test: with RRC_FAKE_CRIU=1 the test binary acts

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -131,11 +132,11 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 // hostnameOf returns the host name in the UTS namespace of process pid.
 func hostnameOf(ctx context.Context, t *testing.T, pid int) string {
 	t.Helper()
-	out, err := runCommand(ctx, OSLauncher{}, "nsenter", "-t", strconv.Itoa(pid), "--uts", "cat", "/proc/sys/kernel/hostname")
+	out, err := launch.Command(ctx, launch.OS{}, nil, "nsenter", "-t", strconv.Itoa(pid), "--uts", "cat", "/proc/sys/kernel/hostname")
 	if err != nil {
 		t.Fatalf("host name of %d: %v", pid, err)
 	}
-	return strings.TrimSpace(out)
+	return strings.TrimSpace(string(out))
 }
 
 // TestCheckpointSysVIPC: CRIU runs in the container's IPC namespace and does
@@ -172,7 +173,7 @@ func TestCheckpointSysVIPC(t *testing.T) {
 	if hasIPCImage(filepath.Join(images, "1")) {
 		t.Fatal("no System V objects, yet CRIU dumped the IPC namespace")
 	}
-	out, err := runCommand(ctx, OSLauncher{}, "nsenter", "-t", pid, "--ipc", "ipcmk", "-M", "8192")
+	out, err := launch.Command(ctx, launch.OS{}, nil, "nsenter", "-t", pid, "--ipc", "ipcmk", "-M", "8192")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestCheckpointSysVIPC(t *testing.T) {
 	}
 
 	res, _ := crashAndRestore(ctx, t, l, c.State(), last, "sysv-restored")
-	out, err = runCommand(ctx, OSLauncher{}, "nsenter", "-t", strconv.Itoa(res.Pid), "--ipc", "ipcs", "-m", "-i", shmid)
+	out, err = launch.Command(ctx, launch.OS{}, nil, "nsenter", "-t", strconv.Itoa(res.Pid), "--ipc", "ipcs", "-m", "-i", shmid)
 	if err != nil || !strings.Contains(out, "bytes=8192") {
 		t.Fatalf("shm segment %s after restore: %q, %v", shmid, out, err)
 	}

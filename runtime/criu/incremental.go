@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/runtime/memtrack"
 )
 
@@ -104,7 +105,7 @@ func checkPreload(ctx context.Context, cmd CRIUCommand, preload string) error {
 	}
 	c := exec.CommandContext(ctx, argv[0], append(argv[1:], "check", "--feature", "mem_dirty_track")...)
 	c.Env = append(os.Environ(), "LD_PRELOAD="+preload)
-	if _, err := runCmd(cmd.launcher(), c); err != nil {
+	if _, err := launch.Output(cmd.launcher(), c); err != nil {
 		return fmt.Errorf("with %s preloaded: %w", preload, err)
 	}
 	return nil
@@ -166,7 +167,7 @@ func (c *Checkpointer) refreshTracking(ctx context.Context, m *memState) {
 
 func (c *Checkpointer) attach(ctx context.Context, m *memState, pid int) (*memtrack.Tracker, error) {
 	t0 := time.Now()
-	uffd, err := memtrack.Take(ctx, m.cfg.Helper, c.cfg.CRIU.launcher().Start, pid)
+	uffd, err := memtrack.Take(ctx, m.cfg.Helper, c.cfg.CRIU.launcher(), pid)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -165,9 +166,9 @@ func runcCleanup(t *testing.T, netns, root, id string) {
 		defer cancel()
 		unix.Unmount(filepath.Join(root, id, "criu-root"), unix.MNT_DETACH)
 		argv := []string{"--net=" + netns, "runc", "--root", root}
-		runCommand(ctx, OSLauncher{}, "nsenter", append(argv, "kill", id, "KILL")...)
+		launch.Command(ctx, launch.OS{}, nil, "nsenter", append(argv, "kill", id, "KILL")...)
 		time.Sleep(100 * time.Millisecond)
-		if out, err := runCommand(ctx, OSLauncher{}, "nsenter", append(argv, "delete", "-f", id)...); err != nil && !strings.Contains(out, "not exist") {
+		if out, err := launch.Command(ctx, launch.OS{}, nil, "nsenter", append(argv, "delete", "-f", id)...); err != nil && !strings.Contains(out, "not exist") {
 			t.Logf("runc delete %s: %v", id, err)
 		}
 	})

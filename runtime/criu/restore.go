@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // RestoreConfig says how to restore a checkpoint with `runc restore`.
@@ -42,7 +44,7 @@ type RestoreConfig struct {
 	// Default /dev/null. They must be *os.File: the restored process keeps
 	// them open forever, so a Go copy goroutine would never finish.
 	Stdin, Stdout, Stderr *os.File
-	Launcher              Launcher
+	Launcher              launch.Launcher
 	// Logger receives every log line of Restore (with the attribute
 	// "container" = ID added); default slog.Default().
 	Logger *slog.Logger
@@ -85,7 +87,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	}
 	l := cfg.Launcher
 	if l == nil {
-		l = OSLauncher{}
+		l = launch.OS{}
 	}
 	ns, err := prepareRestoreNamespaces(ctx, l, cfg.Bundle, cfg.ImagesDir, work)
 	if err != nil {
@@ -129,7 +131,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	if err == nil && status != 0 {
 		msg, _ := os.ReadFile(out.Name())
 		log, _ := os.ReadFile(filepath.Join(work, "restore.log"))
-		err = fmt.Errorf("runc restore exit status %d: %s; restore.log: %s", status, tail(string(msg), 1000), tail(criuErrors(string(log)), 1500))
+		err = fmt.Errorf("runc restore exit status %d: %s; restore.log: %s", status, launch.Tail(string(msg), 1000), launch.Tail(criuErrors(string(log)), 1500))
 	}
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)

@@ -12,6 +12,8 @@ import (
 	goruntime "runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // CRIU dumps every namespace of the container that differs from its own,
@@ -212,7 +214,7 @@ type restoreNamespaces struct {
 	files []string
 }
 
-func prepareRestoreNamespaces(ctx context.Context, l Launcher, bundle, images, work string) (*restoreNamespaces, error) {
+func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, images, work string) (*restoreNamespaces, error) {
 	path := filepath.Join(bundle, "config.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -257,7 +259,7 @@ func prepareRestoreNamespaces(ctx context.Context, l Launcher, bundle, images, w
 	args = append(args, "--", "sh", "-c",
 		`[ -z "$1" ] || printf %s "$1" >/proc/sys/kernel/hostname && { [ -z "$2" ] || printf %s "$2" >/proc/sys/kernel/domainname; }`,
 		"sh", host, domain)
-	if _, err := runCommand(ctx, l, "unshare", args...); err != nil {
+	if _, err := launch.Command(ctx, l, nil, "unshare", args...); err != nil {
 		r.release()
 		return nil, fmt.Errorf("make the UTS/IPC namespaces the images do not carry: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 func TestSysVIPCObjects(t *testing.T) {
@@ -72,7 +74,7 @@ func TestPrepareRestoreNamespaces(t *testing.T) {
 			}
 			spec, _ := json.Marshal(map[string]any{"hostname": "restored-host", "linux": map[string]any{"namespaces": tc.ns}})
 			os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600)
-			r, err := prepareRestoreNamespaces(context.Background(), OSLauncher{}, bundle, images, work)
+			r, err := prepareRestoreNamespaces(context.Background(), launch.OS{}, bundle, images, work)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +97,7 @@ func TestPrepareRestoreNamespaces(t *testing.T) {
 				t.Fatalf("namespaces made %v, want %v", made, tc.want)
 			}
 			if len(made) > 0 && made[0] == "uts" {
-				out, err := runCommand(context.Background(), OSLauncher{}, "nsenter", "--uts="+filepath.Join(work, "ns-uts"), "cat", "/proc/sys/kernel/hostname")
+				out, err := launch.Command(context.Background(), launch.OS{}, nil, "nsenter", "--uts="+filepath.Join(work, "ns-uts"), "cat", "/proc/sys/kernel/hostname")
 				if err != nil || strings.TrimSpace(out) != "restored-host" {
 					t.Errorf("host name in the new namespace %q, %v", out, err)
 				}

@@ -19,6 +19,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // The test binary runs itself as the tracked child when childEnv is set
@@ -453,28 +455,11 @@ func (c *child) uffdCount() int {
 	return n
 }
 
-// osStart starts cmd with os/exec (what OSLauncher does in package runtime).
-func osStart(cmd *exec.Cmd) (func() (int, error), error) {
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return func() (int, error) {
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			return ee.ExitCode(), nil
-		}
-		if err != nil {
-			return -1, err
-		}
-		return 0, nil
-	}, nil
-}
-
 func take(t *testing.T, pid int) *os.File {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	f, err := Take(ctx, []string{helperPath}, osStart, pid)
+	f, err := Take(ctx, []string{helperPath}, launch.OS{}, pid)
 	if err != nil {
 		t.Fatal(err)
 	}

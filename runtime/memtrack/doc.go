@@ -26,7 +26,7 @@
 //
 // # Tracking
 //
-//	uffd, err := memtrack.Take(ctx, []string{"rrc-uffd"}, launcher.Start, pid)
+//	uffd, err := memtrack.Take(ctx, []string{"rrc-uffd"}, launcher, pid)
 //	t, err := memtrack.Attach(pid, uffd) // every page counts as written
 //	// each epoch, with the container frozen:
 //	//   dump (CRIU reads the written bits), then

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // Exit statuses of the helper (cmd/rrc-uffd).
@@ -36,15 +38,14 @@ const helperWaitDelay = 5 * time.Second
 // Attach. The helper gets one end of a unix socket as fd 3 and sends the
 // descriptor over it.
 //
-// start starts a command and returns a function that waits for it and
-// returns its exit status; the shim, a subreaper, passes one built on its
-// reaper, tests pass one built on cmd.Start and cmd.Wait.
+// l starts the helper; the shim, a subreaper, passes one built on its
+// reaper, tests launch.OS.
 //
 // When ctx is done the helper is sent SIGTERM (it lets go of the target
 // at the next safe point) and killed only helperWaitDelay later. A target
 // whose seccomp filter could not be suspended is refused with an error
 // wrapping ErrSeccomp.
-func Take(ctx context.Context, helper []string, start func(*exec.Cmd) (wait func() (int, error), err error), pid int) (*os.File, error) {
+func Take(ctx context.Context, helper []string, l launch.Launcher, pid int) (*os.File, error) {
 	if len(helper) == 0 {
 		return nil, errors.New("take userfaultfd: no helper command")
 	}
@@ -62,7 +63,7 @@ func Take(ctx context.Context, helper []string, start func(*exec.Cmd) (wait func
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = helperWaitDelay
-	wait, err := start(cmd)
+	wait, err := launch.Or(l).Start(cmd)
 	theirs.Close() // the helper has its copy: its exit ends our reads
 	if err != nil {
 		return nil, fmt.Errorf("take userfaultfd of %d: start %s: %w", pid, helper[0], err)

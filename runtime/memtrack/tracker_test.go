@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // pagesIn returns the indexes of the pages of [base, base+n pages) that
@@ -502,7 +504,7 @@ func TestTakeCancelFrozen(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	f, err := Take(ctx, []string{helperPath}, osStart, c.pid)
+	f, err := Take(ctx, []string{helperPath}, launch.OS{}, c.pid)
 	if err == nil {
 		f.Close()
 		t.Fatal("Take of a frozen process succeeded")
@@ -533,7 +535,7 @@ func TestTakeStopped(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	_, err := Take(t.Context(), []string{helperPath}, osStart, c.pid)
+	_, err := Take(t.Context(), []string{helperPath}, launch.OS{}, c.pid)
 	if err == nil {
 		t.Fatal("Take of a stopped process succeeded")
 	}

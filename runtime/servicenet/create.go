@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/iorrc/rrc/replication"
 	"github.com/vishvananda/netlink"
 )
 
@@ -29,7 +28,7 @@ import (
 // default route, which the settings cannot express yet.
 //
 // On failure nothing is left behind.
-func Create(ctx context.Context, name string, cfg replication.ServiceNetwork, standby bool, opts Options) (_ *ServiceNetwork, err error) {
+func Create(ctx context.Context, name string, cfg Settings, standby bool, opts Options) (_ *ServiceNetwork, err error) {
 	ip, mac, err := validateConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)

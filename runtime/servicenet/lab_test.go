@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/test/lab"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/test/lab"
 )
 
 // This package's lab (docs/LAB.md): its own name and subnet so that it
@@ -124,7 +124,7 @@ func TestFailoverInLab(t *testing.T) {
 	t.Cleanup(func() { checkThreadsNetns(t, startNs) })
 
 	ip := net.ParseIP(l.ServiceIP(0))
-	cfg := replication.ServiceNetwork{Address: &net.IPNet{IP: ip, Mask: net.CIDRMask(l.Prefix(), 32)}, Link: "eth0"}
+	cfg := Settings{Address: &net.IPNet{IP: ip, Mask: net.CIDRMask(l.Prefix(), 32)}, Link: "eth0"}
 	mac := DeriveMAC(ip)
 	// Under each host's state dir, so that crash and down find it (docs/LAB.md).
 	dirA, dirB := filepath.Join(l.State("a"), "servicenet"), filepath.Join(l.State("b"), "servicenet")

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/replication"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -61,7 +60,7 @@ func (h testHost) addVethPair(t *testing.T, a, b string) {
 	mustUp(t, nh, b)
 }
 
-func createT(t *testing.T, name string, cfg replication.ServiceNetwork, standby bool, opts Options) *ServiceNetwork {
+func createT(t *testing.T, name string, cfg Settings, standby bool, opts Options) *ServiceNetwork {
 	t.Helper()
 	sn, err := Create(t.Context(), name, cfg, standby, opts)
 	if err != nil {
@@ -121,7 +120,7 @@ func TestVethOnBridge(t *testing.T) {
 	host := newTestHost(t)
 	host.addBridge(t, "br0")
 	capture := captureARP(t, host.netns, "br0")
-	cfg := replication.ServiceNetwork{Address: cidr(t, "10.99.0.200/24"), Link: "br0"}
+	cfg := Settings{Address: cidr(t, "10.99.0.200/24"), Link: "br0"}
 	mac := DeriveMAC(cfg.Address.IP)
 
 	sn := createT(t, "c1", cfg, true, host.opts(t))
@@ -182,7 +181,7 @@ func TestMacvlan(t *testing.T) {
 	host.addVethPair(t, "lan0", "wire0")
 	capture := captureARP(t, host.netns, "wire0")
 	mac, _ := net.ParseMAC("02:aa:00:00:00:01")
-	cfg := replication.ServiceNetwork{Address: cidr(t, "10.99.0.201/24"), MAC: mac, Link: "lan0"}
+	cfg := Settings{Address: cidr(t, "10.99.0.201/24"), MAC: mac, Link: "lan0"}
 
 	// Not standby: up and announced by Create itself.
 	sn := createT(t, "c2", cfg, false, host.opts(t))
@@ -211,7 +210,7 @@ func TestMacvlan(t *testing.T) {
 
 func TestCreateFailsCleanly(t *testing.T) {
 	host := newTestHost(t)
-	cfg := replication.ServiceNetwork{Address: cidr(t, "10.99.0.202/24"), Link: "nosuch0"}
+	cfg := Settings{Address: cidr(t, "10.99.0.202/24"), Link: "nosuch0"}
 	if _, err := Create(t.Context(), "c3", cfg, true, host.opts(t)); err == nil {
 		t.Fatal("Create on a missing link succeeded")
 	}
@@ -346,8 +345,8 @@ func TestCleanupStale(t *testing.T) {
 	host := newTestHost(t)
 	host.addBridge(t, "br0")
 	opts := host.opts(t)
-	live := createT(t, "live", replication.ServiceNetwork{Address: cidr(t, "10.99.0.210/24"), Link: "br0"}, true, opts)
-	dead := createT(t, "dead", replication.ServiceNetwork{Address: cidr(t, "10.99.0.211/24"), Link: "br0"}, false, opts)
+	live := createT(t, "live", Settings{Address: cidr(t, "10.99.0.210/24"), Link: "br0"}, true, opts)
+	dead := createT(t, "dead", Settings{Address: cidr(t, "10.99.0.211/24"), Link: "br0"}, false, opts)
 
 	// Make "dead" look like it belongs to a process that is gone.
 	cmd := exec.Command("true")

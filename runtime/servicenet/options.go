@@ -7,9 +7,15 @@ import (
 	"net"
 	"strings"
 	"time"
-
-	"github.com/iorrc/rrc/replication"
 )
+
+// Settings is the network identity the container keeps across a failover:
+// the same address and MAC on both hosts.
+type Settings struct {
+	Address *net.IPNet       // IP and prefix, e.g. 10.77.0.200/24
+	MAC     net.HardwareAddr // nil: derived from Address
+	Link    string           // host link or bridge the service interface attaches to
+}
 
 // ServiceIfName is the name of the service interface inside the container's
 // network namespace.
@@ -91,7 +97,7 @@ func validateName(name string) error {
 
 // validateConfig checks a service network and returns its IPv4 address and
 // the MAC to use (derived when cfg.MAC is nil).
-func validateConfig(cfg replication.ServiceNetwork) (net.IP, net.HardwareAddr, error) {
+func validateConfig(cfg Settings) (net.IP, net.HardwareAddr, error) {
 	var errs []error
 	var ip4 net.IP
 	switch {

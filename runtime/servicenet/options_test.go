@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/iorrc/rrc/replication"
 )
 
 func cidr(t *testing.T, s string) *net.IPNet {
@@ -29,25 +27,25 @@ func TestValidateConfig(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		cfg     replication.ServiceNetwork
+		cfg     Settings
 		wantMAC string
 		wantErr []string // substrings, all required; nil = valid
 	}{
-		{name: "derived mac", cfg: replication.ServiceNetwork{Address: cidr(t, "10.85.0.200/24"), Link: "eth0"}, wantMAC: "02:52:0a:55:00:c8"},
-		{name: "given mac", cfg: replication.ServiceNetwork{Address: cidr(t, "10.85.0.200/24"), MAC: mac("02:aa:bb:cc:dd:ee"), Link: "br0"}, wantMAC: "02:aa:bb:cc:dd:ee"},
-		{name: "host route", cfg: replication.ServiceNetwork{Address: cidr(t, "10.85.0.200/32"), Link: "eth0"}, wantMAC: "02:52:0a:55:00:c8"},
-		{name: "no address", cfg: replication.ServiceNetwork{Link: "eth0"}, wantErr: []string{"service address: required"}},
-		{name: "ipv6", cfg: replication.ServiceNetwork{Address: cidr(t, "fd00::1/64"), Link: "eth0"}, wantErr: []string{"only IPv4"}},
-		{name: "prefix 0", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/0"), Link: "eth0"}, wantErr: []string{"prefix length"}},
-		{name: "loopback", cfg: replication.ServiceNetwork{Address: cidr(t, "127.0.0.2/8"), Link: "eth0"}, wantErr: []string{"not a unicast host"}},
-		{name: "multicast", cfg: replication.ServiceNetwork{Address: cidr(t, "224.0.0.5/24"), Link: "eth0"}, wantErr: []string{"not a unicast host"}},
-		{name: "multicast mac", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24"), MAC: mac("01:00:5e:00:00:01"), Link: "eth0"}, wantErr: []string{"multicast bit"}},
-		{name: "zero mac", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24"), MAC: mac("00:00:00:00:00:00"), Link: "eth0"}, wantErr: []string{"all zeros"}},
-		{name: "long mac", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24"), MAC: mac("02:00:00:00:00:00:00:01"), Link: "eth0"}, wantErr: []string{"6-byte"}},
-		{name: "no link", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24")}, wantErr: []string{"service link: required"}},
-		{name: "long link", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24"), Link: "abcdefghijklmnop"}, wantErr: []string{"not a valid interface name"}},
-		{name: "slash link", cfg: replication.ServiceNetwork{Address: cidr(t, "10.0.0.1/24"), Link: "a/b"}, wantErr: []string{"not a valid interface name"}},
-		{name: "all wrong", cfg: replication.ServiceNetwork{MAC: mac("01:00:5e:00:00:01")}, wantErr: []string{"service address: required", "multicast bit", "service link: required"}},
+		{name: "derived mac", cfg: Settings{Address: cidr(t, "10.85.0.200/24"), Link: "eth0"}, wantMAC: "02:52:0a:55:00:c8"},
+		{name: "given mac", cfg: Settings{Address: cidr(t, "10.85.0.200/24"), MAC: mac("02:aa:bb:cc:dd:ee"), Link: "br0"}, wantMAC: "02:aa:bb:cc:dd:ee"},
+		{name: "host route", cfg: Settings{Address: cidr(t, "10.85.0.200/32"), Link: "eth0"}, wantMAC: "02:52:0a:55:00:c8"},
+		{name: "no address", cfg: Settings{Link: "eth0"}, wantErr: []string{"service address: required"}},
+		{name: "ipv6", cfg: Settings{Address: cidr(t, "fd00::1/64"), Link: "eth0"}, wantErr: []string{"only IPv4"}},
+		{name: "prefix 0", cfg: Settings{Address: cidr(t, "10.0.0.1/0"), Link: "eth0"}, wantErr: []string{"prefix length"}},
+		{name: "loopback", cfg: Settings{Address: cidr(t, "127.0.0.2/8"), Link: "eth0"}, wantErr: []string{"not a unicast host"}},
+		{name: "multicast", cfg: Settings{Address: cidr(t, "224.0.0.5/24"), Link: "eth0"}, wantErr: []string{"not a unicast host"}},
+		{name: "multicast mac", cfg: Settings{Address: cidr(t, "10.0.0.1/24"), MAC: mac("01:00:5e:00:00:01"), Link: "eth0"}, wantErr: []string{"multicast bit"}},
+		{name: "zero mac", cfg: Settings{Address: cidr(t, "10.0.0.1/24"), MAC: mac("00:00:00:00:00:00"), Link: "eth0"}, wantErr: []string{"all zeros"}},
+		{name: "long mac", cfg: Settings{Address: cidr(t, "10.0.0.1/24"), MAC: mac("02:00:00:00:00:00:00:01"), Link: "eth0"}, wantErr: []string{"6-byte"}},
+		{name: "no link", cfg: Settings{Address: cidr(t, "10.0.0.1/24")}, wantErr: []string{"service link: required"}},
+		{name: "long link", cfg: Settings{Address: cidr(t, "10.0.0.1/24"), Link: "abcdefghijklmnop"}, wantErr: []string{"not a valid interface name"}},
+		{name: "slash link", cfg: Settings{Address: cidr(t, "10.0.0.1/24"), Link: "a/b"}, wantErr: []string{"not a valid interface name"}},
+		{name: "all wrong", cfg: Settings{MAC: mac("01:00:5e:00:00:01")}, wantErr: []string{"service address: required", "multicast bit", "service link: required"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, gotMAC, err := validateConfig(tc.cfg)
@@ -117,10 +115,10 @@ func TestValidateSchedule(t *testing.T) {
 }
 
 func TestCreateRejectsBadInput(t *testing.T) {
-	ok := replication.ServiceNetwork{Address: cidr(t, "10.85.0.200/24"), Link: "eth0"}
+	ok := Settings{Address: cidr(t, "10.85.0.200/24"), Link: "eth0"}
 	for _, tc := range []struct {
 		name, cname string
-		cfg         replication.ServiceNetwork
+		cfg         Settings
 		opts        Options
 		want        string
 	}{
@@ -128,7 +126,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{"no dir", "c1", ok, Options{}, "absolute path"},
 		{"bad name", "../c1", ok, Options{Dir: "/run/x"}, "name"},
 		{"bad schedule", "c1", ok, Options{Dir: "/run/x", GARPSchedule: []time.Duration{-1}}, "GARP schedule"},
-		{"bad config", "c1", replication.ServiceNetwork{Link: "eth0"}, Options{Dir: "/run/x"}, "service address"},
+		{"bad config", "c1", Settings{Link: "eth0"}, Options{Dir: "/run/x"}, "service address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Create(t.Context(), tc.cname, tc.cfg, true, tc.opts)

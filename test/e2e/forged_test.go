@@ -21,7 +21,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/ckptstore"
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/shim"
 	"github.com/iorrc/rrc/test/lab"
 )
@@ -46,13 +46,13 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 	rl.startPair(ctx, t, good)
 
 	t.Run("forged primaries refused by the backup", func(t *testing.T) {
-		other, err := peertest.GenerateTestPKI(filepath.Join(t.TempDir(), "other"), l.IP("a"))
+		other, err := pki.Generate(filepath.Join(t.TempDir(), "other"), l.IP("a"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cases := []struct {
 			name    string
-			cert    *peertest.Files // nil: plain TCP garbage
+			cert    *pki.Files // nil: plain TCP garbage
 			wantLog string          // in the backup's refusal line
 		}{
 			// The genuine primary's name, signed by a CA the backup does not trust.
@@ -112,13 +112,13 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 
 	t.Run("forged backup gets nothing", func(t *testing.T) {
 		a := host{t: t, lab: l, name: "a"}
-		self, err := peertest.GenerateSelfSigned(filepath.Join(t.TempDir(), "self"), l.IP("client"))
+		self, err := pki.GenerateSelfSigned(filepath.Join(t.TempDir(), "self"), l.IP("client"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cases := []struct {
 			id, name string
-			cert     peertest.Files
+			cert     pki.Files
 			peerName string // io.rrc.peer-name; "" = the host of io.rrc.peer
 			wantWhy  string
 		}{
@@ -402,7 +402,7 @@ func (f *forgedBackup) lastErr() error {
 
 // listenForged listens on addr in the network namespace nsPath with cert
 // and counts what primaries send it until the test ends.
-func listenForged(t *testing.T, nsPath, addr string, cert peertest.Files) *forgedBackup {
+func listenForged(t *testing.T, nsPath, addr string, cert pki.Files) *forgedBackup {
 	t.Helper()
 	kp, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/replication/peertest"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/shim"
 	"github.com/iorrc/rrc/test/lab"
 	"golang.org/x/sys/unix"
@@ -288,7 +288,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 type replicationLab struct {
 	l        *lab.Lab
 	bin, dir string
-	pki      *peertest.PKI
+	pki      *pki.PKI
 }
 
 // startReplicationLab brings up the lab name (subnet): every test that
@@ -315,7 +315,7 @@ func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	}
 	// The client's certificate is one of the same CA for another host: a
 	// peer the shims must refuse.
-	pki, err := peertest.GenerateTestPKI(filepath.Join(dir, "pki"), l0.IP("a"), l0.IP("b"), l0.IP("client"))
+	certs, err := pki.Generate(filepath.Join(dir, "pki"), l0.IP("a"), l0.IP("b"), l0.IP("client"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ criu_nice = 0
 ca_file = %q
 cert_file = %q
 key_file = %q
-`, st, st+"/images", st+"/checkpoints", pki.CAFile, pki.Hosts[l0.IP(h)].CertFile, pki.Hosts[l0.IP(h)].KeyFile))
+`, st, st+"/images", st+"/checkpoints", certs.CAFile, certs.Hosts[l0.IP(h)].CertFile, certs.Hosts[l0.IP(h)].KeyFile))
 	}
 	t.Setenv("LAB_SHIM_PATH", bin)
 	t.Setenv("LAB_SHIM_CONFIG", filepath.Join(dir, "@HOST@.toml"))
@@ -348,7 +348,7 @@ key_file = %q
 			}
 		}
 	})
-	return replicationLab{l: l, bin: bin, dir: dir, pki: pki}
+	return replicationLab{l: l, bin: bin, dir: dir, pki: certs}
 }
 
 // nothingLeft checks that host h keeps nothing of container id: status

@@ -1,7 +1,7 @@
-// Package peertest makes throw-away PKIs for the peer channel: a CA and one
-// certificate per host name, written as PEM files. For tests and for the lab;
-// not for production keys.
-package peertest
+// Package pki makes throw-away PKIs for the peer channel: a CA and one
+// certificate per host name, written as PEM files (rrcctl pki, the lab, the
+// tests); not for production keys.
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/iorrc/rrc/replication/peertls"
 )
 
 // Files are the PEM files of one host.
@@ -23,19 +25,24 @@ type Files struct {
 	CAFile, CertFile, KeyFile string
 }
 
-// PKI is what GenerateTestPKI wrote.
+// Load reads the files as the peer channel's credentials.
+func (f Files) Load() (*peertls.Credentials, error) {
+	return peertls.Load(f.CAFile, f.CertFile, f.KeyFile)
+}
+
+// PKI is what Generate wrote.
 type PKI struct {
 	Dir    string
 	CAFile string
 	Hosts  map[string]Files // by host name
 }
 
-// GenerateTestPKI writes into dir a CA (ca.pem) and, for each name, a
+// Generate writes into dir a CA (ca.pem) and, for each name, a
 // certificate and key (NAME.pem, NAME-key.pem) signed by it, valid for a day,
 // with the name as DNS SAN (and IP SAN if it parses as an address) and both
 // server and client authentication usages, since a shim both listens and
 // dials.
-func GenerateTestPKI(dir string, names ...string) (*PKI, error) {
+func Generate(dir string, names ...string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating PKI directory: %w", err)
 	}

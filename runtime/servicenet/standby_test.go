@@ -1,4 +1,4 @@
-package replication
+package servicenet
 
 import (
 	"context"
@@ -21,7 +21,7 @@ func TestStandbyServiceRoutes(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip (iproute2)")
 	}
-	name := fmt.Sprintf("rrceng-sb-%d", os.Getpid())
+	name := fmt.Sprintf("rrcsn-sb-%d", os.Getpid())
 	ipns := func(args ...string) (string, error) {
 		out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput()
 		return string(out), err

@@ -1,4 +1,4 @@
-package replication
+package servicenet
 
 import (
 	"context"
@@ -46,7 +46,7 @@ type StandbyService struct {
 	Up func(ctx context.Context) error
 }
 
-// PrepareRestore implements ServicePromoter.
+// PrepareRestore adds the temporary routes through lo.
 func (s StandbyService) PrepareRestore(ctx context.Context) error {
 	return s.withHandle(func(h *netlink.Handle, r *netlink.Route) error {
 		err := h.RouteReplace(r)
@@ -60,7 +60,7 @@ func (s StandbyService) PrepareRestore(ctx context.Context) error {
 	})
 }
 
-// Promote implements ServicePromoter.
+// Promote brings the link up (Up) and removes the temporary routes.
 func (s StandbyService) Promote(ctx context.Context) error {
 	if err := s.Up(ctx); err != nil {
 		return err

@@ -1,4 +1,4 @@
-package replication
+package shim
 
 import (
 	"context"
@@ -12,8 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/runtime/criu"
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // RuncRestorer restores a checkpoint with runc restore (TCP repair) into a
@@ -36,7 +38,7 @@ type RuncRestorer struct {
 	Lower       []string
 	CgroupsPath string
 	WorkDir     string // bundle, overlay upper/work and restore logs; one file system
-	Launcher    criu.Launcher
+	Launcher    launch.Launcher
 	// Logger receives criu.Restore's log lines: pass the pair-scoped
 	// logger (e.g. BackupOptions.Logger.With("pair", cfg.Pair, "role",
 	// "backup")). Default slog.Default().
@@ -46,38 +48,38 @@ type RuncRestorer struct {
 	unmount func() error
 }
 
-// Restore implements Restorer.
-func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (RestoredContainer, error) {
+// Restore implements replication.Restorer.
+func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (replication.RestoredContainer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.unmount != nil {
-		return RestoredContainer{}, errors.New("restorer already used")
+		return replication.RestoredContainer{}, errors.New("restorer already used")
 	}
 	bundle := filepath.Join(r.WorkDir, "bundle")
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
-		return RestoredContainer{}, fmt.Errorf("preparing bundle: %w", err)
+		return replication.RestoredContainer{}, fmt.Errorf("preparing bundle: %w", err)
 	}
 	if err := criu.WriteRestoreSpec(filepath.Join(bundle, "config.json"), r.Spec, r.CgroupsPath); err != nil {
-		return RestoredContainer{}, err
+		return replication.RestoredContainer{}, err
 	}
 	unmount, err := criu.PrepareRestoreRootfs(filepath.Join(bundle, "rootfs"), r.Lower,
 		filepath.Join(r.WorkDir, "upper"), filepath.Join(r.WorkDir, "work"), c.Dir)
 	if err != nil {
-		return RestoredContainer{}, err
+		return replication.RestoredContainer{}, err
 	}
 	r.unmount = unmount
 	work := filepath.Join(r.WorkDir, "restore")
 	if err := os.MkdirAll(work, 0o700); err != nil {
-		return RestoredContainer{}, fmt.Errorf("preparing restore work dir: %w", err)
+		return replication.RestoredContainer{}, fmt.Errorf("preparing restore work dir: %w", err)
 	}
 	res, err := criu.Restore(ctx, criu.RestoreConfig{
 		RuncArgv: r.RuncArgv, RuncRoot: r.RuncRoot, ID: r.ID, Bundle: bundle,
 		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher, Logger: r.Logger,
 	})
 	if err != nil {
-		return RestoredContainer{}, err
+		return replication.RestoredContainer{}, err
 	}
-	return RestoredContainer{ID: r.ID, Pid: res.Pid, RuncRoot: r.RuncRoot, Bundle: bundle}, nil
+	return replication.RestoredContainer{ID: r.ID, Pid: res.Pid, RuncRoot: r.RuncRoot, Bundle: bundle}, nil
 }
 
 // Remove kills and deletes the restored container and unmounts its rootfs
@@ -94,7 +96,7 @@ func (r *RuncRestorer) Remove(ctx context.Context) error {
 	}
 	l := r.Launcher
 	if l == nil {
-		l = criu.OSLauncher{}
+		l = launch.OS{}
 	}
 	run := func(args ...string) error {
 		cmd := exec.CommandContext(ctx, argv[0], append(append(append([]string{}, argv[1:]...), "--root", r.RuncRoot), args...)...)

@@ -24,16 +24,16 @@ import (
 func TestFakeCRIUSwrkRepl(t *testing.T) {
 	mode := os.Getenv("RRC_FAKE_CRIU_REPL")
 	if mode == "" {
-		t.Skip("helper process for TestRuncCheckpointerHooks")
+		t.Skip("helper process for TestCheckpointerHooks")
 	}
 	ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS"))
 	criutest.ServeSwrk(criutest.SwrkOptions{Mode: mode, StartDelay: time.Duration(ms) * time.Millisecond, WriteImages: true})
 }
 
-// newFakeRuncCheckpointer makes a real criu.Checkpointer on a fake runc
+// newFakeCheckpointer makes a real criu.Checkpointer on a fake runc
 // state, a fake cgroup v1 freezer and the fake CRIU above; freezerState
 // reads the fake cgroup's state.
-func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncCheckpointer, freezerState func() string) {
+func newFakeCheckpointer(t *testing.T, mode string, startMS int) (ck *criu.Checkpointer, freezerState func() string) {
 	t.Helper()
 	t.Setenv("RRC_FAKE_CRIU_REPL", mode)
 	t.Setenv("RRC_FAKE_CRIU_START_MS", strconv.Itoa(startMS))
@@ -57,7 +57,7 @@ func newFakeRuncCheckpointer(t *testing.T, mode string, startMS int) (ck RuncChe
 	if err != nil {
 		t.Fatal(err)
 	}
-	return RuncCheckpointer{C: c}, func() string {
+	return c, func() string {
 		b, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
 		return strings.TrimSpace(string(b))
 	}
@@ -84,12 +84,12 @@ func (p *cgPackets) Open(context.Context) (OutputGate, InputHold, error) {
 func (p *cgPackets) Failed() <-chan error        { return p.failed }
 func (p *cgPackets) Close(context.Context) error { return nil }
 
-// TestRuncCheckpointerHooks drives the epoch loop with RuncCheckpointer on
-// a real criu.Checkpointer (fake CRIU, fake freezer): input is held only
+// TestCheckpointerHooks drives the epoch loop with a real
+// criu.Checkpointer (fake CRIU, fake freezer): input is held only
 // from just before the freeze (after CRIU's start-up) to the thaw, the gate
 // is sealed while frozen, and the failure paths thaw, release the input and
 // never release output.
-func TestRuncCheckpointerHooks(t *testing.T) {
+func TestCheckpointerHooks(t *testing.T) {
 	tests := []struct {
 		name  string
 		mode  string
@@ -109,7 +109,7 @@ func TestRuncCheckpointerHooks(t *testing.T) {
 	const startMS = 150 // CRIU's start-up: input must not be held during it
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ck, state := newFakeRuncCheckpointer(t, tt.mode, startMS)
+			ck, state := newFakeCheckpointer(t, tt.mode, startMS)
 			rec := newRecorder()
 			pk := &cgPackets{rec: rec, state: state, failed: make(chan error, 1)}
 			snd := &fakeSender{rec: rec}
@@ -148,19 +148,5 @@ func TestRuncCheckpointerHooks(t *testing.T) {
 				t.Errorf("input hold %+v: want one hold, shorter than CRIU's %d ms start-up", st.InputHoldMS, startMS)
 			}
 		})
-	}
-}
-
-// TestRuncCheckpointerFrozenCallback: the plain Checkpoint of the adapter
-// calls frozen while the container is frozen.
-func TestRuncCheckpointerFrozenCallback(t *testing.T) {
-	ck, state := newFakeRuncCheckpointer(t, "ok", 0)
-	defer ck.Close()
-	var seen []string
-	if _, err := ck.Checkpoint(context.Background(), t.TempDir(), func() { seen = append(seen, state()) }); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(seen, ",") != "FROZEN" || state() != "THAWED" {
-		t.Fatalf("frozen called with the freezer %v, left %s; want once, FROZEN, then THAWED", seen, state())
 	}
 }
