@@ -15,6 +15,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/runtime/servicenet"
+	"github.com/iorrc/rrc/shim/settings"
 )
 
 // standbyEngine starts the backup's engine for a standby task. At a
@@ -34,7 +35,7 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 		return err
 	}
 	if r.sn == nil {
-		return fmt.Errorf("annotation %sservice-ip: a backup needs a standby service namespace (its own, or one the spec names)", AnnotationPrefix)
+		return fmt.Errorf("annotation %sservice-ip: a backup needs a standby service namespace (its own, or one the spec names)", settings.AnnotationPrefix)
 	}
 	// The restore's temporary routes: the service prefix, or for an
 	// adopted namespace every destination (servicenet.StandbyService).

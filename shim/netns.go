@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/iorrc/rrc/shim/settings"
 )
 
 // netnsPlan is what the shim does with a replicated container's network
@@ -31,15 +33,15 @@ func planNetns(spec *specs.Spec, hasServiceIP bool) (plan netnsPlan, path string
 	switch {
 	case hasServiceIP:
 		if ns != "" {
-			return 0, "", fmt.Errorf("annotation %sservice-ip asks for a service network namespace but the spec already joins %s; drop one of them", AnnotationPrefix, ns)
+			return 0, "", fmt.Errorf("annotation %sservice-ip asks for a service network namespace but the spec already joins %s; drop one of them", settings.AnnotationPrefix, ns)
 		}
 		return netnsCreate, "", nil
 	case ns != "":
 		return netnsAdopt, ns, nil
 	case own:
-		return 0, "", fmt.Errorf("annotation %srole: the container gets a fresh network namespace that nobody can reach; set %sservice-ip (and %sservice-link) or run it in a CNI network", AnnotationPrefix, AnnotationPrefix, AnnotationPrefix)
+		return 0, "", fmt.Errorf("annotation %srole: the container gets a fresh network namespace that nobody can reach; set %sservice-ip (and %sservice-link) or run it in a CNI network", settings.AnnotationPrefix, settings.AnnotationPrefix, settings.AnnotationPrefix)
 	default:
-		return 0, "", fmt.Errorf("annotation %srole: the container shares the host's network namespace; a replicated container needs its own (set %sservice-ip or use a CNI network): its traffic is gated, and gating the host's network is not acceptable", AnnotationPrefix, AnnotationPrefix)
+		return 0, "", fmt.Errorf("annotation %srole: the container shares the host's network namespace; a replicated container needs its own (set %sservice-ip or use a CNI network): its traffic is gated, and gating the host's network is not acceptable", settings.AnnotationPrefix, settings.AnnotationPrefix)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/servicenet"
+	"github.com/iorrc/rrc/shim/settings"
+	"github.com/iorrc/rrc/shim/status"
 )
 
 // replica is one replicated container in this shim: its settings, its
@@ -24,7 +26,7 @@ import (
 type replica struct {
 	id, ns string
 	cfg    replication.Config
-	host   Config
+	host   settings.Config
 	// ctx is for work that outlives a request (engine, status, exits): it
 	// carries the namespace and the container id's logger, and is never
 	// cancelled.
@@ -44,7 +46,7 @@ type replica struct {
 	restorer *RuncRestorer
 	standby  *standbyTask
 
-	status *statusPublisher
+	status *status.Publisher
 
 	mu        sync.Mutex
 	stopStart context.CancelFunc // ends the primary's connect loop
@@ -55,7 +57,7 @@ type replica struct {
 	closeErr  error
 }
 
-func newReplica(ns, id string, cfg replication.Config, host Config) *replica {
+func newReplica(ns, id string, cfg replication.Config, host settings.Config) *replica {
 	return &replica{
 		id: id, ns: ns, cfg: cfg, host: host,
 		netnsDir: filepath.Join(host.StateDir, "netns", ns, id),
@@ -180,11 +182,11 @@ func (r *replica) engineStatus() replication.Status {
 }
 
 func (r *replica) publishStatus(ctx context.Context) error {
-	base := PublishedStatus{ID: r.id, Namespace: r.ns, ShimPid: os.Getpid()}
+	base := status.Published{ID: r.id, Namespace: r.ns, ShimPid: os.Getpid()}
 	if r.sn != nil {
 		base.Netns = r.sn.NetnsPath()
 	}
-	p, err := startStatusPublisher(ctx, StatusFile(r.host.StateDir, r.ns, r.id), base, time.Second, r.engineStatus)
+	p, err := status.StartPublisher(ctx, status.File(r.host.StateDir, r.ns, r.id), base, time.Second, r.engineStatus)
 	if err != nil {
 		return fmt.Errorf("status file: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/shim/settings"
 )
 
 // createReplicated creates a replicated container: service network,
@@ -29,14 +30,14 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	}
 	// Host settings are checked first so that a broken configuration is
 	// reported as such.
-	host, err := LoadConfig(ConfigPath())
+	host, err := settings.LoadConfig(settings.ConfigPath())
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	creds, err := host.PeerTLS.Load()
 	if err != nil {
 		return nil, fmt.Errorf("annotation %srole=%s: replication needs peer TLS in the shim configuration %s: %v: %w",
-			AnnotationPrefix, cfg.Role, ConfigPath(), err, errdefs.ErrFailedPrecondition)
+			settings.AnnotationPrefix, cfg.Role, settings.ConfigPath(), err, errdefs.ErrFailedPrecondition)
 	}
 	plan, adoptPath, err := planNetns(spec, cfg.Service != nil)
 	if err != nil {

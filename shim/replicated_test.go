@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/shim/settings"
 )
 
 // TestCreateReplicatedRefusals: what is refused before anything is made,
@@ -39,7 +40,7 @@ func TestCreateReplicatedRefusals(t *testing.T) {
 		{"no peer TLS", noTLS, []string{"annotation io.rrc.role=primary", "peer TLS", "no-tls.toml"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv(ConfigEnv, tc.config)
+			t.Setenv(settings.ConfigEnv, tc.config)
 			s := &TaskService{replicas: map[string]*replica{}}
 			ctx := namespaces.WithNamespace(context.Background(), "test")
 			_, err := s.createReplicated(ctx, &taskAPI.CreateTaskRequest{ID: "r1", Bundle: dir}, &specs.Spec{}, primary)

@@ -24,10 +24,9 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
-)
 
-// RuntimeName is the runtime name containerd knows this shim by.
-const RuntimeName = "io.rrc.v1"
+	"github.com/iorrc/rrc/shim/settings"
+)
 
 // TaskService is the ttrpc task service of io.rrc.v1.
 type TaskService struct {
@@ -91,7 +90,7 @@ func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	cfg, err := ParseAnnotations(r.ID, spec.Annotations)
+	cfg, err := settings.ParseAnnotations(r.ID, spec.Annotations)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}

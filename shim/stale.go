@@ -19,6 +19,8 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/runtime/servicenet"
+	"github.com/iorrc/rrc/shim/settings"
+	"github.com/iorrc/rrc/shim/status"
 )
 
 // Stop is `containerd-shim-rrc-v1 delete`, which containerd runs after a
@@ -94,7 +96,7 @@ func cleanupDeadReplica(ctx context.Context, id string) error {
 	if err != nil {
 		return nil // no bundle left: nothing of ours to find from here
 	}
-	cfg, err := ParseAnnotations(id, spec.Annotations)
+	cfg, err := settings.ParseAnnotations(id, spec.Annotations)
 	if err != nil || !cfg.Enabled() {
 		return nil
 	}
@@ -102,7 +104,7 @@ func cleanupDeadReplica(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	host, err := LoadConfig(ConfigPath())
+	host, err := settings.LoadConfig(settings.ConfigPath())
 	if err != nil {
 		return err
 	}
@@ -156,7 +158,7 @@ func (r *replica) removeStale(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	status := StatusFile(r.host.StateDir, r.ns, r.id)
+	status := status.File(r.host.StateDir, r.ns, r.id)
 	for _, f := range []string{status, status + ".tmp"} {
 		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/shim/settings"
 )
 
 // The task RPCs of a backup's standby task (standby.go holds its state
@@ -236,7 +237,7 @@ func (s *TaskService) notStandby(id, what string) error {
 			id, pid, what, errdefs.ErrNotImplemented))
 	}
 	return errgrpc.ToGRPC(fmt.Errorf("container %s is a replication backup (annotation %srole=%s): %s is not available: %w",
-		id, AnnotationPrefix, replication.RoleBackup, what, errdefs.ErrNotImplemented))
+		id, settings.AnnotationPrefix, replication.RoleBackup, what, errdefs.ErrNotImplemented))
 }
 
 func (s *TaskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {

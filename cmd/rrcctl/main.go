@@ -16,7 +16,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/settings"
+	"github.com/iorrc/rrc/shim/status"
 )
 
 // errUsage: the usage was printed; exit 2.
@@ -42,7 +43,7 @@ func main() {
 	address := fs.String("address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env CONTAINERD_ADDRESS)")
 	ns := fs.String("n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace (env CONTAINERD_NAMESPACE)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	config := fs.String("config", shim.ConfigPath(), "shim configuration file, for its state_dir (env "+shim.ConfigEnv+")")
+	config := fs.String("config", settings.ConfigPath(), "shim configuration file, for its state_dir (env "+settings.ConfigEnv+")")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -66,11 +67,11 @@ func main() {
 	var err error
 	switch fs.Arg(0) {
 	case "status":
-		err = status(namespaces.WithNamespace(ctx, *ns), os.Stdout, *address, *ns, *config)
+		err = printStatus(namespaces.WithNamespace(ctx, *ns), os.Stdout, *address, *ns, *config)
 	case "annotations":
 		printAnnotations(os.Stdout)
 	case "version":
-		fmt.Printf("rrcctl %s (runtime %s)\n", version, shim.RuntimeName)
+		fmt.Printf("rrcctl %s (runtime %s)\n", version, settings.RuntimeName)
 	default:
 		fs.Usage()
 		os.Exit(2)
@@ -88,12 +89,12 @@ func envOr(k, def string) string {
 	return def
 }
 
-func status(ctx context.Context, w io.Writer, address, ns, configPath string) error {
+func printStatus(ctx context.Context, w io.Writer, address, ns, configPath string) error {
 	// The engine's state is in the status files the shims write under the
 	// configured state_dir; without a readable configuration the table
 	// still shows what containerd knows.
 	stateDir := ""
-	if cfg, err := shim.LoadConfig(configPath); err == nil {
+	if cfg, err := settings.LoadConfig(configPath); err == nil {
 		stateDir = cfg.StateDir
 	} else {
 		fmt.Fprintf(os.Stderr, "rrcctl: %v (replication state not shown)\n", err)
@@ -103,7 +104,7 @@ func status(ctx context.Context, w io.Writer, address, ns, configPath string) er
 		return fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
 	defer client.Close()
-	containers, err := client.Containers(ctx, fmt.Sprintf("runtime.name==%s", shim.RuntimeName))
+	containers, err := client.Containers(ctx, fmt.Sprintf("runtime.name==%s", settings.RuntimeName))
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
@@ -121,7 +122,7 @@ func status(ctx context.Context, w io.Writer, address, ns, configPath string) er
 		spec, err := c.Spec(ctx)
 		if err != nil {
 			repl = "unknown: " + err.Error()
-		} else if cfg, err := shim.ParseAnnotations(c.ID(), spec.Annotations); err != nil {
+		} else if cfg, err := settings.ParseAnnotations(c.ID(), spec.Annotations); err != nil {
 			repl = "invalid annotations"
 		} else if cfg.Enabled() {
 			repl, mode, epoch = string(cfg.Role), string(cfg.Mode), cfg.Epoch.String()
@@ -132,7 +133,7 @@ func status(ctx context.Context, w io.Writer, address, ns, configPath string) er
 		}
 		state, committed, lag := "-", "-", "-"
 		if stateDir != "" && mode != "-" {
-			st, err := readStatus(shim.StatusFile(stateDir, ns, c.ID()))
+			st, err := status.Read(status.File(stateDir, ns, c.ID()))
 			if err != nil {
 				state = "unknown (" + err.Error() + ")"
 			} else {
@@ -143,7 +144,7 @@ func status(ctx context.Context, w io.Writer, address, ns, configPath string) er
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID(), taskState, pid, repl, peer, mode, epoch, state, committed, lag)
 	}
 	if len(containers) == 0 {
-		fmt.Fprintf(tw, "(no container runs through %s in this namespace)\n", shim.RuntimeName)
+		fmt.Fprintf(tw, "(no container runs through %s in this namespace)\n", settings.RuntimeName)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -157,7 +158,7 @@ func status(ctx context.Context, w io.Writer, address, ns, configPath string) er
 func printAnnotations(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ANNOTATION\tDEFAULT\tMEANING")
-	for _, a := range shim.Annotations() {
+	for _, a := range settings.Annotations() {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Key, a.Default, a.Doc)
 	}
 	tw.Flush()

@@ -1,37 +1,19 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 )
 
 // staleAfter: a shim rewrites its status file at least every second; an
 // older file means the shim is gone (crashed host, killed shim).
 const staleAfter = 5 * time.Second
 
-func readStatus(path string) (shim.PublishedStatus, error) {
-	var st shim.PublishedStatus
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return st, errors.New("no status file")
-	}
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("status file %s: %w", path, err)
-	}
-	return st, nil
-}
-
 // describe gives the STATE, COMMITTED and LAG columns.
-func describe(st shim.PublishedStatus) (state, committed, lag string) {
+func describe(st status.Published) (state, committed, lag string) {
 	e := st.Engine
 	state = string(e.State)
 	if age := time.Since(st.UpdatedAt); age > staleAfter {
@@ -49,7 +31,7 @@ func describe(st shim.PublishedStatus) (state, committed, lag string) {
 
 // detailLines say why a pair is not in sync and, after a failover, how long
 // each step took.
-func detailLines(id string, st shim.PublishedStatus) []string {
+func detailLines(id string, st status.Published) []string {
 	e := st.Engine
 	var out []string
 	if e.Reason != "" {

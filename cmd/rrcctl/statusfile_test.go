@@ -6,33 +6,33 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 )
 
 func TestDescribe(t *testing.T) {
 	now := time.Now()
 	for _, tc := range []struct {
 		name                  string
-		st                    shim.PublishedStatus
+		st                    status.Published
 		state, committed, lag string
 		details               []string
 	}{
-		{"in sync", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 7, LagMS: 104.4, Epochs: 8}},
+		{"in sync", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 7, LagMS: 104.4, Epochs: 8}},
 			"in-sync", "7", "104ms", []string{"c: 8 epochs"}},
-		{"waiting for the backup", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateStarting, Reason: "output held (fail closed) while waiting for the backup: refused"}},
+		{"waiting for the backup", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateStarting, Reason: "output held (fail closed) while waiting for the backup: refused"}},
 			"starting", "-", "-", []string{"c: output held"}},
-		{"after failover", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StatePrimaryAfterFailover, CommittedEpoch: 60,
+		{"after failover", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StatePrimaryAfterFailover, CommittedEpoch: 60,
 			Failover: &replication.FailoverTimings{Epoch: 60, DetectionMS: 97, RestoreMS: 84.5, TotalMS: 188.4}, Restored: &replication.RestoredContainer{Pid: 42}}},
 			"primary-after-failover", "60", "-", []string{"c: failover from epoch 60: detection 97.0 ms", "total 188.4 ms", "c: restored container pid 42"}},
-		{"degraded, re-pairing", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateDegraded, CommittedEpoch: 9, Epochs: 9,
+		{"degraded, re-pairing", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateDegraded, CommittedEpoch: 9, Epochs: 9,
 			Reason: "backup failed: nothing from the peer for 91ms; re-pairing: attempt 3: connection refused"}},
 			"degraded", "9", "-", []string{"c: backup failed", "re-pairing: attempt 3: connection refused"}},
-		{"re-paired", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 30, LagMS: 120, Epochs: 31, Repairs: 1}},
+		{"re-paired", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 30, LagMS: 120, Epochs: 31, Repairs: 1}},
 			"in-sync", "30", "120ms", []string{"c: re-paired with a backup 1 time(s)"}},
-		{"backup disconnected", shim.PublishedStatus{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateDisconnected, CommittedEpoch: 12,
+		{"backup disconnected", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateDisconnected, CommittedEpoch: 12,
 			Reason: "primary disconnected (EOF): not protected"}},
 			"disconnected", "12", "-", []string{"c: primary disconnected (EOF): not protected"}},
-		{"stale", shim.PublishedStatus{UpdatedAt: now.Add(-time.Minute), Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateInSync}},
+		{"stale", status.Published{UpdatedAt: now.Add(-time.Minute), Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateInSync}},
 			"in-sync (stale: not updated for 1m0s)", "-", "-", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peertls/pki"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -53,7 +53,7 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 		cases := []struct {
 			name    string
 			cert    *pki.Files // nil: plain TCP garbage
-			wantLog string          // in the backup's refusal line
+			wantLog string     // in the backup's refusal line
 		}{
 			// The genuine primary's name, signed by a CA the backup does not trust.
 			{"certificate of another CA", ptr(other.Hosts[l.IP("a")]), "certificate signed by unknown authority"},
@@ -99,7 +99,7 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 				line := waitLog(t, l, "b", offset, 5*time.Second, "peer refused: TLS handshake failed", "pair="+good.id, tc.wantLog)
 				t.Logf("backup's log: %s", line)
 				// The genuine pair did not notice.
-				waitStatus(t, l, "b", good.id, "later commits", 5*time.Second, func(s shim.PublishedStatus) bool {
+				waitStatus(t, l, "b", good.id, "later commits", 5*time.Second, func(s status.Published) bool {
 					return s.Engine.State == replication.StateInSync && s.Engine.CommittedEpoch > before.Engine.CommittedEpoch+2
 				})
 				waitStatus(t, l, "a", good.id, "primary still in sync", time.Second, isState(replication.StateInSync))
@@ -137,7 +137,7 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 				}
 				t.Cleanup(func() { a.cleanup(tc.id) })
 				a.must(ctx, append(args, threadkv, tc.id)...)
-				st := waitStatus(t, l, "a", tc.id, "refusal of the backup", 10*time.Second, func(s shim.PublishedStatus) bool {
+				st := waitStatus(t, l, "a", tc.id, "refusal of the backup", 10*time.Second, func(s status.Published) bool {
 					return fake.attempts.Load() >= 2 && strings.Contains(s.Engine.Reason, tc.wantWhy)
 				})
 				t.Logf("%s: %s: %s", tc.id, st.Engine.State, st.Engine.Reason)
@@ -272,8 +272,8 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func isState(want replication.State) func(shim.PublishedStatus) bool {
-	return func(s shim.PublishedStatus) bool { return s.Engine.State == want }
+func isState(want replication.State) func(status.Published) bool {
+	return func(s status.Published) bool { return s.Engine.State == want }
 }
 
 func logSize(t *testing.T, l *lab.Lab, h string) int64 {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -61,7 +61,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 		t.Errorf("degraded replies take %s on average: output still held?", mean)
 	}
 	// The status file is rewritten every second: the first dial comes after it.
-	waitStatus(t, l, "a", id, "primary re-pairing", 5*time.Second, func(s shim.PublishedStatus) bool {
+	waitStatus(t, l, "a", id, "primary re-pairing", 5*time.Second, func(s status.Published) bool {
 		return strings.Contains(s.Engine.Reason, "re-pairing")
 	})
 	out := rrcctl(t, l, rl.bin, rl.dir, "a")
@@ -79,7 +79,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	b.cleanup(id)
 	nothingLeft(t, l, "b", id)
 	rl.startBackup(ctx, t, p)
-	repaired := waitStatus(t, l, "a", id, "primary re-paired and in sync", 60*time.Second, func(s shim.PublishedStatus) bool {
+	repaired := waitStatus(t, l, "a", id, "primary re-paired and in sync", 60*time.Second, func(s status.Published) bool {
 		return s.Engine.State == replication.StateInSync && s.Engine.Repairs >= 1
 	})
 	waitStatus(t, l, "b", id, "new backup in sync", 10*time.Second, isState(replication.StateInSync))

@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
-	"golang.org/x/sys/unix"
 )
 
 // TestReplicationThroughContainerd runs Redis replicated from lab host a to
@@ -106,7 +107,7 @@ func (rl replicationLab) startPair(ctx context.Context, t *testing.T, p pairSpec
 	rl.startBackup(ctx, t, p)
 	a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
 		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer=" + p.listen}, p.annotations()...), p.image, p.id)...)
-	inSync := func(s shim.PublishedStatus) bool { return s.Engine.State == replication.StateInSync }
+	inSync := func(s status.Published) bool { return s.Engine.State == replication.StateInSync }
 	waitStatus(t, l, "a", p.id, "primary in sync", 30*time.Second, inSync)
 	waitStatus(t, l, "b", p.id, "backup in sync", 10*time.Second, inSync)
 	for _, h := range []string{"a", "b"} {
@@ -207,7 +208,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc, "--annotation", "io.rrc.role=primary",
 			"--annotation", "io.rrc.peer=" + l.IP("b") + ":7199"}, common...), redis, "rnobackup")...)
 		t.Logf("ctr run returned after %s", time.Since(start).Round(time.Millisecond))
-		st := waitStatus(t, l, "a", "rnobackup", "reason", 10*time.Second, func(s shim.PublishedStatus) bool {
+		st := waitStatus(t, l, "a", "rnobackup", "reason", 10*time.Second, func(s status.Published) bool {
 			return s.Engine.State == replication.StateStarting && strings.Contains(s.Engine.Reason, "output held")
 		})
 		t.Logf("status: %s: %s", st.Engine.State, st.Engine.Reason)
@@ -236,7 +237,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		if st := b.taskStatus(ctx, "rstandby"); st != "RUNNING" {
 			t.Fatalf("standby task %q, want RUNNING", st)
 		}
-		waitStatus(t, l, "b", "rstandby", "backup waiting", 10*time.Second, func(s shim.PublishedStatus) bool {
+		waitStatus(t, l, "b", "rstandby", "backup waiting", 10*time.Second, func(s status.Published) bool {
 			return s.Engine.Role == replication.RoleBackup && s.Engine.State == replication.StateStarting
 		})
 		if out, errOut, code := b.ctr(ctx, "", "task", "exec", "--exec-id", "x", "rstandby", "true"); code == 0 || !strings.Contains(errOut, "backup") {
@@ -250,7 +251,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 		a := host{t: t, lab: l, name: "a"}
 		a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc, "--annotation", "io.rrc.role=primary",
 			"--annotation", "io.rrc.peer=" + l.IP("b") + ":7199"}, common...), redis, "rdead")...)
-		waitStatus(t, l, "a", "rdead", "status", 10*time.Second, func(s shim.PublishedStatus) bool { return true })
+		waitStatus(t, l, "a", "rdead", "status", 10*time.Second, func(s status.Published) bool { return true })
 		pid := findShim(l.Namespace("a"), "rdead")
 		if pid == 0 {
 			t.Fatal("no shim of rdead")
@@ -266,7 +267,7 @@ func TestReplicatedLifecycleThroughContainerd(t *testing.T) {
 			t.Fatalf("the shim's socket is not where expected: %v", err)
 		}
 		if err := lab.WaitFor(10*time.Second, func() error {
-			if _, err := os.Stat(shim.StatusFile(l.State("a")+"/rrc", l.Namespace("a"), "rdead")); !os.IsNotExist(err) {
+			if _, err := os.Stat(status.File(l.State("a")+"/rrc", l.Namespace("a"), "rdead")); !os.IsNotExist(err) {
 				return fmt.Errorf("status file still there (%v)", err)
 			}
 			if _, err := os.Stat(socket); !os.IsNotExist(err) {
@@ -356,7 +357,7 @@ key_file = %q
 func nothingLeft(t *testing.T, l *lab.Lab, h, id string) {
 	t.Helper()
 	st := l.State(h) + "/rrc"
-	if _, err := os.Stat(shim.StatusFile(st, l.Namespace(h), id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(status.File(st, l.Namespace(h), id)); !os.IsNotExist(err) {
 		t.Errorf("%s: status file left after delete: %v", h, err)
 	}
 	for _, d := range []string{"netns", "work", "runc", "images", "checkpoints"} {
@@ -399,10 +400,10 @@ func taskLine(out, id string, pid int, status string) bool {
 }
 
 // waitStatus waits until host's shim publishes a status of id that satisfies cond.
-func waitStatus(t *testing.T, l *lab.Lab, h, id, what string, timeout time.Duration, cond func(shim.PublishedStatus) bool) shim.PublishedStatus {
+func waitStatus(t *testing.T, l *lab.Lab, h, id, what string, timeout time.Duration, cond func(status.Published) bool) status.Published {
 	t.Helper()
-	path := shim.StatusFile(l.State(h)+"/rrc", l.Namespace(h), id)
-	var last shim.PublishedStatus
+	path := status.File(l.State(h)+"/rrc", l.Namespace(h), id)
+	var last status.Published
 	err := lab.WaitFor(timeout, func() error {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -441,7 +442,7 @@ func crashDuring(t *testing.T, l *lab.Lab, h string, delay time.Duration, run fu
 // failOver crashes host a while cl keeps its connection to id's service
 // busy, waits until b has promoted, runs cl on and verifies every reply:
 // the connection must survive, nothing acknowledged may be lost.
-func failOver(ctx context.Context, t *testing.T, l *lab.Lab, id string, cl *lab.RedisWorkload) (shim.PublishedStatus, time.Time) {
+func failOver(ctx context.Context, t *testing.T, l *lab.Lab, id string, cl *lab.RedisWorkload) (status.Published, time.Time) {
 	t.Helper()
 	crashAt := crashDuring(t, l, "a", 150*time.Millisecond, func() {
 		if err := cl.Run(ctx, 25); err != nil {
@@ -459,7 +460,7 @@ func failOver(ctx context.Context, t *testing.T, l *lab.Lab, id string, cl *lab.
 }
 
 // waitPromoted waits until b's shim says id was promoted.
-func waitPromoted(t *testing.T, l *lab.Lab, id string) shim.PublishedStatus {
+func waitPromoted(t *testing.T, l *lab.Lab, id string) status.Published {
 	t.Helper()
 	return waitStatus(t, l, "b", id, "promotion", 30*time.Second, isState(replication.StatePrimaryAfterFailover))
 }

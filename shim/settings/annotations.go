@@ -1,4 +1,6 @@
-package shim
+// Package settings is what the shim reads and rrcctl shares: the io.rrc.*
+// annotations of a container and the shim's configuration file.
+package settings
 
 import (
 	"errors"
@@ -13,6 +15,9 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
+
+// RuntimeName is the runtime name containerd knows the shim by.
+const RuntimeName = "io.rrc.v1"
 
 // AnnotationPrefix starts every annotation io.rrc.v1 reads.
 const AnnotationPrefix = "io.rrc."

@@ -1,8 +1,11 @@
-package shim
+// Package status is what a shim publishes about each replicated container
+// for rrcctl status: the schema of the status file and where it lives.
+package status
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,16 +16,16 @@ import (
 	"github.com/iorrc/rrc/replication"
 )
 
-// StatusFile is where the shim publishes the engine's status of container
-// id in containerd namespace ns, for rrcctl status:
+// File is where the shim publishes the engine's status of container id in
+// containerd namespace ns, for rrcctl status:
 // <state_dir>/status/<namespace>/<id>.json.
-func StatusFile(stateDir, ns, id string) string {
+func File(stateDir, ns, id string) string {
 	return filepath.Join(stateDir, "status", ns, id+".json")
 }
 
-// PublishedStatus is the content of a status file: the engine's Status
-// plus what only the shim knows.
-type PublishedStatus struct {
+// Published is the content of a status file: the engine's Status plus
+// what only the shim knows.
+type Published struct {
 	ID        string             `json:"id"`
 	Namespace string             `json:"namespace"`
 	Netns     string             `json:"netns,omitempty"`
@@ -31,11 +34,11 @@ type PublishedStatus struct {
 	Engine    replication.Status `json:"engine"`
 }
 
-// statusPublisher writes a status file every interval and on demand
+// Publisher writes a status file every interval and on demand
 // (Kick, e.g. on a state change) until stopped; Stop removes the file.
-type statusPublisher struct {
+type Publisher struct {
 	path   string
-	base   PublishedStatus
+	base   Published
 	get    func() replication.Status
 	kick   chan struct{}
 	stop   chan struct{}
@@ -44,11 +47,11 @@ type statusPublisher struct {
 	period time.Duration
 }
 
-func startStatusPublisher(ctx context.Context, path string, base PublishedStatus, period time.Duration, get func() replication.Status) (*statusPublisher, error) {
+func StartPublisher(ctx context.Context, path string, base Published, period time.Duration, get func() replication.Status) (*Publisher, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("status directory: %w", err)
 	}
-	p := &statusPublisher{path: path, base: base, get: get, period: period,
+	p := &Publisher{path: path, base: base, get: get, period: period,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := p.write(); err != nil {
 		return nil, err
@@ -57,7 +60,7 @@ func startStatusPublisher(ctx context.Context, path string, base PublishedStatus
 	return p, nil
 }
 
-func (p *statusPublisher) run(ctx context.Context) {
+func (p *Publisher) run(ctx context.Context) {
 	defer close(p.done)
 	// A short poll so that a state change (e.g. in-sync, promotion) shows
 	// within 100 ms; the file is rewritten at least every period.
@@ -82,7 +85,7 @@ func (p *statusPublisher) run(ctx context.Context) {
 }
 
 // Kick rewrites the file now.
-func (p *statusPublisher) Kick() {
+func (p *Publisher) Kick() {
 	select {
 	case p.kick <- struct{}{}:
 	default:
@@ -91,7 +94,7 @@ func (p *statusPublisher) Kick() {
 
 // write replaces the file atomically (rename), so that a reader never
 // sees half a file.
-func (p *statusPublisher) write() error {
+func (p *Publisher) write() error {
 	s := p.base
 	s.Engine = p.get()
 	s.UpdatedAt = time.Now().UTC()
@@ -111,7 +114,7 @@ func (p *statusPublisher) write() error {
 }
 
 // Stop ends the publisher and removes the file.
-func (p *statusPublisher) Stop() error {
+func (p *Publisher) Stop() error {
 	close(p.stop)
 	<-p.done
 	os.Remove(p.path + ".tmp")
@@ -119,4 +122,20 @@ func (p *statusPublisher) Stop() error {
 		return fmt.Errorf("remove status file: %w", err)
 	}
 	return nil
+}
+
+// Read reads a status file.
+func Read(path string) (Published, error) {
+	var st Published
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, errors.New("no status file")
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("status file %s: %w", path, err)
+	}
+	return st, nil
 }

@@ -1,4 +1,4 @@
-package shim
+package status
 
 import (
 	"context"
@@ -16,16 +16,16 @@ import (
 // within the poll interval, and is removed on Stop.
 func TestStatusPublisher(t *testing.T) {
 	dir := t.TempDir()
-	path := StatusFile(dir, "ns", "c1")
+	path := File(dir, "ns", "c1")
 	var state atomic.Value
 	state.Store(replication.StateStarting)
-	p, err := startStatusPublisher(context.Background(), path, PublishedStatus{ID: "c1", Namespace: "ns"}, time.Hour,
+	p, err := StartPublisher(context.Background(), path, Published{ID: "c1", Namespace: "ns"}, time.Hour,
 		func() replication.Status { return replication.Status{State: state.Load().(replication.State)} })
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func() PublishedStatus {
-		var s PublishedStatus
+	read := func() Published {
+		var s Published
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
