@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
-	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/wire"
 )
 

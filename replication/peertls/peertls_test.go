@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/peertls/pki"
 )
 
 func TestLoadErrors(t *testing.T) {
