@@ -52,8 +52,7 @@ type Backup struct {
 	promoted    chan struct{} // closed when promotion has ended (success or not)
 
 	mu       sync.Mutex
-	state    State
-	reason   string
+	sm       stateMachine // guarded by mu
 	commits  uint64
 	bytes    window
 	failover *FailoverTimings
@@ -76,7 +75,7 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	b := &Backup{opts: opts, cfg: cfg, now: time.Now, state: StateStarting,
+	b := &Backup{opts: opts, cfg: cfg, now: time.Now, sm: newStateMachine(backupTransitions(), time.Now),
 		log: opts.Logger.With("pair", cfg.Pair, "role", "backup"), promoted: make(chan struct{}), serveDone: make(chan struct{})}
 	store, err := ckptstore.Open(opts.StoreDir, ckptstore.Options{Logger: b.log, Durable: opts.DurableStore})
 	if err != nil {
@@ -125,19 +124,15 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 func (b *Backup) onConnected() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state == StateStarting || b.state == StateInSync || b.state == StateDisconnected {
-		b.state, b.reason = StateSyncing, ""
-	}
+	b.sm.to(StateSyncing, "") // from starting, in-sync or disconnected
 }
 
 func (b *Backup) onDisconnected(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state != StateSyncing && b.state != StateInSync {
+	if !b.sm.to(StateDisconnected, fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", err)) {
 		return // promoting, promoted, failed or closed: nothing to say
 	}
-	b.state = StateDisconnected
-	b.reason = fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", err)
 	b.log.Warn("primary disconnected; waiting for it to reconnect", "err", err)
 }
 
@@ -146,8 +141,7 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 	defer b.mu.Unlock()
 	b.commits++
 	b.bytes.add(float64(c.Size))
-	if b.state == StateSyncing {
-		b.state = StateInSync
+	if b.sm.to(StateInSync, "") { // only from syncing
 		b.log.Info("checkpoint committed on this connection: in sync", "epoch", c.Epoch, "bytes", c.Size)
 	}
 }
@@ -156,17 +150,15 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 // connection is closed, whether to promote.
 func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 	b.mu.Lock()
-	if b.state != StateInSync {
+	if !b.sm.to(StatePromoting, "") { // only from in-sync
 		b.log.Error("primary failed before this backup was in sync with it: nothing consistent to take over; not promoting",
-			"state", b.state, "last_heard", f.LastHeard, "reason", f.Reason)
-		if b.state == StateSyncing {
-			b.state = StateDisconnected
-			b.reason = "primary failed before its first checkpoint on this connection was committed: " + f.Reason
+			"state", b.sm.state, "last_heard", f.LastHeard, "reason", f.Reason)
+		if b.sm.state == StateSyncing {
+			b.sm.to(StateDisconnected, "primary failed before its first checkpoint on this connection was committed: "+f.Reason)
 		}
 		b.mu.Unlock()
 		return
 	}
-	b.state = StatePromoting
 	b.mu.Unlock()
 	// Fencing, as far as the channel allows: a primary that was only
 	// silent and reads this stops instead of serving next to us.
@@ -197,10 +189,11 @@ func (b *Backup) promote(f peer.PeerFailure) {
 		defer b.mu.Unlock()
 		b.failover = &tm
 		if err != nil {
-			b.state, b.reason = StateFailed, err.Error()
+			b.sm.to(StateFailed, err.Error())
 			return
 		}
-		b.state, b.restored = StatePrimaryAfterFailover, &res
+		b.sm.to(StatePrimaryAfterFailover, "")
+		b.restored = &res
 	})
 }
 
@@ -223,11 +216,11 @@ func (b *Backup) Status() Status {
 	cur, ok := b.store.Current()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, State: b.state, Reason: b.reason,
+	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, State: b.sm.state, StateSince: b.sm.since, Reason: b.sm.reason,
 		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
-		switch b.state {
+		switch b.sm.state {
 		case StateStarting, StateSyncing, StateInSync, StateDisconnected:
 			s.LagMS = ms(b.now().Sub(cur.CommittedAt))
 		}
@@ -247,10 +240,8 @@ func (b *Backup) Close(ctx context.Context) error {
 		err = fmt.Errorf("closing backup engine: %w", ctx.Err())
 	}
 	b.mu.Lock()
-	promoting := b.state == StatePromoting
-	if !promoting && b.state != StatePrimaryAfterFailover && b.state != StateFailed {
-		b.state = StateClosed
-	}
+	promoting := b.sm.state == StatePromoting
+	b.sm.to(StateClosed, "") // not after a promotion began: that is the service now
 	b.mu.Unlock()
 	if promoting {
 		select {

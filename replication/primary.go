@@ -44,8 +44,7 @@ type Primary struct {
 	packets PacketPath
 
 	mu         sync.Mutex
-	state      State
-	reason     string
+	sm         stateMachine // guarded by mu
 	ck         Checkpointer
 	sender     CheckpointSender
 	offset     uint64               // wire epoch = gate epoch + offset (the backup may hold epochs already)
@@ -101,9 +100,8 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 		opts.Dial = tlsDialer(cfg.Peer, opts.TLS)
 	}
 	p := &Primary{
-		opts: opts, cfg: cfg, now: time.Now, packets: opts.Packets,
+		opts: opts, cfg: cfg, now: time.Now, packets: opts.Packets, sm: newStateMachine(primaryTransitions(), time.Now),
 		log:        opts.Logger.With("pair", cfg.Pair, "role", "primary"),
-		state:      StateStarting,
 		taken:      map[uint64]time.Time{},
 		peerFailed: make(chan string, 1),
 		kick:       make(chan struct{}, 1),
@@ -142,7 +140,7 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	// The gate numbers epochs from 1; the backup may already hold some
 	// (a restarted primary): wire epochs continue above them.
 	p.offset = sender.BackupCommitted()
-	p.state = StateSyncing
+	p.sm.to(StateSyncing, "")
 	p.mu.Unlock()
 	p.log.Info("replicating", "epoch", p.cfg.Epoch, "backup", p.cfg.Peer, "backup_committed", p.offset)
 	go p.loop(loopCtx)
@@ -170,11 +168,9 @@ func (p *Primary) peerOptions() peer.Options {
 func (p *Primary) superseded(reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state == StateClosed || p.state == StateFailed {
-		return
+	if !p.sm.to(StateSuperseded, "the backup took over: "+reason+"; this copy's output stays held for good: delete it") {
+		return // closed or failed
 	}
-	p.state = StateSuperseded
-	p.reason = "the backup took over: " + reason + "; this copy's output stays held for good: delete it"
 	p.log.Error("superseded by the backup: output held for good, not re-pairing", "reason", reason)
 }
 
@@ -216,7 +212,7 @@ func (p *Primary) repair(ctx context.Context) bool {
 			continue
 		}
 		p.mu.Lock()
-		if p.state != StateDegraded { // closed, failed or superseded meanwhile
+		if p.sm.state != StateDegraded || !p.sm.to(StateSyncing, "") { // closed, failed or superseded meanwhile
 			p.mu.Unlock()
 			sender.Close()
 			return false
@@ -231,7 +227,7 @@ func (p *Primary) repair(ctx context.Context) bool {
 		case <-p.peerFailed:
 		default:
 		}
-		p.sender, p.state, p.reason, p.repairing = sender, StateSyncing, "", ""
+		p.sender, p.repairing = sender, ""
 		p.taken = map[uint64]time.Time{}
 		p.repairs++
 		p.mu.Unlock()
@@ -269,7 +265,8 @@ func (p *Primary) onAck(a peer.Ack) {
 			}
 		}
 	}
-	if p.state == StateDegraded || p.state == StateClosed || p.state == StateSuperseded {
+	switch p.sm.state {
+	case StateDegraded, StateClosed, StateSuperseded:
 		return
 	}
 	if a.Err != nil {
@@ -295,8 +292,7 @@ func (p *Primary) onAck(a peer.Ack) {
 		p.ackedTaken = taken
 		p.ackLat.add(ms(a.At.Sub(taken)))
 	}
-	if p.state == StateSyncing {
-		p.state = StateInSync
+	if p.sm.to(StateInSync, "") { // only from syncing
 		p.log.Info("backup in sync", "epoch", a.Epoch)
 	}
 }
@@ -307,11 +303,11 @@ func (p *Primary) onAck(a peer.Ack) {
 // loop only.
 func (p *Primary) degrade(reason string) bool {
 	p.mu.Lock()
-	switch p.state {
-	case StateDegraded:
+	if p.sm.state == StateDegraded {
 		p.mu.Unlock()
 		return true
-	case StateClosed, StateFailed, StateSuperseded:
+	}
+	if !p.sm.to(StateDegraded, reason) { // closed, failed or superseded
 		sender := p.sender
 		p.mu.Unlock()
 		if sender != nil {
@@ -319,7 +315,6 @@ func (p *Primary) degrade(reason string) bool {
 		}
 		return false
 	}
-	p.state, p.reason = StateDegraded, reason
 	sender := p.sender
 	p.mu.Unlock()
 	p.log.Error("replication lost; running degraded (unreplicated), output released", "reason", reason)
@@ -334,10 +329,12 @@ func (p *Primary) degrade(reason string) bool {
 
 func (p *Primary) fail(reason string) {
 	p.mu.Lock()
-	p.state, p.reason = StateFailed, reason
+	failed := p.sm.to(StateFailed, reason)
 	sender := p.sender
 	p.mu.Unlock()
-	p.log.Error("primary engine failed", "reason", reason)
+	if failed {
+		p.log.Error("primary engine failed", "reason", reason)
+	}
 	if sender != nil {
 		sender.Close()
 	}
@@ -353,7 +350,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, State: p.state, Reason: p.reason, Repairs: p.repairs,
+		Pair: p.cfg.Pair, Role: RolePrimary, State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
@@ -364,7 +361,7 @@ func (p *Primary) Status() Status {
 			Released: g.Released, Dropped: g.Dropped,
 		},
 	}
-	if p.state == StateDegraded && p.repairing != "" {
+	if p.sm.state == StateDegraded && p.repairing != "" {
 		s.Reason += "; re-pairing: " + p.repairing
 	}
 	if !p.ackedTaken.IsZero() {
@@ -380,7 +377,7 @@ func (p *Primary) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		cancel, sender, ck, started := p.cancel, p.sender, p.ck, p.cancel != nil
-		p.state = StateClosed
+		p.sm.to(StateClosed, "")
 		p.mu.Unlock()
 		var errs []error
 		if started {

@@ -130,7 +130,7 @@ func TestBackupPromotesOnlyInSync(t *testing.T) {
 			}
 			t.Cleanup(func() { b.Close(context.Background()) })
 			b.mu.Lock()
-			b.state = tc.state
+			b.sm.state = tc.state
 			b.mu.Unlock()
 			b.onPeerFailed(peer.PeerFailure{LastHeard: time.Now().Add(-time.Second), DetectedAt: time.Now(), Reason: "silent"})
 			if st := b.Status(); st.State != tc.after && !(tc.wantPromote && st.State != tc.state) {

@@ -39,10 +39,12 @@ const (
 // Status is a snapshot of one side of a pair; rrcctl shows it as JSON.
 // Durations are in milliseconds (float) so that the JSON is readable.
 type Status struct {
-	Pair   string `json:"pair"`
-	Role   Role   `json:"role"`
-	State  State  `json:"state"`
-	Reason string `json:"reason,omitempty"` // why degraded or failed
+	Pair  string `json:"pair"`
+	Role  Role   `json:"role"`
+	State State  `json:"state"`
+	// StateSince is when the side entered State.
+	StateSince time.Time `json:"state_since,omitzero"`
+	Reason     string    `json:"reason,omitempty"` // why degraded or failed
 
 	// Primary: the newest epoch checkpointed; backup: the newest committed.
 	Epoch          uint64    `json:"epoch"`

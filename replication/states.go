@@ -1,0 +1,77 @@
+package replication
+
+import (
+	"slices"
+	"time"
+)
+
+// The two state machines, each one table: the states a side may move to
+// from each state. Every change of state goes through stateMachine.to, so
+// a transition the table does not list cannot happen (the caller's guard
+// is the table). A state listed as its own successor may be entered again
+// (to update the reason).
+
+// primaryTransitions is the primary's state machine.
+//
+//	starting → syncing → in-sync → degraded → syncing (re-paired) …
+//	any live state → superseded (the backup took over) | failed | closed
+func primaryTransitions() map[State][]State {
+	return map[State][]State{
+		StateStarting:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
+		StateSyncing:    {StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateInSync:     {StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateDegraded:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
+		StateSuperseded: {StateSuperseded, StateFailed, StateClosed},
+		StateFailed:     {StateFailed, StateClosed},
+		StateClosed:     nil,
+	}
+}
+
+// backupTransitions is the backup's state machine.
+//
+//	starting → syncing → in-sync → promoting → primary-after-failover | failed
+//	syncing, in-sync → disconnected → syncing (the primary reconnected)
+//	waiting states → closed; a promotion is never cut short
+func backupTransitions() map[State][]State {
+	return map[State][]State{
+		StateStarting:             {StateSyncing, StateClosed},
+		StateSyncing:              {StateInSync, StateDisconnected, StateClosed},
+		StateInSync:               {StateSyncing, StateDisconnected, StatePromoting, StateClosed},
+		StateDisconnected:         {StateSyncing, StateClosed},
+		StatePromoting:            {StatePrimaryAfterFailover, StateFailed},
+		StatePrimaryAfterFailover: nil,
+		StateFailed:               nil,
+	}
+}
+
+// stateMachine is one side's state, its reason and when it was entered.
+// The owner's mutex guards it.
+type stateMachine struct {
+	table  map[State][]State
+	state  State
+	reason string
+	since  time.Time
+	now    clock
+}
+
+func newStateMachine(table map[State][]State, now clock) stateMachine {
+	return stateMachine{table: table, state: StateStarting, since: now(), now: now}
+}
+
+// can reports whether the table allows moving to next.
+func (m *stateMachine) can(next State) bool {
+	return slices.Contains(m.table[m.state], next)
+}
+
+// to moves to next with reason if the table allows it, and reports whether
+// it did.
+func (m *stateMachine) to(next State, reason string) bool {
+	if !m.can(next) {
+		return false
+	}
+	if next != m.state {
+		m.since = m.now()
+	}
+	m.state, m.reason = next, reason
+	return true
+}

@@ -1,0 +1,67 @@
+package replication
+
+import (
+	"testing"
+	"time"
+)
+
+// TestStateTables: every state of each side is in its table, every
+// successor is a known state, and the transitions the engine relies on are
+// there while the ones that would break an invariant are not.
+func TestStateTables(t *testing.T) {
+	known := map[State]bool{StateStarting: true, StateSyncing: true, StateInSync: true, StateDegraded: true,
+		StateSuperseded: true, StateDisconnected: true, StatePromoting: true, StatePrimaryAfterFailover: true,
+		StateFailed: true, StateClosed: true}
+	tables := map[Role]map[State][]State{RolePrimary: primaryTransitions(), RoleBackup: backupTransitions()}
+	for role, table := range tables {
+		for from, tos := range table {
+			if !known[from] {
+				t.Errorf("%s: unknown state %q", role, from)
+			}
+			for _, to := range tos {
+				if _, ok := table[to]; !ok && to != StateClosed {
+					t.Errorf("%s: %s → %s leads to a state without a row", role, from, to)
+				}
+			}
+		}
+	}
+	tests := []struct {
+		role     Role
+		from, to State
+		want     bool
+		why      string
+	}{
+		{RolePrimary, StateStarting, StateSyncing, true, "Start"},
+		{RolePrimary, StateSyncing, StateInSync, true, "first ack"},
+		{RolePrimary, StateInSync, StateDegraded, true, "backup lost"},
+		{RolePrimary, StateDegraded, StateSyncing, true, "re-paired"},
+		{RolePrimary, StateInSync, StateSuperseded, true, "fenced by the backup"},
+		{RolePrimary, StateSuperseded, StateDegraded, false, "a superseded copy never releases its output"},
+		{RolePrimary, StateSuperseded, StateSyncing, false, "a superseded copy never re-pairs"},
+		{RolePrimary, StateFailed, StateSuperseded, false, "failed is final but for close"},
+		{RolePrimary, StateClosed, StateFailed, false, "closed is final"},
+		{RolePrimary, StateStarting, StateInSync, false, "in sync only after an acknowledged checkpoint"},
+		{RoleBackup, StateInSync, StatePromoting, true, "primary failed while in sync"},
+		{RoleBackup, StateSyncing, StatePromoting, false, "never promote a checkpoint of an earlier connection"},
+		{RoleBackup, StateDisconnected, StatePromoting, false, "a disconnected backup is not protected"},
+		{RoleBackup, StatePromoting, StateClosed, false, "a promotion is never cut short"},
+		{RoleBackup, StatePromoting, StatePrimaryAfterFailover, true, "restored"},
+		{RoleBackup, StatePrimaryAfterFailover, StateClosed, false, "the restored container is the service"},
+		{RoleBackup, StateDisconnected, StateSyncing, true, "the primary reconnected"},
+	}
+	for _, tc := range tests {
+		m := newStateMachine(tables[tc.role], time.Now)
+		m.state = tc.from
+		before := m.since
+		if got := m.to(tc.to, "r"); got != tc.want {
+			t.Errorf("%s %s → %s: %v, want %v (%s)", tc.role, tc.from, tc.to, got, tc.want, tc.why)
+			continue
+		}
+		if tc.want && (m.state != tc.to || m.reason != "r") {
+			t.Errorf("%s %s → %s: state %s reason %q after the move", tc.role, tc.from, tc.to, m.state, m.reason)
+		}
+		if !tc.want && (m.state != tc.from || m.since != before) {
+			t.Errorf("%s %s → %s refused but the state changed to %s", tc.role, tc.from, tc.to, m.state)
+		}
+	}
+}
