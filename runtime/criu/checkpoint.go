@@ -3,7 +3,6 @@ package criu
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -177,10 +176,9 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, dir string) (CheckpointSt
 // CheckpointWithHooks is Checkpoint, calling hooks at the freeze and the
 // thaw (see CheckpointHooks).
 func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hooks CheckpointHooks) (CheckpointStats, error) {
-	var st CheckpointStats
 	if c.ipcToDump { // the switch failed last time
 		if err := c.dumpIPCNamespace(); err != nil {
-			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+			return CheckpointStats{}, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 		}
 	}
 	c.waitRefresh()
@@ -189,7 +187,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	if dump == nil {
 		var err error
 		if dump, err = c.prepare(ctx, dir, parent); err != nil {
-			return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
+			return CheckpointStats{}, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 		}
 	}
 	// Whatever happens to this one, the next is asked for once it is over,
@@ -197,93 +195,19 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	nextParent := parent
 	defer func() { c.prepareNext(filepath.Dir(dir), nextParent) }()
 
-	// CRIU spends ~25–30 ms per request on its own start (kernel feature
-	// probing, cgroup and vDSO parsing) before it touches the tasks. It
-	// announces the moment it is about to seize them with the "pre-dump"
-	// notification and waits for our answer: that is when we freeze, so the
-	// container runs during CRIU's start. With the criu-written library
-	// CRIU tells us later still, after another ≈0.6 ms of its set-up
-	// (cgroup, vDSO and CPU parsing, inventory), when it reads the
-	// freezer's state.
-	freezeAt := "pre-dump"
+	p := &pause{c: c, ctx: ctx, dir: dir, hooks: hooks, freezeAt: "pre-dump"}
 	if c.cfg.CRIU.FreezeNotify {
-		freezeAt = FreezeNotifyScript
+		p.freezeAt = FreezeNotifyScript
 	}
-	var start, frozen time.Time
-	var frozeErr, ipcErr, diffErr, thawErr error
-	var files chan filesResult // the archives, started at the freeze
-	waitFiles := func() {
-		if files != nil {
-			r := <-files
-			files = nil
-			diffErr, st.DiffBytes, st.RootfsDiff = r.err, r.bytes, r.took
-		}
-	}
-	isFrozen, thawed, reset := false, false, false
-	notified, thawedHook := false, false // BeforeFreeze called; Thawed called
-	thaw := func() {
-		waitFiles()
-		if isFrozen && !thawed {
-			thawed = true
-			t := time.Now()
-			thawErr = c.freezer.Thaw(context.WithoutCancel(ctx))
-			end := time.Now()
-			st.Thaw = end.Sub(t)
-			st.Pause = end.Sub(start)
-		}
-		// Also after a failed freeze: Freezer.Freeze has thawed again.
-		if notified && !thawedHook {
-			thawedHook = true
-			callHook(hooks.Thawed)
-		}
-	}
-	defer thaw()
-	onNotify := func(script string) error {
-		if script != freezeAt || notified {
-			return nil
-		}
-		notified = true
-		callHook(hooks.BeforeFreeze)
-		start = time.Now()
-		if frozeErr = c.freezer.Freeze(ctx); frozeErr != nil {
-			return frozeErr
-		}
-		isFrozen = true
-		frozen = time.Now()
-		st.Freeze = frozen.Sub(start)
-		if ipcErr = c.checkSysVIPC(); ipcErr != nil {
-			return ipcErr
-		}
-		callHook(hooks.Frozen)
-		// The archives need the container frozen, not CRIU: they are written
-		// while CRIU dumps (≈0.8 ms of the pause saved on a 2-CPU host).
-		files = make(chan filesResult, 1)
-		go func() {
-			t := time.Now()
-			n, err := c.captureFiles(dir)
-			files <- filesResult{n, err, time.Since(t)}
-		}()
-		return nil
-	}
-	_, dumpErr := dump.Run(ctx, onNotify, func(dumpErr error) {
-		// Runs as soon as CRIU answers, before the used CRIU process is reaped.
-		if !isFrozen {
-			return
-		}
-		st.Dump = time.Since(frozen)
-		if dumpErr == nil && c.mem != nil {
-			c.mem.reset(c.log)
-			reset = true
-		}
-		thaw()
-	})
-	thaw()
+	defer p.thaw()
+	_, dumpErr := dump.Run(ctx, p.onNotify, p.onDumped)
+	p.thaw()
 	var mergeErr error
-	if reset {
+	if p.reset {
 		// Protected since this dump: it is the next parent, merged or none.
 		t := time.Now()
 		_, mergeErr = c.mem.rebase(dir, parent != "", c.log)
-		st.Merge = time.Since(t)
+		p.st.Merge = time.Since(t)
 	}
 	if c.mem != nil {
 		nextParent = c.mem.parent()
@@ -296,32 +220,15 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 			c.refreshTracking(context.WithoutCancel(ctx), c.mem)
 		}()
 	}
-	if frozeErr != nil {
-		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, frozeErr)
+	if err := p.err(dumpErr, mergeErr); err != nil {
+		return p.st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 	}
-	if c.ipcToDump {
-		if err := c.dumpIPCNamespace(); err != nil {
-			ipcErr = errors.Join(ipcErr, err)
-		}
-		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, ipcErr)
-	}
-	if dumpErr != nil {
-		// The image directory, log included, is usually removed by the caller
-		// after a failure: the log's errors go into the message.
-		log := filepath.Join(dir, "dump.log")
-		return st, fmt.Errorf("checkpoint %s: %w (%s: %s)", c.cfg.ID, dumpErr, log, criuLogErrors(log, 3))
-	}
-	if !isFrozen {
-		return st, fmt.Errorf("checkpoint %s: criu sent no %q notification; container was not frozen by us", c.cfg.ID, freezeAt)
-	}
-	if err := errors.Join(diffErr, thawErr, mergeErr); err != nil {
-		return st, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
-	}
-	c.readCRIUStats(dir, &st)
+	c.readCRIUStats(dir, &p.st)
 	var err error
-	if st.ImageBytes, err = dirSize(dir); err != nil {
-		return st, fmt.Errorf("checkpoint %s: size of images: %w", c.cfg.ID, err)
+	if p.st.ImageBytes, err = dirSize(dir); err != nil {
+		return p.st, fmt.Errorf("checkpoint %s: size of images: %w", c.cfg.ID, err)
 	}
+	st := p.st
 	c.log.Debug("checkpoint", "dir", dir, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump,
 		"rootfs_diff", st.RootfsDiff, "thaw", st.Thaw, "bytes", st.ImageBytes)
 	return st, nil
