@@ -1,0 +1,224 @@
+package hybridlog
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Position is a place in the log: the checkpoint epoch the records follow
+// and a record's index after it (from 1; index 0 is the checkpoint itself).
+type Position struct {
+	Epoch, Index uint64
+}
+
+// Less orders positions: by epoch, then by index.
+func (p Position) Less(q Position) bool {
+	return p.Epoch < q.Epoch || (p.Epoch == q.Epoch && p.Index < q.Index)
+}
+
+func (p Position) String() string { return fmt.Sprintf("%d.%d", p.Epoch, p.Index) }
+
+// Batch is consecutive records of one epoch, encoded (AppendBatch), ready to
+// go to the backup as one frame.
+type Batch struct {
+	Epoch uint64
+	First uint64 // index of the first record
+	Count int
+	Data  []byte
+}
+
+// Last is the position of the batch's last record.
+func (b Batch) Last() Position { return Position{b.Epoch, b.First + uint64(b.Count) - 1} }
+
+// MaxBatchBytes bounds a batch's encoding (one frame of the peer protocol).
+const MaxBatchBytes = 256 << 10
+
+// segment is appended records of one epoch not handed out yet.
+type segment struct {
+	epoch, first uint64
+	recs         []Record
+}
+
+// inFlight is a batch handed out and not acknowledged yet.
+type inFlight struct {
+	last  Position
+	count int
+	at    time.Time // its first record's time
+}
+
+// Log is the primary's side: records are appended in the order the
+// container saw them, under one lock, so the index order is the total
+// order. Next hands out everything appended since the last call as one
+// batch: records that arrive while a batch is being sent go together into
+// the next, so a busy connection costs a few frames, not one per packet.
+// Ack records what the backup holds.
+type Log struct {
+	mu       sync.Mutex
+	epoch    uint64
+	next     uint64 // index of the next record
+	queue    []segment
+	queued   int // records in queue
+	inFlight []inFlight
+	acked    Position
+	appended Position
+	ready    chan struct{}
+	records  uint64
+	bytes    uint64
+	batches  uint64
+}
+
+// NewLog starts a log after the checkpoint of epoch.
+func NewLog(epoch uint64) *Log {
+	p := Position{epoch, 0}
+	return &Log{epoch: epoch, next: 1, acked: p, appended: p, ready: make(chan struct{}, 1)}
+}
+
+// Append adds r and returns its position. A packet over MaxPacket, or a
+// record of no known kind, is refused: it could not be logged.
+func (l *Log) Append(r Record) (Position, error) {
+	switch {
+	case r.Kind == KindInput && len(r.Packet) > MaxPacket:
+		return Position{}, fmt.Errorf("hybridlog: input packet of %d bytes exceeds %d", len(r.Packet), MaxPacket)
+	case r.Kind != KindInput && r.Kind != KindOutput:
+		return Position{}, fmt.Errorf("hybridlog: record of %s", r.Kind)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pos := Position{l.epoch, l.next}
+	l.next++
+	if n := len(l.queue); n == 0 || l.queue[n-1].epoch != l.epoch {
+		l.queue = append(l.queue, segment{epoch: l.epoch, first: pos.Index})
+	}
+	s := &l.queue[len(l.queue)-1]
+	s.recs = append(s.recs, r)
+	l.queued++
+	l.records++
+	l.appended = pos
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+	return pos, nil
+}
+
+// Seal ends the current epoch at a checkpoint: records appended from now on
+// follow the checkpoint of epoch (after the current one), from index 1. It
+// returns the checkpoint's place: the last record before it.
+func (l *Log) Seal(epoch uint64) (Position, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if epoch <= l.epoch {
+		return Position{}, fmt.Errorf("hybridlog: seal at epoch %d, not after %d", epoch, l.epoch)
+	}
+	at := Position{l.epoch, l.next - 1}
+	l.epoch, l.next = epoch, 1
+	return at, nil
+}
+
+// Next waits until records are there and hands them out as one batch of
+// one epoch (bounded by MaxBatch records and MaxBatchBytes).
+func (l *Log) Next(ctx context.Context) (Batch, error) {
+	for {
+		l.mu.Lock()
+		if len(l.queue) > 0 {
+			b := l.takeLocked()
+			l.mu.Unlock()
+			return b, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return Batch{}, ctx.Err()
+		case <-l.ready:
+		}
+	}
+}
+
+func (l *Log) takeLocked() Batch {
+	s := &l.queue[0]
+	b := Batch{Epoch: s.epoch, First: s.first}
+	size := 2
+	n := 0
+	for n < len(s.recs) && n < MaxBatch {
+		size += encodedSize(s.recs[n])
+		if n > 0 && size > MaxBatchBytes {
+			break
+		}
+		n++
+	}
+	b.Count = n
+	b.Data = AppendBatch(make([]byte, 0, size), s.recs[:n])
+	l.inFlight = append(l.inFlight, inFlight{last: b.Last(), count: n, at: s.recs[0].At})
+	if n == len(s.recs) {
+		l.queue = l.queue[1:]
+	} else {
+		s.recs, s.first = s.recs[n:], s.first+uint64(n)
+	}
+	l.queued -= n
+	l.bytes += uint64(len(b.Data))
+	l.batches++
+	if len(l.queue) > 0 { // more to hand out: the next Next need not wait
+		select {
+		case l.ready <- struct{}{}:
+		default:
+		}
+	}
+	return b
+}
+
+func encodedSize(r Record) int {
+	if r.Kind == KindInput {
+		return recordHeader + 4 + len(r.Packet)
+	}
+	return recordHeader + digestSize
+}
+
+// Ack records that the backup holds the log up to pos (cumulative) and
+// returns the acknowledged position, which never goes back.
+func (l *Log) Ack(pos Position) Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.acked.Less(pos) {
+		l.acked = pos
+	}
+	i := 0
+	for i < len(l.inFlight) && !l.acked.Less(l.inFlight[i].last) {
+		i++
+	}
+	l.inFlight = l.inFlight[i:]
+	return l.acked
+}
+
+// Acked is the position up to which the backup holds the log.
+func (l *Log) Acked() Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked
+}
+
+// Stats are the log's counters.
+type Stats struct {
+	Records, Bytes, Batches uint64   // appended records; bytes and batches handed out
+	Appended, Acked         Position // the last record; what the backup holds
+	Unacked                 int      // records not acknowledged yet
+	OldestUnacked           time.Time
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := Stats{Records: l.records, Bytes: l.bytes, Batches: l.batches, Appended: l.appended, Acked: l.acked, Unacked: l.queued}
+	for _, f := range l.inFlight {
+		st.Unacked += f.count
+	}
+	switch {
+	case len(l.inFlight) > 0:
+		st.OldestUnacked = l.inFlight[0].at
+	case len(l.queue) > 0:
+		st.OldestUnacked = l.queue[0].recs[0].At
+	}
+	return st
+}
