@@ -59,6 +59,16 @@ type Options struct {
 	// before its successor's OnConnected. They must not block.
 	OnConnected    func()
 	OnDisconnected func(error)
+	// OnLog (Receiver, hybrid mode) takes a batch of the input log whose
+	// first record is index first after the checkpoint of epoch, and returns
+	// the position the log is held up to, which is acknowledged; an error
+	// ends the connection (a log with a hole is never acknowledged). It runs
+	// on the reader goroutine and must not block. Nil: log frames are refused.
+	OnLog func(epoch, first uint64, data []byte) (heldEpoch, heldIndex uint64, err error)
+	// OnLogAck (Sender, hybrid mode) is called for every LogAck: the backup
+	// holds the log up to index after the checkpoint of epoch. It runs on
+	// the reader goroutine and must not block.
+	OnLogAck func(epoch, index uint64)
 	// OnSuperseded (Sender) is called when the backup says it has declared
 	// this primary failed and takes over (see Receiver.Supersede), from the
 	// reader goroutine, before the connection ends. It must not block.

@@ -201,8 +201,21 @@ func (in *inbound) handle(f wire.Frame) error {
 		}
 		in.s.log.Error("primary reported an error", "epoch", f.Epoch, "code", e.Code, "message", e.Message)
 	case wire.TypeLogRecord:
-		// Reserved for hybrid mode; refuse rather than pretend to hold it.
-		in.s.reply(wire.TypeError, f.Epoch, wire.Error{Code: wire.CodeUnsupported, Message: "input log not implemented"}.Append(nil))
+		if in.r.opts.OnLog == nil {
+			// Not hybrid mode: refuse rather than pretend to hold it.
+			in.s.reply(wire.TypeError, f.Epoch, wire.Error{Code: wire.CodeUnsupported, Message: "input log in epoch mode"}.Append(nil))
+			return nil
+		}
+		l, err := wire.DecodeLogRecord(f.Payload)
+		if err != nil {
+			return err
+		}
+		epoch, index, err := in.r.opts.OnLog(f.Epoch, l.Index, l.Data)
+		if err != nil {
+			in.s.refuse(f.Epoch, wire.CodeProtocol, err.Error())
+			return fmt.Errorf("input log: %w", err)
+		}
+		in.s.reply(wire.TypeLogAck, epoch, wire.LogAck{Index: index}.Append(nil))
 	}
 	return nil
 }

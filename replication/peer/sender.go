@@ -58,6 +58,7 @@ type Sender struct {
 	baseStale atomic.Bool
 
 	mu      sync.Mutex
+	logSent logPosition // the last log record queued
 	acked   uint64
 	answers map[uint64]Ack       // answers not yet collected by WaitAck
 	sent    map[uint64]*inFlight // checkpoints awaiting an answer
@@ -273,7 +274,19 @@ func (x *Sender) handle(f wire.Frame) error {
 		x.s.log.Warn("backup refused checkpoint", "epoch", f.Epoch, "code", e.Code, "message", e.Message)
 		x.answer(Ack{Epoch: f.Epoch, At: time.Now(), Err: &NackError{Epoch: f.Epoch, Code: e.Code, Message: e.Message}})
 	case wire.TypeLogAck:
-		x.s.log.Warn("LogAck received; hybrid mode is not implemented yet", "epoch", f.Epoch)
+		a, err := wire.DecodeLogAck(f.Payload)
+		if err != nil {
+			return err
+		}
+		x.mu.Lock()
+		sent := x.logSent
+		x.mu.Unlock()
+		if sent.before(logPosition{f.Epoch, a.Index}) {
+			return fmt.Errorf("backup acknowledged the input log up to %d.%d, beyond what was sent (%d.%d)", f.Epoch, a.Index, sent.epoch, sent.index)
+		}
+		if x.s.opts.OnLogAck != nil {
+			x.s.opts.OnLogAck(f.Epoch, a.Index)
+		}
 	}
 	return nil
 }
@@ -359,4 +372,29 @@ func (x *Sender) WaitAck(ctx context.Context, epoch uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// logPosition is a place in the input log: the checkpoint epoch the
+// records follow and a record's index after it.
+type logPosition struct{ epoch, index uint64 }
+
+func (p logPosition) before(q logPosition) bool {
+	return p.epoch < q.epoch || (p.epoch == q.epoch && p.index < q.index)
+}
+
+// SendLog queues a batch of the input log (hybrid mode): count records from
+// index first after the checkpoint of epoch, encoded in data. Log frames go
+// ahead of checkpoint chunks and behind control frames; SendLog does not
+// wait for the write, and the backup acknowledges through OnLogAck.
+func (x *Sender) SendLog(ctx context.Context, epoch, first uint64, count int, data []byte) error {
+	if count < 1 || first == 0 {
+		return fmt.Errorf("input log batch of %d records from index %d", count, first)
+	}
+	if len(data) > wire.MaxLogRecordData {
+		return fmt.Errorf("input log batch of %d bytes exceeds %d", len(data), wire.MaxLogRecordData)
+	}
+	x.mu.Lock()
+	x.logSent = logPosition{epoch, first + uint64(count) - 1}
+	x.mu.Unlock()
+	return x.s.enqueue(ctx, x.s.logLane, wire.TypeLogRecord, epoch, wire.LogRecord{Index: first, Data: data}.Append(nil), false)
 }

@@ -28,8 +28,10 @@ type outFrame struct {
 }
 
 // session is one authenticated connection after the TLS handshake: a single
-// writer goroutine with two lanes (control before bulk), a reader loop, the
-// heartbeat ticker and the failure detector.
+// writer goroutine with three lanes (control, then the input log of hybrid
+// mode, then bulk: output waits on the log's acks, so its frames never wait
+// behind checkpoint chunks), a reader loop, the heartbeat ticker and the
+// failure detector.
 type session struct {
 	opts  Options
 	role  wire.Role // this side
@@ -44,6 +46,7 @@ type session struct {
 	peerEpoch uint64
 
 	control chan outFrame
+	logLane chan outFrame
 	bulk    chan outFrame
 
 	latestEpoch  atomic.Uint64 // the epoch this side's heartbeats carry
@@ -76,6 +79,7 @@ func newSession(parent context.Context, opts Options, role wire.Role, conn net.C
 		enc:      wire.Encoder{Pair: pair},
 		rd:       wire.NewReader(conn, wire.ReaderOptions{MaxPayload: opts.MaxPayload, Pair: pair, PeerRole: peerRole}),
 		control:  make(chan outFrame, 64),
+		logLane:  make(chan outFrame, 64),
 		bulk:     make(chan outFrame, 2),
 		released: make(chan struct{}),
 		closed:   make(chan struct{}),
@@ -239,9 +243,15 @@ func (s *session) writeLoop() {
 		default:
 			select {
 			case f = <-s.control:
-			case f = <-s.bulk:
-			case <-s.ctx.Done():
-				return
+			case f = <-s.logLane:
+			default:
+				select {
+				case f = <-s.control:
+				case f = <-s.logLane:
+				case f = <-s.bulk:
+				case <-s.ctx.Done():
+					return
+				}
 			}
 		}
 		buf = s.enc.Append(buf[:0], f.typ, f.epoch, f.payload)
