@@ -28,10 +28,16 @@ var ErrStopped = errors.New("netfilter: gate stopped")
 // on the highest id among them. Kernel ids increase in queue order and the
 // gate's epochs increase with them, so the batch never includes a packet of
 // a later epoch, and the kernel reinjects in queue order: order is kept.
+//
+// A tagged gate (NewTaggedOutputGate, hybrid mode) tags each packet with
+// what its Tag function returns instead, in queue order (the sequence
+// number of the packet's record in the log); Release(t) then accepts the
+// packets tagged up to t, and there is nothing to seal.
 type OutputGate struct {
 	q   PacketQueue
 	log *slog.Logger
 	now func() time.Time
+	tag Tag
 
 	mu          sync.Mutex
 	epoch       uint64       // open epoch: packets read now belong to it
@@ -76,6 +82,19 @@ func NewOutputGate(q PacketQueue, log *slog.Logger) *OutputGate {
 	return &OutputGate{q: q, log: log, now: time.Now, epoch: 1}
 }
 
+// Tag gives a held packet its release tag. It runs on the gate's reader
+// goroutine, in queue order, and its tags must not decrease. An error stops
+// the gate (fail closed: the held packets are dropped).
+type Tag func(p *Packet) (uint64, error)
+
+// NewTaggedOutputGate returns a gate on q that holds every packet under the
+// tag tag gives it, until Release reaches that tag.
+func NewTaggedOutputGate(q PacketQueue, tag Tag, log *slog.Logger) *OutputGate {
+	g := NewOutputGate(q, log)
+	g.tag = tag
+	return g
+}
+
 // Run reads packets and holds them (or, in pass-through, accepts them) until
 // ctx is done (nil) or the queue fails. When it returns, the gate is stopped:
 // held packets are counted as dropped and the caller closes the queue, which
@@ -112,7 +131,18 @@ func (g *OutputGate) admit(pkts []Packet) error {
 	}
 	now := g.now()
 	for i := range pkts {
-		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: g.epoch, at: now})
+		e := g.epoch
+		if g.tag != nil {
+			var err error
+			if e, err = g.tag(&pkts[i]); err != nil {
+				return fmt.Errorf("tagging packet %d: %w", pkts[i].ID, err)
+			}
+			if n := len(g.held); n > 0 && e < g.held[n-1].epoch {
+				return fmt.Errorf("tagging packet %d: tag %d after %d", pkts[i].ID, e, g.held[n-1].epoch)
+			}
+			g.epoch = max(g.epoch, e)
+		}
+		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now})
 		g.heldBytes += int64(pkts[i].Len())
 	}
 	return nil
@@ -138,7 +168,7 @@ func (g *OutputGate) Release(epoch uint64) error {
 	if g.stopped {
 		return fmt.Errorf("release epoch %d: %w", epoch, ErrStopped)
 	}
-	if epoch >= g.epoch {
+	if g.tag == nil && epoch >= g.epoch {
 		return fmt.Errorf("release epoch %d: not sealed (epoch %d is open)", epoch, g.epoch)
 	}
 	k := sort.Search(len(g.held), func(i int) bool { return g.held[i].epoch > epoch })

@@ -226,3 +226,41 @@ func TestInputHold(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestTaggedGate: a tagged gate holds each packet under its tag (the packet
+// id plus 10 here, as a log's sequence numbers grow with queue order),
+// releases up to a tag with one verdict, and stops on a tag that goes back
+// or a tagging error.
+func TestTaggedGate(t *testing.T) {
+	fq := newFakeQueue()
+	var fail error
+	g := NewTaggedOutputGate(fq, func(p *Packet) (uint64, error) { return uint64(p.ID) + 10, fail }, discardLog())
+	if err := g.admit(fq.enqueue(1, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.admit(fq.enqueue(4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Release(12); err != nil {
+		t.Fatal(err)
+	}
+	if acc, v := fq.state(); fmt.Sprint(acc) != "[1 2]" || v != 1 {
+		t.Fatalf("released %v with %d verdicts, want [1 2] with 1", acc, v)
+	}
+	if err := g.Release(100); err != nil { // beyond what is held: all of it
+		t.Fatal(err)
+	}
+	if acc, _ := fq.state(); fmt.Sprint(acc) != "[1 2 3 4]" {
+		t.Fatalf("released %v", acc)
+	}
+	if err := g.admit(fq.enqueue(20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.admit(fq.enqueue(5)); err == nil || !strings.Contains(err.Error(), "after") {
+		t.Fatalf("a tag going back: %v", err)
+	}
+	fail = errors.New("log full")
+	if err := g.admit(fq.enqueue(21)); err == nil || !strings.Contains(err.Error(), "log full") {
+		t.Fatalf("a tagging error: %v", err)
+	}
+}

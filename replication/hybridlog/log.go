@@ -43,9 +43,18 @@ type segment struct {
 
 // inFlight is a batch handed out and not acknowledged yet.
 type inFlight struct {
-	last  Position
-	count int
-	at    time.Time // its first record's time
+	last    Position
+	lastSeq uint64
+	count   int
+	at      time.Time // its first record's time
+}
+
+// Appended is where a record went: its position, and its sequence number
+// over the log's whole life (1, 2, …), which, unlike the index, does not
+// restart at a seal: what an output gate tags a packet with.
+type Appended struct {
+	Position
+	Seq uint64
 }
 
 // Log is the primary's side: records are appended in the order the
@@ -62,6 +71,7 @@ type Log struct {
 	queued   int // records in queue
 	inFlight []inFlight
 	acked    Position
+	ackedSeq uint64
 	appended Position
 	ready    chan struct{}
 	records  uint64
@@ -75,14 +85,14 @@ func NewLog(epoch uint64) *Log {
 	return &Log{epoch: epoch, next: 1, acked: p, appended: p, ready: make(chan struct{}, 1)}
 }
 
-// Append adds r and returns its position. A packet over MaxPacket, or a
+// Append adds r and says where it went. A packet over MaxPacket, or a
 // record of no known kind, is refused: it could not be logged.
-func (l *Log) Append(r Record) (Position, error) {
+func (l *Log) Append(r Record) (Appended, error) {
 	switch {
 	case r.Kind == KindInput && len(r.Packet) > MaxPacket:
-		return Position{}, fmt.Errorf("hybridlog: input packet of %d bytes exceeds %d", len(r.Packet), MaxPacket)
+		return Appended{}, fmt.Errorf("hybridlog: input packet of %d bytes exceeds %d", len(r.Packet), MaxPacket)
 	case r.Kind != KindInput && r.Kind != KindOutput:
-		return Position{}, fmt.Errorf("hybridlog: record of %s", r.Kind)
+		return Appended{}, fmt.Errorf("hybridlog: record of %s", r.Kind)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -100,7 +110,7 @@ func (l *Log) Append(r Record) (Position, error) {
 	case l.ready <- struct{}{}:
 	default:
 	}
-	return pos, nil
+	return Appended{pos, l.records}, nil
 }
 
 // Seal ends the current epoch at a checkpoint: records appended from now on
@@ -150,7 +160,7 @@ func (l *Log) takeLocked() Batch {
 	}
 	b.Count = n
 	b.Data = AppendBatch(make([]byte, 0, size), s.recs[:n])
-	l.inFlight = append(l.inFlight, inFlight{last: b.Last(), count: n, at: s.recs[0].At})
+	l.inFlight = append(l.inFlight, inFlight{last: b.Last(), lastSeq: l.records - uint64(l.queued) + uint64(n), count: n, at: s.recs[0].At})
 	if n == len(s.recs) {
 		l.queue = l.queue[1:]
 	} else {
@@ -176,8 +186,9 @@ func encodedSize(r Record) int {
 }
 
 // Ack records that the backup holds the log up to pos (cumulative) and
-// returns the acknowledged position, which never goes back.
-func (l *Log) Ack(pos Position) Position {
+// returns the acknowledged position, which never goes back, and the
+// sequence number of the last record of the batches it covers entirely.
+func (l *Log) Ack(pos Position) (Position, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.acked.Less(pos) {
@@ -185,10 +196,11 @@ func (l *Log) Ack(pos Position) Position {
 	}
 	i := 0
 	for i < len(l.inFlight) && !l.acked.Less(l.inFlight[i].last) {
+		l.ackedSeq = l.inFlight[i].lastSeq
 		i++
 	}
 	l.inFlight = l.inFlight[i:]
-	return l.acked
+	return l.acked, l.ackedSeq
 }
 
 // Acked is the position up to which the backup holds the log.

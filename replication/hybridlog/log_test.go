@@ -27,8 +27,8 @@ func next(t *testing.T, l *Log) Batch {
 // span epochs; acks are cumulative and never go back.
 func TestLogBatchesAndAcks(t *testing.T) {
 	l := NewLog(5)
-	if p, _ := l.Append(in(1)); p != (Position{5, 1}) {
-		t.Fatalf("first record at %s", p)
+	if p, _ := l.Append(in(1)); p.Position != (Position{5, 1}) || p.Seq != 1 {
+		t.Fatalf("first record at %s seq %d", p.Position, p.Seq)
 	}
 	b1 := next(t, l)
 	if b1.Epoch != 5 || b1.First != 1 || b1.Count != 1 {
@@ -41,8 +41,8 @@ func TestLogBatchesAndAcks(t *testing.T) {
 	if err != nil || at != (Position{5, 4}) {
 		t.Fatalf("seal at %s, %v; want 5.4", at, err)
 	}
-	if p, _ := l.Append(in(2)); p != (Position{6, 1}) {
-		t.Fatalf("record after the seal at %s", p)
+	if p, _ := l.Append(in(2)); p.Position != (Position{6, 1}) || p.Seq != 5 {
+		t.Fatalf("record after the seal at %s seq %d", p.Position, p.Seq)
 	}
 	b2, b3 := next(t, l), next(t, l)
 	if b2.Epoch != 5 || b2.First != 2 || b2.Count != 3 || b3.Epoch != 6 || b3.First != 1 || b3.Count != 1 {
@@ -56,14 +56,17 @@ func TestLogBatchesAndAcks(t *testing.T) {
 	if st.Unacked != 5 || st.Batches != 3 || st.Records != 5 || st.OldestUnacked != time.Unix(0, 1) {
 		t.Fatalf("stats before acks %+v", st)
 	}
-	if got := l.Ack(b2.Last()); got != (Position{5, 4}) {
-		t.Fatalf("ack to %s", got)
+	if got, seq := l.Ack(b2.Last()); got != (Position{5, 4}) || seq != 4 {
+		t.Fatalf("ack to %s seq %d", got, seq)
 	}
-	if got := l.Ack(Position{5, 2}); got != (Position{5, 4}) {
-		t.Fatalf("an older ack moved the position back to %s", got)
+	if got, seq := l.Ack(Position{5, 2}); got != (Position{5, 4}) || seq != 4 {
+		t.Fatalf("an older ack moved the position back to %s seq %d", got, seq)
 	}
 	if st := l.Stats(); st.Unacked != 1 || st.OldestUnacked != time.Unix(0, 2) {
 		t.Fatalf("stats after the ack %+v", st)
+	}
+	if got, seq := l.Ack(b3.Last()); got != (Position{6, 1}) || seq != 5 {
+		t.Fatalf("ack across the seal to %s seq %d", got, seq)
 	}
 	if _, err := l.Seal(6); err == nil {
 		t.Error("seal at the same epoch accepted")
