@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,5 +263,50 @@ func TestTaggedGate(t *testing.T) {
 	fail = errors.New("log full")
 	if err := g.admit(fq.enqueue(21)); err == nil || !strings.Contains(err.Error(), "log full") {
 		t.Fatalf("a tagging error: %v", err)
+	}
+}
+
+// TestLoggingInputHold: every inbound packet is recorded before the verdict
+// that delivers it; packets held during a freeze are recorded at the
+// release, in order; a packet the queue cut short is refused.
+func TestLoggingInputHold(t *testing.T) {
+	fq := newFakeQueue()
+	var recorded []byte
+	var early []byte // recorded after its own delivery: must stay empty
+	h := NewLoggingInputHold(fq, func(p []byte) error {
+		recorded = append(recorded, p[0])
+		if acc, _ := fq.state(); slices.Contains(acc, uint32(p[0])) {
+			early = append(early, p[0])
+		}
+		return nil
+	}, discardLog())
+	whole := func(ids ...uint32) []Packet {
+		pkts := fq.enqueue(ids...)
+		for i := range pkts {
+			pkts[i].Payload, pkts[i].CapLen = []byte{byte(pkts[i].ID)}, 1
+		}
+		return pkts
+	}
+	if err := h.admit(whole(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	h.Hold()
+	if err := h.admit(whole(3)); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(recorded) != "[1 2]" {
+		t.Fatalf("recorded %v while holding 3", recorded)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.admit(whole(4)); err != nil {
+		t.Fatal(err)
+	}
+	if acc, _ := fq.state(); fmt.Sprint(recorded) != "[1 2 3 4]" || fmt.Sprint(acc) != "[1 2 3 4]" || len(early) != 0 {
+		t.Fatalf("recorded %v, accepted %v, recorded after delivery %v", recorded, acc, early)
+	}
+	if err := h.admit(fq.enqueue(5)); err == nil || !strings.Contains(err.Error(), "cut") {
+		t.Fatalf("a packet cut short: %v", err)
 	}
 }
