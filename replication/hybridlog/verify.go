@@ -1,0 +1,330 @@
+package hybridlog
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+)
+
+// Verdict is what to do with a packet the replayed container sent.
+type Verdict int
+
+const (
+	// Drop: the clients already have all of it (it matches what was
+	// released), or it is a duplicate of bytes sent before the checkpoint.
+	Drop Verdict = iota
+	// Send: it carries something the clients have not seen, and everything
+	// the flow released before was reproduced exactly.
+	Send
+	// Hold: it carries new bytes, but bytes the flow released before have
+	// not all come out again yet; ask again (Verifier.Held) later.
+	Hold
+	// Diverged: the replay contradicts what the flow released; the
+	// connection must be reset and nothing more of it sent.
+	Diverged
+)
+
+func (v Verdict) String() string {
+	return [...]string{"drop", "send", "hold", "diverged"}[v]
+}
+
+// FlowKey is a flow as the container sees it: its own address and port,
+// the peer's, and the protocol.
+type FlowKey struct {
+	Proto       uint8
+	Local, Peer netip.AddrPort
+}
+
+func (k FlowKey) String() string { return fmt.Sprintf("%d %s→%s", k.Proto, k.Local, k.Peer) }
+
+// Verifier checks the outputs of a replay against the output records of the
+// log (the digests of what the primary released). TCP flows are compared
+// as byte streams: replayed bytes are placed by sequence number and every
+// logged segment is checked once the bytes it covers are all there, so a
+// replay that cuts the stream into other segments still verifies; ACK
+// numbers, windows and pure ACKs are not compared (a replay acknowledges at
+// other moments). Anything else is compared packet by packet, in order.
+type Verifier struct {
+	flows    map[FlowKey]*flowCheck
+	order    []outputRef // the log's outputs that must reappear, in log order
+	covered  int         // order[:covered] have reappeared
+	diverged map[FlowKey]string
+}
+
+// outputRef is one logged output: its flow and its segment there.
+type outputRef struct {
+	flow *flowCheck
+	seg  int
+}
+
+// flowCheck is one flow's logged outputs and what the replay sent so far.
+type flowCheck struct {
+	key  FlowKey
+	tcp  bool
+	base uint32 // TCP: sequence number of offset 0 (the first logged byte)
+	// A connection accepted after the checkpoint starts with a SYN-ACK whose
+	// initial sequence number the replay draws anew: its bytes are compared
+	// by offset from each run's own SYN, and replayBase is the replay's.
+	syn        bool
+	replayBase uint32
+	synSeen    bool
+	segs       []segCheck
+	end        int64  // TCP: offset after the last logged byte (a FIN counts one)
+	bytes      []byte // TCP: replayed bytes by offset, [0, end)
+	have       []bool // TCP: which offsets the replay has sent
+	// contig: the replay has sent every offset below it; open: segs[:open]
+	// are verified. Both only grow, so a stream sent in order costs each
+	// byte and each segment once.
+	contig int64
+	open   int
+	fins   map[int64]bool
+	rsts   map[int64]bool
+	next   int // not TCP: the next logged packet expected
+}
+
+// segCheck is one logged output of a flow.
+type segCheck struct {
+	off, len int64 // TCP: byte range; not TCP: unused
+	flags    uint8
+	hash     [16]byte
+	whole    OutputDigest // not TCP
+	ok       bool
+}
+
+// NewVerifier prepares the check of a replay of entries (the log after the
+// restored checkpoint, in order); input records are skipped.
+func NewVerifier(entries []Entry) *Verifier {
+	v := &Verifier{flows: map[FlowKey]*flowCheck{}, diverged: map[FlowKey]string{}}
+	for _, e := range entries {
+		if e.Kind != KindOutput {
+			continue
+		}
+		d := e.Digest
+		if d.Proto == ProtoTCP && d.Len == 0 && d.Flags == 0 {
+			continue // a pure ACK: not compared
+		}
+		k := keyOf(d)
+		f := v.flows[k]
+		if f == nil {
+			f = &flowCheck{key: k, tcp: d.Proto == ProtoTCP, base: d.Seq, syn: d.Flags&FlagSYN != 0,
+				fins: map[int64]bool{}, rsts: map[int64]bool{}}
+			f.replayBase = f.base
+			v.flows[k] = f
+		}
+		s := segCheck{flags: d.Flags, hash: d.Hash, whole: d}
+		if f.tcp {
+			s.off, s.len = int64(int32(d.Seq-f.base)), int64(d.Len)
+			if s.off < 0 { // a retransmission of bytes before the first logged one
+				s.len += s.off
+				s.off = 0
+				if s.len <= 0 && d.Flags == 0 {
+					continue
+				}
+				s.hash = [16]byte{} // cut: only its range is known
+			}
+			end := s.off + max(s.len, 0)
+			if d.Flags&(FlagFIN) != 0 {
+				end++
+			}
+			f.end = max(f.end, end)
+		}
+		f.segs = append(f.segs, s)
+		v.order = append(v.order, outputRef{flow: f, seg: len(f.segs) - 1})
+	}
+	for _, f := range v.flows {
+		if f.tcp {
+			f.bytes, f.have = make([]byte, f.end), make([]bool, f.end)
+		}
+	}
+	return v
+}
+
+func keyOf(d OutputDigest) FlowKey {
+	return FlowKey{Proto: d.Proto, Local: netip.AddrPortFrom(d.Src, d.SrcPort), Peer: netip.AddrPortFrom(d.Dst, d.DstPort)}
+}
+
+// Output judges one packet the replayed container sent (from its IP header
+// on).
+func (v *Verifier) Output(p []byte) Verdict {
+	d := Digest(p)
+	k := keyOf(d)
+	if _, bad := v.diverged[k]; bad {
+		return Diverged
+	}
+	f := v.flows[k]
+	if f == nil {
+		return Send // nothing of this flow was released after the checkpoint
+	}
+	if !f.tcp {
+		return v.packet(f, d)
+	}
+	if f.syn && !f.synSeen {
+		if d.Flags&FlagSYN == 0 {
+			return v.diverge(f, "the replay sent data before the connection's SYN-ACK")
+		}
+		f.replayBase, f.synSeen = d.Seq, true
+	}
+	_, _, _, l4, _ := ipHeader(p)
+	off := int64(int32(d.Seq - f.replayBase))
+	payload := l4[int(l4[12]>>4)*4:]
+	end := off + int64(len(payload))
+	for i := max(off, 0); i < min(end, f.end); i++ {
+		b := payload[i-off]
+		if f.have[i] && f.bytes[i] != b && v.logged(f, i) {
+			return v.diverge(f, fmt.Sprintf("byte at offset %d sent twice, differently", i))
+		}
+		f.bytes[i], f.have[i] = b, true
+	}
+	for f.contig < f.end && f.have[f.contig] {
+		f.contig++
+	}
+	if d.Flags&FlagFIN != 0 {
+		f.fins[end] = true
+		end++
+	}
+	if d.Flags&FlagRST != 0 {
+		f.rsts[off] = true
+	}
+	if why := v.check(f); why != "" {
+		return v.diverge(f, why)
+	}
+	switch {
+	case end <= f.end && d.Flags&FlagRST == 0:
+		return Drop
+	case v.verified(f):
+		return Send
+	default:
+		return Hold
+	}
+}
+
+// packet compares a packet that is not TCP with the flow's next logged one.
+func (v *Verifier) packet(f *flowCheck, d OutputDigest) Verdict {
+	if f.next == len(f.segs) {
+		return Send
+	}
+	if !f.segs[f.next].whole.Equal(d) {
+		return v.diverge(f, fmt.Sprintf("packet %d is %v, the primary sent %v", f.next+1, d, f.segs[f.next].whole))
+	}
+	f.segs[f.next].ok = true
+	f.next++
+	v.advance()
+	return Drop
+}
+
+// logged reports whether offset i lies in a logged segment with a known
+// hash (only those bytes are bound to what was released).
+func (v *Verifier) logged(f *flowCheck, i int64) bool {
+	for _, s := range f.segs {
+		if s.hash != ([16]byte{}) && i >= s.off && i < s.off+s.len {
+			return true
+		}
+	}
+	return false
+}
+
+// check verifies the logged segments whose bytes are now all there; it
+// returns why the flow diverged, or "".
+func (v *Verifier) check(f *flowCheck) string {
+	for f.open < len(f.segs) && f.segs[f.open].ok {
+		f.open++
+	}
+	for i := f.open; i < len(f.segs); i++ {
+		s := &f.segs[i]
+		if s.ok || !f.has(s.off, s.off+max(s.len, 0)) {
+			continue
+		}
+		if s.flags&FlagFIN != 0 && !f.fins[s.off+s.len] {
+			continue
+		}
+		if s.flags&FlagRST != 0 && !f.rsts[s.off] {
+			continue
+		}
+		if s.hash != ([16]byte{}) && s.len > 0 {
+			h := sha256.Sum256(f.bytes[s.off : s.off+s.len])
+			if [16]byte(h[:16]) != s.hash {
+				return fmt.Sprintf("bytes at sequence %d+%d differ from what the primary released", f.base+uint32(s.off), s.len)
+			}
+		}
+		s.ok = true
+	}
+	v.advance()
+	return ""
+}
+
+func (f *flowCheck) has(from, to int64) bool {
+	for i := max(from, f.contig); i < to; i++ {
+		if !f.have[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *Verifier) verified(f *flowCheck) bool {
+	for _, s := range f.segs[f.open:] {
+		if !s.ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *Verifier) advance() {
+	for v.covered < len(v.order) && v.order[v.covered].flow.segs[v.order[v.covered].seg].ok {
+		v.covered++
+	}
+}
+
+func (v *Verifier) diverge(f *flowCheck, why string) Verdict {
+	if _, ok := v.diverged[f.key]; !ok {
+		v.diverged[f.key] = why
+	}
+	return Diverged
+}
+
+// Covered is how many of the log's outputs (in log order, pure ACKs left
+// out) have reappeared: a replay feeds the next input only once the
+// outputs logged before it are covered.
+func (v *Verifier) Covered() int { return v.covered }
+
+// Expected is how many of the log's outputs must reappear.
+func (v *Verifier) Expected() int { return len(v.order) }
+
+// OutputsBefore counts the outputs that must reappear among entries[:i]:
+// what Covered must reach before entries[i], an input, is fed.
+func OutputsBefore(entries []Entry, i int) int {
+	n := 0
+	for _, e := range entries[:i] {
+		if e.Kind == KindOutput && !(e.Digest.Proto == ProtoTCP && e.Digest.Len == 0 && e.Digest.Flags == 0) {
+			n++
+		}
+	}
+	return n
+}
+
+// Diverged lists the flows whose replay contradicted what they released,
+// with the reason.
+func (v *Verifier) Diverged() map[FlowKey]string { return v.diverged }
+
+// Pending lists the flows with logged outputs that have not reappeared.
+func (v *Verifier) Pending() []FlowKey {
+	var out []FlowKey
+	for k, f := range v.flows {
+		if _, bad := v.diverged[k]; !bad && !v.verified(f) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// SeqDelta is what to add to the sequence numbers the replayed connection
+// sends (and subtract from the acknowledgements its client sends) so that
+// they continue the primary's: non-zero for a connection accepted after the
+// checkpoint, whose initial sequence number the replay drew anew.
+func (v *Verifier) SeqDelta(k FlowKey) uint32 {
+	if f := v.flows[k]; f != nil {
+		return f.base - f.replayBase
+	}
+	return 0
+}

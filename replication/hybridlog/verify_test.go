@@ -1,0 +1,140 @@
+package hybridlog
+
+import (
+	"testing"
+	"time"
+)
+
+const (
+	srv = "10.0.0.200"
+	cli = "10.0.0.100"
+)
+
+// seg is an output of the server to the client on port cport.
+func seg(cport uint16, seq uint32, flags uint8, payload string) []byte {
+	return tcp4(srv, cli, 6379, cport, seq, flags|0x10, []byte(payload))
+}
+
+func outputs(pkts ...[]byte) []Entry {
+	var es []Entry
+	for i, p := range pkts {
+		es = append(es, Entry{Position{1, uint64(i + 1)}, Record{Kind: KindOutput, At: time.Unix(0, int64(i)), Digest: Digest(p)}})
+	}
+	return es
+}
+
+func key(cport uint16) FlowKey { return keyOf(Digest(seg(cport, 0, 0, ""))) }
+
+func TestVerifierStream(t *testing.T) {
+	v := NewVerifier(outputs(
+		seg(1, 1000, 0, "hello "), seg(1, 1006, 0, "world"), seg(1, 1011, 0, ""), seg(1, 1011, FlagFIN, ""),
+	))
+	if v.Expected() != 3 {
+		t.Fatalf("expected %d outputs, want 3 (the pure ACK is not compared)", v.Expected())
+	}
+	steps := []struct {
+		p       []byte
+		want    Verdict
+		covered int
+	}{
+		{seg(1, 1000, 0, "hello world"), Drop, 2}, // cut differently: still the same bytes
+		{seg(1, 1011, FlagFIN, ""), Drop, 3},
+		{seg(1, 990, 0, "0123456789"), Drop, 3}, // bytes from before the checkpoint
+		{seg(1, 1012, 0, "more"), Send, 3},       // beyond what was released
+		{seg(2, 1, 0, "other flow"), Send, 3},
+	}
+	for i, s := range steps {
+		if got := v.Output(s.p); got != s.want || v.Covered() != s.covered {
+			t.Fatalf("step %d: %s with %d covered, want %s with %d", i, got, v.Covered(), s.want, s.covered)
+		}
+	}
+	if len(v.Diverged()) != 0 || len(v.Pending()) != 0 {
+		t.Fatalf("diverged %v, pending %v", v.Diverged(), v.Pending())
+	}
+}
+
+func TestVerifierDivergence(t *testing.T) {
+	v := NewVerifier(outputs(seg(1, 5000, 0, "+OK\r\n"), seg(2, 100, 0, "$1\r\nv\r\n")))
+	if got := v.Output(seg(1, 5000, 0, "+NO\r\n")); got != Diverged {
+		t.Fatalf("other bytes at the same place: %s", got)
+	}
+	if got := v.Output(seg(1, 5005, 0, "next")); got != Diverged {
+		t.Fatalf("a diverged flow sends on: %s", got)
+	}
+	if got := v.Output(seg(2, 100, 0, "$1\r\nv\r\n")); got != Drop {
+		t.Fatalf("the other flow: %s", got)
+	}
+	if d := v.Diverged(); len(d) != 1 || d[key(1)] == "" {
+		t.Fatalf("diverged %v", d)
+	}
+	// A byte sent twice, differently, inside a logged segment.
+	v = NewVerifier(outputs(seg(1, 0, 0, "abcdefgh")))
+	v.Output(seg(1, 0, 0, "abcd"))
+	if got := v.Output(seg(1, 2, 0, "XX")); got != Diverged {
+		t.Fatalf("a resent byte that differs: %s", got)
+	}
+}
+
+func TestVerifierHold(t *testing.T) {
+	v := NewVerifier(outputs(seg(1, 0, 0, "abcd"), seg(1, 4, 0, "efgh")))
+	if got := v.Output(seg(1, 4, 0, "efghNEW!")); got != Hold {
+		t.Fatalf("new bytes before the flow's first logged bytes came again: %s", got)
+	}
+	if v.Covered() != 0 || len(v.Pending()) != 1 {
+		t.Fatalf("covered %d, pending %v", v.Covered(), v.Pending())
+	}
+	if got := v.Output(seg(1, 0, 0, "abcd")); got != Drop || v.Covered() != 2 {
+		t.Fatalf("the missing bytes: %s, covered %d", got, v.Covered())
+	}
+	if got := v.Output(seg(1, 4, 0, "efghNEW!")); got != Send {
+		t.Fatalf("held packet asked again: %s", got)
+	}
+}
+
+// TestVerifierNewConnection: a connection accepted after the checkpoint is
+// compared from each run's own SYN-ACK, whose sequence numbers differ.
+func TestVerifierNewConnection(t *testing.T) {
+	v := NewVerifier(outputs(seg(7, 7000, FlagSYN, ""), seg(7, 7001, 0, "hi")))
+	if got := v.Output(seg(7, 9000, FlagSYN, "")); got != Drop {
+		t.Fatalf("replayed SYN-ACK: %s", got)
+	}
+	if got := v.Output(seg(7, 9001, 0, "hi")); got != Drop || v.Covered() != 2 {
+		t.Fatalf("its data: %s, covered %d", got, v.Covered())
+	}
+	if d := int32(v.SeqDelta(key(7))); d != 7000-9000 {
+		t.Fatalf("sequence delta %d", d)
+	}
+	w := NewVerifier(outputs(seg(7, 7000, FlagSYN, ""), seg(7, 7001, 0, "hi")))
+	if got := w.Output(seg(7, 9001, 0, "hi")); got != Diverged {
+		t.Fatalf("data before the SYN-ACK: %s", got)
+	}
+}
+
+func TestVerifierDatagrams(t *testing.T) {
+	udp := func(payload string) []byte {
+		p := tcp4(srv, cli, 53, 4000, 0, 0, []byte(payload))
+		p[9] = ProtoUDP
+		return p
+	}
+	v := NewVerifier(outputs(udp("one"), udp("two")))
+	for i, s := range []struct {
+		p    []byte
+		want Verdict
+	}{{udp("one"), Drop}, {udp("two"), Drop}, {udp("three"), Send}} {
+		if got := v.Output(s.p); got != s.want {
+			t.Fatalf("datagram %d: %s, want %s", i, got, s.want)
+		}
+	}
+	w := NewVerifier(outputs(udp("one")))
+	if got := w.Output(udp("uno")); got != Diverged {
+		t.Fatalf("another datagram: %s", got)
+	}
+}
+
+func TestOutputsBefore(t *testing.T) {
+	es := outputs(seg(1, 0, 0, "a"), seg(1, 1, 0, ""), seg(1, 1, 0, "b"))
+	es = append(es[:2], append([]Entry{{Position{1, 9}, Record{Kind: KindInput}}}, es[2:]...)...)
+	if n := OutputsBefore(es, 2); n != 1 {
+		t.Fatalf("outputs before the input: %d, want 1 (the pure ACK does not count)", n)
+	}
+}
