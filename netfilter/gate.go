@@ -41,6 +41,7 @@ type OutputGate struct {
 
 	mu          sync.Mutex
 	epoch       uint64       // open epoch: packets read now belong to it
+	lastTag     uint64       // a tagged gate's last tag
 	released    uint64       // highest epoch released
 	passThrough bool         // degraded mode: accept at once
 	stopped     bool         // Run returned
@@ -137,10 +138,10 @@ func (g *OutputGate) admit(pkts []Packet) error {
 			if e, err = g.tag(&pkts[i]); err != nil {
 				return fmt.Errorf("tagging packet %d: %w", pkts[i].ID, err)
 			}
-			if n := len(g.held); n > 0 && e < g.held[n-1].epoch {
-				return fmt.Errorf("tagging packet %d: tag %d after %d", pkts[i].ID, e, g.held[n-1].epoch)
+			if e < g.lastTag {
+				return fmt.Errorf("tagging packet %d: tag %d after %d", pkts[i].ID, e, g.lastTag)
 			}
-			g.epoch = max(g.epoch, e)
+			g.lastTag = e
 		}
 		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now})
 		g.heldBytes += int64(pkts[i].Len())

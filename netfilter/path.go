@@ -20,6 +20,11 @@ type Path struct {
 	InputQueue  uint16          // default 1 (0 if OutputQueue is 1)
 	Launcher    launch.Launcher // runs iptables; nil: os/exec
 	Logger      *slog.Logger
+	// Tag and Record, if set, make the gate a tagged one and the input hold
+	// a logging one (hybrid mode); the queues then copy whole wire-sized
+	// packets.
+	Tag    Tag
+	Record Record
 
 	mu     sync.Mutex
 	outQ   *Queue
@@ -44,16 +49,26 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 		in = n.OutputQueue + 1
 	}
 	n.failed = make(chan error, 2)
+	var qopts QueueOptions
+	if n.Tag != nil || n.Record != nil {
+		qopts = QueueOptions{CopyRange: MaxCopyRange, NoGSO: true}
+	}
 	var err error
-	if n.outQ, err = OpenQueue(ctx, n.NetNS, n.OutputQueue, QueueOptions{}); err != nil {
+	if n.outQ, err = OpenQueue(ctx, n.NetNS, n.OutputQueue, qopts); err != nil {
 		return nil, nil, fmt.Errorf("opening output queue: %w", err)
 	}
-	if n.inQ, err = OpenQueue(ctx, n.NetNS, in, QueueOptions{}); err != nil {
+	if n.inQ, err = OpenQueue(ctx, n.NetNS, in, qopts); err != nil {
 		n.outQ.Close()
 		return nil, nil, fmt.Errorf("opening input queue: %w", err)
 	}
 	gate := NewOutputGate(n.outQ, log.With("queue", "output"))
+	if n.Tag != nil {
+		gate = NewTaggedOutputGate(n.outQ, n.Tag, log.With("queue", "output"))
+	}
 	hold := NewInputHold(n.inQ, log.With("queue", "input"))
+	if n.Record != nil {
+		hold = NewLoggingInputHold(n.inQ, n.Record, log.With("queue", "input"))
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 	for _, run := range []func(context.Context) error{gate.Run, hold.Run} {

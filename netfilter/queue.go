@@ -19,6 +19,9 @@ const (
 	// TCP header (60) with room for IPv6 extension headers: enough to log
 	// flows and to see TCP flags, without copying payloads to user space.
 	DefaultCopyRange = 256
+	// MaxCopyRange copies whole packets up to the largest the attribute
+	// carries: what a log of the packets needs.
+	MaxCopyRange = 0xffff - nlattrHdr
 	// DefaultMaxLen is how many packets the kernel holds for the queue before
 	// it drops new ones: a whole epoch of output of a busy server.
 	DefaultMaxLen = 65536

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/hybridlog"
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/replication/peertls"
-	"github.com/iorrc/rrc/replication/wire"
 )
 
 // BackupOptions is what the backup's engine needs.
@@ -57,6 +57,9 @@ type Backup struct {
 	bytes    window
 	failover *FailoverTimings
 	restored *RestoredContainer
+	// inputLog is hybrid mode's log after the committed checkpoint, for
+	// this connection (nil in epoch mode).
+	inputLog *hybridlog.Store
 }
 
 // StartBackup opens the store, listens and serves the primary until Close
@@ -66,8 +69,8 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
 	}
-	if cfg.Role != RoleBackup || cfg.Mode != ModeEpoch || cfg.Pair == "" {
-		return nil, fmt.Errorf("backup engine: needs role backup, mode epoch and a pair name (got %q, %q, %q)", cfg.Role, cfg.Mode, cfg.Pair)
+	if cfg.Role != RoleBackup || cfg.Pair == "" {
+		return nil, fmt.Errorf("backup engine: needs role backup and a pair name (got %q, %q)", cfg.Role, cfg.Pair)
 	}
 	if opts.Restorer == nil || opts.Network == nil || opts.StoreDir == "" || opts.TLS == nil {
 		return nil, errors.New("backup engine: store dir, TLS credentials, restorer and service network are required")
@@ -82,14 +85,18 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 		return nil, fmt.Errorf("backup engine: %w", err)
 	}
 	b.store = store
-	recv, err := peer.NewReceiver(store, opts.TLS, peer.Options{
-		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: wire.ModeEpoch,
+	popts := peer.Options{
+		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: cfg.Mode.wire(),
 		Heartbeat: cfg.Heartbeat, HeartbeatMisses: cfg.HeartbeatMisses, Logger: opts.Logger,
 		OnCommit:       b.onCommit,
 		OnPeerFailed:   b.onPeerFailed,
 		OnConnected:    b.onConnected,
 		OnDisconnected: b.onDisconnected,
-	})
+	}
+	if cfg.Mode == ModeHybrid {
+		popts.OnLog = b.onLog
+	}
+	recv, err := peer.NewReceiver(store, opts.TLS, popts)
 	if err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
 	}
@@ -124,7 +131,9 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 func (b *Backup) onConnected() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sm.to(StateSyncing, "") // from starting, in-sync or disconnected
+	if b.sm.to(StateSyncing, "") && b.cfg.Mode == ModeHybrid { // from starting, in-sync or disconnected
+		b.inputLog = hybridlog.NewStore(b.store.CurrentEpoch())
+	}
 }
 
 func (b *Backup) onDisconnected(err error) {
@@ -141,6 +150,9 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 	defer b.mu.Unlock()
 	b.commits++
 	b.bytes.add(float64(c.Size))
+	if b.inputLog != nil {
+		b.inputLog.Committed(c.Epoch)
+	}
 	if b.sm.to(StateInSync, "") { // only from syncing
 		b.log.Info("checkpoint committed on this connection: in sync", "epoch", c.Epoch, "bytes", c.Size)
 	}
@@ -184,7 +196,18 @@ func (b *Backup) promote(f peer.PeerFailure) {
 			restorer: b.opts.Restorer,
 			network:  b.opts.Network,
 		}
-		res, tm, err := p.run(ctx, f)
+		var res RestoredContainer
+		var tm FailoverTimings
+		var err error
+		if b.cfg.Mode == ModeHybrid {
+			// Output beyond the checkpoint was released on the log: restoring
+			// the checkpoint alone would contradict it. Fail closed.
+			err = errors.New("hybrid mode: the replay of the input log is not implemented; not promoting a checkpoint that clients are ahead of")
+			b.log.Error("promotion refused", "err", err)
+			b.cancelServe()
+		} else {
+			res, tm, err = p.run(ctx, f)
+		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.failover = &tm
@@ -216,7 +239,7 @@ func (b *Backup) Status() Status {
 	cur, ok := b.store.Current()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, State: b.sm.state, StateSince: b.sm.since, Reason: b.sm.reason,
+	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, Mode: b.cfg.Mode, Log: b.logStatusLocked(), State: b.sm.state, StateSince: b.sm.since, Reason: b.sm.reason,
 		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
@@ -252,4 +275,29 @@ func (b *Backup) Close(ctx context.Context) error {
 	}
 	b.log.Info("backup engine closed")
 	return err
+}
+
+// onLog takes a batch of the input log (hybrid mode) on the reader
+// goroutine and says how far the log is held.
+func (b *Backup) onLog(epoch, first uint64, data []byte) (uint64, uint64, error) {
+	recs, err := hybridlog.DecodeBatch(data)
+	if err != nil {
+		return 0, 0, err
+	}
+	b.mu.Lock()
+	l := b.inputLog
+	b.mu.Unlock()
+	if l == nil {
+		return 0, 0, errors.New("input log before the connection was set up")
+	}
+	held, err := l.Append(hybridlog.Position{Epoch: epoch, Index: first}, recs)
+	return held.Epoch, held.Index, err
+}
+
+func (b *Backup) logStatusLocked() *LogStatus {
+	if b.inputLog == nil {
+		return nil
+	}
+	st := b.inputLog.Stats()
+	return &LogStatus{Records: uint64(st.Records), Bytes: uint64(st.Bytes), Acked: st.Held.String()}
 }

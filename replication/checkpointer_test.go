@@ -78,7 +78,7 @@ type cgPackets struct {
 	failed chan error
 }
 
-func (p *cgPackets) Open(context.Context) (OutputGate, InputHold, error) {
+func (p *cgPackets) Open(context.Context, PacketHooks) (OutputGate, InputHold, error) {
 	return &fakeGate{rec: p.rec, state: p.state}, cgHold{p.rec, p.state}, nil
 }
 func (p *cgPackets) Failed() <-chan error        { return p.failed }

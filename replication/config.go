@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/iorrc/rrc/replication/wire"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
@@ -31,6 +32,14 @@ const (
 	// it (RRC).
 	ModeHybrid Mode = "hybrid"
 )
+
+// wire is the mode as the peer protocol names it.
+func (m Mode) wire() wire.Mode {
+	if m == ModeHybrid {
+		return wire.ModeHybrid
+	}
+	return wire.ModeEpoch
+}
 
 // Defaults of the settings a container may leave out.
 const (

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -54,9 +55,18 @@ type InputHold interface {
 // behind. Failed reports a queue that stopped: the gate then fails closed
 // (packets are dropped), which the engine reports.
 type PacketPath interface {
-	Open(ctx context.Context) (OutputGate, InputHold, error)
+	Open(ctx context.Context, hooks PacketHooks) (OutputGate, InputHold, error)
 	Failed() <-chan error
 	Close(ctx context.Context) error
+}
+
+// PacketHooks are what hybrid mode adds to the gate (nil in epoch mode):
+// Tag gives each output packet (from its IP header on) the sequence number
+// of its record in the log, which releases it; Record logs each input packet
+// before it is delivered.
+type PacketHooks struct {
+	Tag    func(packet []byte) (uint64, error)
+	Record func(packet []byte) error
 }
 
 // NetfilterPackets is the PacketPath of the container's network namespace
@@ -67,7 +77,16 @@ func NetfilterPackets(netns string, l launch.Launcher, log *slog.Logger) PacketP
 
 type netfilterPackets struct{ *netfilter.Path }
 
-func (p netfilterPackets) Open(ctx context.Context) (OutputGate, InputHold, error) {
+func (p netfilterPackets) Open(ctx context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {
+	if tag := hooks.Tag; tag != nil {
+		p.Path.Tag = func(pk *netfilter.Packet) (uint64, error) {
+			if len(pk.Payload) != pk.Len() {
+				return 0, fmt.Errorf("output packet of %d bytes cut at %d: it cannot be logged", pk.Len(), len(pk.Payload))
+			}
+			return tag(pk.Payload)
+		}
+	}
+	p.Path.Record = hooks.Record
 	g, h, err := p.Path.Open(ctx)
 	if err != nil {
 		return nil, nil, err // typed nils would not compare equal to nil
@@ -78,6 +97,7 @@ func (p netfilterPackets) Open(ctx context.Context) (OutputGate, InputHold, erro
 // CheckpointSender is the primary's end of the peer channel (*peer.Sender).
 type CheckpointSender interface {
 	Send(ctx context.Context, c peer.Checkpoint) (peer.SendStats, error)
+	SendLog(ctx context.Context, epoch, first uint64, count int, data []byte) error
 	BackupCommitted() uint64
 	Done() <-chan struct{}
 	Err() error

@@ -153,7 +153,13 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		p.hold.add(ms(d))
 		p.mu.Unlock()
 	}
-	seal := func() { sealed = p.gate.Seal() }
+	var sealErr error
+	seal := func() {
+		sealed = p.gate.Seal()
+		if p.hybrid != nil {
+			sealErr = p.sealLog(sealed + offset)
+		}
+	}
 	// Input is held only from just before the freeze to the thaw; the seal
 	// happens while frozen. Output is never released here.
 	st, err := ck.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
@@ -161,6 +167,9 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	taken := p.now()
 	if err == nil && sealed == 0 {
 		err = errors.New("checkpointer did not report the freeze; epoch not sealed")
+	}
+	if err == nil && sealErr != nil {
+		err = fmt.Errorf("sealing the input log: %w", sealErr)
 	}
 	if err != nil {
 		os.RemoveAll(dir)

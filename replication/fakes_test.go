@@ -97,9 +97,11 @@ func (h fakeHold) Release() error { h.rec.add("release-input"); return nil }
 type fakePackets struct {
 	rec    *recorder
 	failed chan error
+	hooks  PacketHooks // what the engine asked for (hybrid mode)
 }
 
-func (p *fakePackets) Open(context.Context) (OutputGate, InputHold, error) {
+func (p *fakePackets) Open(_ context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {
+	p.hooks = hooks
 	p.rec.add("gate")
 	return &fakeGate{rec: p.rec}, fakeHold{p.rec}, nil
 }
@@ -173,6 +175,10 @@ func (s *fakeSender) Send(ctx context.Context, c peer.Checkpoint) (peer.SendStat
 	}
 	s.rec.add("send:%d", c.Epoch)
 	return peer.SendStats{}, nil
+}
+func (s *fakeSender) SendLog(_ context.Context, epoch, first uint64, count int, _ []byte) error {
+	s.rec.add("log:%d.%d+%d", epoch, first, count)
+	return nil
 }
 func (s *fakeSender) BackupCommitted() uint64 { return s.committed }
 func (s *fakeSender) Done() <-chan struct{}   { return s.done }

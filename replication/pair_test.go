@@ -89,11 +89,17 @@ func (p *cuttableProxy) pipe(dst, src net.Conn, cutDir *atomic.Bool) {
 type pairOverLoopback struct {
 	p     *Primary
 	b     *Backup
-	proxy *cuttableProxy
-	rec   *recorder
+	proxy   *cuttableProxy
+	rec     *recorder
+	packets *fakePackets
 }
 
 func startPairOverLoopback(t *testing.T) pairOverLoopback {
+	t.Helper()
+	return startPairOverLoopbackMode(t, ModeEpoch)
+}
+
+func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 	t.Helper()
 	certs, err := pki.Generate(t.TempDir(), "primary", "backup")
 	if err != nil {
@@ -113,7 +119,7 @@ func startPairOverLoopback(t *testing.T) pairOverLoopback {
 	}
 	rec := newRecorder()
 	b, err := StartBackup(context.Background(), BackupOptions{
-		Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Heartbeat: 10 * time.Millisecond},
+		Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Mode: mode, Heartbeat: 10 * time.Millisecond},
 		TLS:    bcreds, StoreDir: t.TempDir(), Listener: ln,
 		Restorer: fakeRestorer{rec: rec}, Network: fakeNetwork{rec: rec},
 	})
@@ -125,7 +131,7 @@ func startPairOverLoopback(t *testing.T) pairOverLoopback {
 
 	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
 	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config: Config{Role: RolePrimary, Pair: "p1", Peer: proxy.ln.Addr().String(), PeerName: "backup",
+		Config: Config{Role: RolePrimary, Pair: "p1", Peer: proxy.ln.Addr().String(), PeerName: "backup", Mode: mode,
 			Epoch: 20 * time.Millisecond, Heartbeat: 10 * time.Millisecond},
 		TLS: pcreds, Packets: pk, WorkDir: t.TempDir(),
 	})
@@ -136,7 +142,7 @@ func startPairOverLoopback(t *testing.T) pairOverLoopback {
 	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
 		t.Fatal(err)
 	}
-	return pairOverLoopback{p: p, b: b, proxy: proxy, rec: rec}
+	return pairOverLoopback{p: p, b: b, proxy: proxy, rec: rec, packets: pk}
 }
 
 // TestPairOverLoopback runs a Primary (fake container and gate) against a

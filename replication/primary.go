@@ -11,7 +11,6 @@ import (
 
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/replication/peertls"
-	"github.com/iorrc/rrc/replication/wire"
 )
 
 // PrimaryOptions is what the primary's engine needs besides the container.
@@ -30,10 +29,11 @@ type PrimaryOptions struct {
 	Dial DialFunc
 }
 
-// Primary replicates one container in epoch mode: every epoch it
-// checkpoints the container and sends the checkpoint to the backup; the
-// output of an epoch is released only once the backup has acknowledged
-// that epoch's checkpoint (invariant 1). See docs/ENGINE.md.
+// Primary replicates one container: every epoch it checkpoints the
+// container and sends the checkpoint to the backup. In epoch mode the
+// output of an epoch is released only once the backup has acknowledged that
+// epoch's checkpoint (invariant 1; docs/ENGINE.md); in hybrid mode once the
+// backup holds the input log up to it (hybrid.go, docs/HYBRID.md).
 type Primary struct {
 	opts    PrimaryOptions
 	cfg     Config
@@ -42,6 +42,7 @@ type Primary struct {
 	gate    OutputGate
 	input   InputHold
 	packets PacketPath
+	hybrid  *hybrid // hybrid mode, else nil
 
 	mu         sync.Mutex
 	sm         stateMachine // guarded by mu
@@ -84,8 +85,8 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("primary engine: %w", err)
 	}
-	if cfg.Role != RolePrimary || cfg.Mode != ModeEpoch || cfg.Pair == "" {
-		return nil, fmt.Errorf("primary engine: needs role primary, mode epoch and a pair name (got %q, %q, %q)", cfg.Role, cfg.Mode, cfg.Pair)
+	if cfg.Role != RolePrimary || cfg.Pair == "" {
+		return nil, fmt.Errorf("primary engine: needs role primary and a pair name (got %q, %q)", cfg.Role, cfg.Pair)
 	}
 	if opts.Packets == nil || opts.WorkDir == "" {
 		return nil, errors.New("primary engine: packet path and work dir are required")
@@ -110,7 +111,12 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 	if err := os.MkdirAll(opts.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("primary engine: work dir: %w", err)
 	}
-	gate, input, err := opts.Packets.Open(ctx)
+	var hooks PacketHooks
+	if cfg.Mode == ModeHybrid {
+		p.hybrid = newHybrid()
+		hooks = p.hybrid.hooks(p.now)
+	}
+	gate, input, err := opts.Packets.Open(ctx, hooks)
 	if err != nil {
 		return nil, fmt.Errorf("primary engine: gating the container's traffic: %w", err)
 	}
@@ -141,16 +147,22 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	// (a restarted primary): wire epochs continue above them.
 	p.offset = sender.BackupCommitted()
 	p.sm.to(StateSyncing, "")
+	if p.hybrid != nil {
+		p.hybrid.restart(p.offset) // the gate's epoch 1 is open
+	}
 	p.mu.Unlock()
-	p.log.Info("replicating", "epoch", p.cfg.Epoch, "backup", p.cfg.Peer, "backup_committed", p.offset)
+	p.log.Info("replicating", "mode", p.cfg.Mode, "epoch", p.cfg.Epoch, "backup", p.cfg.Peer, "backup_committed", p.offset)
+	if p.hybrid != nil {
+		go p.pumpLog(loopCtx)
+	}
 	go p.loop(loopCtx)
 	return nil
 }
 
 // peerOptions are the settings of every connection to the backup.
 func (p *Primary) peerOptions() peer.Options {
-	return peer.Options{
-		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: wire.ModeEpoch,
+	o := peer.Options{
+		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: p.cfg.Mode.wire(),
 		Heartbeat: p.cfg.Heartbeat, HeartbeatMisses: p.cfg.HeartbeatMisses, Logger: p.opts.Logger,
 		OnAck: p.onAck,
 		OnPeerFailed: func(f peer.PeerFailure) {
@@ -158,6 +170,10 @@ func (p *Primary) peerOptions() peer.Options {
 		},
 		OnSuperseded: p.superseded,
 	}
+	if p.hybrid != nil {
+		o.OnLogAck = p.onLogAck
+	}
+	return o
 }
 
 // superseded: the backup has declared this primary failed and promotes.
@@ -223,6 +239,9 @@ func (p *Primary) repair(ctx context.Context) bool {
 		if bc := sender.BackupCommitted(); open+p.offset <= bc {
 			p.offset = bc - open + 1 // wire epochs must go on above what it holds
 		}
+		if p.hybrid != nil {
+			p.hybrid.restart(open - 1 + p.offset)
+		}
 		select { // a failure reported by the old connection is history
 		case <-p.peerFailed:
 		default:
@@ -281,7 +300,9 @@ func (p *Primary) onAck(a peer.Ack) {
 	if a.Epoch <= p.acked || a.Epoch <= p.offset {
 		return
 	}
-	if err := p.gate.Release(a.Epoch - p.offset); err != nil {
+	if p.hybrid != nil {
+		p.hybridCommittedLocked(a.Epoch)
+	} else if err := p.gate.Release(a.Epoch - p.offset); err != nil {
 		// Nothing was released; a later ack retries (Release covers
 		// every earlier epoch).
 		p.log.Error("releasing output of an acknowledged epoch", "epoch", a.Epoch, "err", err)
@@ -350,7 +371,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
+		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatus(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),

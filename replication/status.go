@@ -41,6 +41,7 @@ const (
 type Status struct {
 	Pair  string `json:"pair"`
 	Role  Role   `json:"role"`
+	Mode  Mode   `json:"mode,omitempty"`
 	State State  `json:"state"`
 	// StateSince is when the side entered State.
 	StateSince time.Time `json:"state_since,omitzero"`
@@ -72,6 +73,7 @@ type Status struct {
 	MemoryCopiedPerEpoch Summary `json:"memory_copied_bytes_per_epoch,omitzero"`
 
 	Gate     *GateStatus        `json:"gate,omitempty"`
+	Log      *LogStatus         `json:"log,omitempty"` // hybrid mode: the input log
 	Failover *FailoverTimings   `json:"failover,omitempty"`
 	Restored *RestoredContainer `json:"restored,omitempty"`
 }

@@ -28,6 +28,12 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	if s.replica(r.ID) != nil {
 		return nil, fmt.Errorf("replicated task already exists: %w", errdefs.ErrAlreadyExists)
 	}
+	if cfg.Mode == replication.ModeHybrid {
+		// The engine streams the log and releases on it, but a failover
+		// cannot replay it yet: clients would be ahead of the restored copy.
+		return nil, fmt.Errorf("annotation %smode=%s: not available yet: the replay of the input log at a failover is not implemented (docs/HYBRID.md); use %s: %w",
+			settings.AnnotationPrefix, cfg.Mode, replication.ModeEpoch, errdefs.ErrNotImplemented)
+	}
 	// Host settings are checked first so that a broken configuration is
 	// reported as such.
 	host, err := settings.LoadConfig(settings.ConfigPath())

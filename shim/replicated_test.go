@@ -61,3 +61,15 @@ func TestCreateReplicatedRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestCreateHybridRefused: hybrid mode is refused, naming the annotation,
+// until a failover can replay the log.
+func TestCreateHybridRefused(t *testing.T) {
+	s := &TaskService{replicas: map[string]*replica{}}
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	cfg := replication.Config{Role: replication.RolePrimary, Pair: "r1", Peer: "10.0.0.2:7100", Mode: replication.ModeHybrid}.WithDefaults()
+	_, err := s.createReplicated(ctx, &taskAPI.CreateTaskRequest{ID: "r1", Bundle: t.TempDir()}, &specs.Spec{}, cfg)
+	if !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "io.rrc.mode=hybrid") {
+		t.Fatalf("hybrid create: %v", err)
+	}
+}

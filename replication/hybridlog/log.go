@@ -65,6 +65,7 @@ type Appended struct {
 // Ack records what the backup holds.
 type Log struct {
 	mu       sync.Mutex
+	start    uint64 // the epoch of the last NewLog or Restart
 	epoch    uint64
 	next     uint64 // index of the next record
 	queue    []segment
@@ -82,11 +83,26 @@ type Log struct {
 // NewLog starts a log after the checkpoint of epoch.
 func NewLog(epoch uint64) *Log {
 	p := Position{epoch, 0}
-	return &Log{epoch: epoch, next: 1, acked: p, appended: p, ready: make(chan struct{}, 1)}
+	return &Log{start: epoch, epoch: epoch, next: 1, acked: p, appended: p, ready: make(chan struct{}, 1)}
 }
 
-// Append adds r and says where it went. A packet over MaxPacket, or a
-// record of no known kind, is refused: it could not be logged.
+// Restart begins the log again after the checkpoint of epoch (above every
+// epoch so far), for a new backup: what was not handed out or not
+// acknowledged is forgotten (the new backup starts from a checkpoint of its
+// own), sequence numbers go on, and acknowledgements of earlier epochs are
+// ignored from now on.
+func (l *Log) Restart(epoch uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := Position{epoch, 0}
+	l.start, l.epoch, l.next = epoch, epoch, 1
+	l.queue, l.queued, l.inFlight = nil, 0, nil
+	l.acked, l.appended = p, p
+}
+
+// Append adds r and says where it went; it keeps a copy of r's packet. A
+// packet over MaxPacket, or a record of no known kind, is refused: it could
+// not be logged.
 func (l *Log) Append(r Record) (Appended, error) {
 	switch {
 	case r.Kind == KindInput && len(r.Packet) > MaxPacket:
@@ -98,6 +114,9 @@ func (l *Log) Append(r Record) (Appended, error) {
 	defer l.mu.Unlock()
 	pos := Position{l.epoch, l.next}
 	l.next++
+	if r.Packet != nil {
+		r.Packet = append([]byte(nil), r.Packet...)
+	}
 	if n := len(l.queue); n == 0 || l.queue[n-1].epoch != l.epoch {
 		l.queue = append(l.queue, segment{epoch: l.epoch, first: pos.Index})
 	}
@@ -115,14 +134,15 @@ func (l *Log) Append(r Record) (Appended, error) {
 
 // Seal ends the current epoch at a checkpoint: records appended from now on
 // follow the checkpoint of epoch (after the current one), from index 1. It
-// returns the checkpoint's place: the last record before it.
-func (l *Log) Seal(epoch uint64) (Position, error) {
+// returns the checkpoint's place: the last record before it, and that
+// record's sequence number.
+func (l *Log) Seal(epoch uint64) (Appended, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if epoch <= l.epoch {
-		return Position{}, fmt.Errorf("hybridlog: seal at epoch %d, not after %d", epoch, l.epoch)
+		return Appended{}, fmt.Errorf("hybridlog: seal at epoch %d, not after %d", epoch, l.epoch)
 	}
-	at := Position{l.epoch, l.next - 1}
+	at := Appended{Position{l.epoch, l.next - 1}, l.records}
 	l.epoch, l.next = epoch, 1
 	return at, nil
 }
@@ -191,7 +211,7 @@ func encodedSize(r Record) int {
 func (l *Log) Ack(pos Position) (Position, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.acked.Less(pos) {
+	if pos.Epoch >= l.start && l.acked.Less(pos) {
 		l.acked = pos
 	}
 	i := 0

@@ -38,8 +38,8 @@ func TestLogBatchesAndAcks(t *testing.T) {
 		l.Append(in(10))
 	}
 	at, err := l.Seal(6)
-	if err != nil || at != (Position{5, 4}) {
-		t.Fatalf("seal at %s, %v; want 5.4", at, err)
+	if err != nil || at.Position != (Position{5, 4}) || at.Seq != 4 {
+		t.Fatalf("seal at %s seq %d, %v; want 5.4 seq 4", at.Position, at.Seq, err)
 	}
 	if p, _ := l.Append(in(2)); p.Position != (Position{6, 1}) || p.Seq != 5 {
 		t.Fatalf("record after the seal at %s seq %d", p.Position, p.Seq)
@@ -116,5 +116,32 @@ func TestLogNextWaits(t *testing.T) {
 	}()
 	if b := next(t, l); b.Count != 1 {
 		t.Fatalf("batch %+v", b)
+	}
+}
+
+// TestLogRestart: a restart forgets what was not acknowledged, goes on with
+// the sequence numbers and ignores late acknowledgements of before.
+func TestLogRestart(t *testing.T) {
+	l := NewLog(1)
+	buf := []byte{7}
+	l.Append(Record{Kind: KindInput, Packet: buf})
+	buf[0] = 8
+	b := next(t, l)
+	if recs, _ := DecodeBatch(b.Data); recs[0].Packet[0] != 7 {
+		t.Fatal("the log kept the caller's buffer, not a copy")
+	}
+	l.Append(in(1))
+	l.Restart(4)
+	if a, _ := l.Append(in(2)); a.Position != (Position{4, 1}) || a.Seq != 3 {
+		t.Fatalf("after the restart: %s seq %d", a.Position, a.Seq)
+	}
+	if got, _ := l.Ack(b.Last()); got != (Position{4, 0}) {
+		t.Fatalf("a late ack of the previous backup moved the log to %s", got)
+	}
+	if b := next(t, l); b.Epoch != 4 || b.First != 1 || b.Count != 1 {
+		t.Fatalf("first batch after the restart %+v", b)
+	}
+	if st := l.Stats(); st.Unacked != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }

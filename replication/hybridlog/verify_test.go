@@ -40,7 +40,7 @@ func TestVerifierStream(t *testing.T) {
 		{seg(1, 1000, 0, "hello world"), Drop, 2}, // cut differently: still the same bytes
 		{seg(1, 1011, FlagFIN, ""), Drop, 3},
 		{seg(1, 990, 0, "0123456789"), Drop, 3}, // bytes from before the checkpoint
-		{seg(1, 1012, 0, "more"), Send, 3},       // beyond what was released
+		{seg(1, 1012, 0, "more"), Send, 3},      // beyond what was released
 		{seg(2, 1, 0, "other flow"), Send, 3},
 	}
 	for i, s := range steps {

@@ -1,0 +1,169 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/iorrc/rrc/replication/hybridlog"
+)
+
+// Hybrid mode on the primary (docs/HYBRID.md): every packet that enters the
+// container is logged whole before it is delivered, every packet it sends
+// is logged as a digest and held under its record's sequence number, and
+// the log streams to the backup. An output is released once the backup
+// holds the log up to its record and has committed a checkpoint on this
+// connection (the log is replayed from one); checkpoints go on at their
+// interval and release only what their state covers.
+
+// hybrid is the primary's hybrid-mode state, guarded by Primary.mu except
+// the log, which has its own lock.
+type hybrid struct {
+	log       *hybridlog.Log
+	sealSeq   map[uint64]uint64 // wire epoch → last log record before its checkpoint, until answered
+	committed bool              // a checkpoint was committed on this connection
+	coverSeq  uint64            // outputs up to here are in a committed checkpoint's state
+	ackedSeq  uint64            // the backup holds the log up to here
+	released  uint64            // outputs released up to here
+}
+
+func newHybrid() *hybrid {
+	return &hybrid{log: hybridlog.NewLog(0), sealSeq: map[uint64]uint64{}}
+}
+
+// hooks log the container's packets at the gate.
+func (h *hybrid) hooks(now clock) PacketHooks {
+	return PacketHooks{
+		Tag: func(pkt []byte) (uint64, error) {
+			a, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindOutput, At: now(), Digest: hybridlog.Digest(pkt)})
+			return a.Seq, err
+		},
+		Record: func(pkt []byte) error {
+			_, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: now(), Packet: pkt})
+			return err
+		},
+	}
+}
+
+// restart begins the log for a new connection: records follow the
+// checkpoint of epoch until the next seal, and nothing is released before
+// a checkpoint of this connection is committed.
+func (h *hybrid) restart(epoch uint64) {
+	h.log.Restart(epoch)
+	h.sealSeq = map[uint64]uint64{}
+	h.committed = false
+}
+
+// pumpLog sends the log's batches on the connection of the moment. While
+// no backup is in sync or syncing (degraded: output passes), they are
+// dropped and counted as acknowledged, so that the log does not grow; a
+// re-pairing restarts it.
+func (p *Primary) pumpLog(ctx context.Context) {
+	for {
+		b, err := p.hybrid.log.Next(ctx)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		sender, live := p.sender, p.sm.state == StateSyncing || p.sm.state == StateInSync
+		p.mu.Unlock()
+		if !live || sender == nil {
+			p.hybrid.log.Ack(b.Last())
+			continue
+		}
+		if err := sender.SendLog(ctx, b.Epoch, b.First, b.Count, b.Data); err != nil {
+			p.mu.Lock()
+			current := p.sender == sender
+			p.mu.Unlock()
+			if current && ctx.Err() == nil {
+				p.degradeLater(fmt.Sprintf("sending the input log: %v", err))
+			}
+		}
+	}
+}
+
+// onLogAck runs on the peer reader goroutine for every LogAck.
+func (p *Primary) onLogAck(epoch, index uint64) {
+	_, seq := p.hybrid.log.Ack(hybridlog.Position{Epoch: epoch, Index: index})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hybrid.ackedSeq = max(p.hybrid.ackedSeq, seq)
+	p.releaseHybridLocked()
+}
+
+// sealLog marks the checkpoint of wire epoch in the log; it runs while the
+// container is frozen.
+func (p *Primary) sealLog(epoch uint64) error {
+	at, err := p.hybrid.log.Seal(epoch)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.hybrid.sealSeq[epoch] = at.Seq
+	p.mu.Unlock()
+	return nil
+}
+
+// hybridCommitted: the backup committed the checkpoint of epoch.
+func (p *Primary) hybridCommittedLocked(epoch uint64) {
+	h := p.hybrid
+	if seq, ok := h.sealSeq[epoch]; ok {
+		h.coverSeq = max(h.coverSeq, seq)
+	}
+	for e := range h.sealSeq {
+		if e <= epoch {
+			delete(h.sealSeq, e)
+		}
+	}
+	h.committed = true
+	p.releaseHybridLocked()
+}
+
+// releaseHybridLocked releases the output the backup can reproduce: what a
+// committed checkpoint covers, and, once one is committed on this
+// connection, what the log it holds covers.
+func (p *Primary) releaseHybridLocked() {
+	h := p.hybrid
+	switch p.sm.state {
+	case StateSyncing, StateInSync:
+	default:
+		return // degraded (passing), superseded, failed or closed
+	}
+	if !h.committed {
+		return
+	}
+	upTo := max(h.coverSeq, h.ackedSeq)
+	if upTo <= h.released {
+		return
+	}
+	if err := p.gate.Release(upTo); err != nil {
+		p.log.Error("releasing output the backup's log covers", "seq", upTo, "err", err)
+		return
+	}
+	h.released = upTo
+}
+
+// logStatus is the log's part of the primary's status.
+func (p *Primary) logStatus() *LogStatus {
+	if p.hybrid == nil {
+		return nil
+	}
+	st := p.hybrid.log.Stats()
+	ls := &LogStatus{Records: st.Records, Bytes: st.Bytes, Batches: st.Batches, Unacked: st.Unacked,
+		Appended: st.Appended.String(), Acked: st.Acked.String()}
+	if !st.OldestUnacked.IsZero() {
+		ls.OldestUnackedMS = ms(time.Since(st.OldestUnacked))
+	}
+	return ls
+}
+
+// LogStatus is the input log's part of the status (hybrid mode).
+type LogStatus struct {
+	Records         uint64  `json:"records"` // appended
+	Bytes           uint64  `json:"bytes"`   // handed to the peer channel
+	Batches         uint64  `json:"batches"` // frames
+	Unacked         int     `json:"unacked"` // records the backup has not acknowledged
+	OldestUnackedMS float64 `json:"oldest_unacked_ms,omitempty"`
+	Appended        string  `json:"appended"` // position of the last record (epoch.index)
+	Acked           string  `json:"acked"`    // position the backup holds
+}

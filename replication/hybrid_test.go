@@ -1,0 +1,139 @@
+package replication
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peer"
+)
+
+// startHybridPrimary makes a started hybrid-mode Primary on fakes.
+func startHybridPrimary(t *testing.T) (*Primary, *fakePackets, *fakeSender, *recorder) {
+	t.Helper()
+	rec := newRecorder()
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: ModeHybrid, Epoch: time.Minute},
+		Packets: pk, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts = o
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if pk.hooks.Tag == nil || pk.hooks.Record == nil {
+		t.Fatal("hybrid mode opened the gate without the log's hooks")
+	}
+	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	return p, pk, snd, rec
+}
+
+// TestHybridRelease: in hybrid mode an output is released as soon as the
+// backup holds the log up to it — not at the next checkpoint — but only
+// once a checkpoint of this connection is committed; inputs are logged
+// before outputs they cause; a lost backup releases everything.
+func TestHybridRelease(t *testing.T) {
+	p, pk, snd, rec := startHybridPrimary(t)
+	rec.waitFor(t, "send:1") // the first checkpoint, sealed at the log's epoch 1
+	if err := pk.hooks.Record([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := pk.hooks.Tag([]byte("reply"))
+	if err != nil || seq != 2 {
+		t.Fatalf("output tagged %d, %v; want 2 (after the input)", seq, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.ContainsFunc(rec.list(), func(e string) bool { return e == "log:1.2+1" || e == "log:1.1+2" }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the output's record was not sent: %v", rec.list())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	snd.opts.OnLogAck(1, 2)
+	time.Sleep(20 * time.Millisecond)
+	if slices.ContainsFunc(rec.list(), func(e string) bool { return len(e) > 15 && e[:15] == "release-output:" }) {
+		t.Fatalf("released before any checkpoint was committed: %v", rec.list())
+	}
+	snd.ack(1, nil)
+	rec.waitFor(t, "release-output:2")
+	// The next reply goes on the log's acknowledgement alone.
+	if seq, _ = pk.hooks.Tag([]byte("reply 2")); seq != 3 {
+		t.Fatalf("tag %d", seq)
+	}
+	rec.waitFor(t, "log:1.3+1")
+	snd.opts.OnLogAck(1, 3)
+	rec.waitFor(t, "release-output:3")
+	st := p.Status()
+	if st.Mode != ModeHybrid || st.Log == nil || st.Log.Records != 3 || st.Log.Acked != "1.3" || st.State != StateInSync {
+		t.Fatalf("status %+v log %+v", st, st.Log)
+	}
+	snd.opts.OnPeerFailed(peer.PeerFailure{Reason: "silent"})
+	rec.waitFor(t, "release-all")
+}
+
+// TestHybridAckBeyondTheLog: an acknowledgement of a log position
+// the current log never reached releases nothing.
+func TestHybridAckBeyondTheLog(t *testing.T) {
+	_, pk, snd, rec := startHybridPrimary(t)
+	rec.waitFor(t, "send:1")
+	snd.ack(1, nil)
+	pk.hooks.Tag([]byte("reply"))
+	before := len(rec.list())
+	snd.opts.OnLogAck(0, 9) // the epoch before this connection's log
+	time.Sleep(20 * time.Millisecond)
+	for _, e := range rec.list()[before:] {
+		if len(e) > 15 && e[:15] == "release-output:" {
+			t.Fatalf("released on an acknowledgement outside the log: %v", rec.list())
+		}
+	}
+}
+
+// TestHybridPairOverLoopback: a hybrid-mode Primary (fake container and
+// gate) against a real Backup over the real peer channel: the log reaches
+// the backup, which acknowledges it, and an output is released on that
+// acknowledgement; a silent primary is not promoted, since the replay of
+// the log does not exist yet (fail closed).
+func TestHybridPairOverLoopback(t *testing.T) {
+	pr := startPairOverLoopbackMode(t, ModeHybrid)
+	deadline := time.Now().Add(5 * time.Second)
+	for pr.p.Status().State != StateInSync { // a checkpoint committed on this connection
+		if time.Now().After(deadline) {
+			t.Fatalf("primary never in sync: %+v", pr.p.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := pr.packets.hooks.Record([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := pr.packets.hooks.Tag([]byte("reply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.rec.waitFor(t, "release-output:"+strconv.FormatUint(seq, 10))
+	st := pr.b.Status()
+	if st.Mode != ModeHybrid || st.Log == nil || st.Log.Records < 2 {
+		t.Fatalf("backup status %+v log %+v", st, st.Log)
+	}
+	pr.proxy.cut.Store(true)
+	select {
+	case <-pr.b.Promoted():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no decision about the silent primary")
+	}
+	if st := pr.b.Status(); st.State != StateFailed || !strings.Contains(st.Reason, "replay") {
+		t.Fatalf("backup after the primary's silence: %s (%s)", st.State, st.Reason)
+	}
+	if slices.ContainsFunc(pr.rec.list(), func(e string) bool { return strings.HasPrefix(e, "restore:") }) {
+		t.Fatalf("restored a checkpoint the clients are ahead of: %v", pr.rec.list())
+	}
+}
