@@ -33,7 +33,8 @@ type PrimaryOptions struct {
 // Primary replicates one container in epoch mode: every epoch it
 // checkpoints the container and sends the checkpoint to the backup; the
 // output of an epoch is released only once the backup has acknowledged
-// that epoch's checkpoint (invariant 1). See docs/ENGINE.md.
+// that epoch's checkpoint (invariant 1 of docs/ARCHITECTURE.md). See
+// docs/ENGINE.md.
 type Primary struct {
 	opts    PrimaryOptions
 	cfg     Config
