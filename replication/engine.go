@@ -105,8 +105,8 @@ type RestoredContainer struct {
 }
 
 // ServicePromoter takes over the service address on the backup
-// (StandbyService around servicenet's Promote; servicenet imports this
-// package, so the caller wires it).
+// (servicenet.StandbyService around servicenet's Promote, which the caller
+// wires).
 type ServicePromoter interface {
 	// PrepareRestore makes a restore possible while the service link is
 	// still down (TCP repair needs a route to the clients).

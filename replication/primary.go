@@ -19,8 +19,8 @@ type PrimaryOptions struct {
 	Config Config // Role primary; Pair set
 	// TLS is used by the default Dial (peer.Dial to Config.Peer).
 	TLS *peertls.Credentials
-	// Packets gates the container's traffic (NetfilterPath in the
-	// container's network namespace).
+	// Packets gates the container's traffic (NetfilterPackets: a
+	// netfilter.Path in the container's network namespace).
 	Packets PacketPath
 	// WorkDir receives one image directory per epoch, removed once sent.
 	// It should be a tmpfs: the page copy is then a memory copy.
