@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 /*
  * criu-written.so: lets CRIU's memory tracking (--track-mem with a parent image)
  * work on kernels without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY off), by reading

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ckptstore is the backup's store of checkpoints received from the
 // primary. It never lets a partial or unverified checkpoint become current
 // (invariant 3 of docs/ARCHITECTURE.md): a checkpoint is written into a

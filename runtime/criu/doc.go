@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package criu holds what touches a replicated container's processes
 // directly: CRIU checkpoint and restore, cgroup freeze and thaw, the
 // writable layer's changes and the tmpfs mounts. It is driven by the

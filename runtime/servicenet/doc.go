@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package servicenet gives a replicated container the network identity it
 // keeps across a failover: a network namespace with a service interface
 // (eth0) that carries the same IP address and the same MAC address on the

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # make bench: measurements, side by side in one run, written to
 # docs/BENCHMARKS.md. Not part of make test; never a timed assertion: the
 # project's targets are computed and reported (met / not met), not asserted.
