@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package netfilter is the packet side of replication, on nfnetlink_queue
 // spoken over raw netlink (no cgo, no libnetfilter_queue):
 //

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package netfilter
 
 import (
@@ -16,7 +19,8 @@ import (
 var ErrStopped = errors.New("netfilter: gate stopped")
 
 // OutputGate holds every outbound packet of the container until the epoch
-// that produced it is committed (invariant 1, output commit).
+// that produced it is committed (invariant 1 of docs/ARCHITECTURE.md, output
+// commit).
 //
 // Epochs are numbered from 1. Packets are tagged, as they are read, with the
 // open epoch; Seal closes it and opens the next. Tagging happens when the

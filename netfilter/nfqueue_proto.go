@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package netfilter
 
 // Wire format of nfnetlink_queue (include/uapi/linux/netfilter/nfnetlink_queue.h).

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package netfilter
 
 import (
@@ -96,8 +99,8 @@ func (r *Rules) Present(ctx context.Context) ([]string, error) {
 // the host end of the container's veth, instead of at the container's OUTPUT
 // hook. Crossing the veth detaches a packet from its sending socket, so TCP
 // Small Queues no longer counts held packets against the connection, and a
-// TCP sender can fill an epoch (measured: 140-340 MB/s instead of ~1 MB/s with
-// 10 ms epochs; docs/NETFILTER.md). Use with Rules{NoOutput: true} in the
+// TCP sender can fill an epoch instead of trickling (docs/NETFILTER.md has
+// the throughput measured both ways). Use with Rules{NoOutput: true} in the
 // container's namespace for the input side.
 //
 //	-t mangle -N RRC-O-<port>; -A RRC-O-<port> -j NFQUEUE --queue-num Queue

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package replication is the replication engine of io.rrc.v1: the epoch loop,
 // the peer protocol, the checkpoint store on the backup, heartbeats, failure
 // detection and promotion. It knows nothing of containerd.

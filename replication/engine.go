@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package replication
 
 import (
@@ -125,8 +128,8 @@ type RestoredContainer struct {
 }
 
 // ServicePromoter takes over the service address on the backup
-// (StandbyService around servicenet's Promote; servicenet imports this
-// package, so the caller wires it).
+// (servicenet.StandbyService around servicenet's Promote, which the caller
+// wires).
 type ServicePromoter interface {
 	// PrepareRestore makes a restore possible while the service link is
 	// still down (TCP repair needs a route to the clients).

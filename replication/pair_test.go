@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package replication
 
 import (
@@ -87,8 +90,8 @@ func (p *cuttableProxy) pipe(dst, src net.Conn, cutDir *atomic.Bool) {
 // pairOverLoopback is a Primary (fake container and gate) replicating to a
 // real Backup through a cuttableProxy, heartbeats every 10 ms.
 type pairOverLoopback struct {
-	p     *Primary
-	b     *Backup
+	p       *Primary
+	b       *Backup
 	proxy   *cuttableProxy
 	rec     *recorder
 	packets *fakePackets

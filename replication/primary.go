@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package replication
 
 import (
@@ -18,8 +21,8 @@ type PrimaryOptions struct {
 	Config Config // Role primary; Pair set
 	// TLS is used by the default Dial (peer.Dial to Config.Peer).
 	TLS *peertls.Credentials
-	// Packets gates the container's traffic (NetfilterPath in the
-	// container's network namespace).
+	// Packets gates the container's traffic (NetfilterPackets: a
+	// netfilter.Path in the container's network namespace).
 	Packets PacketPath
 	// WorkDir receives one image directory per epoch, removed once sent.
 	// It should be a tmpfs: the page copy is then a memory copy.
@@ -32,7 +35,7 @@ type PrimaryOptions struct {
 // Primary replicates one container: every epoch it checkpoints the
 // container and sends the checkpoint to the backup. In epoch mode the
 // output of an epoch is released only once the backup has acknowledged that
-// epoch's checkpoint (invariant 1; docs/ENGINE.md); in hybrid mode once the
+// epoch's checkpoint (invariant 1 of docs/ARCHITECTURE.md; docs/ENGINE.md); in hybrid mode once the
 // backup holds the input log up to it (hybrid.go, docs/HYBRID.md).
 type Primary struct {
 	opts    PrimaryOptions

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package replication
 
 import (
@@ -17,9 +20,10 @@ import (
 //  1. stop receiving: no checkpoint may commit (or a returning primary
 //     connect) while the current one is being restored;
 //  2. take the last committed checkpoint (never a partial one: the store
-//     only ever names complete, verified checkpoints, invariant 3) and
-//     verify its files on disk against its digest again: a checkpoint
-//     damaged since its commit is refused, never restored;
+//     only ever names complete, verified checkpoints, invariant 3 of
+//     docs/ARCHITECTURE.md) and verify its files on disk against its
+//     digest again: a checkpoint damaged since its commit is refused,
+//     never restored;
 //  3. prepare the standby namespace: CRIU's TCP repair needs a route to
 //     the clients, which a down link does not have (see StandbyService);
 //  4. restore the checkpoint while the service link is still down, so

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package shim
 
 import (
@@ -21,8 +24,8 @@ import (
 
 // replica is one replicated container in this shim: its settings, its
 // service network and its engine (primary or backup), and everything to
-// remove on delete (invariant 6). The shim hands the engine the network
-// namespace path; packets are the engine's business.
+// remove on delete (invariant 6 of docs/ARCHITECTURE.md). The shim hands
+// the engine the network namespace path; packets are the engine's business.
 type replica struct {
 	id, ns string
 	cfg    replication.Config

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package shim is the containerd side of io.rrc.v1: the shim manager and the
 // task service. The task service wraps containerd's runc task service, so a
 // container without io.rrc.* annotations runs exactly as under

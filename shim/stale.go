@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package shim
 
 import (
@@ -26,9 +29,9 @@ import (
 // Stop is `containerd-shim-rrc-v1 delete`, which containerd runs after a
 // shim has gone away (killed, crashed, or after a normal shutdown). Beyond
 // the runc manager's cleanup it removes what a dead shim of a replicated
-// container left (invariant 6): service network, image tmpfs, a restored
-// container, work dirs, checkpoints and the status file. After a normal
-// delete there is nothing left and this finds nothing.
+// container left (invariant 6 of docs/ARCHITECTURE.md): service network,
+// image tmpfs, a restored container, work dirs, checkpoints and the status
+// file. After a normal delete there is nothing left and this finds nothing.
 func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	address := shimAddress() // before the runc manager tidies the bundle
 	st, err := m.Shim.Stop(ctx, id)

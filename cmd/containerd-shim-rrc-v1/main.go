@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command containerd-shim-rrc-v1 is the containerd shim v2 of the io.rrc.v1 runtime.
 package main
 

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command rrc-uffd makes a userfaultfd in another process and hands it to
 // its parent: `rrc-uffd PID`, with fd 3 a unix socket over which the
 // descriptor is sent (SCM_RIGHTS, one-byte message). It is the helper of

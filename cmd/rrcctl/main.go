@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command rrcctl is the operator's view of io.rrc.v1: which containers run
 // through it, their replication role and state.
 package main

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 /*
  * criu-written.so: lets CRIU's memory tracking (--track-mem with a parent image)
  * work on kernels without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY off), by reading
@@ -27,7 +30,8 @@
  *     cgroup.freeze, opened read-write) is preceded by an RPC notification
  *     "rrc-freeze" on that socket, and waits for its answer: io.rrc.v1 freezes
  *     the container then, right before CRIU seizes the tasks, instead of at
- *     "pre-dump", which CRIU sends ≈0.6 ms of set-up earlier. A failed or
+ *     "pre-dump", which CRIU sends some of its set-up earlier (cgroup, vDSO
+ *     and CPU parsing; docs/CHECKPOINT.md). A failed or
  *     refused notification fails the read, so CRIU aborts the dump rather
  *     than freeze the cgroup itself.
  *

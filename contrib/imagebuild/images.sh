@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # Builds the project's standard images as OCI archives into DIR:
 #   DIR/busybox.tar  rrc.local/busybox:latest  static busybox + applet links
 #   DIR/redis.tar    rrc.local/redis:latest    redis-server, redis-cli, busybox;
@@ -16,7 +19,7 @@
 # BUSYBOX (default /bin/busybox), REDIS_SERVER, REDIS_CLI, GO (go binary).
 set -euo pipefail
 
-[[ $# == 1 && -n $1 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# == 1 && -n $1 ]] || { sed -n '5,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)

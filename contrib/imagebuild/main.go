@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command imagebuild packs host files into a single-layer OCI image archive
 // that `ctr images import` accepts. No registry is needed.
 //

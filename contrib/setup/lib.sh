@@ -1,4 +1,7 @@
 # shellcheck shell=bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # Shared helpers for contrib/setup/setup.sh. Sourced, not executed.
 
 log()  { printf 'setup: %s\n' "$*"; }

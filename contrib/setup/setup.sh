@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # Idempotent machine setup for io.rrc.v1 (called by `make setup`). Run as root on Debian 12.
 #
 # Installs what is missing, prints one line per component ("found" or "installing"):
@@ -55,7 +58,7 @@ CRIU_TRIXIE=(
 )
 CONTAINERD_BINS=(containerd ctr containerd-shim-runc-v2)
 
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '5,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
 while (($#)); do
 	case $1 in

@@ -1,9 +1,12 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ckptstore is the backup's store of checkpoints received from the
 // primary. It never lets a partial or unverified checkpoint become current
-// (invariant 3): a checkpoint is written into a staging directory, checked
-// against the announced size and the end-to-end SHA-256, made durable, moved
-// into place with a rename, and only then does an atomically replaced
-// manifest (current.json) point to it. The previous checkpoint stays until
+// (invariant 3 of docs/ARCHITECTURE.md): a checkpoint is written into a
+// staging directory, checked against the announced size and the end-to-end
+// SHA-256, made durable, moved into place with a rename, and only then does
+// an atomically replaced manifest (current.json) point to it. The previous checkpoint stays until
 // that has happened.
 //
 // Layout under the root:

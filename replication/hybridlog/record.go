@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hybridlog is the log of hybrid replication: one total order of
 // what entered the replicated container (input packets, whole) and what
 // left it (a digest of each output packet), as the container saw it. The

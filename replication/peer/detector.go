@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package peer
 
 import (
@@ -49,7 +52,8 @@ const ProcessGrace = 10
 // cut off, neither sends nor acknowledges anything. A silent peer process
 // whose kernel still acknowledges this side's heartbeats
 // (LocalState.PeerKernelLastHeard) is alive but slow — on a loaded machine
-// a process can wait more than 90 ms for a processor — and is given
+// a process can wait longer than the timeout for a processor
+// (docs/PEER-PROTOCOL.md) — and is given
 // ProcessGrace times the timeout before it is declared failed: a false
 // promotion would put two copies of the service on the network.
 type FailureDetector struct {

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package peer is the channel between the primary's and the backup's shim
 // of one replicated pair: a mutually authenticated TLS 1.3 connection that
 // carries, as interleaved frames of package wire, checkpoints from the

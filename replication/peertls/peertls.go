@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package peertls sets up the mutually authenticated TLS 1.3 channel between
 // the two shims of a pair. The backup restores what it receives as root, so
 // both ends prove who they are with a certificate from the cluster's CA, and

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package wire is the byte format of the peer protocol between the primary's
 // and the backup's shim: length-prefixed frames with a fixed header, and the
 // payload of each frame type. It does no I/O policy beyond reading and

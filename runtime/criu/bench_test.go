@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -20,7 +23,7 @@ import (
 // not a timed assertion. It runs only with RRC_MEASURE=1:
 //
 //	RRC_MEASURE=1 RRC_MEASURE_KEYS=100000 RRC_MEASURE_N=20 \
-//	  go test ./runtime -run TestMeasureCheckpointPause -v -timeout 10m
+//	  go test ./runtime/criu -run TestMeasureCheckpointPause -v -timeout 10m
 //
 // It loads Redis with KEYS records of 100 bytes (redis-cli --pipe from the
 // lab client), then takes N rounds of checkpoints, one per 100 ms epoch, each

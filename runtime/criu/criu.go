@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -31,13 +34,13 @@ type CRIUCommand struct {
 	// CRIU is started in (through nsenter). CRIU then takes it for its own,
 	// the host's, and does not dump it: no namespace, link or conntrack
 	// images, and no walk of the kernel's whole conntrack hash table (twice,
-	// ~10 ms each with 262144 buckets), inside the pause. The namespace is
+	// inside the pause; docs/CHECKPOINT.md). The namespace is
 	// the environment the service network gives the container on both
 	// hosts; the restore runs in the backup's one (RestoreConfig.RuncArgv).
 	NetNS string
 	// UTSNS and IPCNS, if set, are the container's UTS and IPC namespaces,
-	// which CRIU is started in too: it does not dump them then (≈1.8 ms of
-	// the pause: one forked child each). The restore recreates them
+	// which CRIU is started in too: it does not dump them then (one forked
+	// child each, inside the pause). The restore recreates them
 	// (Restore); see Checkpointer for when the IPC namespace must be dumped.
 	UTSNS, IPCNS string
 	// Nice, if not 0, is set as the CRIU process's nice value right after
@@ -225,15 +228,16 @@ func (s *swrk) close() error {
 }
 
 // CRIUService hands out CRIU service processes so that no checkpoint waits
-// for a CRIU start-up (~10–20 ms here, through the wrapper's dynamic loader).
+// for a CRIU process to start (through the criu wrapper's dynamic loader,
+// where there is one).
 //
 // CRIU 4.2.1's swrk serves one dump per process (measured here): after a
 // DUMP the process exits, and a DUMP request with keep_open set makes it exit
 // with status 255 before dumping anything. So the service keeps one spare
 // process started ahead of time: each dump takes the spare and a replacement
 // is started in the background, after the thaw, off the container's pause.
-// (The start-up of CRIU proper — kerndat probing, ~25 ms here because /run is
-// not a tmpfs and CRIU will not cache /run/criu.kdat — happens per request,
+// (The start-up of CRIU proper — kerndat probing, not cached where /run is
+// not a tmpfs (CRIU will not write /run/criu.kdat) — happens per request,
 // and Checkpointer keeps it out of the pause by freezing only on CRIU's
 // "pre-dump" notification, and with PrepareNext out of the checkpoint's
 // time too, by asking for each dump ahead: Prepare.)
@@ -353,8 +357,8 @@ func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify fun
 }
 
 // PreparedDump is a dump CRIU has been asked for and is starting up for
-// (kernel feature probing, vDSO and cgroup parsing: 25–40 ms here, where
-// /run is no tmpfs and CRIU caches none of it) while the container runs; it
+// (kernel feature probing, vDSO and cgroup parsing, none of it cached where
+// /run is no tmpfs) while the container runs; it
 // stops at its "pre-dump" notification, before it touches any task, until
 // Run answers it. Exactly one of Run or Cancel must follow.
 type PreparedDump struct {

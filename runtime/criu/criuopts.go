@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -24,12 +27,12 @@ type DumpOptions struct {
 	TCPSkipInFlight bool
 	// ExternalTmpfs declares the container's tmpfs mounts (/dev, /dev/shm,
 	// /run, masked directories) external, so that CRIU does not archive them
-	// with tar+gzip child processes (~5 ms each, inside the pause); the
+	// with a tar+gzip child process each, inside the pause; the
 	// Checkpointer archives their content itself and Restore maps them back
 	// (see tmpfsmounts.go).
 	ExternalTmpfs bool
 	// CgroupMode, if set, is CRIU's --manage-cgroups mode for the dump.
-	// IGNORE skips dumping cgroup properties (~6–20 ms inside the pause);
+	// IGNORE skips dumping cgroup properties (inside the pause);
 	// runc restore puts the tasks into the cgroups of the bundle's
 	// config.json anyway.
 	CgroupMode *rpc.CriuCgMode
@@ -39,9 +42,9 @@ type DumpOptions struct {
 	InNetNS bool
 	// FileSizeValidation: CRIU records the size of each file the container
 	// maps or has open, not its ELF build-id, and a restore checks sizes
-	// only. Reading the build-id of each mapped library costs ≈0.1 ms inside
-	// the pause (≈2 ms for Redis's 20 libraries); the files come from the
-	// same image layers on both hosts. The RPC has no field for it: it goes
+	// only. Reading the build-id of each mapped library costs pause time
+	// (docs/CHECKPOINT.md has the figures); the files come from the same
+	// image layers on both hosts. The RPC has no field for it: it goes
 	// into the dump's configuration file (dumpConfigFile).
 	FileSizeValidation bool
 	// TrackMem: CRIU records what it needs to find out, at the next dump,
@@ -67,8 +70,9 @@ func dumpConfig(o DumpOptions) string {
 // FastDumpOptions are the options for a short pause: CRIU leaves the tmpfs
 // mounts and the cgroup properties to us (see ExternalTmpfs and CgroupMode),
 // validates files by size (FileSizeValidation), logs errors only (at level 4
-// its ≈2,000 log lines cost ≈3 ms of the pause of a 100 k-record Redis), and
-// skips connections not yet accepted.
+// CRIU writes its log while the container is frozen: thousands of lines for
+// a Redis, a measurable part of the pause; docs/CHECKPOINT.md), and skips
+// connections not yet accepted.
 func FastDumpOptions() DumpOptions {
 	return DumpOptions{
 		LogLevel:           1,

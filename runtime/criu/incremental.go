@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -18,8 +21,9 @@ import (
 )
 
 // Incremental memory dumps. Without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY
-// off here) CRIU copies all of the container's memory inside every pause:
-// ≈5.6 ms of ≈17 ms for a 21 MB Redis. The kernel's userfaultfd
+// off on this project's machines) CRIU copies all of the container's memory
+// inside every pause, which then grows with the container's memory
+// (docs/CHECKPOINT.md has the figures). The kernel's userfaultfd
 // write-protect in asynchronous mode tells the same thing soft-dirty would:
 // which pages were written since they were last protected. So:
 //

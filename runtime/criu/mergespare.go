@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -12,8 +15,8 @@ import (
 // merge writes the full pages file into (criuimage.MergeParentReusing): its
 // memory is then in use already. A new file's memory may first have to be
 // faulted in again by the host of a virtual machine that was handed it
-// back when it was free (tens of ms for 20 MB here, at times), and that
-// wait was on the way to the send, hence in the output's latency.
+// back when it was free (docs/CHECKPOINT.md has the figures), and that wait
+// was on the way to the send, hence in the output's latency.
 type mergeSpare struct {
 	ready chan string // a filled spare, at most one
 	busy  atomic.Bool

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -11,17 +14,17 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 )
 
-// Each CRIU dump begins with 25–40 ms of CRIU's own start-up (kernel
-// feature probing, vDSO and cgroup parsing) before it touches the tasks; the
-// freeze waits for its "pre-dump" notification, so the container runs
-// meanwhile, but the checkpoint as a whole, and the output waiting for it,
-// takes that much longer. With PrepareNext the Checkpointer asks for the
+// Each CRIU dump begins with tens of milliseconds of CRIU's own start-up
+// (kernel feature probing, vDSO and cgroup parsing) before it touches the
+// tasks; the freeze waits for its "pre-dump" notification, so the container
+// runs meanwhile, but the checkpoint as a whole, and the output waiting for
+// it, takes that much longer. With PrepareNext the Checkpointer asks for the
 // next dump as soon as one is over: CRIU starts up between checkpoints and
 // waits at "pre-dump" (it has not looked at the tasks yet, so nothing it
 // knows can go stale), into a directory of its own next to the last one,
 // which the next checkpoint renames to the directory it is asked for once
-// CRIU has answered (by then CRIU holds the directory open, not its name;
-// it opens it by name a little after the request, so not before).
+// CRIU has answered (by then CRIU holds the directory open, not its name; it
+// opens it by name a little after the request, so not before).
 
 // nextDump is the prepared next dump.
 type nextDump struct {

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criu
 
 import (
@@ -17,9 +20,9 @@ import (
 )
 
 // CRIU dumps every namespace of the container that differs from its own,
-// each from a child it forks: the UTS and IPC namespaces cost ≈1.8 ms of
-// the pause that way, for a host name and a few IPC limits that do not
-// change. The Checkpointer starts CRIU inside the container's UTS and IPC
+// each from a child it forks: the UTS and IPC namespaces cost pause time
+// that way (docs/CHECKPOINT.md), for a host name and a few IPC limits that
+// do not change. The Checkpointer starts CRIU inside the container's UTS and IPC
 // namespaces instead (CRIUCommand.UTSNS/IPCNS), and Restore makes new ones
 // when an image has none of its own (the host name comes from the OCI spec).
 //

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package criuimage reads and writes the memory images of a CRIU (4.2.1)
 // dump, and turns an incremental dump into a full, self-contained one.
 //

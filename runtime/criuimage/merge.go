@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package criuimage
 
 import (
@@ -43,9 +46,9 @@ func MergeParent(dir, parentDir string) (MergeStats, error) {
 // from spare (if not ""): a file on dir's file system whose memory has been
 // written through already, which is renamed into dir and overwritten
 // instead of a new file being filled. In a virtual machine that hands free
-// memory back to its host, filling a new 20 MB file there took 40–75 ms at
-// times instead of 3 ms (the host faults the memory in again). spare is
-// taken in every case: used, or removed.
+// memory back to its host, filling a new file can take many times longer
+// (the host faults the memory in again; docs/CHECKPOINT.md has the figures).
+// spare is taken in every case: used, or removed.
 func MergeParentReusing(dir, parentDir, spare string) (MergeStats, error) {
 	defer func() {
 		if spare != "" {

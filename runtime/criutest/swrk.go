@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package criutest stands in for `criu swrk` in tests: a test binary
 // re-executes itself with a test that calls ServeSwrk, and runtime's CRIU
 // client talks to it as it would to CRIU 4.2.1.

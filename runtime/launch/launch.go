@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package launch starts the helper processes of io.rrc.v1 (criu, runc,
 // iptables, nsenter). The shim is a child subreaper whose reaper waits for
 // every child, so a plain os/exec Wait races with it ("wait: no child

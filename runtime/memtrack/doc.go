@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package memtrack tracks which pages of a process were written since the
 // last checkpoint, without soft-dirty bits (CONFIG_MEM_SOFT_DIRTY is off on
 // the project's kernels, so CRIU would copy all memory every epoch).

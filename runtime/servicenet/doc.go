@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package servicenet gives a replicated container the network identity it
 // keeps across a failover: a network namespace with a service interface
 // (eth0) that carries the same IP address and the same MAC address on the
@@ -13,7 +16,8 @@
 // interface: a macvlan on the host link, or a veth pair whose host end is
 // enslaved when the host link is a bridge. Adopt applies the same standby
 // rule to a namespace someone else made (CNI, nerdctl). Remove and
-// CleanupStale take everything away again (DESIGN.md invariant 6).
+// CleanupStale take everything away again (invariant 6 of
+// docs/ARCHITECTURE.md).
 //
 // Every function may be called from any goroutine. Netlink sockets are bound
 // to a namespace (netlink.NewHandleAt); the few operations that need setns

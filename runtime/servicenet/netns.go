@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package servicenet
 
 import (
@@ -99,11 +102,11 @@ func newNetnsFile(path string) error {
 
 // tcpHashBuckets is the size of the TCP connection hash table of the
 // namespaces newNetnsFile makes. By default a new namespace shares the host's
-// table (tcp_ehash_entries: 262,144 buckets on a host of 24 GB), and every
-// listing of a namespace's TCP sockets walks all of it: CRIU lists the
-// container's TCP sockets, IPv4 and IPv6, at each checkpoint while the
-// container is frozen, ≈3 ms of a Redis pause of ≈20 ms. A table of its own
-// serves the connections of one container.
+// table (tcp_ehash_entries, sized by the host's memory), and every listing
+// of a namespace's TCP sockets walks all of it: CRIU lists the container's
+// TCP sockets, IPv4 and IPv6, at each checkpoint while the container is
+// frozen, so the walk is part of the pause (docs/CHECKPOINT.md has the
+// figures). A table of its own serves the connections of one container.
 const tcpHashBuckets = 4096
 
 // unshareOwnTCPHash moves the calling (locked) thread into a new network

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package servicenet
 
 import (
@@ -19,8 +22,8 @@ const tmpGrace = time.Minute
 // whose owner record names a process that is gone (interfaces, bind mount,
 // file, record), every namespace file without a record, and old
 // half-written records. Namespaces of live owners are kept. It returns the
-// names of the namespaces removed. A shim calls it when it starts (DESIGN.md
-// invariant 6); a missing dir is not an error.
+// names of the namespaces removed. A shim calls it when it starts (invariant
+// 6 of docs/ARCHITECTURE.md); a missing dir is not an error.
 func CleanupStale(ctx context.Context, dir string, log *slog.Logger) ([]string, error) {
 	if log == nil {
 		log = slog.Default()

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package settings is what the shim reads and rrcctl shares: the io.rrc.*
 // annotations of a container and the shim's configuration file.
 package settings

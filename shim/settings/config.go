@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 package settings
 
 import (
@@ -39,7 +42,8 @@ type Config struct {
 	// lost its primary's connection too; a torn checkpoint is refused by
 	// the verification before a restore.
 	CheckpointFsync bool `toml:"checkpoint_fsync"`
-	// PeerTLS authenticates and encrypts the peer channel (invariant 5).
+	// PeerTLS authenticates and encrypts the peer channel (invariant 5 of
+	// docs/ARCHITECTURE.md).
 	PeerTLS PeerTLS `toml:"peer_tls"`
 	// CRIUNice is the nice value of the CRIU process that dumps: the pause is
 	// CRIU's CPU time, and a busy host otherwise queues it behind other work.

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package status is what a shim publishes about each replicated container
 // for rrcctl status: the schema of the status file and where it lives.
 package status

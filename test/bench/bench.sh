@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # make bench: measurements, side by side in one run, written to
 # docs/BENCHMARKS.md. Not part of make test; never a timed assertion: the
-# targets of issue 3 are computed and reported (met / not met), not asserted.
+# project's targets are computed and reported (met / not met), not asserted.
 #
 #   1. Redis (100,000 records of 100 bytes) through containerd in the lab,
 #      redis-benchmark from the lab client, in rounds that alternate
@@ -466,7 +469,7 @@ $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg); the run took $((TOTAL_S / 
 (part 1, Redis through containerd: $((PART1_S / 60)) min $((PART1_S % 60)) s). The machine is shared and
 noisy: the configurations are measured in alternating rounds in one run ($ROUNDS rounds) and
 compared as ratios and differences; figures are means over the rounds (p99 and p90: the
-mean of each round's percentile). Targets (issue 3) are reported, not asserted.
+mean of each round's percentile). The project's targets are reported, not asserted.
 
 Everything runs in the lab (docs/LAB.md, lab \`$LAB\`, $LAB_SUBNET.0/24): Redis 7
 (\`$IMAGE\`, no persistence) in a container on lab host a, loaded with
@@ -561,7 +564,7 @@ a while, so that round's latencies are too good), failed epochs or nacks, or b d
 take over, or the data was not all there after the failover. Such rounds are reported,
 and their figures are in the means.
 
-### Targets (issue 3)
+### Targets
 
 Added latency is the replicated mean (or p99) minus the runc.v2 baseline's; pause is the
 primary's mean pause during the 1-client run of the same epoch length. The two rows in
@@ -627,7 +630,7 @@ images into a tmpfs of 4 KiB pages only (the ratio the large folios buy), the sa
 runc's CRIU options, and \`runc checkpoint
 --leave-running\`; then the last checkpoint restored with \`runc restore\` after
 \`lab.sh crash a\`. 1,000,000 and 10,000,000 records only with BENCH_FULL=1.
-Target (issue 3): mean <= 15 ms at 100,000 records; at 1 M and 10 M: how it grows.
+Target: mean <= 15 ms at 100,000 records; at 1 M and 10 M: how it grows.
 
 | records | Redis RSS | checkpoints | io.rrc.v1 checkpointer pause mean / p90, incremental | the same, full dumps | full, images on 4 KiB-page tmpfs | checkpoint | runc checkpoint --leave-running, wall mean | runc restore |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |

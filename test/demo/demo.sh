@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # make demo: the failover story of io.rrc.v1 in the lab. Redis replicated
 # from host a (primary) to host b (backup), a client keeping one connection
 # busy, host a crashed, the client carrying on against the restored Redis on

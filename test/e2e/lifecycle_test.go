@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package e2e holds end-to-end tests of io.rrc.v1 in the lab: a real
 // containerd 2.x per lab host, runc, and real workloads.
 package e2e

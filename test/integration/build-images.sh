@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # Builds local stand-ins for the images that containerd's integration/client
 # tests pull (see docs/CONTAINERD-INTEGRATION.md), from Debian's static
 # busybox, with contrib/imagebuild (one layer per image) and

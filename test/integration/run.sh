@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # Runs containerd's own client integration tests (package
 # github.com/containerd/containerd/v2/integration/client, at the version the
 # main go.mod pins) against host a's containerd of a lab, with TEST_RUNTIME
@@ -59,7 +62,7 @@ while [[ $# -gt 0 ]]; do
 	--no-expect) EXPECT=0; shift ;;
 	--keep) KEEP=1; shift ;;
 	--) shift; EXTRA=("$@"); break ;;
-	-h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '5,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done

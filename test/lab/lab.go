@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package lab drives the lab of test/lab/lab.sh from Go tests: hosts a, b
 // and client, each a network namespace on one bridge (the LAN), with a
 // containerd on a and b. See docs/LAB.md.

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright The io.rrc.v1 Authors.
+# SPDX-License-Identifier: Apache-2.0
+
 # The lab: hosts a, b and client on one machine, each a network namespace,
 # joined by a bridge (the "LAN") that lives in its own namespace. Hosts a and b
 # each run their own containerd. See docs/LAB.md.
@@ -608,7 +611,7 @@ cmd_env() {
 }
 
 usage() {
-	sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '5,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 

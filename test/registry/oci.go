@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package registry is a small, read-only OCI distribution registry for tests.
 //
 // It serves images loaded from OCI image archives (a tar of an OCI image

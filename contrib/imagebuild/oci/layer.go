@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package oci builds small, deterministic, single-layer OCI images from host
 // files: executables with their shared libraries, an optional static busybox
 // with its applet links, and a minimal root file system skeleton.

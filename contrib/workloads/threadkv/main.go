@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command threadkv is a small multi-threaded key-value server speaking the
 // part of the Redis protocol (RESP) the lab's client uses (test/lab/redis.go):
 // PING, INCR, SET, GET, DEL. It is the workload of the replication tests that

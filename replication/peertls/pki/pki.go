@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package pki makes throw-away PKIs for the peer channel: a CA and one
 // certificate per host name, written as PEM files (rrcctl pki, the lab, the
 // tests); not for production keys.

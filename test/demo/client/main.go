@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command client is the demo's Redis client: one TCP connection from a lab
 // host's network namespace to the replicated Redis, a round of
 // INCR counter + SET key:i value:i every ~50 ms, one line per second, and at

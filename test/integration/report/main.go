@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command report reads `go test -json` outputs of containerd's client
 // integration tests (one file per runtime, named RUNTIME.json) and checks
 // them:

@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command registry serves OCI image archives/layouts read-only over the OCI
 // distribution API, on plain HTTP and/or HTTPS with a throw-away CA.
 //
