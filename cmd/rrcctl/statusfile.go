@@ -44,6 +44,14 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f, memory copied in the pause %.0f)",
 			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean, e.MemoryCopiedPerEpoch.Mean))
 	}
+	if l := e.Log; l != nil {
+		if e.Role == replication.RolePrimary {
+			out = append(out, fmt.Sprintf("%s: %s mode log: %d records, %d bytes in %d batches, %d unacknowledged (oldest %.1f ms), appended %s, backup holds %s",
+				id, e.Mode, l.Records, l.Bytes, l.Batches, l.Unacked, l.OldestUnackedMS, l.Appended, l.Acked))
+		} else {
+			out = append(out, fmt.Sprintf("%s: %s mode log held: %d records, %d bytes, up to %s", id, e.Mode, l.Records, l.Bytes, l.Acked))
+		}
+	}
 	if e.Repairs > 0 {
 		out = append(out, fmt.Sprintf("%s: re-paired with a backup %d time(s) after running degraded", id, e.Repairs))
 	}
