@@ -273,8 +273,14 @@ func (v *Verifier) verified(f *flowCheck) bool {
 	return true
 }
 
+// advance moves Covered over the outputs that came out again and over
+// those of diverged flows, which will not (waiting for them is pointless).
 func (v *Verifier) advance() {
-	for v.covered < len(v.order) && v.order[v.covered].flow.segs[v.order[v.covered].seg].ok {
+	for v.covered < len(v.order) {
+		r := v.order[v.covered]
+		if _, bad := v.diverged[r.flow.key]; !bad && !r.flow.segs[r.seg].ok {
+			return
+		}
 		v.covered++
 	}
 }
@@ -282,6 +288,7 @@ func (v *Verifier) advance() {
 func (v *Verifier) diverge(f *flowCheck, why string) Verdict {
 	if _, ok := v.diverged[f.key]; !ok {
 		v.diverged[f.key] = why
+		v.advance()
 	}
 	return Diverged
 }
@@ -294,16 +301,19 @@ func (v *Verifier) Covered() int { return v.covered }
 // Expected is how many of the log's outputs must reappear.
 func (v *Verifier) Expected() int { return len(v.order) }
 
-// OutputsBefore counts the outputs that must reappear among entries[:i]:
-// what Covered must reach before entries[i], an input, is fed.
-func OutputsBefore(entries []Entry, i int) int {
+// OutputsBefore counts, for each entry, the outputs that must reappear
+// among the entries before it: what Covered must reach before an input is
+// fed.
+func OutputsBefore(entries []Entry) []int {
+	out := make([]int, len(entries))
 	n := 0
-	for _, e := range entries[:i] {
+	for i, e := range entries {
+		out[i] = n
 		if e.Kind == KindOutput && !(e.Digest.Proto == ProtoTCP && e.Digest.Len == 0 && e.Digest.Flags == 0) {
 			n++
 		}
 	}
-	return n
+	return out
 }
 
 // Diverged lists the flows whose replay contradicted what they released,

@@ -137,7 +137,7 @@ func TestVerifierDatagrams(t *testing.T) {
 func TestOutputsBefore(t *testing.T) {
 	es := outputs(seg(1, 0, 0, "a"), seg(1, 1, 0, ""), seg(1, 1, 0, "b"))
 	es = append(es[:2], append([]Entry{{Position{1, 9}, Record{Kind: KindInput}}}, es[2:]...)...)
-	if n := OutputsBefore(es, 2); n != 1 {
+	if n := OutputsBefore(es)[2]; n != 1 {
 		t.Fatalf("outputs before the input: %d, want 1 (the pure ACK does not count)", n)
 	}
 }

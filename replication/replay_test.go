@@ -1,0 +1,164 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/replication/hybridlog"
+)
+
+// echoServer models a container that answers each TCP segment it receives
+// with "re:" and the payload on the same connection, from port 80; answer
+// can change a reply (a nondeterministic server) and delay makes it late.
+type echoServer struct {
+	mu     sync.Mutex
+	seq    map[uint16]uint32 // next sequence number per client port
+	out    chan ReplayOutput
+	events []string
+	answer func(port uint16, payload string) string
+	delay  time.Duration
+	judged map[string]hybridlog.Verdict
+}
+
+func newEchoServer() *echoServer {
+	return &echoServer{seq: map[uint16]uint32{}, out: make(chan ReplayOutput, 64), judged: map[string]hybridlog.Verdict{},
+		answer: func(_ uint16, p string) string { return "re:" + p }}
+}
+
+func tcpPacket(src, dst netip.AddrPort, seq uint32, payload string) []byte {
+	p := make([]byte, 40+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[9] = hybridlog.ProtoTCP
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[20:], src.Port())
+	binary.BigEndian.PutUint16(p[22:], dst.Port())
+	binary.BigEndian.PutUint32(p[24:], seq)
+	p[32], p[33] = 5<<4, 0x18
+	copy(p[40:], payload)
+	return p
+}
+
+var (
+	server = netip.MustParseAddrPort("10.0.0.200:80")
+	client = netip.MustParseAddr("10.0.0.100")
+)
+
+func (s *echoServer) Inject(p []byte) error {
+	port := binary.BigEndian.Uint16(p[20:])
+	payload := string(p[40:])
+	s.mu.Lock()
+	s.events = append(s.events, "in:"+payload)
+	seq := s.seq[port]
+	reply := s.answer(port, payload)
+	s.seq[port] = seq + uint32(len(reply))
+	s.mu.Unlock()
+	if reply == "" {
+		return nil // this one never answers
+	}
+	out := tcpPacket(server, netip.AddrPortFrom(client, port), seq, reply)
+	go func() {
+		time.Sleep(s.delay)
+		s.out <- ReplayOutput{Packet: out, Judge: func(v hybridlog.Verdict, _ *hybridlog.Verifier) {
+			s.mu.Lock()
+			s.events = append(s.events, "out:"+reply)
+			s.judged[reply] = v
+			s.mu.Unlock()
+		}}
+	}()
+	return nil
+}
+
+func (s *echoServer) Outputs() <-chan ReplayOutput { return s.out }
+
+// logOf is the log the primary would have made of requests to an echo
+// server (each input, then its reply).
+func logOf(requests ...struct {
+	port    uint16
+	payload string
+}) []hybridlog.Entry {
+	orig := newEchoServer()
+	var es []hybridlog.Entry
+	add := func(r hybridlog.Record) {
+		es = append(es, hybridlog.Entry{Position: hybridlog.Position{Epoch: 1, Index: uint64(len(es) + 1)}, Record: r})
+	}
+	for _, q := range requests {
+		in := tcpPacket(netip.AddrPortFrom(client, q.port), server, 0, q.payload)
+		add(hybridlog.Record{Kind: hybridlog.KindInput, Packet: in})
+		orig.Inject(in)
+		o := <-orig.out
+		add(hybridlog.Record{Kind: hybridlog.KindOutput, Digest: hybridlog.Digest(o.Packet)})
+	}
+	return es
+}
+
+type req = struct {
+	port    uint16
+	payload string
+}
+
+// TestReplayInterleaving: a late reply holds back the next input until it
+// came out (the log says the reply preceded it); every reply matches what
+// was released, so all are dropped and nothing diverges.
+func TestReplayInterleaving(t *testing.T) {
+	es := logOf(req{1, "a"}, req{1, "b"}, req{2, "c"})
+	s := newEchoServer()
+	s.delay = 20 * time.Millisecond
+	rep, err := replay(context.Background(), es, s, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Inputs != 3 || rep.Outputs != 3 || rep.Waits != 0 || len(rep.Diverged) != 0 || len(rep.Pending) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := []string{"in:a", "out:re:a", "in:b", "out:re:b", "in:c", "out:re:c"}
+	for i := range want {
+		if i >= len(s.events) || s.events[i] != want[i] {
+			t.Fatalf("order %v, want %v", s.events, want)
+		}
+	}
+	for r, v := range s.judged {
+		if v != hybridlog.Drop {
+			t.Errorf("reply %q judged %s: the clients have it", r, v)
+		}
+	}
+}
+
+// TestReplayDivergence: a reply that differs from the released one is
+// caught on its connection only, and nothing waits for that connection any
+// more; a reply that never comes costs one bound and leaves its flow
+// pending.
+func TestReplayDivergence(t *testing.T) {
+	es := logOf(req{1, "a"}, req{2, "b"}, req{3, "c"}, req{4, "d"}, req{5, "e"})
+	s := newEchoServer()
+	s.answer = func(port uint16, p string) string {
+		switch port {
+		case 2:
+			return "no:" + p
+		case 4:
+			return ""
+		}
+		return "re:" + p
+	}
+	rep, err := replay(context.Background(), es, s, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Diverged) != 1 || s.judged["no:b"] != hybridlog.Diverged || s.judged["re:c"] != hybridlog.Drop || s.judged["re:e"] != hybridlog.Drop {
+		t.Fatalf("report %+v, verdicts %v", rep, s.judged)
+	}
+	if rep.Waits != 1 || len(rep.Pending) != 1 || rep.Pending[0].Peer.Port() != 4 {
+		t.Fatalf("waits %d, pending %v: want one wait, for the reply on port 4", rep.Waits, rep.Pending)
+	}
+}
