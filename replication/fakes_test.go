@@ -221,9 +221,15 @@ func newTestPrimary(t *testing.T, epoch time.Duration, ck *fakeCheckpointer, snd
 // startTestPrimary makes a started Primary whose peer is snd.
 func startTestPrimary(t *testing.T, epoch time.Duration, pk PacketPath, ck Checkpointer, snd *fakeSender) *Primary {
 	t.Helper()
+	return startTestPrimaryMode(t, ModeEpoch, epoch, pk, ck, snd)
+}
+
+// startTestPrimaryMode is startTestPrimary in a given mode.
+func startTestPrimaryMode(t *testing.T, mode Mode, epoch time.Duration, pk PacketPath, ck Checkpointer, snd *fakeSender) *Primary {
+	t.Helper()
 	snd.done = make(chan struct{})
 	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: epoch},
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: mode, Epoch: epoch},
 		Packets: pk, WorkDir: t.TempDir(),
 		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
 			snd.opts = o

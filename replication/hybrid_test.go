@@ -4,7 +4,6 @@
 package replication
 
 import (
-	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,24 +18,10 @@ func startHybridPrimary(t *testing.T) (*Primary, *fakePackets, *fakeSender, *rec
 	t.Helper()
 	rec := newRecorder()
 	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
-	snd := &fakeSender{rec: rec, done: make(chan struct{})}
-	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: ModeHybrid, Epoch: time.Minute},
-		Packets: pk, WorkDir: t.TempDir(),
-		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
-			snd.opts = o
-			return snd, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close(context.Background()) })
+	snd := &fakeSender{rec: rec}
+	p := startTestPrimaryMode(t, ModeHybrid, time.Minute, pk, &fakeCheckpointer{rec: rec}, snd)
 	if pk.hooks.Tag == nil || pk.hooks.Record == nil {
 		t.Fatal("hybrid mode opened the gate without the log's hooks")
-	}
-	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
-		t.Fatal(err)
 	}
 	return p, pk, snd, rec
 }
