@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 func acceptOne(t *testing.T, l net.Listener) <-chan net.Conn {
@@ -474,9 +476,7 @@ func newBridgedTrio(t *testing.T) (host, ctr, peer string) {
 // in order, fails closed without a queue, and its rules come off cleanly.
 func TestKernelHostOutputRules(t *testing.T) {
 	requireKernel(t)
-	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
-		t.Skip("kernel test: needs br_netfilter (net.bridge.bridge-nf-call-iptables)")
-	}
+	prereq.Path(t, "/proc/sys/net/bridge/bridge-nf-call-iptables", "kernel module br_netfilter")
 	host, ctr, peer := newBridgedTrio(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // The kernel tests build two network namespaces joined by a veth:
@@ -28,18 +30,12 @@ const (
 
 var nsCounter atomic.Int64 // distinct names for the namespaces of one test binary
 
-// requireKernel skips the test, naming what is missing, unless it can run
-// with real namespaces, iptables and nfnetlink_queue.
+// requireKernel stops the test (package prereq), naming what is missing,
+// unless it can run with real namespaces, iptables and nfnetlink_queue.
 func requireKernel(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root")
-	}
-	for _, b := range []string{"ip", "nsenter", "iptables", "iptables-restore", "ip6tables", "ip6tables-restore"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("kernel test: needs %s on PATH", b)
-		}
-	}
+	prereq.Root(t, "kernel test: namespaces, iptables, nfnetlink_queue")
+	prereq.Commands(t, "ip", "nsenter", "iptables", "iptables-restore", "ip6tables", "ip6tables-restore")
 }
 
 type nsPair struct{ ns1, ns2 string } // paths

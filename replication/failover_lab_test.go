@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/internal/prereq"
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/runtime/criu"
@@ -168,14 +169,8 @@ func startReplicatedRedis(t *testing.T) *replicatedRedis {
 // brings the lab up (down and checked for leftovers at cleanup).
 func startEngineLab(t *testing.T, name, subnet string) *lab.Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (namespaces, cgroups, CRIU, iptables)")
-	}
-	for _, bin := range []string{"criu", "runc", "nsenter", "iptables", "ip6tables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s on PATH", bin)
-		}
-	}
+	prereq.Root(t, "namespaces, cgroups, CRIU, iptables")
+	prereq.Commands(t, "criu", "runc", "nsenter", "iptables", "ip6tables")
 	t.Cleanup(func() { // runs after lab.Start's Down
 		if left := lab.New(name, subnet).Leftovers(); len(left) > 0 {
 			t.Errorf("left behind after lab down: %v", left)

@@ -14,6 +14,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 func TestSplitArgs(t *testing.T) {
@@ -56,9 +58,7 @@ func TestParseFileArg(t *testing.T) {
 // path, twice, and checks the archive.
 func TestRun(t *testing.T) {
 	const bb = "/bin/busybox"
-	if _, err := os.Stat(bb); err != nil {
-		t.Skip("no " + bb + " (busybox-static)")
-	}
+	prereq.Path(t, bb, "busybox-static")
 	dir := t.TempDir()
 	extra := filepath.Join(dir, "hello.txt")
 	if err := os.WriteFile(extra, []byte("hello"), 0o644); err != nil {

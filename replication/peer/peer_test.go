@@ -22,6 +22,8 @@ import (
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/replication/wire"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 const (
@@ -551,9 +553,7 @@ func TestSupersededPrimaryIsTold(t *testing.T) {
 }
 
 func TestHeartbeatsFlowDuringLargeTransfer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("50 MB transfer")
-	}
+	prereq.Long(t, "50 MB transfer")
 	// The design's defaults, 30 ms × 3: the transfer takes several times
 	// the 90 ms timeout, so heartbeats stuck behind it would be detected.
 	// (10 ms × 3 passes alone, but not always with three copies of this

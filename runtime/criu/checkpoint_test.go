@@ -81,10 +81,10 @@ func TestCheckpointHooks(t *testing.T) {
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // fakeCRIUCheckpointer is a Checkpointer of this process on the fake v1
-// freezer cgroup cg, its CRIU the fake swrk (TestFakeCRIUSwrk).
+// freezer cgroup cg, its CRIU the fake swrk (fakeCRIU).
 func fakeCRIUCheckpointer(t *testing.T, cg string) *Checkpointer {
 	t.Helper()
-	svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+	svc, err := NewCRIUService(fakeCRIU, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,22 +18,25 @@ import (
 	"github.com/iorrc/rrc/runtime/criutest"
 )
 
-// TestFakeCRIUSwrk is not a test: with RRC_FAKE_CRIU=1 the test binary acts
-// as `criu swrk 3`, the way CRIU 4.2.1 behaves: VERSION keeps the session,
-// DUMP sends a "pre-dump" notification, waits for the answer, replies and
-// exits.
-func TestFakeCRIUSwrk(t *testing.T) {
-	if os.Getenv("RRC_FAKE_CRIU") == "" {
-		t.Skip("helper process for TestCRIUService")
+// fakeCRIU is the test binary run as CRIU by the tests that set
+// RRC_FAKE_CRIU: TestMain then acts as `criu swrk 3`, the way CRIU 4.2.1
+// behaves: VERSION keeps the session, DUMP sends a "pre-dump"
+// notification, waits for the answer, replies and exits.
+var fakeCRIU = CRIUCommand{Argv: []string{os.Args[0]}}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("RRC_FAKE_CRIU") != "" {
+		delay, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_DELAY_MS"))
+		criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE"), WriteImages: os.Getenv("RRC_FAKE_CRIU_IMAGES") != "",
+			StartDelay: time.Duration(delay) * time.Millisecond})
+		os.Exit(0)
 	}
-	delay, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_DELAY_MS"))
-	criutest.ServeSwrk(criutest.SwrkOptions{Mode: os.Getenv("RRC_FAKE_CRIU_MODE"), WriteImages: os.Getenv("RRC_FAKE_CRIU_IMAGES") != "",
-		StartDelay: time.Duration(delay) * time.Millisecond})
+	os.Exit(m.Run())
 }
 
 func TestCRIUService(t *testing.T) {
 	t.Setenv("RRC_FAKE_CRIU", "1")
-	svc, err := NewCRIUService(CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrk$", "--"}}, nil)
+	svc, err := NewCRIUService(fakeCRIU, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,35 +16,21 @@ import (
 
 	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // Lab names for this package's tests (see docs/LAB.md); override with
 // LAB/LAB_SUBNET.
 func testLab(t *testing.T) *lab.Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (cgroups, CRIU, mounts)")
-	}
+	prereq.Root(t, "cgroups, CRIU, mounts")
+	prereq.Commands(t, "criu", "runc", "nsenter", "redis-cli")
 	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
 	if name == "" {
 		name, subnet = "rrcrt", "10.84.0"
 	}
-	for _, bin := range []string{"criu", "runc", "nsenter", "redis-cli"} {
-		if _, err := lookPath(bin); err != nil {
-			t.Skipf("needs %s on PATH", bin)
-		}
-	}
 	return lab.Start(t, name, subnet)
-}
-
-func lookPath(bin string) (string, error) {
-	for _, dir := range filepath.SplitList(os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin") {
-		p := filepath.Join(dir, bin)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", bin)
 }
 
 // runRedis runs Redis as container id on lab host a (--net-host) and waits

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // mountOptions returns the super-block options of the mount at dir.
@@ -26,9 +28,7 @@ func mountOptions(t *testing.T, dir string) string {
 }
 
 func TestMountImageTmpfs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
+	prereq.Root(t, "mounting a tmpfs")
 	_, err := os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
 	thp := err == nil
 	for _, tc := range []struct {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iorrc/rrc/internal/prereq"
 	"github.com/iorrc/rrc/runtime/launch"
 )
 
@@ -56,9 +57,7 @@ func TestSysVIPCObjects(t *testing.T) {
 // TestPrepareRestoreNamespaces makes real namespaces (root, util-linux
 // unshare): only those the spec asks for without a path and the images lack.
 func TestPrepareRestoreNamespaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (unshare of UTS and IPC namespaces)")
-	}
+	prereq.Root(t, "unshare of UTS and IPC namespaces")
 	for _, tc := range []struct {
 		name   string
 		ns     []map[string]string

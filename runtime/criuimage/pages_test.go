@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 func TestReadPagesErrors(t *testing.T) {
@@ -114,14 +116,14 @@ func TestApplyPlans(t *testing.T) {
 // A real dump of a sleeping process: the images decode, the pages file
 // matches the pagemap, Encode gives CRIU's bytes, and the pages are the
 // process's memory. Needs root and criu on PATH (what the checked-in
-// testdata was made with); skipped otherwise.
+// testdata was made with).
 func TestCRIUDump(t *testing.T) {
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("needs root, not -short")
-	}
-	criu, err := exec.LookPath("criu")
+	prereq.Long(t, "a real CRIU dump")
+	prereq.Root(t, "CRIU dump")
+	prereq.Commands(t, "criu")
+	criu, err := prereq.LookPath("criu")
 	if err != nil {
-		t.Skip("needs criu on PATH")
+		t.Fatal(err)
 	}
 	sleep := exec.Command("sleep", "1000")
 	sleep.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

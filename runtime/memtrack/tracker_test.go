@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/internal/prereq"
 	"github.com/iorrc/rrc/runtime/launch"
 )
 
@@ -469,13 +470,11 @@ func TestTakeUnderSignals(t *testing.T) {
 // runs on untouched and can be taken then. Needs the cgroup v1 freezer.
 func TestTakeCancelFrozen(t *testing.T) {
 	const root = "/sys/fs/cgroup/freezer"
-	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
-		t.Skip("no cgroup v1 freezer:", err)
-	}
+	prereq.Path(t, filepath.Join(root, "cgroup.procs"), "the cgroup v1 freezer")
 	c := startChild(t, "plain")
 	cg := filepath.Join(root, fmt.Sprintf("memtrack-test-%d", c.pid))
 	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Skip("cannot make a freezer cgroup:", err)
+		prereq.Missing(t, "a freezer cgroup of our own: %v", err)
 	}
 	write := func(file, value string) {
 		t.Helper()
@@ -569,7 +568,7 @@ func TestHugePages(t *testing.T) {
 	}
 	cats := pageCategories(t, tr, base, pages)
 	if cats[0]&pageIsHuge == 0 {
-		t.Skipf("no transparent huge page (categories of the first page: %s)", catString(cats[0]))
+		prereq.Missing(t, "a transparent huge page (categories of the first page: %s)", catString(cats[0]))
 	}
 	reset(t, tr)
 	checkWritten(t, tr, base, pages, nil, "after Reset")

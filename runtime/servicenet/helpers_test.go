@@ -17,14 +17,15 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
-// requireRoot skips tests that make namespaces, interfaces and mounts.
+// requireRoot stops tests that make namespaces, interfaces and mounts
+// without root (package prereq).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN for namespaces and mounts, CAP_NET_ADMIN for interfaces)")
-	}
+	prereq.Root(t, "CAP_SYS_ADMIN for namespaces and mounts, CAP_NET_ADMIN for interfaces")
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // testHost is a scratch "host" network namespace with a LAN to attach to.
@@ -411,7 +413,7 @@ func TestNetnsOwnTCPHash(t *testing.T) {
 	const child = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
 	before, err := os.ReadFile(child)
 	if os.IsNotExist(err) {
-		t.Skip("kernel without net.ipv4.tcp_child_ehash_entries (before 6.1): namespaces share the host's table")
+		prereq.Missing(t, "net.ipv4.tcp_child_ehash_entries (kernel 6.1): without it namespaces share the host's table")
 	}
 	if err != nil {
 		t.Fatal(err)

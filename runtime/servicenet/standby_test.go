@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // TestStandbyServiceRoutes checks, in a scratch namespace, that a down
@@ -18,12 +20,8 @@ import (
 // through lo (with the link still down), and that Promote brings the link
 // up and leaves only the link's own route.
 func TestStandbyServiceRoutes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2)")
-	}
+	prereq.Root(t, "network namespaces")
+	prereq.Commands(t, "ip")
 	name := fmt.Sprintf("rrcsn-sb-%d", os.Getpid())
 	ipns := func(args ...string) (string, error) {
 		out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput()

@@ -26,6 +26,10 @@ const (
 	DefaultConfigPath = "/etc/rrc/shim.toml"
 )
 
+// defaultPath is DefaultConfigPath, as a variable so that a test can see
+// what a machine without the file gets, whatever the test machine has.
+var defaultPath = DefaultConfigPath
+
 // Config is the shim configuration file.
 type Config struct {
 	// StateDir holds what lives as long as the host: service network
@@ -80,7 +84,7 @@ func ConfigPath() string {
 	if p := os.Getenv(ConfigEnv); p != "" {
 		return p
 	}
-	return DefaultConfigPath
+	return defaultPath
 }
 
 // LoadConfig reads path over the defaults. A missing file at the default
@@ -90,7 +94,7 @@ func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
+		if errors.Is(err, os.ErrNotExist) && path == defaultPath {
 			return cfg, nil
 		}
 		return cfg, fmt.Errorf("read shim configuration: %w", err)

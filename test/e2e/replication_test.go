@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/internal/prereq"
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/shim/status"
@@ -300,14 +301,8 @@ type replicationLab struct {
 // on one machine at once.
 func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, bin := range []string{"criu", "runc", "iptables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s on PATH", bin)
-		}
-	}
+	prereq.Root(t, "the lab")
+	prereq.Commands(t, "criu", "runc", "iptables")
 	lab.Require(t)
 	l0 := lab.New(name, subnet)
 	dir := t.TempDir()

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 // Defaults of lab.sh.
@@ -122,15 +124,16 @@ func lookPath(b string) (string, error) {
 	return "", exec.ErrNotFound
 }
 
-// Require skips the test when a prerequisite is missing.
+// Require stops the test when a prerequisite is missing: a skip, or a
+// failure under CI (package prereq).
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Prerequisites(); err != nil {
-		t.Skip(err.Error())
+		prereq.Missing(t, "%v", err)
 	}
 }
 
-// Start skips the test when prerequisites are missing, brings the lab up
+// Start stops the test when prerequisites are missing (Require), brings the lab up
 // (after a Down, to start clean after an interrupted run) and registers a
 // Down at cleanup. Name and subnet as in New.
 func Start(t testing.TB, name, subnet string) *Lab {

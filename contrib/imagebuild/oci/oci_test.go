@@ -15,6 +15,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/iorrc/rrc/internal/prereq"
 )
 
 type hdr struct {
@@ -270,9 +272,7 @@ func TestAddBusybox(t *testing.T) {
 
 func TestELFDeps(t *testing.T) {
 	bin := "/usr/bin/env"
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("no " + bin)
-	}
+	prereq.Path(t, bin, "coreutils")
 	interp, needed, _, ok, err := ELFDeps(bin)
 	if err != nil || !ok {
 		t.Fatalf("ELFDeps: ok=%v err=%v", ok, err)
