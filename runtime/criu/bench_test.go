@@ -1,6 +1,8 @@
 // Copyright The io.rrc.v1 Authors.
 // SPDX-License-Identifier: Apache-2.0
 
+//go:build measure
+
 package criu
 
 import (
@@ -19,11 +21,13 @@ import (
 	"github.com/iorrc/rrc/test/lab"
 )
 
-// TestMeasureCheckpointPause is the measurement behind docs/CHECKPOINT.md,
-// not a timed assertion. It runs only with RRC_MEASURE=1:
+// TestMeasureCheckpointPause is the measurement behind docs/CHECKPOINT.md
+// and part 2 of make bench (test/bench/bench.sh), not a timed assertion.
+// It is built only with the build tag measure, so that a normal test run
+// neither runs nor skips it:
 //
-//	RRC_MEASURE=1 RRC_MEASURE_KEYS=100000 RRC_MEASURE_N=20 \
-//	  go test ./runtime/criu -run TestMeasureCheckpointPause -v -timeout 10m
+//	RRC_MEASURE_KEYS=100000 RRC_MEASURE_N=20 \
+//	  go test -tags measure ./runtime/criu -run TestMeasureCheckpointPause -v -timeout 10m
 //
 // It loads Redis with KEYS records of 100 bytes (redis-cli --pipe from the
 // lab client), then takes N rounds of checkpoints, one per 100 ms epoch, each
@@ -33,9 +37,6 @@ import (
 // RRC_MEASURE_NICE=-10 runs CRIU at nice -10. RRC_MEASURE_CONNS=N keeps N
 // idle client connections open to Redis (CRIU dumps each with TCP repair).
 func TestMeasureCheckpointPause(t *testing.T) {
-	if os.Getenv("RRC_MEASURE") == "" {
-		t.Skip("measurement; set RRC_MEASURE=1")
-	}
 	keys := envInt("RRC_MEASURE_KEYS", 100000)
 	n := envInt("RRC_MEASURE_N", 20)
 	l := testLab(t)
@@ -204,28 +205,6 @@ func grepLine(b []byte, prefix string) string {
 		}
 	}
 	return ""
-}
-
-// loadRedis writes keys records of 100 bytes with redis-cli --pipe from the
-// lab client.
-func loadRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string, keys int) {
-	t.Helper()
-	var in bytes.Buffer
-	val := bytes.Repeat([]byte("v"), 100)
-	for i := 0; i < keys; i++ {
-		k := "key:" + strconv.Itoa(i)
-		fmt.Fprintf(&in, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n", len(k), k, val)
-	}
-	cmd := l.Command(ctx, "client", "redis-cli", "-h", ip, "--pipe")
-	cmd.Stdin = &in
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("load redis: %v: %s", err, out)
-	}
-	out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "dbsize")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("dbsize %s", bytes.TrimSpace([]byte(out)))
 }
 
 // summary is "mean X, p50 Y, p90 Z, max W".

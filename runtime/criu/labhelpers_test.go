@@ -4,10 +4,12 @@
 package criu
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +163,26 @@ func runcCleanup(t *testing.T, netns, root, id string) {
 			t.Logf("runc delete %s: %v", id, err)
 		}
 	})
+}
+
+// loadRedis writes keys records of 100 bytes with redis-cli --pipe from the
+// lab client.
+func loadRedis(ctx context.Context, t *testing.T, l *lab.Lab, ip string, keys int) {
+	t.Helper()
+	var in bytes.Buffer
+	val := bytes.Repeat([]byte("v"), 100)
+	for i := 0; i < keys; i++ {
+		k := "key:" + strconv.Itoa(i)
+		fmt.Fprintf(&in, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n", len(k), k, val)
+	}
+	cmd := l.Command(ctx, "client", "redis-cli", "-h", ip, "--pipe")
+	cmd.Stdin = &in
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("load redis: %v: %s", err, out)
+	}
+	out, err := l.Exec(ctx, "client", "redis-cli", "-h", ip, "dbsize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dbsize %s", bytes.TrimSpace([]byte(out)))
 }

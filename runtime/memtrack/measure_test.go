@@ -1,7 +1,7 @@
 // Copyright The io.rrc.v1 Authors.
 // SPDX-License-Identifier: Apache-2.0
 
-//go:build amd64
+//go:build amd64 && measure
 
 package memtrack
 
@@ -17,14 +17,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestMeasurePid measures Take, Attach, Register and Reset on an existing
-// process, e.g. a loaded redis-server: RRC_MEMTRACK_PID=PID go test -run
-// TestMeasurePid -v. The process is tracked for a second and let go.
-func TestMeasurePid(t *testing.T) {
+// The tests of this file work on a process the caller names, so they are
+// built only with the build tag measure and never run by make unit:
+//
+//	RRC_MEMTRACK_PID=PID go test -tags measure ./runtime/memtrack -run 'TestMeasurePid|TestVerifyPid' -v
+
+// measuredPid is the process named by RRC_MEMTRACK_PID.
+func measuredPid(t *testing.T) int {
+	t.Helper()
 	pid, err := strconv.Atoi(os.Getenv("RRC_MEMTRACK_PID"))
 	if err != nil {
-		t.Skip("RRC_MEMTRACK_PID not set")
+		t.Fatalf("RRC_MEMTRACK_PID: %v (the pid of the process to measure)", err)
 	}
+	return pid
+}
+
+// TestMeasurePid measures Take, Attach, Register and Reset on an existing
+// process, e.g. a loaded redis-server. The process is tracked for a second
+// and let go.
+func TestMeasurePid(t *testing.T) {
+	pid := measuredPid(t)
 	start := time.Now()
 	f := take(t, pid)
 	dTake := time.Since(start)
@@ -76,10 +88,7 @@ func TestMeasurePid(t *testing.T) {
 // pages of the registered mappings, resets, lets the process run, stops it
 // again and compares.
 func TestVerifyPid(t *testing.T) {
-	pid, err := strconv.Atoi(os.Getenv("RRC_MEMTRACK_PID"))
-	if err != nil {
-		t.Skip("RRC_MEMTRACK_PID not set")
-	}
+	pid := measuredPid(t)
 	tr, err := Attach(pid, take(t, pid))
 	if err != nil {
 		t.Fatal(err)

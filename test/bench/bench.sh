@@ -19,7 +19,8 @@
 #      network).
 #   2. Checkpoint pause per epoch for Redis with 100,000 records (and 1 M and
 #      10 M with BENCH_FULL=1): io.rrc.v1's checkpointer against
-#      `runc checkpoint --leave-running` (criu.TestMeasureCheckpointPause).
+#      `runc checkpoint --leave-running` (criu.TestMeasureCheckpointPause,
+#      built with the build tag measure only).
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
@@ -348,8 +349,8 @@ PART1_S=$((SECONDS - T0))
 
 pause_run() { # KEYS N
 	say "checkpoint pause (criu.TestMeasureCheckpointPause): $1 records, $2 checkpoints"
-	(cd "$REPO" && RRC_MEASURE=1 RRC_MEASURE_KEYS=$1 RRC_MEASURE_N=$2 RRC_MEASURE_NICE=-10 \
-		go test ./runtime/criu -run TestMeasureCheckpointPause -v -count=1 -timeout 30m 2>&1) |
+	(cd "$REPO" && RRC_MEASURE_KEYS=$1 RRC_MEASURE_N=$2 RRC_MEASURE_NICE=-10 \
+		go test -tags measure ./runtime/criu -run '^TestMeasureCheckpointPause$' -v -count=1 -timeout 30m 2>&1) |
 		grep -E 'redis loaded|checkpoints:|^ +bench_test.go:[0-9]+:   |restore|FAIL|panic' | sed -E 's/^ +bench_test.go:[0-9]+: //' || true
 }
 PAUSE_100K=$(pause_run 100000 20)
@@ -619,7 +620,7 @@ $(cat "$DETAILS")
 
 ## Checkpoint pause per epoch vs records
 
-\`RRC_MEASURE=1 RRC_MEASURE_KEYS=N RRC_MEASURE_N=C RRC_MEASURE_NICE=-10 go test ./runtime/criu
+\`RRC_MEASURE_KEYS=N RRC_MEASURE_N=C RRC_MEASURE_NICE=-10 go test -tags measure ./runtime/criu
 -run TestMeasureCheckpointPause -v\`: Redis on lab host a (\`--net-host\`, no replication)
 loaded with N records of 100 bytes, C checkpoints 100 ms apart (20; $N10M at 10,000,000 records,
 BENCH_N10M), each round interleaving io.rrc.v1's checkpointer with incremental memory dumps

@@ -25,11 +25,14 @@
 #   --keep             leave the lab/daemon and registry up (debugging)
 #
 # Environment: LAB (default rrcit), LAB_SUBNET (default 10.80.0), CRIU=0 to
-# skip the checkpoint tests even when criu works.
+# skip the checkpoint tests even when criu works. CI=true (make test sets
+# it): nothing may be left out, so a CRIU that does not work, CRIU=0 or a
+# missing mkfs.xfs is an error before anything runs, and any test or
+# subtest that skips fails the run.
 #
 # Exit status: 0 when every failure of every runtime is in
 # known-failures.txt, and (with "both") io.rrc.v1 passed every test that
-# io.containerd.runc.v2 passed; 1 otherwise.
+# io.containerd.runc.v2 passed, and under CI no test skipped; 1 otherwise.
 
 # The whole script is one brace group: bash parses it completely before
 # running it, so editing this file while a run is going on is harmless.
@@ -84,11 +87,33 @@ for b in containerd go unshare nsenter ip; do
 done
 
 say() { echo "run.sh: $*" >&2; }
+# CI: a true value of $CI (as Go's strconv.ParseBool reads it, like the
+# tests' package prereq).
+CI_ON=0
+case ${CI:-} in 1 | t | T | true | TRUE | True) CI_ON=1 ;; esac
 # One run at a time on this machine: pass 2 uses fixed paths
 # (/run/containerd-test) and the lab name is fixed.
 exec 9>/run/rrcit-run.lock
 flock -n 9 || { say "another run.sh is running (lock /run/rrcit-run.lock)"; exit 1; }
-command -v mkfs.xfs >/dev/null || say "note: no mkfs.xfs (apt-get install xfsprogs): TestMountAtRuntime will skip"
+if ! command -v mkfs.xfs >/dev/null; then
+	[[ $CI_ON == 1 ]] && { say "CI=$CI: no mkfs.xfs (apt-get install xfsprogs, make setup): TestMountAtRuntime would skip"; exit 1; }
+	say "note: no mkfs.xfs (apt-get install xfsprogs): TestMountAtRuntime will skip"
+fi
+# The checkpoint tests need a CRIU that works; without one they are run
+# with -no-criu (skipped), which CI does not accept.
+CRIU_ARGS=(-no-criu)
+if [[ ${CRIU:-1} == 0 ]]; then
+	[[ $CI_ON == 1 ]] && { say "CI=$CI: CRIU=0 would skip the checkpoint tests"; exit 1; }
+	say "note: CRIU=0: the checkpoint tests skip (-no-criu)"
+elif ! command -v criu >/dev/null; then
+	[[ $CI_ON == 1 ]] && { say "CI=$CI: no criu on PATH (make setup): the checkpoint tests would skip"; exit 1; }
+	say "note: no criu on PATH: the checkpoint tests skip (-no-criu)"
+elif ! out=$(criu check 2>&1); then
+	[[ $CI_ON == 1 ]] && { say "CI=$CI: 'criu check' fails, the checkpoint tests would skip: $out"; exit 1; }
+	say "note: 'criu check' fails: the checkpoint tests skip (-no-criu): $out"
+else
+	CRIU_ARGS=()
+fi
 t_start=$SECONDS
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -353,10 +378,6 @@ EOF
 reap_containers "$TESTD_STATE"
 
 # --- tests ---------------------------------------------------------------------
-CRIU_ARGS=(-no-criu)
-if [[ ${CRIU:-1} != 0 ]] && command -v criu >/dev/null && criu check >/dev/null 2>&1; then
-	CRIU_ARGS=()
-fi
 anchored() { awk '!/^#/ && NF {print "^" $1 "$"}' "$@" | paste -sd'|' -; }
 # Pass 1 (against the lab daemon, -no-daemon) skips skip.txt and the tests of
 # daemon-tests.txt; pass 2 runs the latter with a daemon of TestMain's own.
@@ -418,6 +439,7 @@ done
 # --- compare -------------------------------------------------------------------
 REPORT=("$BIN/report" -log-dir "$OUT" -md "$OUT/summary.md")
 [[ $EXPECT == 1 ]] && REPORT+=(-expect "$HERE/known-failures.txt")
+[[ $CI_ON == 1 ]] && REPORT+=(-no-skips)
 if [[ " ${RUNTIMES[*]} " == *" io.containerd.runc.v2 "* && " ${RUNTIMES[*]} " == *" io.rrc.v1 "* ]]; then
 	REPORT+=(-baseline "$OUT/io.containerd.runc.v2.json")
 fi

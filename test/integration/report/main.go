@@ -151,6 +151,18 @@ func (r *Run) counts(sub bool) Counts {
 	return c
 }
 
+// Skipped lists the tests (and subtests) that skipped, sorted.
+func (r *Run) Skipped() []string {
+	var out []string
+	for t, s := range r.Status {
+		if s == Skip {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Failed lists the tests that failed or did not complete, sorted.
 func (r *Run) Failed() []string {
 	var out []string
@@ -306,13 +318,14 @@ func main() {
 		baseline   = flag.String("baseline", "", "go test -json output of the baseline run (io.containerd.runc.v2)")
 		mdOut      = flag.String("md", "", "write a Markdown summary here")
 		logDir     = flag.String("log-dir", "", "write RUN.log (the verbose text output) here")
+		noSkips    = flag.Bool("no-skips", false, "a skipped test or subtest is a problem (run.sh sets it under CI)")
 	)
 	flag.Parse()
 	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: report [-expect FILE] [-baseline RUN.json] [-md FILE] [-log-dir DIR] RUN.json...")
+		fmt.Fprintln(os.Stderr, "usage: report [-expect FILE] [-baseline RUN.json] [-md FILE] [-log-dir DIR] [-no-skips] RUN.json...")
 		os.Exit(2)
 	}
-	if err := mainErr(*expectFile, *baseline, *mdOut, *logDir, flag.Args()); err != nil {
+	if err := mainErr(*expectFile, *baseline, *mdOut, *logDir, *noSkips, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
@@ -320,7 +333,7 @@ func main() {
 
 var errChecks = errors.New("checks failed")
 
-func mainErr(expectFile, baseline, mdOut, logDir string, files []string) error {
+func mainErr(expectFile, baseline, mdOut, logDir string, noSkips bool, files []string) error {
 	var exp Expectations
 	if expectFile != "" {
 		f, err := os.Open(expectFile)
@@ -407,6 +420,13 @@ func mainErr(expectFile, baseline, mdOut, logDir string, files []string) error {
 			sort.Strings(stale)
 			for _, t := range stale {
 				fmt.Fprintf(os.Stderr, "report: note: %s passed with %s although it is listed as a known failure\n", t, r.Name)
+			}
+		}
+		if noSkips {
+			// A skipped test tested nothing: under CI the machine must
+			// have whatever the test looked for.
+			for _, t := range r.Skipped() {
+				problems = append(problems, fmt.Sprintf("%s: %s skipped", r.Name, t))
 			}
 		}
 		if base != nil && r != base {

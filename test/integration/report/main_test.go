@@ -4,6 +4,9 @@
 package main
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,5 +113,27 @@ func TestRegressions(t *testing.T) {
 	want := []string{"TestB (fail)", "TestE (not run)"}
 	if got := Regressions(base, r); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func TestNoSkips(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "rt.json")
+	lines := []string{ev("run", "TestA"), ev("pass", "TestA"), ev("run", "TestB"), ev("run", "TestB/x"), ev("skip", "TestB/x"), ev("pass", "TestB"), ev("pass", "")}
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRun(t, lines...).Skipped(); !reflect.DeepEqual(got, []string{"TestB/x"}) {
+		t.Errorf("Skipped() = %v", got)
+	}
+	md := filepath.Join(dir, "summary.md")
+	if err := mainErr("", "", md, "", false, []string{f}); err != nil {
+		t.Errorf("without -no-skips: %v", err)
+	}
+	if err := mainErr("", "", md, "", true, []string{f}); !errors.Is(err, errChecks) {
+		t.Errorf("with -no-skips: %v, want %v", err, errChecks)
+	}
+	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "TestB/x skipped") {
+		t.Errorf("summary does not name the skipped subtest:\n%s", b)
 	}
 }
