@@ -13,13 +13,14 @@
 #     (/opt/rrc/criu) and run through a wrapper /usr/local/sbin/criu;
 #   * criu-written.so, built from contrib/criu-written with gcc: preloaded into CRIU by
 #     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
+#   * golangci-lint (make lint) at a pinned version, built with `go install`;
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
 #   --force-containerd   rebuild and reinstall containerd/ctr/shim even if the version matches
 #   --force-criu         re-download and reinstall CRIU even if criu >= 4.2 is on PATH
-#   --bindir DIR         install containerd, ctr, containerd-shim-runc-v2 into DIR
-#                        (default /usr/local/bin)
+#   --bindir DIR         install containerd, ctr, containerd-shim-runc-v2 and golangci-lint
+#                        into DIR (default /usr/local/bin)
 set -euo pipefail
 
 SELF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,6 +58,9 @@ CRIU_TRIXIE=(
 	libnftnl11 libxtables12 libgmp10 libp11-kit0 libtasn1-6 libidn2-0 libjansson4
 )
 CONTAINERD_BINS=(containerd ctr containerd-shim-runc-v2)
+# make lint's linter: a pinned version, so that a new release's new checks
+# never fail make test unasked.
+GOLANGCI_LINT_VERSION=v2.15.0
 
 usage() { sed -n '5,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
@@ -359,6 +363,38 @@ setup_criu_written() {
 	fi
 }
 
+# ---------------------------------------------------------------- 3c. golangci-lint
+# Version a golangci-lint binary reports ("2.15.0"), empty if none runs.
+golangci_lint_version() {
+	[[ -x $1 ]] || return 0
+	"$1" version --short 2>/dev/null | head -n1 || true
+}
+
+setup_golangci_lint() {
+	local bin=$BINDIR/golangci-lint have tmp start
+	have=$(golangci_lint_version "$bin")
+	if [[ $have == "${GOLANGCI_LINT_VERSION#v}" ]]; then
+		log "golangci-lint $have found at $bin"
+		return 0
+	fi
+	command -v go >/dev/null ||
+		die "Go is needed to build golangci-lint $GOLANGCI_LINT_VERSION: install Go to /usr/local/go"
+	log "installing golangci-lint $GOLANGCI_LINT_VERSION (go install from the Go module proxy${have:+; found $have})"
+	tmp=$(mktemp -d /tmp/rrc-setup-lint.XXXXXX)
+	CLEANUP+=("rm -rf '$tmp'")
+	start=$SECONDS
+	# Outside the repository, so that its go.mod plays no part.
+	(cd "$tmp" && quiet "go install of golangci-lint $GOLANGCI_LINT_VERSION failed" \
+		env GOBIN="$tmp/bin" GOFLAGS=-buildvcs=false GOWORK=off \
+		go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION")
+	mkdir -p "$BINDIR"
+	install -m 0755 "$tmp/bin/golangci-lint" "$BINDIR/.golangci-lint.rrc-new"
+	mv -f "$BINDIR/.golangci-lint.rrc-new" "$bin"
+	have=$(golangci_lint_version "$bin")
+	[[ $have == "${GOLANGCI_LINT_VERSION#v}" ]] || die "$bin reports version '$have', expected ${GOLANGCI_LINT_VERSION#v}"
+	log "golangci-lint $have installed at $bin (built in $((SECONDS - start)) s)"
+}
+
 # ---------------------------------------------------------------- 4. kernel prerequisites
 check_kernel() {
 	local ns="rrc-setup-$$" out
@@ -403,5 +439,6 @@ setup_apt
 setup_containerd
 setup_criu
 setup_criu_written
+setup_golangci_lint
 check_kernel
 log "done"
