@@ -55,7 +55,11 @@ func benchPassThrough(b *testing.B, mode string) {
 			b.Fatal(err)
 		}
 		defer in.Close()
-		go NewInputHold(in, discardLog()).Run(ctx)
+		go func() {
+			if err := NewInputHold(in, discardLog()).Run(ctx); err != nil && ctx.Err() == nil {
+				b.Error(err)
+			}
+		}()
 		switch mode {
 		case "batch":
 			g := NewOutputGate(cq, discardLog())

@@ -449,7 +449,9 @@ func newBridgedTrio(t *testing.T) (host, ctr, peer string) {
 	names := []string{base + "-h", base + "-c", base + "-p"}
 	t.Cleanup(func() {
 		for _, n := range names {
-			exec.Command("ip", "netns", "del", n).Run()
+			if out, err := exec.Command("ip", "netns", "del", n).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", n, err, out)
+			}
 		}
 	})
 	for _, n := range names {

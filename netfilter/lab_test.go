@@ -53,8 +53,11 @@ func newNSPair(t testing.TB) nsPair {
 	base := fmt.Sprintf("nfqt-%d-%d", os.Getpid(), nsCounter.Add(1))
 	a, b := base+"-a", base+"-b"
 	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", a).Run()
-		exec.Command("ip", "netns", "del", b).Run()
+		for _, n := range []string{a, b} {
+			if out, err := exec.Command("ip", "netns", "del", n).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", n, err, out)
+			}
+		}
 	})
 	sh(t, "ip", "netns", "add", a)
 	sh(t, "ip", "netns", "add", b)
@@ -141,7 +144,8 @@ func dial(ns, addr string) <-chan net.Conn {
 	c := make(chan net.Conn, 1)
 	go func() {
 		var conn net.Conn
-		inNetNS(ns, func() (err error) {
+		// A failure leaves conn nil, which the caller reports.
+		_ = inNetNS(ns, func() (err error) {
 			conn, err = net.DialTimeout("tcp", addr, 10*time.Second)
 			return
 		})

@@ -45,7 +45,7 @@ func readLoop(ctx context.Context, q PacketQueue, log *slog.Logger, c *loopCount
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			return nil
+			return nil //nolint:nilerr // the read ended because ctx was cancelled: a clean stop
 		case IsOverrun(err):
 			c.overruns.Add(1)
 			log.Error("queue socket overrun: the kernel dropped packets (TCP will retransmit)", "err", err)

@@ -102,6 +102,14 @@ type helper struct {
 	stdin *bufio.Scanner
 }
 
+// cleanup runs a deferred clean-up of the engine process and logs its
+// failure, which the test sees as leftovers.
+func (h *helper) cleanup(what string, f func() error) {
+	if err := f(); err != nil {
+		h.log.Error("clean-up failed", "what", what, "err", err)
+	}
+}
+
 func (h *helper) publish(phase, netns string, st replication.Status, err error) {
 	s := helperStatus{Phase: phase, Netns: netns, Engine: st}
 	if err != nil {
@@ -109,8 +117,13 @@ func (h *helper) publish(phase, netns string, st replication.Status, err error) 
 	}
 	b, _ := json.Marshal(s)
 	tmp := h.a.StatusFile + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, h.a.StatusFile)
+	werr := os.WriteFile(tmp, b, 0o600)
+	if werr == nil {
+		werr = os.Rename(tmp, h.a.StatusFile)
+	}
+	if werr != nil {
+		// The test waiting for this status times out; say why.
+		h.log.Error("publish status", "phase", phase, "err", werr)
 	}
 }
 
@@ -190,12 +203,12 @@ func (h *helper) primary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sn.Remove(context.Background())
+	defer h.cleanup("service network", func() error { return sn.Remove(context.Background()) })
 	unmount, err := criu.MountImageTmpfs(h.a.WorkDir, 1<<30)
 	if err != nil {
 		return err
 	}
-	defer unmount()
+	defer h.cleanup("image tmpfs", unmount)
 	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
 		Packets: replication.NetfilterPackets(sn.NetnsPath(), nil, h.log.With("pair", cfg.Pair)),
@@ -247,7 +260,7 @@ func (h *helper) backup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sn.Remove(context.Background())
+	defer h.cleanup("service network", func() error { return sn.Remove(context.Background()) })
 	h.publish("ready", sn.NetnsPath(), replication.Status{}, nil)
 	line, ok := h.readLine(ctx)
 	if !ok {
@@ -266,7 +279,7 @@ func (h *helper) backup(ctx context.Context) error {
 		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
 		RuncArgv: []string{"nsenter", "--net=" + sn.NetnsPath(), "--", "runc"},
 	}
-	defer restorer.Remove(context.Background())
+	defer h.cleanup("restored container", func() error { return restorer.Remove(context.Background()) })
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
 		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {

@@ -52,7 +52,11 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	defer func() {
 		if sending {
 			sender.Close()
-			<-sent
+			// Waited for, as its goroutine removes the image directory;
+			// its failure (the connection just closed) changes nothing.
+			if err := <-sent; err != nil {
+				p.log.Debug("checkpoint send ended with the loop", "err", err)
+			}
 		}
 	}()
 	startSend := func() {

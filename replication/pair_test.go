@@ -80,7 +80,8 @@ func (p *cuttableProxy) pipe(dst, src net.Conn, cutDir *atomic.Bool) {
 		}
 		if err != nil {
 			if err == io.EOF && !cut() {
-				dst.(*net.TCPConn).CloseWrite()
+				// Fails only on a dead connection, which the other side sees.
+				_ = dst.(*net.TCPConn).CloseWrite()
 			}
 			return
 		}

@@ -88,8 +88,12 @@ func TestWithNetns(t *testing.T) {
 				t.Errorf("%d network namespaces in %s", n, out)
 			}
 			var in, got map[string]any
-			json.Unmarshal([]byte(tc.in), &in)
-			json.Unmarshal(out, &got)
+			if err := json.Unmarshal([]byte(tc.in), &in); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
 			for k := range in {
 				if _, ok := got[k]; !ok {
 					t.Errorf("field %s lost: %s", k, out)

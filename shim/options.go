@@ -77,6 +77,8 @@ func fromRuntimeOptions(o *runtimeoptions.Options) (*runcoptions.Options, error)
 	ro.NoPivotRoot, ro.NoNewKeyring, ro.ShimCgroup = t.NoPivotRoot, t.NoNewKeyring, t.ShimCgroup
 	ro.IoUid, ro.IoGid, ro.BinaryName, ro.Root = t.IoUid, t.IoGid, t.BinaryName, t.Root
 	ro.SystemdCgroup, ro.CriuImagePath, ro.CriuWorkPath = t.SystemdCgroup, t.CriuImagePath, t.CriuWorkPath
-	ro.TaskApiAddress, ro.TaskApiVersion = t.TaskApiAddress, t.TaskApiVersion
+	// Deprecated in runc's options but still read by the runc shim:
+	// carried over as given.
+	ro.TaskApiAddress, ro.TaskApiVersion = t.TaskApiAddress, t.TaskApiVersion //nolint:staticcheck // see above
 	return &ro, nil
 }

@@ -97,11 +97,12 @@ func cleanupDeadReplica(ctx context.Context, id string) error {
 	}
 	spec, err := readSpec(bundle)
 	if err != nil {
-		return nil // no bundle left: nothing of ours to find from here
+		return nil //nolint:nilerr // no bundle left: nothing of ours to find from here
 	}
 	cfg, err := settings.ParseAnnotations(id, spec.Annotations)
 	if err != nil || !cfg.Enabled() {
-		return nil
+		// Annotations create refused: the shim never replicated it.
+		return nil //nolint:nilerr // not replicated: nothing of ours to clean
 	}
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {

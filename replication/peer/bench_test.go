@@ -51,7 +51,9 @@ func BenchmarkCheckpointTransfer(b *testing.B) {
 					}
 				}
 				src := filepath.Join(dir, fmt.Sprint(i))
-				os.Mkdir(src, 0o700)
+				if err := os.Mkdir(src, 0o700); err != nil {
+					b.Fatal(err)
+				}
 				if err := os.WriteFile(filepath.Join(src, "pages-1.img"), pages, 0o600); err != nil {
 					b.Fatal(err)
 				}

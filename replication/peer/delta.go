@@ -122,7 +122,8 @@ func mapFile(f fileEntry) (data []byte, unmap func(), err error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("mapping: %w", err)
 		}
-		return m, func() { syscall.Munmap(m) }, nil
+		// Munmap of a mapping made here fails only for a bad address.
+		return m, func() { _ = syscall.Munmap(m) }, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(r, int64(f.size)+1))
 	if err != nil {

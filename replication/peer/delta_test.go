@@ -125,11 +125,15 @@ func TestDeltaAfterNackIsFull(t *testing.T) {
 	rng := rand.NewChaCha8([32]byte{8})
 	dir := t.TempDir()
 	pages := pagesFile(rng, 16)
-	os.WriteFile(filepath.Join(dir, "pages-1.img"), pages, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "pages-1.img"), pages, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	sendStats(t, s, checkpoint(1, dir))
 	rng.Read(pages[:wire.BlockSize])
 	os.Remove(filepath.Join(dir, "pages-1.img")) // a new file: the sent one stays mapped
-	os.WriteFile(filepath.Join(dir, "pages-1.img"), pages, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "pages-1.img"), pages, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	corrupt = true
 	ctx := context.Background()
 	if _, err := s.Send(ctx, checkpoint(2, dir)); err != nil {

@@ -129,18 +129,22 @@ func writeTree(t testing.TB, dir string, n, size int) {
 		b := make([]byte, size+i)
 		rng.Read(b)
 		p := filepath.Join(dir, fmt.Sprintf("sub%d", i%2), fmt.Sprintf("pages-%d.img", i))
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(p, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "empty.img"), nil, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "empty.img"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func sameTree(t *testing.T, want, got string) {
 	t.Helper()
 	n := 0
-	filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -153,6 +157,9 @@ func sameTree(t *testing.T, want, got string) {
 		n++
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n == 0 {
 		t.Error("no files compared")
 	}

@@ -190,7 +190,9 @@ func (in *inbound) handle(f wire.Frame) error {
 		// A part of the current checkpoint is read back each time: damage
 		// on disk would otherwise live on in the deltas built on it (the
 		// store then makes the primary send the next one in full).
-		in.r.store.Scrub(min(max(c.Size/20, 1<<20), 16<<20))
+		// Damage found is logged and dealt with by the store itself (it
+		// makes the primary send the next checkpoint in full).
+		_ = in.r.store.Scrub(min(max(c.Size/20, 1<<20), 16<<20))
 	case wire.TypeCheckpointAbort:
 		a, err := wire.DecodeCheckpointAbort(f.Payload)
 		if err != nil {

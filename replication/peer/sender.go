@@ -105,8 +105,7 @@ func Dial(ctx context.Context, addr string, creds *peertls.Credentials, opts Opt
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.run(snd.handle)
-		snd.failPending(s.Err())
+		snd.failPending(s.run(snd.handle))
 	}()
 	return snd, nil
 }
@@ -221,7 +220,11 @@ func (x *Sender) abort(epoch uint64, why error) {
 	x.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.opts.HandshakeTimeout)
 	defer cancel()
-	x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointAbort, epoch, wire.CheckpointAbort{Reason: why.Error()}.Append(nil), false)
+	if err := x.s.enqueue(ctx, x.s.bulk, wire.TypeCheckpointAbort, epoch, wire.CheckpointAbort{Reason: why.Error()}.Append(nil), false); err != nil {
+		// The connection is ending: the backup drops the partial
+		// checkpoint when it does.
+		x.s.log.Warn("could not send the abort", "epoch", epoch, "err", err)
+	}
 }
 
 func (x *Sender) sendFiles(ctx context.Context, epoch uint64, files []fileEntry, base, next *sentImage, st *SendStats) ([32]byte, error) {

@@ -319,7 +319,9 @@ func (s *session) refuse(epoch uint64, code wire.ErrorCode, msg string) {
 func (s *session) tell(epoch uint64, code wire.ErrorCode, msg string, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
-	s.enqueue(ctx, s.control, wire.TypeError, epoch, wire.Error{Code: code, Message: msg}.Append(nil), true)
+	if err := s.enqueue(ctx, s.control, wire.TypeError, epoch, wire.Error{Code: code, Message: msg}.Append(nil), true); err != nil {
+		s.log.Warn("could not tell the peer", "code", code, "message", msg, "err", err)
+	}
 }
 
 // close ends the session with err (the first error wins) and closes the

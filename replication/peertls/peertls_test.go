@@ -21,7 +21,9 @@ func TestLoadErrors(t *testing.T) {
 	}
 	a, b := certs.Hosts["a.test"], certs.Hosts["b.test"]
 	junk := filepath.Join(dir, "junk.pem")
-	os.WriteFile(junk, []byte("not pem"), 0o600)
+	if err := os.WriteFile(junk, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name          string
 		ca, cert, key string

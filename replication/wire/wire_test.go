@@ -244,7 +244,7 @@ func TestContentDigestBlocks(t *testing.T) {
 func TestContentDigestCoversMetadata(t *testing.T) {
 	sum := func(path string, mode uint32, data string) [32]byte {
 		h := NewContentHasher()
-		h.BeginFile(path, 0o600|0, uint64(len(data)))
+		h.BeginFile(path, 0o600, uint64(len(data)))
 		if mode != 0 {
 			h = NewContentHasher()
 			h.BeginFile(path, 0o644, uint64(len(data)))

@@ -123,7 +123,9 @@ func TestMeasureCheckpointPause(t *testing.T) {
 		if keep := os.Getenv("RRC_MEASURE_KEEPLOG"); keep != "" {
 			// One log per variant: KEEPLOG.fast, KEEPLOG.like.
 			b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
-			os.WriteFile(keep+"."+strings.TrimRight(filepath.Base(dir), "0123456789"), b, 0o644)
+			if err := os.WriteFile(keep+"."+strings.TrimRight(filepath.Base(dir), "0123456789"), b, 0o644); err != nil {
+				t.Error(err)
+			}
 		}
 		os.RemoveAll(dir)
 		time.Sleep(100 * time.Millisecond) // the epoch

@@ -148,7 +148,9 @@ func TestCheckpointPreparedNext(t *testing.T) {
 	for i, dir := range []string{"e1", "e2", "e3"} {
 		d := filepath.Join(parent, dir)
 		if i == 1 {
-			os.Mkdir(d, 0o700) // made empty by the caller: replaced
+			if err := os.Mkdir(d, 0o700); err != nil { // made empty by the caller: replaced
+				t.Fatal(err)
+			}
 		}
 		if _, err := c.Checkpoint(context.Background(), d); err != nil {
 			t.Fatalf("checkpoint %s: %v", dir, err)

@@ -397,7 +397,8 @@ func (s *CRIUService) Prepare(ctx context.Context, opts *rpc.CriuOpts) (*Prepare
 func (d *PreparedDump) Run(ctx context.Context, onNotify func(string) error, afterDump func(dumpErr error)) (*rpc.CriuResp, error) {
 	sw := d.sw
 	// The socket is blocking; a cancelled ctx ends CRIU, which ends the read.
-	stop := context.AfterFunc(ctx, func() { sw.proc.Kill() })
+	// Kill fails only once CRIU has exited, which ends the read anyway.
+	stop := context.AfterFunc(ctx, func() { _ = sw.proc.Kill() })
 	<-d.ready
 	resp, err := d.first, d.err
 	if err == nil {
@@ -423,7 +424,7 @@ func (d *PreparedDump) Run(ctx context.Context, onNotify func(string) error, aft
 // Cancel ends a prepared dump that will not be run. CRIU has not touched
 // the container: it is ended where it waits, before seizing anything.
 func (d *PreparedDump) Cancel() {
-	d.sw.proc.Kill()
+	_ = d.sw.proc.Kill() // fails only if CRIU has exited already
 	<-d.ready
 	d.sw.close()
 	d.s.replenish()

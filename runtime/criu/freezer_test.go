@@ -47,7 +47,9 @@ func TestFreezer(t *testing.T) {
 		{name: "v1 freezes", kernel: func(string) {}, wantAfter: map[string]string{"freezer.state": "FROZEN"}},
 		{name: "v2 freezes", v2: true,
 			kernel: func(dir string) {
-				os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\nfrozen 1\n"), 0o644)
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\nfrozen 1\n"), 0o644); err != nil {
+					t.Errorf("the kernel's cgroup.events: %v", err)
+				}
 			},
 			wantAfter: map[string]string{"cgroup.freeze": "1"}},
 		{name: "v2 never frozen: times out and thaws", v2: true, kernel: func(string) {}, wantErr: true,

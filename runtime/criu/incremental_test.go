@@ -298,7 +298,9 @@ func TestMemStateRebase(t *testing.T) {
 	// An incremental one over it: page 2 dirty, the rest from the parent.
 	d2 := dump("e2", []criuimage.Entry{{Vaddr: 0x10000, NrPages: 2, Flags: parentFlag},
 		{Vaddr: 0x12000, NrPages: 1, Flags: present}, {Vaddr: 0x13000, NrPages: 1, Flags: parentFlag}}, 'b')
-	os.Symlink("../"+filepath.Base(first), filepath.Join(d2, "parent"))
+	if err := os.Symlink("../"+filepath.Base(first), filepath.Join(d2, "parent")); err != nil {
+		t.Fatal(err)
+	}
 	st, err := m.rebase(d2, true, slog.Default())
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +367,9 @@ func TestCgroupProcs(t *testing.T) {
 		{"12\nx\n", nil, true},
 	} {
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(tc.content), 0o600)
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		got, err := cgroupProcs(dir)
 		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
 			t.Errorf("cgroupProcs(%q) = %v, %v; want %v, error %v", tc.content, got, err, tc.want, tc.err)

@@ -243,10 +243,9 @@ func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, im
 			continue // CRIU restores it
 		}
 		file := filepath.Join(work, "ns-"+typ)
-		unix.Unmount(file, unix.MNT_DETACH) // a stale one, after a crash
+		_ = unix.Unmount(file, unix.MNT_DETACH) // a stale one, after a crash; usually none (EINVAL)
 		if err := os.WriteFile(file, nil, 0o600); err != nil {
-			r.release()
-			return nil, err
+			return nil, errors.Join(err, r.release())
 		}
 		r.files = append(r.files, file)
 		args = append(args, "--"+typ+"="+file)
@@ -263,15 +262,13 @@ func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, im
 		`[ -z "$1" ] || printf %s "$1" >/proc/sys/kernel/hostname && { [ -z "$2" ] || printf %s "$2" >/proc/sys/kernel/domainname; }`,
 		"sh", host, domain)
 	if _, err := launch.Command(ctx, l, nil, "unshare", args...); err != nil {
-		r.release()
-		return nil, fmt.Errorf("make the UTS/IPC namespaces the images do not carry: %w", err)
+		return nil, errors.Join(fmt.Errorf("make the UTS/IPC namespaces the images do not carry: %w", err), r.release())
 	}
 	if b, err = json.Marshal(spec); err == nil {
 		err = os.WriteFile(path, b, 0o600)
 	}
 	if err != nil {
-		r.release()
-		return nil, fmt.Errorf("bundle spec: %w", err)
+		return nil, errors.Join(fmt.Errorf("bundle spec: %w", err), r.release())
 	}
 	return r, nil
 }

@@ -72,20 +72,30 @@ func TestPrepareRestoreNamespaces(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bundle, images, work := t.TempDir(), t.TempDir(), t.TempDir()
 			for _, f := range tc.images {
-				os.WriteFile(filepath.Join(images, f), nil, 0o600)
+				if err := os.WriteFile(filepath.Join(images, f), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
 			spec, _ := json.Marshal(map[string]any{"hostname": "restored-host", "linux": map[string]any{"namespaces": tc.ns}})
-			os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600)
+			if err := os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+				t.Fatal(err)
+			}
 			r, err := prepareRestoreNamespaces(context.Background(), launch.OS{}, bundle, images, work)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer r.release()
+			defer func() {
+				if err := r.release(); err != nil {
+					t.Error(err)
+				}
+			}()
 			b, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
 			var got struct {
 				Linux struct{ Namespaces []map[string]string }
 			}
-			json.Unmarshal(b, &got)
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
 			var made []string
 			for _, ns := range got.Linux.Namespaces {
 				if p := ns["path"]; strings.HasPrefix(p, work) {

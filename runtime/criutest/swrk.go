@@ -37,7 +37,9 @@ func ServeSwrk(o SwrkOptions) {
 	buf := make([]byte, 1<<16)
 	send := func(r *rpc.CriuResp) {
 		b, _ := proto.Marshal(r)
-		sk.Write(b)
+		if _, err := sk.Write(b); err != nil {
+			os.Exit(3) // the caller went away
+		}
 	}
 	for {
 		n, err := sk.Read(buf)
@@ -71,10 +73,13 @@ func ServeSwrk(o SwrkOptions) {
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: &rpc.CriuNotify{Script: proto.String("pre-dump")}})
 			n, _ := sk.Read(buf)
 			ans := &rpc.CriuReq{}
-			proto.Unmarshal(buf[:n], ans)
+			if err := proto.Unmarshal(buf[:n], ans); err != nil {
+				os.Exit(2) // as for a malformed request
+			}
 			ok := ans.GetNotifySuccess() && o.Mode != "fail-after"
 			if ok && o.WriteImages && images != nil {
-				os.WriteFile(filepath.Join("/proc/self/fd", strconv.Itoa(int(images.Fd())), "pages.img"), []byte("state"), 0o600)
+				// A dump that could not write its images failed.
+				ok = os.WriteFile(filepath.Join("/proc/self/fd", strconv.Itoa(int(images.Fd())), "pages.img"), []byte("state"), 0o600) == nil
 			}
 			send(&rpc.CriuResp{Type: rpc.CriuReqType_DUMP.Enum(), Success: proto.Bool(ok)})
 			os.Exit(0)

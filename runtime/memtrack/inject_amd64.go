@@ -180,19 +180,17 @@ func (t *tracee) stop(ctx context.Context) error {
 	case ws.Stopped() && ws.StopSignal() == unix.SIGTRAP && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
 		// The interrupt's stop.
 	case ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
-		t.detach(0)
-		return fmt.Errorf("stopped by %s (group-stop); not touched", unix.SignalName(ws.StopSignal()))
+		return errors.Join(fmt.Errorf("stopped by %s (group-stop); not touched", unix.SignalName(ws.StopSignal())), t.detach(0))
 	case ws.Stopped():
 		// A signal came first: pass it on.
-		t.detach(ws.StopSignal())
-		return fmt.Errorf("received %s before the interrupt; passed it on and let go: %w", unix.SignalName(ws.StopSignal()), errSignalFirst)
+		return errors.Join(fmt.Errorf("received %s before the interrupt; passed it on and let go: %w", unix.SignalName(ws.StopSignal()), errSignalFirst),
+			t.detach(ws.StopSignal()))
 	default:
 		t.seized = false
 		return fmt.Errorf("exited (wait status %#x)", uint32(ws))
 	}
 	if err := unix.PtraceGetRegs(t.tid, &t.saved); err != nil {
-		t.detach(0)
-		return fmt.Errorf("ptrace getregs: %w", err)
+		return errors.Join(fmt.Errorf("ptrace getregs: %w", err), t.detach(0))
 	}
 	return nil
 }

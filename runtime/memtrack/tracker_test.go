@@ -490,7 +490,9 @@ func TestTakeCancelFrozen(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		thaw()
-		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(c.pid)), 0)
+		if err := os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(c.pid)), 0); err != nil {
+			t.Errorf("move the child back to the root freezer cgroup: %v", err)
+		}
 		if err := os.Remove(cg); err != nil {
 			t.Errorf("remove test cgroup: %v", err)
 		}

@@ -94,8 +94,7 @@ func newNetnsFile(path string) error {
 		done <- mountErr
 	}()
 	if err := <-done; err != nil {
-		removeNetnsFile(path)
-		return err
+		return errors.Join(err, removeNetnsFile(path))
 	}
 	return nil
 }

@@ -315,7 +315,11 @@ func TestAdopt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
-	t.Cleanup(func() { sn.Remove(context.Background()) })
+	t.Cleanup(func() {
+		if err := sn.Remove(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	if !sn.Adopted() || !slices.Equal(sn.Links(), []string{"eth0"}) {
 		t.Fatalf("Adopted %v Links %v", sn.Adopted(), sn.Links())
 	}

@@ -30,7 +30,11 @@ func TestStandbyServiceRoutes(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "add", "eth0", "type", "veth", "peer", "name", "peer0"},

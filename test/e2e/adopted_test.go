@@ -90,7 +90,11 @@ func cniNetns(t *testing.T, l *lab.Lab, h, ip, gw string) string {
 		}
 	}
 	run("netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	})
 	run("-n", l.NetnsName(h), "link", "add", "link", "eth0", "name", "cni-"+h, "type", "macvlan", "mode", "bridge")
 	run("-n", l.NetnsName(h), "link", "set", "cni-"+h, "netns", name)
 	run("-n", name, "link", "set", "cni-"+h, "name", "eth0")

@@ -174,7 +174,9 @@ func (h host) waitDeleted(ctx context.Context, id string) int {
 	}
 	status := 0
 	if m := nonZeroExit.FindStringSubmatch(errOut); m != nil {
-		fmt.Sscan(m[1], &status)
+		if _, err := fmt.Sscan(m[1], &status); err != nil {
+			h.t.Fatalf("ctr task delete %s on %s: exit status %q: %v", id, h.name, m[1], err)
+		}
 	}
 	h.must(ctx, "container", "delete", id)
 	return status

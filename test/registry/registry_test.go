@@ -430,7 +430,8 @@ func TestGenerateTLS(t *testing.T) {
 		}
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "docker.io"}}}
-	if _, err := client.Get(srv.URL + "/v2/"); err == nil {
+	if resp, err := client.Get(srv.URL + "/v2/"); err == nil {
+		resp.Body.Close()
 		t.Error("certificate accepted for a name it was not made for")
 	}
 }

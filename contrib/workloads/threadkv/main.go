@@ -172,7 +172,8 @@ func (s *Store) serve(c net.Conn) {
 		args, err := ReadCommand(r)
 		if err != nil {
 			if errors.Is(err, ErrProtocol) {
-				c.Write(appendError(nil, "ERR "+err.Error()))
+				// Best effort: the connection is closed next either way.
+				_, _ = c.Write(appendError(nil, "ERR "+err.Error()))
 			}
 			return
 		}
