@@ -85,8 +85,7 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 	}
 	n.rules = &Rules{NetNS: n.NetNS, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
 	if err := n.rules.Install(ctx); err != nil {
-		n.closeLocked(context.WithoutCancel(ctx))
-		return nil, nil, fmt.Errorf("installing gate rules in %s: %w", n.NetNS, err)
+		return nil, nil, errors.Join(fmt.Errorf("installing gate rules in %s: %w", n.NetNS, err), n.closeLocked(context.WithoutCancel(ctx)))
 	}
 	return gate, hold, nil
 }

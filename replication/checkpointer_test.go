@@ -15,27 +15,12 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/runtime/criu"
-	"github.com/iorrc/rrc/runtime/criutest"
 )
 
-// TestFakeCRIUSwrkRepl is not a test: with RRC_FAKE_CRIU_REPL set the test
-// binary acts as `criu swrk 3` (one DUMP per process, like CRIU 4.2.1).
-// RRC_FAKE_CRIU_REPL: "ok"; "fail-before" (fails before "pre-dump");
-// "fail-after" (fails after it, i.e. while frozen). RRC_FAKE_CRIU_START_MS
-// delays "pre-dump" like CRIU's start-up. A successful dump writes
-// pages.img into the images directory.
-func TestFakeCRIUSwrkRepl(t *testing.T) {
-	mode := os.Getenv("RRC_FAKE_CRIU_REPL")
-	if mode == "" {
-		t.Skip("helper process for TestCheckpointerHooks")
-	}
-	ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS"))
-	criutest.ServeSwrk(criutest.SwrkOptions{Mode: mode, StartDelay: time.Duration(ms) * time.Millisecond, WriteImages: true})
-}
-
 // newFakeCheckpointer makes a real criu.Checkpointer on a fake runc
-// state, a fake cgroup v1 freezer and the fake CRIU above; freezerState
-// reads the fake cgroup's state.
+// state, a fake cgroup v1 freezer and a fake CRIU: this test binary, which
+// TestMain turns into `criu swrk 3` when RRC_FAKE_CRIU_REPL is set
+// (fakeCRIUMain); freezerState reads the fake cgroup's state.
 func newFakeCheckpointer(t *testing.T, mode string, startMS int) (ck *criu.Checkpointer, freezerState func() string) {
 	t.Helper()
 	t.Setenv("RRC_FAKE_CRIU_REPL", mode)
@@ -55,7 +40,7 @@ func newFakeCheckpointer(t *testing.T, mode string, startMS int) (ck *criu.Check
 	}
 	c, err := criu.NewCheckpointer(context.Background(), criu.CheckpointerConfig{
 		RuncRoot: root, ID: "c1",
-		CRIU: criu.CRIUCommand{Argv: []string{os.Args[0], "-test.run=^TestFakeCRIUSwrkRepl$", "--"}},
+		CRIU: criu.CRIUCommand{Argv: []string{os.Args[0]}},
 	})
 	if err != nil {
 		t.Fatal(err)

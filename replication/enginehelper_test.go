@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
 	"github.com/iorrc/rrc/runtime/criu"
+	"github.com/iorrc/rrc/runtime/criutest"
 	"github.com/iorrc/rrc/runtime/servicenet"
 	"github.com/iorrc/rrc/shim"
 )
@@ -68,7 +70,24 @@ func TestMain(m *testing.M) {
 	if a := os.Getenv(helperEnv); a != "" {
 		os.Exit(runHelper(a))
 	}
+	if mode := os.Getenv(fakeCRIUEnv); mode != "" {
+		fakeCRIUMain(mode)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// fakeCRIUEnv makes this test binary act as `criu swrk 3` (one DUMP per
+// process, like CRIU 4.2.1), the CRIU of newFakeCheckpointer. Its value:
+// "ok"; "fail-before" (fails before "pre-dump"); "fail-after" (fails after
+// it, i.e. while frozen). RRC_FAKE_CRIU_START_MS delays "pre-dump" like
+// CRIU's start-up. A successful dump writes pages.img into the images
+// directory.
+const fakeCRIUEnv = "RRC_FAKE_CRIU_REPL"
+
+func fakeCRIUMain(mode string) {
+	ms, _ := strconv.Atoi(os.Getenv("RRC_FAKE_CRIU_START_MS"))
+	criutest.ServeSwrk(criutest.SwrkOptions{Mode: mode, StartDelay: time.Duration(ms) * time.Millisecond, WriteImages: true})
 }
 
 func runHelper(arg string) int {
