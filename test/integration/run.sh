@@ -24,7 +24,10 @@
 #   --no-expect        do not check failures against known-failures.txt
 #   --keep             leave the lab/daemon and registry up (debugging)
 #
-# Environment: LAB (default rrcit), LAB_SUBNET (default 10.80.0), CRIU=0 to
+# Environment: LAB (default rrcit), LAB_SUBNET (default 10.80.0),
+# LAB_SHIM_PATH (a directory with a development build of
+# containerd-shim-rrc-v1, put first on PATH for the lab's and the tests' own
+# daemons instead of what make install put in /usr/local/bin), CRIU=0 to
 # skip the checkpoint tests even when criu works. CI=true (make test sets
 # it): nothing may be left out, so a CRIU that does not work, CRIU=0 or a
 # missing mkfs.xfs is an error before anything runs, and any test or
@@ -43,6 +46,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PKG=github.com/containerd/containerd/v2/integration/client
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+[[ -z ${LAB_SHIM_PATH:-} ]] || export PATH=$LAB_SHIM_PATH:$PATH
 export LAB=${LAB:-rrcit} LAB_SUBNET=${LAB_SUBNET:-10.80.0}
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY
 
