@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Package prereq is how a test says that something it needs from the
 // machine is missing (root, a command, a kernel feature). On a developer's
 // machine the test is skipped, naming what is missing; under continuous
