@@ -75,7 +75,9 @@ func TestHybridAckBeyondTheLog(t *testing.T) {
 	_, pk, snd, rec := startHybridPrimary(t)
 	rec.waitFor(t, "send:1")
 	snd.ack(1, nil)
-	pk.hooks.Tag([]byte("reply"))
+	if _, err := pk.hooks.Tag([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
 	before := len(rec.list())
 	snd.opts.OnLogAck(0, 9) // the epoch before this connection's log
 	time.Sleep(20 * time.Millisecond)

@@ -33,7 +33,9 @@ func BenchmarkLogAppendBatch(b *testing.B) {
 			ctx := context.Background()
 			now := time.Now()
 			for i := 0; b.Loop(); i++ {
-				l.Append(Record{Kind: KindInput, At: now, Packet: in})
+				if _, err := l.Append(Record{Kind: KindInput, At: now, Packet: in}); err != nil {
+					b.Fatal(err)
+				}
 				a, _ := l.Append(Record{Kind: KindOutput, At: now, Digest: out})
 				if i%per == per-1 {
 					batch, _ := l.Next(ctx)

@@ -38,7 +38,9 @@ func TestLogBatchesAndAcks(t *testing.T) {
 		t.Fatalf("first batch %+v", b1)
 	}
 	for i := 0; i < 3; i++ {
-		l.Append(in(10))
+		if _, err := l.Append(in(10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	at, err := l.Seal(6)
 	if err != nil || at.Position != (Position{5, 4}) || at.Seq != 4 {
@@ -79,7 +81,9 @@ func TestLogBatchesAndAcks(t *testing.T) {
 func TestLogBatchLimits(t *testing.T) {
 	l := NewLog(1)
 	for i := 0; i < MaxBatch+10; i++ {
-		l.Append(in(0))
+		if _, err := l.Append(in(0)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if b := next(t, l); b.Count != MaxBatch {
 		t.Errorf("batch of %d records, want %d", b.Count, MaxBatch)
@@ -88,7 +92,9 @@ func TestLogBatchLimits(t *testing.T) {
 		t.Errorf("rest: %d records from %d", b.Count, b.First)
 	}
 	for i := 0; i < 5; i++ {
-		l.Append(in(60 << 10))
+		if _, err := l.Append(in(60 << 10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var n int
 	for n < 5 {
@@ -115,7 +121,9 @@ func TestLogNextWaits(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		l.Append(in(1))
+		if _, err := l.Append(in(1)); err != nil {
+			t.Error(err)
+		}
 	}()
 	if b := next(t, l); b.Count != 1 {
 		t.Fatalf("batch %+v", b)
@@ -127,13 +135,17 @@ func TestLogNextWaits(t *testing.T) {
 func TestLogRestart(t *testing.T) {
 	l := NewLog(1)
 	buf := []byte{7}
-	l.Append(Record{Kind: KindInput, Packet: buf})
+	if _, err := l.Append(Record{Kind: KindInput, Packet: buf}); err != nil {
+		t.Fatal(err)
+	}
 	buf[0] = 8
 	b := next(t, l)
 	if recs, _ := DecodeBatch(b.Data); recs[0].Packet[0] != 7 {
 		t.Fatal("the log kept the caller's buffer, not a copy")
 	}
-	l.Append(in(1))
+	if _, err := l.Append(in(1)); err != nil {
+		t.Fatal(err)
+	}
 	l.Restart(4)
 	if a, _ := l.Append(in(2)); a.Position != (Position{4, 1}) || a.Seq != 3 {
 		t.Fatalf("after the restart: %s seq %d", a.Position, a.Seq)

@@ -88,7 +88,9 @@ func TestLogTransfer(t *testing.T) {
 		return b
 	}
 	for i := 0; i < 3; i++ {
-		l.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: time.Now(), Packet: []byte(fmt.Sprint("packet ", i))})
+		if _, err := l.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: time.Now(), Packet: []byte(fmt.Sprint("packet ", i))}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b := send()
 	h.waitAck(t, b.Last())
@@ -100,7 +102,9 @@ func TestLogTransfer(t *testing.T) {
 	if _, err := h.sendr.Send(ctx, checkpoint(2, dir)); err != nil {
 		t.Fatal(err)
 	}
-	l.Append(hybridlog.Record{Kind: hybridlog.KindOutput, At: time.Now(), Digest: hybridlog.Digest([]byte("reply"))})
+	if _, err := l.Append(hybridlog.Record{Kind: hybridlog.KindOutput, At: time.Now(), Digest: hybridlog.Digest([]byte("reply"))}); err != nil {
+		t.Fatal(err)
+	}
 	b = send()
 	h.waitAck(t, hybridlog.Position{Epoch: 2, Index: 1})
 	if err := h.sendr.WaitAck(ctx, 2); err != nil {
