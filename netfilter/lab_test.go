@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // The kernel tests build two network namespaces joined by a veth:

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 func TestSplitArgs(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // Lab names for this package's tests (see docs/LAB.md); override with

@@ -11,7 +11,7 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // mountOptions returns the super-block options of the mount at dir.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/runtime/launch"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // realPagemap is the pagemap of `sleep 1000` dumped by CRIU 4.2.1 (x86-64,

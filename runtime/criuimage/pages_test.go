@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 func TestReadPagesErrors(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // TestStandbyServiceRoutes checks, in a scratch namespace, that a down

@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/shim/status"

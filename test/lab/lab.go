@@ -25,7 +25,7 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // Defaults of lab.sh.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/internal/prereq"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 type hdr struct {
