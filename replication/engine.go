@@ -75,8 +75,12 @@ type PacketHooks struct {
 // NetfilterPackets is the PacketPath of the container's network namespace
 // netns (a netfilter.Path); l runs iptables.
 func NetfilterPackets(netns string, l launch.Launcher, log *slog.Logger) PacketPath {
-	return netfilterPackets{&netfilter.Path{NetNS: netns, Launcher: l, Logger: log}}
+	return NetfilterPath(&netfilter.Path{NetNS: netns, Launcher: l, Logger: log})
 }
+
+// NetfilterPath is the PacketPath of a configured netfilter.Path (e.g. one
+// whose Forward names the gate namespace).
+func NetfilterPath(p *netfilter.Path) PacketPath { return netfilterPackets{p} }
 
 type netfilterPackets struct{ *netfilter.Path }
 

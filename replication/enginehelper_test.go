@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/iorrc/rrc/netfilter"
 	"log/slog"
 	"net"
 	"os"
@@ -196,9 +197,13 @@ func (h *helper) primary(ctx context.Context) error {
 		return err
 	}
 	defer unmount()
+	packets := &netfilter.Path{NetNS: sn.NetnsPath(), Logger: h.log.With("pair", cfg.Pair)}
+	if g, ok := sn.Gate(); ok {
+		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
+	}
 	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
-		Packets: replication.NetfilterPackets(sn.NetnsPath(), nil, h.log.With("pair", cfg.Pair)),
+		Packets: replication.NetfilterPath(packets),
 	}
 	var inj *injector
 	if h.a.Inject != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/iorrc/rrc/netfilter"
 	"os"
 	"path/filepath"
 	"sync"
@@ -101,9 +102,13 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 		return fmt.Errorf("image tmpfs: %w", err)
 	}
 	r.unmount = unmount
+	packets := &netfilter.Path{NetNS: r.sn.NetnsPath(), Launcher: reaperLauncher(), Logger: engineLogger(ctx)}
+	if g, ok := r.sn.Gate(); ok {
+		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
+	}
 	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
 		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
-		Packets: replication.NetfilterPackets(r.sn.NetnsPath(), reaperLauncher(), engineLogger(ctx)),
+		Packets: replication.NetfilterPath(packets),
 	})
 	return err
 }

@@ -1,0 +1,96 @@
+package servicenet
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// TestGateForwards: a client on the LAN reaches a service whose eth0 is a
+// veth to the gate namespace, both ways, with the service MAC; the
+// container's namespace holds nothing but lo and eth0.
+func TestGateForwards(t *testing.T) {
+	host := newTestHost(t)
+	host.addVethPair(t, "lan0", "wire0")
+	// The client: wire0 moved into a namespace of its own.
+	client := scratchNetns(t, t.TempDir(), "client")
+	hh := testHandle(t, host.netns)
+	ch := testHandle(t, client)
+	if err := hh.LinkSetNsFd(mustLink(t, hh, "wire0"), int(openNs(t, client))); err != nil {
+		t.Fatal(err)
+	}
+	wire := mustLink(t, ch, "wire0")
+	if err := ch.AddrAdd(wire, &netlink.Addr{IPNet: cidr(t, "10.99.0.100/24")}); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(t, ch, "wire0")
+	mustUp(t, ch, "lo")
+
+	cfg := Settings{Address: cidr(t, "10.99.0.204/24"), Link: "lan0"}
+	sn := createT(t, "c5", cfg, false, host.opts(t))
+	var ln net.Listener
+	if err := inNetns(sn.NetnsPath(), func() (err error) { ln, err = net.Listen("tcp", "10.99.0.204:7000"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	var c net.Conn
+	if err := inNetns(client, func() (err error) { c, err = net.DialTimeout("tcp", "10.99.0.204:7000", 2*time.Second); return }); err != nil {
+		t.Fatalf("client -> service through the gate: %v", err)
+	}
+	defer c.Close()
+	msg := strings.Repeat("x", 100000)
+	go c.Write([]byte(msg))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through the gate: %v", err)
+	}
+	neighs, err := ch.NeighList(wire.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := DeriveMAC(cfg.Address.IP)
+	found := false
+	for _, n := range neighs {
+		if n.IP.Equal(cfg.Address.IP) {
+			found = n.HardwareAddr.String() == mac.String()
+			t.Logf("client's neighbour entry: %s %s", n.IP, n.HardwareAddr)
+		}
+	}
+	if !found {
+		t.Errorf("client's neighbour entry for %s is not the service MAC %s", cfg.Address.IP, mac)
+	}
+	links, err := testHandle(t, sn.NetnsPath()).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if n := l.Attrs().Name; n != "lo" && n != ServiceIfName {
+			t.Errorf("unexpected link %s in the container's namespace", n)
+		}
+	}
+}
+
+func openNs(t *testing.T, path string) netns.NsHandle {
+	t.Helper()
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
