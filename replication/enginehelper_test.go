@@ -270,14 +270,26 @@ func (h *helper) backup(ctx context.Context) error {
 		RuncRoot: h.a.RestoreRuncRoot, ID: h.a.RestoreID, Spec: spec, Lower: g.Lower,
 		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
 		RuncArgv: []string{"nsenter", "--net=" + sn.NetnsPath(), "--", "runc"},
+		NetNS:    sn.NetnsPath(),
 	}
 	defer restorer.Remove(context.Background())
+	standby := servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
+		_, err := sn.Promote(ctx)
+		return err
+	}}
+	var network replication.ServicePromoter = standby
+	hold := &netfilter.Path{Logger: h.log.With("pair", cfg.Pair)}
+	gate, ok, err := shim.OpenPromotionHold(ctx, sn, hold)
+	if err != nil {
+		return err
+	}
+	if ok {
+		defer hold.Close(context.Background())
+		network = shim.HeldStandby{StandbyService: standby, SN: sn, Gate: gate}
+	}
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
-		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
-			_, err := sn.Promote(ctx)
-			return err
-		}},
+		Network: network,
 	})
 	if err != nil {
 		return err

@@ -48,7 +48,10 @@ type replica struct {
 	// restorer is the backup's: it owns the restored container's bundle
 	// and runc state after a promotion.
 	restorer *RuncRestorer
-	standby  *standbyTask
+	// hold is the backup's promotion hold in the gate namespace
+	// (HeldStandby); after a failover it passes the new primary's traffic.
+	hold    *netfilter.Path
+	standby *standbyTask
 
 	status *status.Publisher
 
@@ -234,6 +237,11 @@ func (r *replica) close(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("unmounting image tmpfs: %w", err))
 			} else if err := os.Remove(r.imagesDir()); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("removing image dir: %w", err))
+			}
+		}
+		if r.hold != nil {
+			if err := r.hold.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("closing promotion hold: %w", err))
 			}
 		}
 		if r.sn != nil {

@@ -1,6 +1,7 @@
 package servicenet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -187,4 +188,35 @@ func (s *ServiceNetwork) makeGate(hostLink netlink.Link, isBridge bool, mac net.
 	s.gate.service = &net.IPNet{IP: service.IP.To4(), Mask: net.CIDRMask(32, 32)}
 	s.gate.prefix = &net.IPNet{IP: service.IP.Mask(service.Mask), Mask: service.Mask}
 	return nil
+}
+
+// InnerUp brings up the container's side of the gate namespace (eth0, its
+// veth peer and the gate's route to the service address) and leaves the
+// uplink down: for a restore on the backup, so that what the restored
+// sockets send at once (CRIU's window probes, data) reaches the gate
+// namespace, where the caller holds it until Promote, instead of being lost
+// with the link down. Nothing reaches the LAN or comes from it. A no-op for
+// an adopted namespace.
+func (s *ServiceNetwork) InnerUp(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate == nil {
+		return nil
+	}
+	if s.removed {
+		return fmt.Errorf("service network %s: removed", s.name)
+	}
+	if err := s.gate.setUp(GateInnerIf, s.gate.inner); err != nil {
+		return fmt.Errorf("service network %s: %w", s.name, err)
+	}
+	for _, l := range s.links {
+		if err := s.handle.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.index}}); err != nil {
+			return fmt.Errorf("service network %s: set %s up: %w", s.name, l.name, err)
+		}
+	}
+	rs := s.gate.routes()
+	if err := s.gate.handle.RouteReplace(&rs[0]); err != nil {
+		return fmt.Errorf("service network %s: gate route %s: %w", s.name, rs[0].Dst, err)
+	}
+	return ctx.Err()
 }
