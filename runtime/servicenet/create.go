@@ -102,6 +102,9 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if err := s.disableMPTCP(); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
+	if err := s.tuneTCP(); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
+	}
 	if err := s.makeGate(hostLink, isBridge, mac, cfg.Address); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}

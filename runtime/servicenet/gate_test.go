@@ -3,6 +3,7 @@ package servicenet
 import (
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,12 @@ func TestGateForwards(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("client's neighbour entry for %s is not the service MAC %s", cfg.Address.IP, mac)
+	}
+	for _, kv := range tcpSysctls {
+		var got []byte
+		if err := inNetns(sn.NetnsPath(), func() (err error) { got, err = os.ReadFile(kv[0]); return }); err != nil || strings.TrimSpace(string(got)) != kv[1] {
+			t.Errorf("%s in the container's namespace: %q (%v), want %s", kv[0], got, err, kv[1])
+		}
 	}
 	links, err := testHandle(t, sn.NetnsPath()).LinkList()
 	if err != nil {

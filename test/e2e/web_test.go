@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -157,6 +159,7 @@ func TestDownloadFailover(t *testing.T) {
 
 	took, _, err := lab.Download(l.Netns("client"), addr, lab.WWWBig, 60*time.Second)
 	if err != nil {
+		diagnoseWeb(t, l, "a", id)
 		t.Fatalf("download with no failure: %v", err)
 	}
 	t.Logf("10 MB download, epoch mode at 100 ms, no failure: %s", took.Round(time.Millisecond))
@@ -202,3 +205,23 @@ func maxDownload() time.Duration {
 	return 4 * time.Second
 }
 
+
+// diagnoseWeb logs what the gate and the container's sockets look like on
+// host h: the engine's status, the gate namespace's queues and counters,
+// the container's TCP sockets.
+func diagnoseWeb(t *testing.T, l *lab.Lab, h, id string) {
+	t.Helper()
+	b, _ := os.ReadFile(shim.StatusFile(l.State(h)+"/rrc", l.Namespace(h), id))
+	t.Logf("status on %s: %s", h, b)
+	netns := filepath.Join(l.State(h), "rrc", "netns", l.Namespace(h), id, id)
+	gate := filepath.Join(filepath.Dir(netns), ".gate", id)
+	for _, c := range []string{
+		"nsenter --net=" + gate + " cat /proc/net/netfilter/nfnetlink_queue",
+		"nsenter --net=" + gate + " nstat -az IpForwDatagrams IpOutDiscards IpInDiscards",
+		"nsenter --net=" + gate + " ip -s link",
+		"nsenter --net=" + netns + " ss -tin",
+	} {
+		out, _ := exec.Command("sh", "-c", c).CombinedOutput()
+		t.Logf("%s:\n%s", c, out)
+	}
+}
