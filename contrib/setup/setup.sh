@@ -404,29 +404,9 @@ check_kernel() {
 	fi
 }
 
-# The service namespaces the shim makes use CUBIC (docs/NETFILTER.md: a
-# rate-based sender such as BBR crawls behind the output gate). A namespace may
-# pick only an algorithm the host allows (net.ipv4.tcp_allowed_congestion_control,
-# host-wide: the default and reno unless widened); allow cubic where it exists.
-setup_tcp_cc() {
-	local allowed avail
-	avail=$(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null || true)
-	allowed=$(sysctl -n net.ipv4.tcp_allowed_congestion_control 2>/dev/null || true)
-	if [[ " $allowed " == *" cubic "* ]]; then
-		log "tcp: cubic allowed in network namespaces ($allowed)"
-	elif [[ " $avail " != *" cubic "* ]] && ! modprobe tcp_cubic 2>/dev/null; then
-		warn "tcp: cubic not available (available: $avail); service namespaces keep the host's default"
-	elif sysctl -qw net.ipv4.tcp_allowed_congestion_control="$allowed cubic"; then
-		log "tcp: cubic allowed in network namespaces (was: $allowed)"
-	else
-		warn "tcp: could not allow cubic in network namespaces (allowed: $allowed)"
-	fi
-}
-
 setup_apt
 setup_containerd
 setup_criu
 setup_criu_written
 check_kernel
-setup_tcp_cc
 log "done"

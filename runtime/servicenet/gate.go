@@ -58,6 +58,22 @@ type gateNS struct {
 	prefix  *net.IPNet      // the service prefix, reached through the uplink
 }
 
+// restoreRoute sends the service prefix to lo while the uplink is down,
+// with the worst metric (restoreRouteMetric, as StandbyService's) so that the
+// uplink's own route wins as soon as it exists.
+// Its only use is proxy ARP: the kernel answers the restored container's
+// ARP for a client only if it has a route to the client through another
+// link. Without it the container's first packets wait in its neighbour
+// queue for the next ARP attempt, a second later; with it they reach the
+// gate, are held there, and are routed through the uplink once released.
+func (g *gateNS) restoreRoute() (netlink.Route, error) {
+	lo, err := g.handle.LinkByName("lo")
+	if err != nil {
+		return netlink.Route{}, fmt.Errorf("find lo in the gate namespace: %w", err)
+	}
+	return netlink.Route{LinkIndex: lo.Attrs().Index, Dst: g.prefix, Priority: restoreRouteMetric, Scope: netlink.SCOPE_LINK}, nil
+}
+
 // routes are what the gate forwards with: the service address to the
 // container, the rest of its prefix to the LAN. The kernel deletes them when
 // a link goes down, so Promote adds them after the links are up.
@@ -217,6 +233,13 @@ func (s *ServiceNetwork) InnerUp(ctx context.Context) error {
 	rs := s.gate.routes()
 	if err := s.gate.handle.RouteReplace(&rs[0]); err != nil {
 		return fmt.Errorf("service network %s: gate route %s: %w", s.name, rs[0].Dst, err)
+	}
+	rr, err := s.gate.restoreRoute()
+	if err == nil {
+		err = s.gate.handle.RouteReplace(&rr)
+	}
+	if err != nil {
+		return fmt.Errorf("service network %s: gate restore route: %w", s.name, err)
 	}
 	return ctx.Err()
 }

@@ -1,6 +1,7 @@
 package servicenet
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -100,4 +101,71 @@ func openNs(t *testing.T, path string) netns.NsHandle {
 	}
 	t.Cleanup(func() { ns.Close() })
 	return ns
+}
+
+// TestInnerUp: on a standby, InnerUp brings the container's side of the
+// gate up and leaves the uplink down; the container's ARP for a client is
+// answered by the gate (so that its first packets reach the gate at once,
+// where the caller holds them); Promote then routes the prefix through the
+// uplink and drops the route through lo.
+func TestInnerUp(t *testing.T) {
+	host := newTestHost(t)
+	host.addVethPair(t, "lan0", "wire0")
+	cfg := Settings{Address: cidr(t, "10.99.0.205/24"), Link: "lan0"}
+	sn := createT(t, "c6", cfg, true, host.opts(t))
+	g, _ := sn.Gate()
+	gh, sh := testHandle(t, g.NetNS), testHandle(t, sn.NetnsPath())
+	if err := sn.InnerUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !isUp(mustLink(t, sh, ServiceIfName)) || !isUp(mustLink(t, gh, g.InnerIf)) || isUp(mustLink(t, gh, g.Uplink)) {
+		t.Fatalf("after InnerUp: eth0 up %v, %s up %v, %s up %v; want up, up, down", isUp(mustLink(t, sh, ServiceIfName)),
+			g.InnerIf, isUp(mustLink(t, gh, g.InnerIf)), g.Uplink, isUp(mustLink(t, gh, g.Uplink)))
+	}
+	// The container sends to a client: its ARP is answered by the gate.
+	if err := inNetns(sn.NetnsPath(), func() error {
+		c, err := net.Dial("udp4", "10.99.0.100:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("x"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inner := mustLink(t, gh, g.InnerIf).Attrs().HardwareAddr.String()
+	var got string
+	for i := 0; i < 100 && got != inner; i++ {
+		time.Sleep(10 * time.Millisecond)
+		neighs, _ := sh.NeighList(mustLink(t, sh, ServiceIfName).Attrs().Index, netlink.FAMILY_V4)
+		for _, n := range neighs {
+			if n.IP.String() == "10.99.0.100" && n.HardwareAddr != nil {
+				got = n.HardwareAddr.String()
+			}
+		}
+	}
+	if got != inner {
+		t.Fatalf("the container's neighbour entry for a client is %q, want the gate's %s (proxy ARP during the restore)", got, inner)
+	}
+	if _, err := sn.Promote(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := gh.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uplink := mustLink(t, gh, g.Uplink).Attrs().Index
+	var prefix []string
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() == "10.99.0.0/24" {
+			prefix = append(prefix, fmt.Sprintf("dev %d metric %d", r.LinkIndex, r.Priority))
+			if r.LinkIndex != uplink {
+				t.Errorf("after Promote the gate still routes the prefix through ifindex %d (metric %d)", r.LinkIndex, r.Priority)
+			}
+		}
+	}
+	if len(prefix) != 1 {
+		t.Errorf("gate routes to the prefix after Promote: %v, want one through %s", prefix, g.Uplink)
+	}
 }

@@ -77,6 +77,12 @@ func (s *ServiceNetwork) Promote(ctx context.Context) (PromoteTimings, error) {
 		if err := s.gate.handle.RouteReplace(&rs[1]); err != nil {
 			return t, fmt.Errorf("promote service network %s: gate route %s: %w", s.name, rs[1].Dst, err)
 		}
+		// InnerUp's route through lo, if any, has served its purpose.
+		if rr, err := s.gate.restoreRoute(); err == nil {
+			if err := s.gate.handle.RouteDel(&rr); err != nil && !errors.Is(err, unix.ESRCH) {
+				s.log.Warn("gate restore route not removed", "err", err)
+			}
+		}
 	}
 	for _, l := range s.links {
 		for _, r := range l.routes {

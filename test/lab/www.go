@@ -319,3 +319,23 @@ func Download(nsPath, addr, name string, timeout time.Duration) (time.Duration, 
 	}
 	return time.Since(t0), marks, nil
 }
+
+// LongestGap is the longest time any connection went without a response
+// during the run: between two consecutive responses of one connection (or
+// from its first request to its first response).
+func (w *WebWorkload) LongestGap() Gap {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var worst Gap
+	for i, ds := range w.done {
+		prev := w.started[i]
+		for _, d := range ds {
+			if d.Sub(prev) > worst.Wait {
+				worst = Gap{Conn: i, Before: prev, After: d, Wait: d.Sub(prev)}
+			}
+			prev = d
+		}
+	}
+	worst.Connections = len(w.done)
+	return worst
+}
