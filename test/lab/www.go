@@ -236,29 +236,28 @@ type Gap struct {
 	Connections int
 }
 
-// LongestWait returns, over the connections, the longest wait across t (a
-// connection with no response after t counts as waiting until now).
+// LongestWait returns, for each connection, its longest wait between two
+// consecutive responses that ended after t (the one spanning an event at t,
+// when responses kept coming up to it), and the longest of them. A
+// connection with no response after t counts as waiting until now.
 func (w *WebWorkload) LongestWait(t time.Time) (Gap, []Gap) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var all []Gap
 	var worst Gap
 	for i, ds := range w.done {
-		g := Gap{Conn: i, Before: w.started[i]}
+		g := Gap{Conn: i}
+		prev := w.started[i]
 		for _, d := range ds {
-			if !d.After(t) {
-				g.Before = d
-				continue
+			if d.After(t) && d.Sub(prev) > g.Wait {
+				g.Before, g.After, g.Wait = prev, d, d.Sub(prev)
 			}
-			g.After = d
-			break
+			prev = d
 		}
-		end := g.After
-		if end.IsZero() {
-			end = time.Now()
+		if len(ds) == 0 || !ds[len(ds)-1].After(t) {
+			g = Gap{Conn: i, Before: prev, Wait: time.Since(prev)} // still waiting
 		}
-		g.Wait = end.Sub(g.Before)
-		g.AfterEvent = end.Sub(t)
+		g.AfterEvent = g.After.Sub(t)
 		all = append(all, g)
 		if g.Wait > worst.Wait {
 			worst = g
