@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/shim"
+	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -75,7 +75,7 @@ func TestWebFailover(t *testing.T) {
 	}
 	defer w.Close()
 	const before = 3 * time.Second
-	anyStatus := func(shim.PublishedStatus) bool { return true }
+	anyStatus := func(status.Published) bool { return true }
 	c0 := waitStatus(t, l, "a", id, "primary status", time.Second, anyStatus).Engine.CommittedEpoch
 	rctx, rcancel := context.WithTimeout(ctx, before)
 	if err := w.Run(rctx, 10*time.Second); err != nil {
@@ -165,7 +165,7 @@ func TestDownloadFailover(t *testing.T) {
 	const id = "d1"
 	addr := startWebPair(ctx, t, rl, id)
 
-	anyStatus := func(shim.PublishedStatus) bool { return true }
+	anyStatus := func(status.Published) bool { return true }
 	c0 := waitStatus(t, l, "a", id, "primary status", time.Second, anyStatus).Engine.CommittedEpoch
 	took, _, err := lab.Download(l.Netns("client"), addr, lab.WWWBig, 60*time.Second)
 	if err != nil {
@@ -225,7 +225,7 @@ const downloadCycles = 16
 // the container's TCP sockets.
 func diagnoseWeb(t *testing.T, l *lab.Lab, h, id string) {
 	t.Helper()
-	b, _ := os.ReadFile(shim.StatusFile(l.State(h)+"/rrc", l.Namespace(h), id))
+	b, _ := os.ReadFile(status.File(l.State(h)+"/rrc", l.Namespace(h), id))
 	t.Logf("status on %s: %s", h, b)
 	netns := filepath.Join(l.State(h), "rrc", "netns", l.Namespace(h), id, id)
 	gate := filepath.Join(filepath.Dir(netns), ".gate", id)
