@@ -612,6 +612,7 @@ CMD="make bench"
 [[ $FULL == 1 && -n ${BENCH_N10M:-} ]] && CMD="BENCH_N10M=$N10M $CMD"
 [[ -n ${BENCH_PARTS:-} ]] && CMD="BENCH_PARTS=\"$PARTS\" $CMD"
 [[ -n ${BENCH_WEB_ROUNDS:-} ]] && CMD="BENCH_WEB_ROUNDS=$WEB_ROUNDS $CMD"
+[[ $LAB != rrcbench || $LAB_SUBNET != 10.87.0 ]] && CMD="LAB=$LAB LAB_SUBNET=$LAB_SUBNET $CMD"
 if ! part redis; then
 	# Only the web section is replaced (appended if the document has none).
 	web_section >"$WORK/web.md"
