@@ -1,3 +1,6 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
 // Command webclient is make bench's client of the lab's web server
 // (rrc.local/lighttpd): keep-alive connections fetching its small files in
 // a loop, or one download of its 10 MB file, every byte checked. It prints
