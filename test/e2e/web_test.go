@@ -188,7 +188,8 @@ func TestDownloadFailover(t *testing.T) {
 	}
 
 	var marks []time.Time
-	crashAt := crashDuring(t, l, "a", took/3, func() {
+	// Early in the transfer: the first MiB takes several commit cycles.
+	crashAt := crashDuring(t, l, "a", 600*time.Millisecond, func() {
 		took, marks, err = lab.Download(l.Netns("client"), addr, lab.WWWBig, 60*time.Second)
 	})
 	if err != nil {
@@ -210,7 +211,7 @@ func TestDownloadFailover(t *testing.T) {
 		took.Round(time.Millisecond), f.DetectionMS, f.RestoreMS, f.TotalMS, cut.Sub(crashAt).Round(time.Millisecond),
 		sinceOrNone(cut, lastBefore), firstAfter.Sub(up).Round(time.Millisecond))
 	if firstAfter.IsZero() {
-		t.Errorf("no MiB of the download arrived after b last heard a")
+		t.Fatalf("the download was over before a crashed: nothing measured across the failover")
 	} else if firstAfter.Sub(up) > servedAfterUp+100*time.Millisecond {
 		// The next MiB after the address is up: 0.5 s, plus the time a
 		// MiB takes at the restored connection's restarted window.
@@ -218,10 +219,13 @@ func TestDownloadFailover(t *testing.T) {
 	}
 }
 
-// downloadCycles bounds the 10 MB download in commit cycles: about ten
-// round trips of slow start, two for the connection and the request, and
-// room for a late checkpoint or two.
-const downloadCycles = 16
+// downloadCycles bounds the 10 MB download in commit cycles. Slow start
+// needs about ten round trips and the connection and the request two more
+// (15 cycles measured on a busy machine), but a checkpoint late by more than
+// the sender's retransmission timeout makes it start again from one segment
+// (27 cycles seen while other lab tests ran). Gated at the container's
+// OUTPUT, two packets left per epoch: thousands of cycles.
+const downloadCycles = 40
 
 // diagnoseWeb logs what the gate and the container's sockets look like on
 // host h: the engine's status, the gate namespace's queues and counters,
