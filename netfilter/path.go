@@ -13,12 +13,15 @@ import (
 	"github.com/iorrc/rrc/runtime/launch"
 )
 
-// Path gates a container's traffic inside its network namespace: NFQUEUE
-// rules at OUTPUT (output gate) and INPUT (input hold). Inside the
-// namespace is the only place a macvlan service interface can be gated
-// (it has no host end; docs/NETFILTER.md). Queue numbers are per namespace.
+// Path gates a container's traffic with NFQUEUE rules: in the namespace
+// that forwards it when Forward names one (servicenet's gate namespace: out
+// of the container's reach, and held packets no longer count against TCP
+// Small Queues; docs/NETFILTER.md), otherwise inside the container's own
+// namespace at OUTPUT and INPUT (an adopted namespace, whose topology is
+// not ours). Queue numbers are per namespace.
 type Path struct {
 	NetNS       string          // the container's network namespace path
+	Forward     *Forward        // the namespace that forwards its traffic, if any
 	OutputQueue uint16          // default 0
 	InputQueue  uint16          // default 1 (0 if OutputQueue is 1)
 	Launcher    launch.Launcher // runs iptables; nil: os/exec
@@ -32,7 +35,7 @@ type Path struct {
 	mu     sync.Mutex
 	outQ   *Queue
 	inQ    *Queue
-	rules  *Rules
+	rules  pathRules
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	failed chan error
@@ -51,18 +54,24 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 	if in == n.OutputQueue {
 		in = n.OutputQueue + 1
 	}
+	ns := n.NetNS
+	var rules pathRules = &Rules{NetNS: n.NetNS, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
+	if f := n.Forward; f != nil {
+		ns = f.NetNS
+		rules = &ForwardRules{NetNS: f.NetNS, Inner: f.Inner, Uplink: f.Uplink, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
+	}
 	n.failed = make(chan error, 2)
 	var qopts QueueOptions
 	if n.Tag != nil || n.Record != nil {
 		qopts = QueueOptions{CopyRange: MaxCopyRange, NoGSO: true}
 	}
 	var err error
-	if n.outQ, err = OpenQueue(ctx, n.NetNS, n.OutputQueue, qopts); err != nil {
-		return nil, nil, fmt.Errorf("opening output queue: %w", err)
+	if n.outQ, err = OpenQueue(ctx, ns, n.OutputQueue, qopts); err != nil {
+		return nil, nil, fmt.Errorf("opening output queue in %s: %w", ns, err)
 	}
-	if n.inQ, err = OpenQueue(ctx, n.NetNS, in, qopts); err != nil {
+	if n.inQ, err = OpenQueue(ctx, ns, in, qopts); err != nil {
 		n.outQ.Close()
-		return nil, nil, fmt.Errorf("opening input queue: %w", err)
+		return nil, nil, fmt.Errorf("opening input queue in %s: %w", ns, err)
 	}
 	gate := NewOutputGate(n.outQ, log.With("queue", "output"))
 	if n.Tag != nil {
@@ -83,11 +92,24 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 			}
 		}()
 	}
-	n.rules = &Rules{NetNS: n.NetNS, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
+	n.rules = rules
 	if err := n.rules.Install(ctx); err != nil {
-		return nil, nil, errors.Join(fmt.Errorf("installing gate rules in %s: %w", n.NetNS, err), n.closeLocked(context.WithoutCancel(ctx)))
+		return nil, nil, errors.Join(fmt.Errorf("installing gate rules in %s: %w", ns, err), n.closeLocked(context.WithoutCancel(ctx)))
 	}
 	return gate, hold, nil
+}
+
+// Forward names a namespace that forwards all of a container's traffic
+// between two of its interfaces.
+type Forward struct {
+	NetNS  string // its path
+	Inner  string // interface toward the container
+	Uplink string // interface toward the LAN
+}
+
+type pathRules interface {
+	Install(context.Context) error
+	Remove(context.Context) error
 }
 
 // Failed reports a queue reader that stopped.

@@ -189,3 +189,80 @@ func (h *HostOutputRules) Present(ctx context.Context) ([]string, error) {
 	}
 	return h.ns().present(ctx, cs)
 }
+
+// ForwardRules gate a container whose traffic a namespace of its own
+// forwards (servicenet's gate namespace): the container's output is queued
+// where it enters that namespace from the container's link, its input where
+// it enters from the LAN.
+//
+//	-t mangle -N RRC-OUT; -A RRC-OUT -j NFQUEUE --queue-num OutputQueue
+//	-t mangle -N RRC-IN;  -A RRC-IN  -j NFQUEUE --queue-num InputQueue
+//	-t mangle -I PREROUTING 1 -i Inner -j RRC-OUT
+//	-t mangle -I PREROUTING 1 -i Uplink -j RRC-IN
+//
+// Unlike Rules, the container can neither reach them (another namespace)
+// nor go around them (every frame it sends, from a packet socket too, must
+// be routed here to leave), and a held packet no longer belongs to its
+// socket (the veth detached it), so TCP Small Queues does not throttle the
+// sender. PREROUTING is before the routing decision: nothing the gate
+// namespace forwards skips it.
+type ForwardRules struct {
+	NetNS       string // the forwarding namespace; "" = the caller's
+	Inner       string // interface toward the container
+	Uplink      string // interface toward the LAN
+	OutputQueue uint16
+	InputQueue  uint16
+	NoIPv6      bool
+	Launcher    launch.Launcher
+}
+
+func (f *ForwardRules) ns() iptablesNS {
+	return iptablesNS{netns: f.NetNS, noIPv6: f.NoIPv6, launch: f.Launcher}
+}
+
+func (f *ForwardRules) chains() ([]queueChain, error) {
+	if f.Inner == "" || f.Uplink == "" || f.Inner == f.Uplink {
+		return nil, fmt.Errorf("forward rules: need two distinct interfaces (inner %q, uplink %q)", f.Inner, f.Uplink)
+	}
+	if f.OutputQueue == f.InputQueue {
+		return nil, fmt.Errorf("forward rules: output and input share queue %d", f.OutputQueue)
+	}
+	return []queueChain{
+		{hook: "PREROUTING", chain: DefaultOutputChain, jumpMatch: []string{"-i", f.Inner}, queue: f.OutputQueue},
+		{hook: "PREROUTING", chain: DefaultInputChain, jumpMatch: []string{"-i", f.Uplink}, queue: f.InputQueue},
+	}, nil
+}
+
+// Install installs the rules; idempotent, corrects stale queue numbers in
+// place.
+func (f *ForwardRules) Install(ctx context.Context) error {
+	cs, err := f.chains()
+	if err != nil {
+		return err
+	}
+	if err := f.ns().install(ctx, cs); err != nil {
+		return fmt.Errorf("forward rules: %w", err)
+	}
+	return nil
+}
+
+// Remove removes the jumps and chains, also when half installed or absent.
+func (f *ForwardRules) Remove(ctx context.Context) error {
+	cs, err := f.chains()
+	if err != nil {
+		return err
+	}
+	if err := f.ns().remove(ctx, cs); err != nil {
+		return fmt.Errorf("forward rules: %w", err)
+	}
+	return nil
+}
+
+// Present lists what of the rules is installed; empty means clean.
+func (f *ForwardRules) Present(ctx context.Context) ([]string, error) {
+	cs, err := f.chains()
+	if err != nil {
+		return nil, err
+	}
+	return f.ns().present(ctx, cs)
+}

@@ -6,14 +6,12 @@ package replication
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/runtime/criu"
-	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // This file holds the small interfaces the engine drives. The real
@@ -72,11 +70,9 @@ type PacketHooks struct {
 	Record func(packet []byte) error
 }
 
-// NetfilterPackets is the PacketPath of the container's network namespace
-// netns (a netfilter.Path); l runs iptables.
-func NetfilterPackets(netns string, l launch.Launcher, log *slog.Logger) PacketPath {
-	return netfilterPackets{&netfilter.Path{NetNS: netns, Launcher: l, Logger: log}}
-}
+// NetfilterPath is the PacketPath of a configured netfilter.Path (e.g. one
+// whose Forward names the gate namespace).
+func NetfilterPath(p *netfilter.Path) PacketPath { return netfilterPackets{p} }
 
 type netfilterPackets struct{ *netfilter.Path }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/iorrc/rrc/netfilter"
 	"log/slog"
 	"net"
 	"os"
@@ -228,9 +229,13 @@ func (h *helper) primary(ctx context.Context) error {
 		return err
 	}
 	defer h.cleanup("image tmpfs", unmount)
+	packets := &netfilter.Path{NetNS: sn.NetnsPath(), Logger: h.log.With("pair", cfg.Pair)}
+	if g, ok := sn.Gate(); ok {
+		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
+	}
 	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
-		Packets: replication.NetfilterPackets(sn.NetnsPath(), nil, h.log.With("pair", cfg.Pair)),
+		Packets: replication.NetfilterPath(packets),
 	}
 	var inj *injector
 	if h.a.Inject != nil {
@@ -297,14 +302,26 @@ func (h *helper) backup(ctx context.Context) error {
 		RuncRoot: h.a.RestoreRuncRoot, ID: h.a.RestoreID, Spec: spec, Lower: g.Lower,
 		CgroupsPath: h.a.RestoreCgroup, WorkDir: h.a.RestoreWorkDir,
 		RuncArgv: []string{"nsenter", "--net=" + sn.NetnsPath(), "--", "runc"},
+		NetNS:    sn.NetnsPath(),
 	}
 	defer h.cleanup("restored container", func() error { return restorer.Remove(context.Background()) })
+	standby := servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
+		_, err := sn.Promote(ctx)
+		return err
+	}}
+	var network replication.ServicePromoter = standby
+	hold := &netfilter.Path{Logger: h.log.With("pair", cfg.Pair)}
+	gate, ok, err := shim.OpenPromotionHold(ctx, sn, hold)
+	if err != nil {
+		return err
+	}
+	if ok {
+		defer h.cleanup("promotion hold", func() error { return hold.Close(context.Background()) })
+		network = shim.HeldStandby{StandbyService: standby, SN: sn, Gate: gate}
+	}
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
-		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: cfg.Service.Address, Up: func(ctx context.Context) error {
-			_, err := sn.Promote(ctx)
-			return err
-		}},
+		Network: network,
 	})
 	if err != nil {
 		return err

@@ -241,11 +241,18 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	primary := startEngine(t, l, "a", pa)
 	pst := primary.wait(t, "primary's gate", 15*time.Second, func(s helperStatus) bool { return s.Phase == "gated" })
 
-	// The container starts in the gated service namespace: nothing it sends
-	// leaves before the backup holds a checkpoint with it.
-	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+pst.Netns, "iptables", "-w", "-t", "mangle", "-S").CombinedOutput(); err != nil ||
-		!strings.Contains(string(out), "-A OUTPUT -j RRC-OUT") || !strings.Contains(string(out), "NFQUEUE") {
+	// The container starts behind the gate: nothing it sends leaves before
+	// the backup holds a checkpoint with it. The rules are in the gate
+	// namespace that forwards its traffic, none in its own (where it could
+	// delete them).
+	gateNS := filepath.Join(filepath.Dir(pst.Netns), ".gate", filepath.Base(pst.Netns))
+	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+gateNS, "iptables", "-w", "-t", "mangle", "-S").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "-A PREROUTING -i ct0 -j RRC-OUT") || !strings.Contains(string(out), "NFQUEUE") {
 		t.Fatalf("gate rules not installed before the container starts: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+pst.Netns, "iptables", "-w", "-t", "mangle", "-S").CombinedOutput(); err != nil ||
+		strings.Contains(string(out), "RRC") {
+		t.Fatalf("gate rules in the container's own namespace: %v\n%s", err, out)
 	}
 	if _, err := l.Ctr(ctx, "a", "run", "-d", "--runtime", "io.containerd.runc.v2",
 		"--with-ns", "network:"+pst.Netns, lab.RedisImage, id); err != nil {

@@ -21,7 +21,7 @@ type PrimaryOptions struct {
 	Config Config // Role primary; Pair set
 	// TLS is used by the default Dial (peer.Dial to Config.Peer).
 	TLS *peertls.Credentials
-	// Packets gates the container's traffic (NetfilterPackets: a
+	// Packets gates the container's traffic (NetfilterPath: a
 	// netfilter.Path in the container's network namespace).
 	Packets PacketPath
 	// WorkDir receives one image directory per epoch, removed once sent.

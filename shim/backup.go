@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/iorrc/rrc/netfilter"
 	"net"
 	"path/filepath"
 	"strings"
@@ -54,15 +55,26 @@ func (r *replica) standbyEngine(ctx context.Context, creds *peertls.Credentials,
 		// The primary's CRIU ran in the service namespace (it is not in the
 		// checkpoint); CRIU restores into its own, so it runs in the standby.
 		RuncArgv: []string{"nsenter", "--net=" + r.sn.NetnsPath(), "--", "runc"},
+		NetNS:    r.sn.NetnsPath(),
 	}
 	sn := r.sn
+	var network replication.ServicePromoter = servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
+		tm, err := sn.Promote(ctx)
+		log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
+		return err
+	}}
+	hold := &netfilter.Path{Launcher: reaperLauncher(), Logger: engineLogger(ctx)}
+	gate, ok, err := OpenPromotionHold(ctx, sn, hold)
+	if err != nil {
+		return err
+	}
+	if ok {
+		r.hold = hold
+		network = HeldStandby{StandbyService: network.(servicenet.StandbyService), SN: sn, Gate: gate}
+	}
 	r.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: r.cfg, TLS: creds, StoreDir: r.storeDir(), DurableStore: r.host.CheckpointFsync, Restorer: r.restorer, Logger: engineLogger(ctx),
-		Network: servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
-			tm, err := sn.Promote(ctx)
-			log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
-			return err
-		}},
+		Network: network,
 	})
 	if err != nil {
 		return fmt.Errorf("backup engine: %w", err)

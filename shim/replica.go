@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/iorrc/rrc/netfilter"
 	"os"
 	"path/filepath"
 	"sync"
@@ -47,7 +48,10 @@ type replica struct {
 	// restorer is the backup's: it owns the restored container's bundle
 	// and runc state after a promotion.
 	restorer *RuncRestorer
-	standby  *standbyTask
+	// hold is the backup's promotion hold in the gate namespace
+	// (HeldStandby); after a failover it passes the new primary's traffic.
+	hold    *netfilter.Path
+	standby *standbyTask
 
 	status *status.Publisher
 
@@ -101,9 +105,13 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 		return fmt.Errorf("image tmpfs: %w", err)
 	}
 	r.unmount = unmount
+	packets := &netfilter.Path{NetNS: r.sn.NetnsPath(), Launcher: reaperLauncher(), Logger: engineLogger(ctx)}
+	if g, ok := r.sn.Gate(); ok {
+		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
+	}
 	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
 		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
-		Packets: replication.NetfilterPackets(r.sn.NetnsPath(), reaperLauncher(), engineLogger(ctx)),
+		Packets: replication.NetfilterPath(packets),
 	})
 	return err
 }
@@ -229,6 +237,11 @@ func (r *replica) close(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("unmounting image tmpfs: %w", err))
 			} else if err := os.Remove(r.imagesDir()); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("removing image dir: %w", err))
+			}
+		}
+		if r.hold != nil {
+			if err := r.hold.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("closing promotion hold: %w", err))
 			}
 		}
 		if r.sn != nil {

@@ -34,7 +34,11 @@ import (
 // The backup never needs the primary's bundle: the image's layers are
 // content-addressed and identical on both hosts.
 type RuncRestorer struct {
-	RuncArgv    []string // default ["runc"]
+	RuncArgv []string // default ["runc"]
+	// NetNS is the standby network namespace the container is restored
+	// into; its TCP metrics are primed for the checkpoint's peers
+	// (criu.PrimeTCPMetrics). "" leaves them alone.
+	NetNS       string
 	RuncRoot    string
 	ID          string // id of the restored container
 	Spec        []byte // OCI config.json
@@ -77,7 +81,7 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 	}
 	res, err := criu.Restore(ctx, criu.RestoreConfig{
 		RuncArgv: r.RuncArgv, RuncRoot: r.RuncRoot, ID: r.ID, Bundle: bundle,
-		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher, Logger: r.Logger,
+		ImagesDir: c.Dir, WorkDir: work, Launcher: r.Launcher, Logger: r.Logger, NetNS: r.NetNS,
 	})
 	if err != nil {
 		return replication.RestoredContainer{}, err

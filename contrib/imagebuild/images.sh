@@ -9,6 +9,9 @@
 #   DIR/threadkv.tar rrc.local/threadkv:latest  contrib/workloads/threadkv, a
 #                    static multi-threaded Go server speaking the Redis protocol
 #                    on port 6379 (built here with GO, CGO_ENABLED=0)
+#   DIR/lighttpd.tar rrc.local/lighttpd:latest  Debian's lighttpd on port 80
+#                    serving /srv/www: f01..f20 (1-27 KB) and big (10 MB),
+#                    each its name's line repeated (test/lab WWWFile)
 # An archive is rebuilt only when an input (host binary, builder source, this
 # script) is newer than it. Import with: ctr -n NS images import DIR/redis.tar
 #
@@ -27,6 +30,7 @@ SELF=$HERE/images.sh
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 REDIS_CLI=${REDIS_CLI:-/usr/bin/redis-cli}
+LIGHTTPD=${LIGHTTPD:-/usr/sbin/lighttpd}
 REDIS_CMD=${REDIS_CMD---bind,0.0.0.0,--protected-mode,no,--save,,--appendonly,no}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -96,3 +100,50 @@ fi
 build "$OUT/threadkv.tar" "$THREADKV" -- \
 	-ref rrc.local/threadkv:latest -entrypoint /usr/bin/threadkv -cmd=-addr,:6379 \
 	"$THREADKV:/usr/bin/threadkv"
+
+# lighttpd: static files whose content the clients can check byte by byte
+# (test/lab/www.go makes the same bytes): file NAME of SIZE bytes is the
+# line "rrc-www NAME 0123456789abcdefghijklmnopqrstuvwxyz\n" repeated and
+# cut at SIZE. Sizes: f01..f20 from 1 KiB to 27 KiB in steps of 1368 bytes,
+# big 10 MiB.
+WWW=$OUT/.www
+www_file() { # NAME SIZE
+	local line="rrc-www $1 0123456789abcdefghijklmnopqrstuvwxyz"
+	{ yes "$line" || true; } | head -c "$2" >"$WWW/$1.tmp"
+	mv -f "$WWW/$1.tmp" "$WWW/$1"
+}
+WWW_FILES=()
+if [[ -x $LIGHTTPD ]]; then
+	if stale "$WWW/.done" "$SELF"; then
+		mkdir -p "$WWW"
+		for i in $(seq 1 20); do www_file "$(printf f%02d "$i")" $((1024 + (i - 1) * 1368)); done
+		www_file big $((10 * 1024 * 1024))
+		touch "$WWW/.done"
+	fi
+	# No modules, raw files; keep-alive for as many requests as lighttpd
+	# counts (16 bits: a larger value wraps around, 1000000 closed
+	# connections after 16960).
+	cat >"$WWW/lighttpd.conf.new.$$" <<'CONF'
+server.document-root = "/srv/www"
+server.port = 80
+server.bind = "0.0.0.0"
+server.modules = ()
+server.max-keep-alive-requests = 65535
+server.max-keep-alive-idle = 600
+server.stat-cache-engine = "simple"
+server.errorlog = "/dev/stderr"
+mimetype.assign = ("" => "application/octet-stream")
+CONF
+	if ! cmp -s "$WWW/lighttpd.conf.new.$$" "$WWW/lighttpd.conf" 2>/dev/null; then
+		mv -f "$WWW/lighttpd.conf.new.$$" "$WWW/lighttpd.conf"
+	else
+		rm -f "$WWW/lighttpd.conf.new.$$"
+	fi
+	for f in "$WWW"/f?? "$WWW/big"; do WWW_FILES+=("$f:/srv/www/${f##*/}"); done
+	build "$OUT/lighttpd.tar" "$LIGHTTPD" "$WWW/.done" "$WWW/lighttpd.conf" -- \
+		-ref rrc.local/lighttpd:latest -busybox -busybox-bin "$BUSYBOX" \
+		-entrypoint /usr/sbin/lighttpd -cmd=-D,-f,/etc/lighttpd/lighttpd.conf \
+		"$LIGHTTPD:/usr/sbin/lighttpd" "$WWW/lighttpd.conf:/etc/lighttpd/lighttpd.conf" "${WWW_FILES[@]}"
+else
+	echo "images: $LIGHTTPD missing (make setup installs lighttpd): rrc.local/lighttpd not built" >&2
+fi

@@ -48,6 +48,9 @@ APT_PKGS=(
 	libprotobuf-c1 libbsd0 libmnl0 libuuid1 libffi8
 	# builds contrib/criu-written (a small library preloaded into CRIU)
 	gcc libc6-dev
+	# the web server image of the lab (rrc.local/lighttpd), and tcpdump for
+	# looking at a failover's packets (docs/NETFILTER.md)
+	lighttpd tcpdump
 )
 CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a
@@ -126,10 +129,12 @@ setup_apt() {
 		log "$p $v installed (apt)"
 	done
 	# The tests run their own Redis in containers; a system service is not wanted.
-	if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]]; then
-		systemctl disable --now redis-server.service >/dev/null 2>&1 || true
-		log "redis-server.service disabled (the tests start their own Redis)"
-	fi
+	for svc in redis-server lighttpd; do
+		if [[ " ${missing[*]} " == *" $svc "* && -d /run/systemd/system ]]; then
+			systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+			log "$svc.service disabled (the tests start their own)"
+		fi
+	done
 }
 
 # ---------------------------------------------------------------- 2. containerd

@@ -27,20 +27,14 @@ func findHostLink(hostNetns, name string) (netlink.Link, bool, error) {
 	return l, l.Type() == "bridge", nil
 }
 
-// addMacvlan makes eth0 as a macvlan (bridge mode: several containers on one
-// host link reach each other) of the host link, created directly in the
-// container's namespace so that the host never sees it and its name is
-// checked there.
-func (s *ServiceNetwork) addMacvlan(parent netlink.Link, mac net.HardwareAddr) error {
-	return s.inHostNetns(func(ns netns.NsHandle, h *netlink.Handle) error {
-		return s.linkMacvlan(ns, h, parent, mac)
-	})
-}
-
-func (s *ServiceNetwork) linkMacvlan(ns netns.NsHandle, h *netlink.Handle, parent netlink.Link, mac net.HardwareAddr) error {
+// linkMacvlan makes the uplink name as a macvlan (bridge mode: several
+// containers on one host link reach each other) of the host link, created
+// directly in the namespace ns so that the host never sees it and its name
+// is checked there.
+func linkMacvlan(h *netlink.Handle, parent netlink.Link, name string, ns netns.NsHandle, mac net.HardwareAddr) error {
 	mv := &netlink.Macvlan{
 		LinkAttrs: netlink.LinkAttrs{
-			Name:         ServiceIfName,
+			Name:         name,
 			ParentIndex:  parent.Attrs().Index,
 			HardwareAddr: mac,
 			Namespace:    netlink.NsFd(int(ns)),
@@ -48,28 +42,23 @@ func (s *ServiceNetwork) linkMacvlan(ns netns.NsHandle, h *netlink.Handle, paren
 		Mode: netlink.MACVLAN_MODE_BRIDGE,
 	}
 	if err := h.LinkAdd(mv); err != nil {
-		return fmt.Errorf("add macvlan %s on %s: %w", ServiceIfName, parent.Attrs().Name, err)
+		return fmt.Errorf("add macvlan %s on %s: %w", name, parent.Attrs().Name, err)
 	}
 	return nil
 }
 
-// addVeth makes a veth pair: eth0 in the container's namespace, the host
-// end (down until promotion) enslaved to the bridge.
-func (s *ServiceNetwork) addVeth(bridge netlink.Link, mac net.HardwareAddr) error {
-	return s.inHostNetns(func(ns netns.NsHandle, h *netlink.Handle) error {
-		return s.linkVeth(ns, h, bridge, mac)
-	})
-}
-
-func (s *ServiceNetwork) linkVeth(ns netns.NsHandle, h *netlink.Handle, bridge netlink.Link, mac net.HardwareAddr) error {
+// linkVeth makes a veth pair: peer (with mac) in the namespace ns, the host
+// end s.hostLink (down until promotion, marked as ours) enslaved to the
+// bridge.
+func (s *ServiceNetwork) linkVeth(h *netlink.Handle, bridge netlink.Link, peer string, ns netns.NsHandle, mac net.HardwareAddr) error {
 	veth := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: s.hostLink, MTU: bridge.Attrs().MTU},
-		PeerName:         ServiceIfName,
+		PeerName:         peer,
 		PeerHardwareAddr: mac,
 		PeerNamespace:    netlink.NsFd(int(ns)),
 	}
 	if err := h.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add veth %s/%s: %w", s.hostLink, ServiceIfName, err)
+		return fmt.Errorf("add veth %s/%s: %w", s.hostLink, peer, err)
 	}
 	host, err := h.LinkByName(s.hostLink)
 	if err != nil {
@@ -82,22 +71,6 @@ func (s *ServiceNetwork) linkVeth(ns netns.NsHandle, h *netlink.Handle, bridge n
 		return fmt.Errorf("enslave %s to bridge %s: %w", s.hostLink, bridge.Attrs().Name, err)
 	}
 	return nil
-}
-
-// inHostNetns runs f with the container's namespace open and a netlink
-// handle in the host's namespace, where the service interface is made.
-func (s *ServiceNetwork) inHostNetns(f func(ns netns.NsHandle, h *netlink.Handle) error) error {
-	ns, err := netns.GetFromPath(s.nsPath)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", s.nsPath, err)
-	}
-	defer ns.Close()
-	h, err := handleAt(s.hostNetns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	return f(ns, h)
 }
 
 // hostLinkAlias marks the host end of a veth as ours (IFLA_IFALIAS): Remove

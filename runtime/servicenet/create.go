@@ -17,13 +17,15 @@ import (
 
 // Create makes the network namespace of container name, bind-mounted at
 // opts.Dir/name, with loopback up and a service interface eth0 carrying
-// cfg.Address and cfg.MAC (DeriveMAC when nil), attached to cfg.Link in the
-// host namespace: a veth pair with its host end enslaved when cfg.Link is a
-// bridge, a macvlan in bridge mode otherwise.
+// cfg.Address and cfg.MAC (DeriveMAC when nil). eth0 is a veth to the gate
+// namespace (opts.Dir/.gate/name, see Gate), which forwards between it and
+// an uplink with the same MAC attached to cfg.Link in the host namespace: a
+// veth pair with its host end enslaved when cfg.Link is a bridge, a macvlan
+// in bridge mode otherwise.
 //
-// With standby (the backup) the interface is configured but left down, and
+// With standby (the backup) the interfaces are configured but left down, and
 // the host end of a veth too, so that this copy never answers ARP or
-// packets; Promote brings it up. Without standby it is promoted at once,
+// packets; Promote brings them up. Without standby it is promoted at once,
 // gratuitous ARP included.
 //
 // Only the connected route of cfg.Address is installed: the service answers
@@ -74,7 +76,8 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if err != nil {
 		return nil, fmt.Errorf("service network %s: read own start time: %w", name, err)
 	}
-	owner.HostNetns, owner.HostLink = s.hostNetns, s.hostLink
+	s.gate = &gateNS{path: gatePath(dir, name)}
+	owner.HostNetns, owner.HostLink, owner.GateNetns = s.hostNetns, s.hostLink, s.gate.path
 	// The record goes first so that CleanupStale can find whatever a
 	// crash in the steps below leaves.
 	if err := writeRecord(recordPath(dir, name), owner); err != nil {
@@ -99,12 +102,10 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if err := s.disableMPTCP(); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
-	if isBridge {
-		err = s.addVeth(hostLink, mac)
-	} else {
-		err = s.addMacvlan(hostLink, mac)
+	if err := s.tuneTCP(); err != nil {
+		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
-	if err != nil {
+	if err := s.makeGate(hostLink, isBridge, mac, cfg.Address); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
 	link, err := s.handle.LinkByName(ServiceIfName)
@@ -116,7 +117,9 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if err := s.handle.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: cfg.Address.Mask}}); err != nil {
 		return nil, fmt.Errorf("service network %s: add %s to %s: %w", name, cfg.Address, ServiceIfName, err)
 	}
-	a, err := openAnnouncer(s.nsPath, ServiceIfName, link.Attrs().Index, mac, ip)
+	// The announcements leave through the uplink, which carries the
+	// service MAC on the LAN.
+	a, err := openAnnouncer(s.gate.path, GateUplinkIf, s.gate.uplink, mac, ip)
 	if err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
@@ -125,7 +128,7 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if isBridge {
 		kind = "veth"
 	}
-	s.log.Info("service network created", "netns", s.nsPath, "kind", kind, "link", cfg.Link, "address", cfg.Address.String(), "mac", mac.String(), "standby", standby, "host_link", s.hostLink)
+	s.log.Info("service network created", "netns", s.nsPath, "gate_netns", s.gate.path, "kind", kind, "link", cfg.Link, "address", cfg.Address.String(), "mac", mac.String(), "standby", standby, "host_link", s.hostLink)
 	if !standby {
 		if _, err := s.Promote(ctx); err != nil {
 			return nil, err

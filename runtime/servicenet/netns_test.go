@@ -193,10 +193,34 @@ func TestMacvlan(t *testing.T) {
 	if sn.HostLink() != "" {
 		t.Errorf("macvlan has a host end %q", sn.HostLink())
 	}
-	l := mustLink(t, testHandle(t, sn.NetnsPath()), ServiceIfName)
+	// eth0 is a veth to the gate namespace, whose uplink is the macvlan
+	// with the service MAC.
+	if l := mustLink(t, testHandle(t, sn.NetnsPath()), ServiceIfName); l.Type() != "veth" {
+		t.Fatalf("%s is %s, want a veth to the gate namespace", ServiceIfName, l.Type())
+	}
+	g, ok := sn.Gate()
+	if !ok {
+		t.Fatal("no gate namespace")
+	}
+	gh := testHandle(t, g.NetNS)
+	l := mustLink(t, gh, g.Uplink)
 	mv, ok := l.(*netlink.Macvlan)
-	if !ok || mv.Mode != netlink.MACVLAN_MODE_BRIDGE {
-		t.Fatalf("%s is %s (%T), want a macvlan in bridge mode", ServiceIfName, l.Type(), l)
+	if !ok || mv.Mode != netlink.MACVLAN_MODE_BRIDGE || mv.Attrs().HardwareAddr.String() != mac.String() || !isUp(l) {
+		t.Fatalf("gate uplink %s is %s (%T), want an up macvlan in bridge mode with %s", g.Uplink, l.Type(), l, mac)
+	}
+	if l := mustLink(t, gh, g.InnerIf); l.Type() != "veth" || !isUp(l) {
+		t.Fatalf("gate link %s is %s, want an up veth", g.InnerIf, l.Type())
+	}
+	routes, err := gh.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range routes {
+		got = append(got, r.Dst.String())
+	}
+	if !slices.Contains(got, "10.99.0.201/32") || !slices.Contains(got, "10.99.0.0/24") {
+		t.Errorf("gate routes %v, want 10.99.0.201/32 to the container and 10.99.0.0/24 to the LAN", got)
 	}
 	checkServiceIf(t, sn, mac, "10.99.0.201/24", true)
 	checkGARP(t, capture.collect(t, 300*time.Millisecond), mac, cfg.Address.IP, 2, 3)

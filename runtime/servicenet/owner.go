@@ -31,6 +31,8 @@ type ownerRecord struct {
 	// namespace.
 	HostNetns string `json:"host_netns,omitempty"`
 	HostLink  string `json:"host_link,omitempty"`
+	// GateNetns is the gate namespace's bind mount (Dir/.gate/<name>).
+	GateNetns string `json:"gate_netns,omitempty"`
 }
 
 func recordPath(dir, name string) string { return filepath.Join(dir, name+recordSuffix) }

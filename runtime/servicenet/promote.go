@@ -54,9 +54,34 @@ func (s *ServiceNetwork) Promote(ctx context.Context) (PromoteTimings, error) {
 		}
 		defer host.handle.Close()
 	}
+	if s.gate != nil {
+		if err := s.gate.setUp(GateInnerIf, s.gate.inner); err != nil {
+			return t, fmt.Errorf("promote service network %s: %w", s.name, err)
+		}
+	}
 	for _, l := range s.links {
 		if err := s.handle.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.index}}); err != nil {
 			return t, fmt.Errorf("promote service network %s: set %s up: %w", s.name, l.name, err)
+		}
+	}
+	if s.gate != nil {
+		// The route to the container first: a client's packet that
+		// arrives as soon as the uplink is up must find it.
+		rs := s.gate.routes()
+		if err := s.gate.handle.RouteReplace(&rs[0]); err != nil {
+			return t, fmt.Errorf("promote service network %s: gate route %s: %w", s.name, rs[0].Dst, err)
+		}
+		if err := s.gate.setUp(GateUplinkIf, s.gate.uplink); err != nil {
+			return t, fmt.Errorf("promote service network %s: %w", s.name, err)
+		}
+		if err := s.gate.handle.RouteReplace(&rs[1]); err != nil {
+			return t, fmt.Errorf("promote service network %s: gate route %s: %w", s.name, rs[1].Dst, err)
+		}
+		// InnerUp's route through lo, if any, has served its purpose.
+		if rr, err := s.gate.restoreRoute(); err == nil {
+			if err := s.gate.handle.RouteDel(&rr); err != nil && !errors.Is(err, unix.ESRCH) {
+				s.log.Warn("gate restore route not removed", "err", err)
+			}
 		}
 	}
 	for _, l := range s.links {
@@ -133,6 +158,20 @@ func (s *ServiceNetwork) waitRunning(ctx context.Context, host *hostEnd, deadlin
 			}
 			if link.Attrs().RawFlags&unix.IFF_RUNNING == 0 {
 				notRunning = append(notRunning, l.name)
+			}
+		}
+		if s.gate != nil {
+			for _, gl := range []struct {
+				name  string
+				index int
+			}{{GateInnerIf, s.gate.inner}, {GateUplinkIf, s.gate.uplink}} {
+				link, err := s.gate.handle.LinkByIndex(gl.index)
+				if err != nil {
+					return fmt.Errorf("read state of gate link %s: %w", gl.name, err)
+				}
+				if link.Attrs().RawFlags&unix.IFF_RUNNING == 0 {
+					notRunning = append(notRunning, gl.name)
+				}
 			}
 		}
 		if host != nil {
@@ -223,4 +262,11 @@ func setHostLinkUp(hostNetns, name string) (*hostEnd, error) {
 		return nil, fmt.Errorf("set host end %s up: %w", name, err)
 	}
 	return &hostEnd{handle: h, index: l.Attrs().Index}, nil
+}
+
+func (g *gateNS) setUp(name string, index int) error {
+	if err := g.handle.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}); err != nil {
+		return fmt.Errorf("set gate link %s up: %w", name, err)
+	}
+	return nil
 }

@@ -36,12 +36,20 @@ func (s *ServiceNetwork) Remove(ctx context.Context) error {
 		s.handle.Close()
 		s.handle = nil
 	}
+	gate := ""
+	if s.gate != nil {
+		gate = s.gate.path
+		if s.gate.handle != nil {
+			s.gate.handle.Close()
+			s.gate.handle = nil
+		}
+	}
 	if s.adopted {
 		s.removed = true
 		s.log.Info("service network released (adopted namespace left to its owner)", "netns", s.nsPath)
 		return nil
 	}
-	if err := removeNamespace(ctx, s.nsPath, s.hostNetns, s.hostLink, s.log); err != nil {
+	if err := removeNamespace(ctx, s.nsPath, s.hostNetns, s.hostLink, gate, s.log); err != nil {
 		return fmt.Errorf("remove service network %s: %w", s.name, err)
 	}
 	if err := os.Remove(recordPath(s.dir, s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -53,17 +61,19 @@ func (s *ServiceNetwork) Remove(ctx context.Context) error {
 }
 
 // removeNamespace deletes every interface but loopback in the namespace at
-// nsPath (deleting eth0 also deletes its veth peer on the host), deletes
-// the host end hostLink if it somehow survived and carries our mark, and
-// unmounts and removes
-// the namespace file. Why delete the interfaces rather than just unmount:
-// a process or socket still in the namespace keeps it alive, and its
-// service interface must not outlive Remove.
-func removeNamespace(ctx context.Context, nsPath, hostNetns, hostLink string, log *slog.Logger) error {
+// nsPath and in its gate namespace gatePath ("" if none; deleting a veth end
+// deletes its peer, on the host too), deletes the host end hostLink if it
+// somehow survived and carries our mark, and unmounts and removes the
+// namespace files. Why delete the interfaces rather than just unmount: a
+// process or socket still in the namespace keeps it alive, and its service
+// interface must not outlive Remove.
+func removeNamespace(ctx context.Context, nsPath, hostNetns, hostLink, gatePath string, log *slog.Logger) error {
 	var errs []error
-	if isNsfsMount(nsPath) {
-		if err := deleteInterfaces(nsPath); err != nil {
-			errs = append(errs, err)
+	for _, p := range []string{nsPath, gatePath} {
+		if p != "" && isNsfsMount(p) {
+			if err := deleteInterfaces(p); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if hostLink != "" {
@@ -73,8 +83,18 @@ func removeNamespace(ctx context.Context, nsPath, hostNetns, hostLink string, lo
 			log.Debug("host end of veth", "link", hostLink, "err", err)
 		}
 	}
-	if err := removeNetnsFile(nsPath); err != nil {
-		errs = append(errs, err)
+	for _, p := range []string{nsPath, gatePath} {
+		if p == "" {
+			continue
+		}
+		if err := removeNetnsFile(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if gatePath != "" {
+		// The gate directory goes with its last namespace (fails while
+		// another one is in it).
+		os.Remove(filepath.Dir(gatePath))
 	}
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)

@@ -24,8 +24,11 @@ type ServiceNetwork struct {
 	// is "" for a macvlan or an adopted namespace.
 	hostNetns string
 	hostLink  string
-	opts      Options
-	log       *slog.Logger
+	// gate is the namespace that forwards between eth0 and the LAN; nil
+	// when adopted.
+	gate *gateNS
+	opts Options
+	log  *slog.Logger
 
 	mu       sync.Mutex
 	handle   *netlink.Handle // bound to the container's namespace

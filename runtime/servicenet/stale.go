@@ -56,7 +56,7 @@ func CleanupStale(ctx context.Context, dir string, log *slog.Logger) ([]string, 
 			if err == nil && r.alive() {
 				continue
 			}
-			if err := removeNamespace(ctx, filepath.Join(dir, n), r.HostNetns, r.HostLink, log); err != nil {
+			if err := removeNamespace(ctx, filepath.Join(dir, n), r.HostNetns, r.HostLink, gatePath(dir, n), log); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -78,13 +78,29 @@ func CleanupStale(ctx context.Context, dir string, log *slog.Logger) ([]string, 
 			// A namespace file without a record: Create writes the
 			// record first and Remove deletes it last, so no owner is
 			// in the middle of using this one.
-			if err := removeNamespace(ctx, path, "", "", log); err != nil {
+			if err := removeNamespace(ctx, path, "", "", gatePath(dir, name), log); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			removed = append(removed, name)
 			log.Info("removed service network without owner record", "netns", path)
 		}
+	}
+	// Gate namespaces whose container namespace has no record: a crash
+	// between the two bind mounts' removals.
+	gates, err := os.ReadDir(filepath.Join(dir, gateSubdir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("clean up stale gate namespaces: %w", err))
+	}
+	for _, e := range gates {
+		if records[e.Name()] || e.IsDir() {
+			continue
+		}
+		if err := removeNamespace(ctx, "", "", "", gatePath(dir, e.Name()), log); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("removed gate namespace without owner record", "netns", gatePath(dir, e.Name()))
 	}
 	return removed, errors.Join(errs...)
 }

@@ -31,6 +31,10 @@
 #   BENCH_FULL=1   part 2 also at 1 M and 10 M records
 #   BENCH_N10M     checkpoints at 10 M records (default 10; 20 at the others)
 #   BENCH_OUT      the document (default docs/BENCHMARKS.md)
+#   BENCH_PARTS    which parts run (default "redis pause web"); with "web"
+#                  alone only the web section of the document is replaced
+#   BENCH_WEB_ROUNDS  rounds of part 3 (default 3)
+#   BENCH_WEB_SECONDS how long the 8 clients fetch per measurement (default 10)
 # Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
@@ -47,6 +51,10 @@ SECS=${BENCH_SECONDS:-15}
 FULL=${BENCH_FULL:-0}
 N10M=${BENCH_N10M:-10}
 OUT=${BENCH_OUT:-$REPO/docs/BENCHMARKS.md}
+PARTS=${BENCH_PARTS:-redis pause web}
+WEB_ROUNDS=${BENCH_WEB_ROUNDS:-3}
+WEB_SECS=${BENCH_WEB_SECONDS:-10}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 KEYS=100000
 for e in $EPOCHS; do
 	[[ $e =~ ^[0-9]+(\.[0-9]+)?(ms|s)(-full)?$ ]] || { echo "bench: epoch length '$e': use ms or s, e.g. 100ms or 100ms-full" >&2; exit 2; }
@@ -148,6 +156,7 @@ say "building containerd-shim-rrc-v1, rrcctl, rrc-uffd and criu-written.so from 
 for c in containerd-shim-rrc-v1 rrcctl rrc-uffd; do
 	(cd "$REPO" && go build -o "$WORK/bin/$c" "./cmd/$c")
 done
+(cd "$REPO" && go build -o "$WORK/bin/webclient" ./test/bench/webclient)
 gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/bin/criu-written.so" "$REPO/contrib/criu-written/criu-written.c" -ldl
 RRCCTL=$WORK/bin/rrcctl
 "$RRCCTL" pki -dir "$WORK/pki" -name "$A" -name "$B" >/dev/null
@@ -330,6 +339,8 @@ epoch_round() {
 
 # --- part 1: Redis through containerd -------------------------------------------
 
+PART1_S=0
+if part redis; then
 say "lab up ($LAB, $LAB_SUBNET.0/24); $ROUNDS rounds of: runc.v2, io.rrc.v1 unannotated, then per epoch in [$EPOCHS]: runc.v2 + io.rrc.v1 epoch mode"
 lab_fresh
 for round in $(seq 1 "$ROUNDS"); do
@@ -344,6 +355,99 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 LAB_QUIET=1 lab down >/dev/null 2>&1
 PART1_S=$((SECONDS - T0))
+fi
+
+
+# --- part 3: the web server (issue 17) --------------------------------------------
+
+WEBIMAGE=rrc.local/lighttpd:latest
+webclient() { lab exec client "$WORK/bin/webclient" "$@"; }
+wait_http() { # IP SECONDS
+	local i
+	for ((i = 0; i < $2 * 4; i++)); do
+		webclient -addr "$1:80" -conns 1 -seconds 0.2 >/dev/null 2>&1 && return 0
+		sleep 0.25
+	done
+	return 1
+}
+# web_measure CONFIG ROUND IP: the 8 clients, then the download.
+web_measure() {
+	local cfg=$1 round=$2 ip=$3 j
+	j=$WORK/$cfg.$round.web.json
+	webclient -addr "$ip:80" -conns 8 -seconds "$WEB_SECS" >"$j" 2>/dev/null ||
+		round_note "$cfg" "$round" "web clients: $(jq -r .error "$j" 2>/dev/null)"
+	rec "$cfg" "$round" web.rps "$(jq .rps "$j")"
+	rec "$cfg" "$round" web.mean "$(jq .mean_ms "$j")"
+	rec "$cfg" "$round" web.p99 "$(jq .p99_ms "$j")"
+	j=$WORK/$cfg.$round.dl.json
+	webclient -addr "$ip:80" -download >"$j" 2>/dev/null ||
+		round_note "$cfg" "$round" "download: $(jq -r .error "$j" 2>/dev/null)"
+	rec "$cfg" "$round" web.dl "$(jq .seconds "$j")"
+	say "  $(jq -r '"\(.responses) responses, \(.rps | floor)/s, mean \(.mean_ms | floor) ms, p99 \(.p99_ms | floor) ms"' "$WORK/$cfg.$round.web.json"); 10 MB in $(jq .seconds "$j") s"
+}
+web_unrep_round() {
+	local round=$1 id=web-$RANDOM cfg=web-runc
+	say "web round $round/$WEB_ROUNDS: lighttpd unreplicated (io.containerd.runc.v2, $BASE)"
+	base_netns || { round_note "$cfg" "$round" "could not make its network namespace"; return 1; }
+	lab ctr a run -d --runtime io.containerd.runc.v2 --with-ns "network:$BASE_NS" "$WEBIMAGE" "$id" >/dev/null ||
+		{ round_note "$cfg" "$round" "ctr run failed"; return 1; }
+	wait_http "$BASE" 10 || { round_note "$cfg" "$round" "lighttpd did not answer"; return 1; }
+	web_measure "$cfg" "$round" "$BASE"
+	lab ctr a task kill -s KILL "$id" >/dev/null
+	for _ in $(seq 1 50); do lab ctr a task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
+	lab ctr a container delete "$id" >/dev/null
+}
+web_epoch_round() {
+	local round=$1 id=webr$RANDOM cfg=web-100ms f det rest tot j
+	say "web round $round/$WEB_ROUNDS: lighttpd in epoch mode at 100 ms (backup on b, primary on a, $SVC)"
+	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0 --annotation io.rrc.epoch=100ms)
+	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
+		--annotation "io.rrc.peer-name=$A" "${common[@]}" "$WEBIMAGE" "$id" >/dev/null ||
+		{ round_note "$cfg" "$round" "ctr run of the backup on b failed"; return 1; }
+	lab ctr a run -d --runtime io.rrc.v1 --annotation io.rrc.role=primary --annotation "io.rrc.peer=$B:7100" \
+		"${common[@]}" "$WEBIMAGE" "$id" >/dev/null ||
+		{ round_note "$cfg" "$round" "ctr run of the primary on a failed"; return 1; }
+	if ! wait_status a "$id" '.engine.state == "in-sync"' 60 || ! wait_status b "$id" '.engine.state == "in-sync"' 20; then
+		round_note "$cfg" "$round" "the pair did not get in sync (a: $(state_of a "$id"); b: $(state_of b "$id"))"
+		return 1
+	fi
+	wait_http "$SVC" 20 || { round_note "$cfg" "$round" "lighttpd did not answer on $SVC"; return 1; }
+	web_measure "$cfg" "$round" "$SVC"
+	cp "$(status_file a "$id")" "$WORK/$cfg.$round.primary.json"
+	rec "$cfg" "$round" web.pause "$(jq .engine.pause_ms.mean "$WORK/$cfg.$round.primary.json")"
+	# The failover: the 8 clients run 8 s, a crashes 3 s in.
+	j=$WORK/$cfg.$round.fo.json
+	webclient -addr "$SVC:80" -conns 8 -seconds 8 >"$j" 2>/dev/null &
+	local wc=$!
+	sleep 3
+	lab crash a >/dev/null 2>&1
+	wait "$wc" || round_note "$cfg" "$round" "web clients across the failover: $(jq -r .error "$j" 2>/dev/null)"
+	if ! wait_status b "$id" '.engine.state == "primary-after-failover"' 30; then
+		round_note "$cfg" "$round" "no failover: b's state $(state_of b "$id")"
+		return 1
+	fi
+	f=$(status_file b "$id")
+	read -r det rest tot < <(jq -r '.engine.failover | "\(.detection_ms) \(.restore_ms) \(.total_ms)"' "$f")
+	rec "$cfg" "$round" fo.detection "$det"
+	rec "$cfg" "$round" fo.restore "$rest"
+	rec "$cfg" "$round" fo.total "$tot"
+	rec "$cfg" "$round" fo.wait "$(jq .longest_gap_ms "$j")"
+	rec "$cfg" "$round" fo.bound "$(awk -v d="$det" -v r="$rest" 'BEGIN { print d + r + 500 }')"
+	# served after the address came up: the gap's end against last heard + total
+	rec "$cfg" "$round" fo.afterup "$(jq -r --argjson tot "$tot" '.engine.failover.last_heard' "$f" | xargs -I{} date -d {} +%s.%N |
+		awk -v e="$(jq .gap_end_unix_ms "$j")" -v t="$tot" '{ print e - ($1 * 1000 + t) }')"
+	say "  failover: detection $det ms, restore $rest ms; longest client wait $(jq .longest_gap_ms "$j") ms"
+}
+if part web; then
+	say "web: lab up ($LAB, $LAB_SUBNET.0/24); $WEB_ROUNDS rounds of: runc.v2, io.rrc.v1 epoch mode at 100 ms"
+	lab_fresh
+	for round in $(seq 1 "$WEB_ROUNDS"); do
+		web_unrep_round "$round" || lab_fresh
+		web_epoch_round "$round" || true
+		lab_fresh
+	done
+	LAB_QUIET=1 lab down >/dev/null 2>&1
+fi
 
 # --- part 2: checkpoint pause vs records -----------------------------------------
 
@@ -353,10 +457,11 @@ pause_run() { # KEYS N
 		go test -tags measure ./runtime/criu -run '^TestMeasureCheckpointPause$' -v -count=1 -timeout 30m 2>&1) |
 		grep -E 'redis loaded|checkpoints:|^ +bench_test.go:[0-9]+:   |restore|FAIL|panic' | sed -E 's/^ +bench_test.go:[0-9]+: //' || true
 }
-PAUSE_100K=$(pause_run 100000 20)
+PAUSE_100K="(not run: BENCH_PARTS)"
+part pause && PAUSE_100K=$(pause_run 100000 20)
 PAUSE_1M="(run with BENCH_FULL=1)"
 PAUSE_10M="(run with BENCH_FULL=1)"
-if [[ $FULL == 1 ]]; then
+if [[ $FULL == 1 ]] && part pause; then
 	PAUSE_1M=$(pause_run 1000000 20)
 	PAUSE_10M=$(pause_run 10000000 "$N10M")
 fi
@@ -450,6 +555,54 @@ pause_summary() {
 		END { printf "| %s | %s | %s | %s | %s | %s | %.0f MB | %s | %s |\n", k, rss, cnt, mi " / " pi, mean " / " p90, m4 " / " p4, b / 1e6, rw, rs }' <<<"$text"
 }
 
+
+# web_section: the web server's part of the document, between markers so
+# that a web-only run (BENCH_PARTS=web) can replace it in place.
+maxv() { awk -F'\t' -v c="$1" -v m="$2" '$1 == c && $3 == m && $4 ~ /^-?[0-9.]+$/ { if (n++ == 0 || $4 > x) x = $4 } END { if (n) printf "%.6f", x }' "$REC"; }
+web_section() {
+	local r e rps dl wait bound
+	echo "<!-- web: begin (written by make bench, part 3) -->"
+	cat <<WEB
+## Web server (issue 17): lighttpd, unreplicated vs epoch mode at 100 ms
+
+Written by \`$CMD\` on $(date -u +%Y-%m-%d) ($(nproc) cores, kernel $(uname -r); load average
+$LOAD_BEFORE before the run). Debian's lighttpd 1.4.69 (\`$WEBIMAGE\`, built by
+contrib/imagebuild/images.sh) serving twenty files of 1-27 KB and a 10 MB file, in the lab
+(\`$LAB\`): unreplicated in a namespace of its own with a macvlan of a's eth0 ($BASE,
+io.containerd.runc.v2), or replicated a → b by the shim at 100 ms epochs ($SVC, the gate
+in the service network's gate namespace, docs/NETFILTER.md). Clients: test/bench/webclient
+on the lab client, every byte checked: 8 keep-alive connections fetching the small files
+in turn, one request at a time each, for $WEB_SECS s; then one 10 MB download on a fresh
+connection; then (replicated) the 8 clients again for 8 s with \`lab.sh crash a\` 3 s in:
+the longest time any connection went without a response, against detection + restore +
+0.5 s from b's status. $WEB_ROUNDS alternating rounds; means over the rounds (the wait:
+mean and worst).
+
+| figure | runc.v2 (unreplicated) | epoch 100 ms | target (epoch mode) |
+| --- | --- | --- | --- |
+WEB
+	rps=$(mean web-100ms web.rps)
+	echo "| responses/s, 8 keep-alive clients | $(fmt "$(mean web-runc web.rps)") | $(fmt "$rps") | $(awk -v v="$rps" 'BEGIN { if (v == "") print "-"; else printf ">= 70: %s", (v >= 70) ? "met" : "**not met**" }') |"
+	echo "| per-response latency, mean (ms) | $(fmt "$(mean web-runc web.mean)") | $(fmt "$(mean web-100ms web.mean)") | |"
+	echo "| per-response latency, p99 (ms) | $(fmt "$(mean web-runc web.p99)") | $(fmt "$(mean web-100ms web.p99)") | |"
+	dl=$(mean web-100ms web.dl)
+	echo "| 10 MB download (s) | $(fmt "$(mean web-runc web.dl)") | $(fmt "$dl") | $(awk -v v="$dl" 'BEGIN { if (v == "") print "-"; else printf "<= 2 s: %s", (v <= 2) ? "met" : "**not met**" }') |"
+	echo "| pause per epoch during the clients, mean (ms) | | $(fmt "$(mean web-100ms web.pause)") | |"
+	wait=$(mean web-100ms fo.wait) bound=$(mean web-100ms fo.bound)
+	echo "| longest client wait across the failover, mean of the rounds (ms) | | $(fmt "$wait") | <= detection + restore + 500 = $(fmt "$bound"): $(awk -v v="$wait" -v b="$bound" 'BEGIN { if (v == "" || b == "") print "-"; else print (v <= b) ? "met" : "**not met**" }') |"
+	echo "| longest client wait across the failover, worst round (ms) | | $(fmt "$(maxv web-100ms fo.wait)") | |"
+	echo "| that client served after the address came up on b (ms) | | $(fmt "$(mean web-100ms fo.afterup)") | <= 500 |"
+	echo "| failover: detection / restore / total, last heard → reachable (ms) | | $(fmt "$(mean web-100ms fo.detection)") / $(fmt "$(mean web-100ms fo.restore)") / $(fmt "$(mean web-100ms fo.total)") | |"
+	echo
+	if grep -q '^round [0-9]*, web' "$NOTES" 2>/dev/null; then
+		echo "Notes:"
+		echo
+		grep '^round [0-9]*, web' "$NOTES" | sed 's/^/* /'
+		echo
+	fi
+	echo "<!-- web: end -->"
+}
+
 TOTAL_S=$((SECONDS - T0))
 say "writing $OUT"
 CMD="make bench"
@@ -458,6 +611,22 @@ CMD="make bench"
 [[ -n ${BENCH_EPOCHS:-} ]] && CMD="BENCH_EPOCHS=\"$EPOCHS\" $CMD"
 [[ -n ${BENCH_SECONDS:-} ]] && CMD="BENCH_SECONDS=$SECS $CMD"
 [[ $FULL == 1 && -n ${BENCH_N10M:-} ]] && CMD="BENCH_N10M=$N10M $CMD"
+[[ -n ${BENCH_PARTS:-} ]] && CMD="BENCH_PARTS=\"$PARTS\" $CMD"
+[[ -n ${BENCH_WEB_ROUNDS:-} ]] && CMD="BENCH_WEB_ROUNDS=$WEB_ROUNDS $CMD"
+[[ $LAB != rrcbench || $LAB_SUBNET != 10.87.0 ]] && CMD="LAB=$LAB LAB_SUBNET=$LAB_SUBNET $CMD"
+if ! part redis; then
+	# Only the web section is replaced (appended if the document has none).
+	web_section >"$WORK/web.md"
+	if grep -q '^<!-- web: begin' "$OUT" 2>/dev/null; then
+		awk -v f="$WORK/web.md" '/^<!-- web: begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
+			/^<!-- web: end/ { skip = 0; next } !skip' "$OUT" >"$WORK/doc.md"
+	else
+		{ cat "$OUT"; echo; cat "$WORK/web.md"; } >"$WORK/doc.md"
+	fi
+	cp "$WORK/doc.md" "$OUT"
+	say "wrote the web section of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
+	exit 0
+fi
 NRR=0
 for e in $EPOCHS; do NRR=$((NRR + $(count "$e" epochs))); done
 {
@@ -664,5 +833,6 @@ $PAUSE_1M
 $PAUSE_10M
 \`\`\`
 MID4
+	if part web; then echo; web_section; fi
 } >"$OUT"
 say "wrote $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"

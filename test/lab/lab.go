@@ -47,6 +47,8 @@ const (
 	// ThreadKVImage is contrib/workloads/threadkv: a multi-threaded Go
 	// server speaking the Redis protocol on port 6379.
 	ThreadKVImage = "rrc.local/threadkv:latest"
+	// LighttpdImage is Debian's lighttpd serving WWWFiles on port 80.
+	LighttpdImage = "rrc.local/lighttpd:latest"
 )
 
 // Lab is one lab instance.
