@@ -22,7 +22,7 @@ type PrimaryOptions struct {
 	// TLS is used by the default Dial (peer.Dial to Config.Peer).
 	TLS *peertls.Credentials
 	// Packets gates the container's traffic (NetfilterPath: a
-	// netfilter.Path in the container's network namespace).
+	// netfilter.Path in its gate namespace or its own).
 	Packets PacketPath
 	// WorkDir receives one image directory per epoch, removed once sent.
 	// It should be a tmpfs: the page copy is then a memory copy.
