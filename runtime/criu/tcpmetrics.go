@@ -12,10 +12,11 @@ import (
 	goruntime "runtime"
 	"time"
 
-	"github.com/iorrc/rrc/runtime/criuimage"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/criuimage"
 )
 
 // A TCP socket that CRIU restores has no RTT estimate: TCP repair restores
@@ -36,7 +37,7 @@ import (
 // netnsPath. It returns the number of pairs primed. Pairs whose remote
 // address is loopback or local to the namespace are left out (their RTT is
 // microseconds anyway).
-func PrimeTCPMetrics(netnsPath string, conns []criuimage.TCPConn) (int, error) {
+func PrimeTCPMetrics(netnsPath string, conns []criuimage.TCPConn) (_ int, retErr error) {
 	type pair struct{ local, remote netip.Addr }
 	seen := map[pair]bool{}
 	var pairs []pair
@@ -78,7 +79,9 @@ func PrimeTCPMetrics(netnsPath string, conns []criuimage.TCPConn) (int, error) {
 	var borrowed []*netlink.Addr
 	defer func() {
 		for _, a := range borrowed {
-			h.AddrDel(lo, a)
+			if err := h.AddrDel(lo, a); err != nil {
+				retErr = errors.Join(retErr, fmt.Errorf("prime TCP metrics: removing the borrowed %s from lo: %w", a.IPNet, err))
+			}
 		}
 	}()
 	n := 0
@@ -122,7 +125,9 @@ func primeOne(local, remote netip.Addr) error {
 		return err
 	}
 	defer c.Close()
-	ln.SetDeadline(time.Now().Add(time.Second))
+	if err := ln.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
 	s, err := ln.Accept()
 	if err != nil {
 		return err

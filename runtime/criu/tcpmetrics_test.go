@@ -6,32 +6,33 @@ package criu
 import (
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/runtime/criuimage"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // TestPrimeTCPMetrics: in a namespace whose service address sits on a down
 // link (a standby), priming leaves a metrics entry with an RTT for each
 // (service, peer) pair, and nothing borrowed on lo.
 func TestPrimeTCPMetrics(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2)")
-	}
+	prereq.Root(t, "network namespaces")
+	prereq.Commands(t, "ip", "unshare")
 	path := filepath.Join(t.TempDir(), "ns")
 	if out, err := exec.Command("sh", "-c", "touch "+path+" && unshare --net="+path+" true").CombinedOutput(); err != nil {
 		t.Fatalf("make a namespace: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("umount", path).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", path, err, out)
+		}
+	})
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +43,13 @@ func TestPrimeTCPMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	lo, _ := h.LinkByName("lo")
-	h.LinkSetUp(lo)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
 	// eth0 stays down, as a standby's service interface does.
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
 		t.Fatal(err)

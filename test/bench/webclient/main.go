@@ -75,7 +75,10 @@ func main() {
 			w.Close()
 		}
 	}
-	json.NewEncoder(os.Stdout).Encode(r)
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		fmt.Fprintln(os.Stderr, "webclient: writing the result:", err)
+		os.Exit(1)
+	}
 	if r.Error != "" {
 		os.Exit(1)
 	}
