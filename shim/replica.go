@@ -40,18 +40,15 @@ type replica struct {
 
 	netnsDir string // per-container servicenet dir (a shared bind mount)
 	sn       *servicenet.ServiceNetwork
-	workDir  string // <state_dir>/work/<ns>/<id>: the backup's restore bundle
+	workDir  string // <state_dir>/work/<ns>/<id>: what the backup's restore prepares
 	unmount  func() error
 
 	primary *replication.Primary
 	backup  *replication.Backup
-	// restorer is the backup's: it owns the restored container's bundle
-	// and runc state after a promotion.
-	restorer *RuncRestorer
 	// hold is the backup's promotion hold in the gate namespace
 	// (HeldStandby); after a failover it passes the new primary's traffic.
 	hold    *netfilter.Path
-	standby *standbyTask
+	standby *standbyTask // the backup's placeholder task
 
 	status *status.Publisher
 
@@ -225,11 +222,6 @@ func (r *replica) close(ctx context.Context) error {
 		if r.backup != nil {
 			if err := r.backup.Close(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("closing backup engine: %w", err))
-			}
-		}
-		if r.restorer != nil {
-			if err := r.restorer.Remove(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("removing restored container: %w", err))
 			}
 		}
 		if r.unmount != nil {

@@ -76,18 +76,17 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 			return nil, err
 		}
 	} else {
-		nsSpec, err := backupSpec(spec, rep.sn.NetnsPath())
-		if err != nil {
-			return nil, err
-		}
-		cgroups := ""
-		if spec.Linux != nil {
-			cgroups = spec.Linux.CgroupsPath
-		}
-		if err := rep.standbyEngine(ctx, creds, nsSpec, cgroups, r.Rootfs); err != nil {
-			return nil, err
+		// The spec runc restores with at a promotion names the standby
+		// namespace, as a primary's names its service namespace.
+		if plan == netnsCreate {
+			if err := setSpecNetns(r.Bundle, rep.sn.NetnsPath()); err != nil {
+				return nil, err
+			}
 		}
 		rep.standby = newStandbyTask(os.Getpid())
+		if err := s.standbyEngine(ctx, rep, creds, r); err != nil {
+			return nil, err
+		}
 		resp = &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}
 	}
 	if err := rep.publishStatus(rep.ctx); err != nil {

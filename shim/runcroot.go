@@ -20,13 +20,20 @@ const defaultRuncRoot = "/run/containerd/runc"
 // the default, joined with the namespace. The checkpointer must use the
 // same root or runc would not find the container.
 func runcRoot(namespace string, opts *anypb.Any) string {
-	root := defaultRuncRoot
+	var o *runcoptions.Options
 	if opts.GetValue() != nil || opts.GetTypeUrl() != "" {
 		if v, err := typeurl.UnmarshalAny(opts); err == nil {
-			if o, ok := v.(*runcoptions.Options); ok && o.Root != "" {
-				root = o.Root
-			}
+			o, _ = v.(*runcoptions.Options)
 		}
+	}
+	return runcRootOf(namespace, o)
+}
+
+// runcRootOf is runcRoot from decoded options (nil: none).
+func runcRootOf(namespace string, o *runcoptions.Options) string {
+	root := defaultRuncRoot
+	if o != nil && o.Root != "" {
+		root = o.Root
 	}
 	return filepath.Join(root, namespace)
 }

@@ -5,8 +5,8 @@
 // task service. The task service wraps containerd's runc task service, so a
 // container without io.rrc.* annotations runs exactly as under
 // io.containerd.runc.v2; replicated containers are handed to the replication
-// engine around the task lifecycle (replicated.go, replica.go, standby.go;
-// docs/REPLICATED-TASKS.md).
+// engine around the task lifecycle (replicated.go, replica.go, standby.go,
+// restore.go; docs/REPLICATED-TASKS.md).
 package shim
 
 import (
@@ -17,8 +17,10 @@ import (
 	"path/filepath"
 	"sync"
 
+	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
@@ -42,11 +44,44 @@ type TaskService struct {
 
 // NewTaskService wraps a new runc task service.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*TaskService, error) {
-	runc, err := task.NewTaskService(ctx, publisher, sd)
+	s := &TaskService{publisher: publisher, replicas: map[string]*replica{}}
+	runc, err := task.NewTaskService(ctx, &runcEvents{Publisher: publisher, s: s}, sd)
 	if err != nil {
 		return nil, err
 	}
-	return &TaskService{TTRPCTaskService: runc, publisher: publisher, replicas: map[string]*replica{}}, nil
+	s.TTRPCTaskService = runc
+	return s, nil
+}
+
+// runcEvents publishes the runc service's events, except those of a
+// backup's restore: containerd saw the backup's task created and started
+// (the placeholder) and must see one task go on, not a second start; its
+// one exit is the restored container's (or the placeholder's if it never
+// was promoted).
+type runcEvents struct {
+	shim.Publisher
+	s *TaskService
+}
+
+func (p *runcEvents) Publish(ctx context.Context, topic string, event events.Event) error {
+	var id string
+	promotion := false
+	switch e := event.(type) {
+	case *eventstypes.TaskCreate:
+		id, promotion = e.ContainerID, true
+	case *eventstypes.TaskStart:
+		id, promotion = e.ContainerID, true
+	case *eventstypes.TaskDelete:
+		// A restore that failed is deleted while the placeholder stays.
+		id = e.ContainerID
+	}
+	if id != "" {
+		if rep := p.s.replica(id); rep != nil && rep.standby != nil && (promotion || !rep.standby.isPromoted()) {
+			log.G(ctx).WithField("id", id).WithField("topic", topic).Debug("event of the backup's restore not published: containerd knows the task")
+			return nil
+		}
+	}
+	return p.Publisher.Publish(ctx, topic, event)
 }
 
 // RegisterTTRPC registers the wrapper, not the runc service, so that every
@@ -67,11 +102,11 @@ func (s *TaskService) replica(id string) *replica {
 	return s.replicas[id]
 }
 
-// standbyOf returns the standby task of id if id is a backup's task and
-// the request is about its init (not an exec).
+// standbyOf returns the replica of id if id is a backup's placeholder task
+// (not promoted) and the request is about its init (not an exec).
 func (s *TaskService) standbyOf(id, execID string) (*replica, bool) {
 	rep := s.replica(id)
-	if rep == nil || rep.standby == nil || execID != "" {
+	if rep == nil || rep.standby == nil || execID != "" || rep.standby.isPromoted() {
 		return rep, false
 	}
 	return rep, true
@@ -129,7 +164,10 @@ func (s *TaskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 func (s *TaskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	ctx = withID(ctx, r.ID)
 	if rep, ok := s.standbyOf(r.ID, r.ExecID); ok {
-		return s.deleteStandby(ctx, rep)
+		resp, deleted, err := s.deleteStandby(ctx, rep)
+		if deleted {
+			return resp, err
+		} // promoted meanwhile: the runc service's task
 	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {

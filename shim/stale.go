@@ -12,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
@@ -30,8 +32,9 @@ import (
 // shim has gone away (killed, crashed, or after a normal shutdown). Beyond
 // the runc manager's cleanup it removes what a dead shim of a replicated
 // container left (invariant 6 of docs/ARCHITECTURE.md): service network,
-// image tmpfs, a restored container, work dirs, checkpoints and the status
-// file. After a normal delete there is nothing left and this finds nothing.
+// image tmpfs, what a restore cut short left, work dirs, checkpoints and
+// the status file. After a normal delete there is nothing left and this
+// finds nothing.
 func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	address := shimAddress() // before the runc manager tidies the bundle
 	st, err := m.Shim.Stop(ctx, id)
@@ -113,6 +116,11 @@ func cleanupDeadReplica(ctx context.Context, id string) error {
 		return err
 	}
 	r := newReplica(ns, id, *cfg, host)
+	opts, err := runc.ReadOptions(bundle)
+	if err != nil {
+		return fmt.Errorf("runc options of the bundle: %w", err)
+	}
+	r.runcRoot = runcRootOf(ns, opts)
 	return r.removeStale(ctx)
 }
 
@@ -133,23 +141,26 @@ func (r *replica) removeStale(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	// A container restored by a promotion: runc state under our root. A
-	// runc restore killed half-way (the shim died during a promotion) leaves
-	// its bind mount of the rootfs at criu-root, which runc delete cannot
-	// remove.
-	if st := filepath.Join(r.host.StateDir, "runc", r.ns, r.id); dirExists(st) {
+	// A container restored by a promotion is the task's runc container,
+	// which the runc manager's cleanup deletes, unless a runc restore was
+	// killed half-way (the shim died during a promotion): its bind mount of
+	// the rootfs at criu-root makes runc delete fail.
+	if st := filepath.Join(r.runcRoot, r.id); r.runcRoot != "" && dirExists(st) {
 		if err := unix.Unmount(filepath.Join(st, "criu-root"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount runc's criu-root: %w", err))
 		}
-		out, err := exec.CommandContext(ctx, "runc", "--root", filepath.Join(r.host.StateDir, "runc", r.ns), "delete", "-f", r.id).CombinedOutput()
+		out, err := exec.CommandContext(ctx, "runc", "--root", r.runcRoot, "delete", "-f", r.id).CombinedOutput()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("runc delete of the restored container: %v: %s", err, out))
 		}
 	}
-	for _, mp := range []string{filepath.Join(r.workDir, "restore", "bundle", "rootfs"), r.imagesDir()} {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-		}
+	// What a restore cut short left mounted: tmpfs mounts and namespace
+	// files it prepared for CRIU.
+	if err := unmountUnder(r.workDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := unix.Unmount(r.imagesDir(), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("unmount %s: %w", r.imagesDir(), err))
 	}
 	if err := os.Remove(r.imagesDir()); err != nil && !os.IsNotExist(err) {
 		errs = append(errs, err)
@@ -176,6 +187,30 @@ func (r *replica) storeDirIfBackup() string {
 		return ""
 	}
 	return r.storeDir()
+}
+
+// unmountUnder unmounts every mount point below dir, deepest first.
+func unmountUnder(dir string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent maj:min root mountpoint ...
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	var errs []error
+	for _, p := range points {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func dirExists(path string) bool {

@@ -11,24 +11,28 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// standbyTask is the task containerd sees for a backup container. The
-// backup does not run the container: it holds checkpoints and restores one
-// when the primary fails. containerd still needs a task (ctr task ls shows
-// it RUNNING, kill/wait/delete work), so until a promotion the task is a
-// placeholder whose pid is the shim's own; on promotion the restored
-// container's init is adopted as the task's process, without any exit in
-// between, so containerd never sees the task end.
+// standbyTask is the placeholder containerd sees for a backup container
+// until a promotion: the backup runs nothing, but containerd needs a task
+// (ctr task ls shows it RUNNING with the shim's pid; kill, wait and delete
+// work). A promotion restores the container through the runc task service,
+// which owns the task from then on; the placeholder then answers nothing
+// and never ends, so containerd sees one task and one exit.
 //
-//	created --start--> standby --adopt--> restored --exit--> exited
-//	   \                  \------kill-------------------------^
-//	    \------------------kill-------------------------------^
+//	created --start--> standby --promotion--> promoted (runc task service)
+//	   \                  \--kill, failed promotion--> exited
+//	    \--kill------------------------------------------^
 type standbyTask struct {
+	// turn is held across a promotion's restore: a kill, start or delete
+	// waits for it, then goes to whichever task is the container's.
+	turn sync.Mutex
+
 	mu       sync.Mutex
 	state    standbyState
-	pid      int // placeholder (shim pid) or the restored init
+	pid      int // the shim's
 	status   int
 	exitedAt time.Time
-	exited   chan struct{}
+	exited   chan struct{} // closed when the placeholder ends
+	promoted chan struct{} // closed when the runc task service owns the task
 }
 
 type standbyState int
@@ -36,19 +40,19 @@ type standbyState int
 const (
 	standbyCreated  standbyState = iota
 	standbyRunning               // placeholder: replication standby
-	standbyRestored              // the restored container is the task
+	standbyPromoted              // the restored container is the runc service's task
 	standbyExited
 )
 
 func (s standbyState) String() string {
-	return [...]string{"created", "standby", "restored", "exited"}[s]
+	return [...]string{"created", "standby", "promoted", "exited"}[s]
 }
 
 func newStandbyTask(placeholderPid int) *standbyTask {
-	return &standbyTask{pid: placeholderPid, exited: make(chan struct{})}
+	return &standbyTask{pid: placeholderPid, exited: make(chan struct{}), promoted: make(chan struct{})}
 }
 
-// standbySnapshot is what State and Wait report.
+// standbySnapshot is what State, Wait and Delete report of a placeholder.
 type standbySnapshot struct {
 	State    standbyState
 	Pid      int
@@ -62,6 +66,16 @@ func (t *standbyTask) snapshot() standbySnapshot {
 	return standbySnapshot{State: t.state, Pid: t.pid, Status: t.status, ExitedAt: t.exitedAt}
 }
 
+// isPromoted: every call goes to the runc task service.
+func (t *standbyTask) isPromoted() bool {
+	select {
+	case <-t.promoted:
+		return true
+	default:
+		return false
+	}
+}
+
 // start moves created → standby.
 func (t *standbyTask) start() (int, error) {
 	t.mu.Lock()
@@ -73,41 +87,52 @@ func (t *standbyTask) start() (int, error) {
 	return t.pid, nil
 }
 
-// adopt makes the restored container's init the task's process.
-func (t *standbyTask) adopt(pid int) error {
+// beginPromotion takes the task's turn for a restore; done(true) hands the
+// task to the runc service, done(false) leaves the placeholder as it was.
+// A placeholder that has ended is not promoted: its exit was published.
+func (t *standbyTask) beginPromotion() (done func(ok bool), err error) {
+	t.turn.Lock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.state != standbyRunning && t.state != standbyCreated {
-		return fmt.Errorf("cannot adopt restored pid %d: task is %s: %w", pid, t.state, errdefs.ErrFailedPrecondition)
+	if t.state == standbyExited || t.state == standbyPromoted {
+		t.turn.Unlock()
+		return nil, fmt.Errorf("task is %s: %w", t.state, errdefs.ErrFailedPrecondition)
 	}
-	t.state, t.pid = standbyRestored, pid
-	return nil
+	return func(ok bool) {
+		if ok {
+			t.mu.Lock()
+			t.state = standbyPromoted
+			close(t.promoted)
+			t.mu.Unlock()
+		}
+		t.turn.Unlock()
+	}, nil
 }
 
-// kill decides what a signal does: a placeholder ends at once with
-// 128+signal, as a process killed by it would; a restored container is
-// signalled (the caller does) and ends when its init is reaped. It returns
-// the pid to signal, 0 if none.
-func (t *standbyTask) kill(sig uint32) (signalPid int, exited bool, err error) {
+// kill ends the placeholder with 128+signal, as a process killed by it
+// would end. promoted says the runc service owns the task: the caller
+// signals it there.
+func (t *standbyTask) kill(sig uint32) (promoted bool, err error) {
+	t.turn.Lock()
+	defer t.turn.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch t.state {
-	case standbyRestored:
-		return t.pid, false, nil
+	case standbyPromoted:
+		return true, nil
 	case standbyExited:
-		return 0, false, fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
-	default:
-		t.exitLocked(128 + int(sig))
-		return 0, true, nil
+		return false, fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
+	t.exitLocked(128 + int(sig))
+	return false, nil
 }
 
-// exit records the end of the task's process, once; it reports whether
-// this call ended it.
+// exit ends the placeholder (a failed promotion); it reports whether this
+// call ended it.
 func (t *standbyTask) exit(status int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.state == standbyExited {
+	if t.state == standbyExited || t.state == standbyPromoted {
 		return false
 	}
 	t.exitLocked(status)
@@ -119,22 +144,22 @@ func (t *standbyTask) exitLocked(status int) {
 	close(t.exited)
 }
 
-// restoredPid is the adopted pid, 0 before adoption.
-func (t *standbyTask) restoredPid() int {
+// canDelete refuses to delete a running placeholder, like the runc
+// service refuses a running task; promoted says the runc service owns it.
+func (t *standbyTask) canDelete() (promoted bool, err error) {
+	t.turn.Lock()
+	defer t.turn.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.state != standbyRestored {
-		return 0
+	switch t.state {
+	case standbyPromoted:
+		return true, nil
+	case standbyRunning:
+		return false, fmt.Errorf("task is %s; kill it first: %w", t.state, errdefs.ErrFailedPrecondition)
+	case standbyCreated:
+		// Never started, about to go: no promotion may restore it now.
+		t.state = standbyExited
+		close(t.exited)
 	}
-	return t.pid
-}
-
-// canDelete refuses to delete a running task, like the runc service.
-func (t *standbyTask) canDelete() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state == standbyRunning || t.state == standbyRestored {
-		return fmt.Errorf("task is %s; kill it first: %w", t.state, errdefs.ErrFailedPrecondition)
-	}
-	return nil
+	return false, nil
 }

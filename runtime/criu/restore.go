@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/iorrc/rrc/runtime/criuimage"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -67,7 +66,8 @@ type RestoreResult struct {
 
 // Restore runs `runc restore --detach --tcp-established` and returns the
 // restored init's pid. runc reads descriptors.json from the image directory,
-// re-creates the cgroups of the bundle's config.json and drives CRIU.
+// re-creates the cgroups of the bundle's config.json and drives CRIU with
+// the configuration PrepareRestoreBundle writes.
 func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	var res RestoreResult
 	log := cfg.Logger
@@ -80,47 +80,24 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 		work = cfg.ImagesDir
 	}
 	pidFile := filepath.Join(work, "restore.pid")
-	tmpfs, err := prepareRestore(cfg.ImagesDir, work)
-	defer func() {
-		if rerr := tmpfs.release(); rerr != nil {
-			log.Warn("release restore tmpfs", "err", rerr)
-		}
-	}()
+	prep, err := PrepareRestoreBundle(ctx, RestoreBundleConfig{
+		Bundle: cfg.Bundle, ImagesDir: cfg.ImagesDir, WorkDir: work, Launcher: cfg.Launcher,
+	})
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
 	}
-	if tmpfs != nil {
-		if err := setBundleAnnotation(cfg.Bundle, "org.criu.config", tmpfs.criuConfig); err != nil {
-			return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
+	defer func() {
+		if err := prep.Release(); err != nil {
+			log.Warn("release what the restore prepared", "err", err)
 		}
-	}
+	}()
 	if cfg.NetNS != "" {
-		primeStart := time.Now()
-		conns, err := criuimage.ReadTCPConns(cfg.ImagesDir)
-		if err == nil {
-			var n int
-			n, err = PrimeTCPMetrics(cfg.NetNS, conns)
-			log.Info("TCP metrics primed for the restored connections", "peers", n, "connections", len(conns), "took", time.Since(primeStart))
-		}
-		if err != nil {
-			// The restore goes on: its connections then wait for the
-			// kernel's default timers.
-			log.Warn("priming TCP metrics for the restored connections", "err", err)
-		}
+		PrimeRestoredConnections(cfg.NetNS, cfg.ImagesDir, log)
 	}
 	l := cfg.Launcher
 	if l == nil {
 		l = launch.OS{}
 	}
-	ns, err := prepareRestoreNamespaces(ctx, l, cfg.Bundle, cfg.ImagesDir, work)
-	if err != nil {
-		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
-	}
-	defer func() {
-		if err := ns.release(); err != nil {
-			log.Warn("release restore namespaces", "err", err)
-		}
-	}()
 	argv := cfg.RuncArgv
 	if len(argv) == 0 {
 		argv = []string{"runc"}
@@ -153,8 +130,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	res.Duration = time.Since(start)
 	if err == nil && status != 0 {
 		msg, _ := os.ReadFile(out.Name())
-		log, _ := os.ReadFile(filepath.Join(work, "restore.log"))
-		err = fmt.Errorf("runc restore exit status %d: %s; restore.log: %s", status, launch.Tail(string(msg), 1000), launch.Tail(criuErrors(string(log)), 1500))
+		err = fmt.Errorf("runc restore exit status %d: %s; restore.log: %s", status, launch.Tail(string(msg), 1000), CRIULogErrors(filepath.Join(work, "restore.log")))
 	}
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)

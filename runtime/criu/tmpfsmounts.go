@@ -104,29 +104,33 @@ type restoreTmpfs struct {
 	mounts     []string
 }
 
-// prepareRestore reads the checkpoint's manifest and writes a CRIU
-// configuration file for what runc restore does not know about. runc
-// restore passes that file to CRIU when the bundle's config.json carries the
-// annotation org.criu.config (runc's handleCriuConfigurationFile), and its
-// settings override runc's. For each tmpfs mount the checkpoint carries it
-// mounts, under dir, a tmpfs filled from its archive and maps the mount's
-// external key to it; CRIU then bind-mounts it at its place in the
-// container. A checkpoint without a manifest needs nothing: it returns nil.
-func prepareRestore(imagesDir, dir string) (*restoreTmpfs, error) {
-	b, err := os.ReadFile(filepath.Join(imagesDir, manifestFile))
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", manifestFile, err)
-	}
-	var man checkpointManifest
-	if err := json.Unmarshal(b, &man); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", manifestFile, err)
-	}
+// prepareRestore writes a CRIU configuration file for what runc restore
+// does not know about: settings (one option per line, restoreSettings),
+// then what the checkpoint's manifest asks for. runc restore passes that
+// file to CRIU when the bundle's config.json carries the annotation
+// org.criu.config (runc's handleCriuConfigurationFile), and CRIU applies
+// it after runc's RPC settings, so it wins. For each tmpfs mount the
+// checkpoint carries it mounts, under dir, a tmpfs filled from its archive
+// and maps the mount's external key to it; CRIU then bind-mounts it at its
+// place in the container. Release what it returns, also on error.
+func prepareRestore(imagesDir, dir string, settings []string) (*restoreTmpfs, error) {
 	r := &restoreTmpfs{criuConfig: filepath.Join(dir, "criu-restore.conf")}
+	var man checkpointManifest
+	b, err := os.ReadFile(filepath.Join(imagesDir, manifestFile))
+	switch {
+	case os.IsNotExist(err): // a checkpoint of runc's own: nothing to add
+	case err != nil:
+		return r, fmt.Errorf("read %s: %w", manifestFile, err)
+	default:
+		if err := json.Unmarshal(b, &man); err != nil {
+			return r, fmt.Errorf("parse %s: %w", manifestFile, err)
+		}
+	}
 	var conf strings.Builder
 	conf.WriteString("# written by io.rrc.v1 runtime for runc restore, see docs/CHECKPOINT.md\n")
+	for _, s := range settings {
+		conf.WriteString(s + "\n")
+	}
 	if man.CgroupsIgnored {
 		conf.WriteString("manage-cgroups=ignore\n")
 	}

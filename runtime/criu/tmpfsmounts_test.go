@@ -10,22 +10,23 @@ import (
 	"testing"
 )
 
-// TestPrepareRestoreConfig: the restore's CRIU configuration follows the
-// checkpoint's manifest (mounting tmpfs needs root and is left to the
-// end-to-end tests: these manifests carry none).
+// TestPrepareRestoreConfig: the restore's CRIU configuration has the
+// settings of every restore, then what the checkpoint's manifest asks for
+// (mounting tmpfs needs root and is left to the end-to-end tests: these
+// manifests carry none).
 func TestPrepareRestoreConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		manifest *checkpointManifest // nil: none written
-		want     []string            // lines after the comment; nil: no config at all
+		want     []string            // lines after the comment
 	}{
-		{name: "no manifest (runc checkpoint)"},
+		{name: "no manifest (runc checkpoint)", want: []string{"tcp-established", "network-lock skip"}},
 		{name: "cgroups ignored", manifest: &checkpointManifest{CgroupsIgnored: true},
-			want: []string{"manage-cgroups=ignore"}},
+			want: []string{"tcp-established", "network-lock skip", "manage-cgroups=ignore"}},
 		{name: "file sizes", manifest: &checkpointManifest{FileSizeValidation: true},
-			want: []string{"file-validation=filesize"}},
+			want: []string{"tcp-established", "network-lock skip", "file-validation=filesize"}},
 		{name: "both", manifest: &checkpointManifest{CgroupsIgnored: true, FileSizeValidation: true},
-			want: []string{"manage-cgroups=ignore", "file-validation=filesize"}},
+			want: []string{"tcp-established", "network-lock skip", "manage-cgroups=ignore", "file-validation=filesize"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			images, work := t.TempDir(), t.TempDir()
@@ -34,15 +35,9 @@ func TestPrepareRestoreConfig(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := prepareRestore(images, work)
+			r, err := prepareRestore(images, work, restoreSettings())
 			if err != nil {
 				t.Fatal(err)
-			}
-			if tc.want == nil {
-				if r != nil {
-					t.Fatalf("restore config %q for a checkpoint without manifest", r.criuConfig)
-				}
-				return
 			}
 			if r == nil || filepath.Dir(r.criuConfig) != work {
 				t.Fatalf("restore tmpfs = %+v, want a config in %s", r, work)

@@ -1,0 +1,211 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/runtime/criu"
+)
+
+// taskRestorer is the backup's replication.Restorer: at a promotion it
+// restores the last committed checkpoint as the container's runc task, the
+// way containerd restores a checkpoint (the runc task service's Create with
+// Checkpoint set, then Start: `runc restore`), so that from then on the
+// container answers every task call as under io.containerd.runc.v2. The
+// runc service passes runc no options of ours; they reach CRIU through the
+// CRIU configuration file the bundle's spec names
+// (criu.PrepareRestoreBundle). The restored tasks get CRIU's network
+// namespace, so runc is started from a thread in the standby one.
+type taskRestorer struct {
+	s   *TaskService
+	rep *replica
+	req *taskAPI.CreateTaskRequest // the backup task's Create
+}
+
+// Restore implements replication.Restorer.
+func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (replication.RestoredContainer, error) {
+	rep := r.rep
+	// The engine's context has no namespace; the runc service needs it.
+	ctx = log.WithLogger(namespaces.WithNamespace(ctx, rep.ns), log.G(rep.ctx))
+	done, err := rep.standby.beginPromotion()
+	if err != nil {
+		return replication.RestoredContainer{}, fmt.Errorf("container %s: not restored: %w", rep.id, err)
+	}
+	pid, err := r.restore(ctx, c)
+	done(err == nil)
+	if err != nil {
+		return replication.RestoredContainer{}, err
+	}
+	return replication.RestoredContainer{ID: rep.id, Pid: pid, RuncRoot: rep.runcRoot, Bundle: r.req.Bundle}, nil
+}
+
+func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int, error) {
+	rep := r.rep
+	// The checkpoint's writable layer goes into the upper dir of the task's
+	// own snapshot before the runc service mounts it.
+	if diff := filepath.Join(c.Dir, criu.RootfsDiffFile); fileExists(diff) {
+		upper, err := upperDir(r.req.Rootfs)
+		if err != nil {
+			return 0, err
+		}
+		if err := criu.ApplyRootfsDiff(diff, upper); err != nil {
+			return 0, fmt.Errorf("writable layer into the task's rootfs: %w", err)
+		}
+	}
+	prep, err := criu.PrepareRestoreBundle(ctx, criu.RestoreBundleConfig{
+		Bundle: r.req.Bundle, ImagesDir: c.Dir, WorkDir: filepath.Join(rep.workDir, "restore"), Launcher: reaperLauncher(),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("preparing the bundle for the restore: %w", err)
+	}
+	defer func() {
+		if err := prep.Release(); err != nil {
+			log.G(ctx).WithError(err).Warn("releasing what the restore prepared")
+		}
+	}()
+	// The restored connections' first retransmissions, after 200 ms.
+	criu.PrimeRestoredConnections(rep.sn.NetnsPath(), c.Dir, engineLogger(ctx))
+	create := proto.Clone(r.req).(*taskAPI.CreateTaskRequest)
+	create.Checkpoint = c.Dir
+	if _, err := r.s.TTRPCTaskService.Create(ctx, create); err != nil {
+		return 0, fmt.Errorf("runc task service create from checkpoint %d: %w", c.Epoch, err)
+	}
+	release, err := holdStdio(r.req)
+	if err != nil {
+		r.s.deleteRuncTask(ctx, rep.id)
+		return 0, err
+	}
+	defer release()
+	// runc restore starts synchronously within Start, from the calling
+	// thread, and CRIU inherits runc's namespace.
+	var resp *taskAPI.StartResponse
+	err = onThreadInNetns(rep.sn.NetnsPath(), func() error {
+		var err error
+		resp, err = r.s.TTRPCTaskService.Start(ctx, &taskAPI.StartRequest{ID: rep.id})
+		return err
+	})
+	if err != nil {
+		err = fmt.Errorf("runc task service start (runc restore) of checkpoint %d: %w%s", c.Epoch, err, r.criuErrors())
+		r.s.deleteRuncTask(ctx, rep.id)
+		return 0, err
+	}
+	return int(resp.Pid), nil
+}
+
+// criuErrors is what CRIU's restore log says went wrong, where the runc
+// service had runc put it.
+func (r *taskRestorer) criuErrors() string {
+	work := filepath.Join(r.req.Bundle, "work")
+	if o, err := runc.ReadOptions(r.req.Bundle); err == nil && o != nil && o.CriuWorkPath != "" {
+		work = o.CriuWorkPath
+	}
+	if e := criu.CRIULogErrors(filepath.Join(work, "restore.log")); e != "" {
+		return "; restore.log: " + e
+	}
+	return ""
+}
+
+// holdStdio opens the read end of the task's stdout and stderr FIFOs for
+// the restore. The runc service opens their write ends blocking, which
+// waits for a reader, and the client that created the task (e.g. a
+// detached ctr run) may be long gone at a promotion. The runc service keeps
+// read ends of its own open once it has its write ends, as for any task, so
+// ours are closed afterwards. A FIFO that no longer exists is made again.
+func holdStdio(req *taskAPI.CreateTaskRequest) (release func(), err error) {
+	var held []int
+	release = func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}
+	for _, p := range []string{req.Stdout, req.Stderr} {
+		if p == "" || strings.Contains(p, "://") {
+			continue // none, or not a FIFO (binary or file logging)
+		}
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				release()
+				return nil, fmt.Errorf("stdio FIFO %s: %w", p, err)
+			}
+			if err := unix.Mkfifo(p, 0o600); err != nil && !errors.Is(err, unix.EEXIST) {
+				release()
+				return nil, fmt.Errorf("make stdio FIFO %s: %w", p, err)
+			}
+		}
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("open stdio FIFO %s: %w", p, err)
+		}
+		held = append(held, fd)
+	}
+	return release, nil
+}
+
+// onThreadInNetns runs fn on an OS thread switched into the network
+// namespace at path: what fn starts (runc, and the CRIU runc starts) is
+// born there. The thread is put back before it is unlocked; if that fails
+// it stays locked and the Go runtime retires it with the goroutine.
+func onThreadInNetns(path string, fn func() error) error {
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer unix.Close(target)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// upperDir is the writable directory of the task's overlay rootfs.
+func upperDir(rootfs []*types.Mount) (string, error) {
+	for _, m := range rootfs {
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok && v != "" {
+				return v, nil
+			}
+		}
+	}
+	return "", errors.New("the backup needs an overlay rootfs with an upper dir to restore the checkpoint's writable layer into")
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/test/lab"
+)
+
+// TestRestoredTaskThroughContainerd: after a failover the restored
+// container is a runc task like one started by io.containerd.runc.v2:
+// exec (redis-cli ping answers PONG), ps, pause and resume (the client's
+// connection waits, then goes on), metrics; containerd sees no second
+// create or start of the task and exactly one exit, and a delete leaves
+// nothing behind.
+func TestRestoredTaskThroughContainerd(t *testing.T) {
+	rl := startReplicationLab(t, "rttask", "10.91.0")
+	l := rl.l
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	b := host{t: t, lab: l, name: "b"}
+	const id = "rt1"
+	serviceIP := l.Subnet + ".200"
+	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
+
+	// Every task event b's containerd publishes from here on.
+	evs := watchEvents(ctx, t, l, "b")
+	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
+	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
+	if err != nil {
+		t.Fatalf("client connect: %v", err)
+	}
+	defer nc.Close()
+	cl := lab.NewRedisWorkload(nc)
+	if err := cl.Run(ctx, 20); err != nil {
+		t.Fatalf("before the crash: %v", err)
+	}
+	after, _ := failOver(ctx, t, l, id, cl)
+	rc := after.Engine.Restored
+	if rc == nil || rc.Pid <= 0 {
+		t.Fatalf("no restored container in the status: %+v", after.Engine)
+	}
+	f := after.Engine.Failover
+	t.Logf("failover: restored epoch %d; detection %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms",
+		f.Epoch, f.DetectionMS, f.RestoreMS, f.NetworkMS, f.TotalMS)
+	if st := b.taskStatus(ctx, id); st != "RUNNING" {
+		t.Fatalf("restored task %q, want RUNNING", st)
+	}
+
+	// exec: ctr now and then loses the output of a short exec (also with
+	// runc.v2): ask again before calling it a failure.
+	var pong string
+	for try := 0; try < 3 && pong != "PONG"; try++ {
+		pong = strings.TrimSpace(b.must(ctx, "task", "exec", "--exec-id", fmt.Sprintf("ping%d", try), id, "redis-cli", "ping"))
+	}
+	if pong != "PONG" {
+		t.Errorf("redis-cli ping in the restored container: %q, want PONG", pong)
+	}
+
+	// ps lists the restored init (and nothing of the placeholder).
+	ps := b.must(ctx, "task", "ps", id)
+	if !psHas(ps, rc.Pid) {
+		t.Errorf("ctr task ps %s does not list the restored init %d:\n%s", id, rc.Pid, ps)
+	}
+
+	// pause: the client waits; resume: it goes on on the same connection.
+	b.must(ctx, "task", "pause", id)
+	if st := b.taskStatus(ctx, id); st != "PAUSED" {
+		t.Errorf("after ctr task pause: %q, want PAUSED", st)
+	}
+	replied := make(chan error, 1)
+	go func() { replied <- cl.Run(ctx, 1) }()
+	select {
+	case err := <-replied:
+		t.Errorf("the paused container answered (%v)", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	b.must(ctx, "task", "resume", id)
+	if err := <-replied; err != nil {
+		t.Errorf("the client after resume: %v", err)
+	}
+	if st := b.taskStatus(ctx, id); st != "RUNNING" {
+		t.Errorf("after ctr task resume: %q, want RUNNING", st)
+	}
+	if err := cl.Run(ctx, 5); err != nil {
+		t.Errorf("after resume: %v", err)
+	}
+	if err := cl.Verify(); err != nil {
+		t.Error(err)
+	}
+
+	// metrics come from the restored container's cgroup.
+	m := b.must(ctx, "task", "metrics", id)
+	if !strings.Contains(m, "memory") || !strings.Contains(m, id) {
+		t.Errorf("ctr task metrics %s:\n%s", id, m)
+	}
+
+	if code := b.killAndDelete(ctx, id, "TERM"); code != 0 && code != 128+15 {
+		t.Errorf("exit status of the restored Redis stopped with TERM: %d", code)
+	}
+	nothingLeft(t, l, "b", id)
+	if st := filepath.Join("/run/containerd/runc", l.Namespace("b"), id); dirExists(st) {
+		t.Errorf("runc state %s left after delete", st)
+	}
+
+	// What containerd was told: no second create or start of the task,
+	// one exit.
+	time.Sleep(200 * time.Millisecond) // the delete's events on their way
+	got := evs.of(id)
+	t.Logf("task events on b since the pair was in sync: %v", got)
+	count := map[string]int{}
+	for _, e := range got {
+		count[e]++
+	}
+	if count["/tasks/create"] != 0 || count["/tasks/start"] != 0 {
+		t.Errorf("containerd was told the task was created or started again: %v", got)
+	}
+	if count["/tasks/exit"] != 1 || count["/tasks/delete"] != 1 {
+		t.Errorf("task exits %d and deletes %d, want 1 each: %v", count["/tasks/exit"], count["/tasks/delete"], got)
+	}
+	if count["/tasks/paused"] != 1 || count["/tasks/resumed"] != 1 {
+		t.Errorf("pause and resume events: %v", got)
+	}
+}
+
+// psHas: `ctr task ps` lists pid.
+func psHas(out string, pid int) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == fmt.Sprint(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// taskEvents are the task events of a host's containerd, from `ctr events`.
+type taskEvents struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// watchEvents runs `ctr events` on host h until ctx ends.
+func watchEvents(ctx context.Context, t *testing.T, l *lab.Lab, h string) *taskEvents {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "ctr", l.CtrArgs(h, "events")...)
+	cmd.Env = l.Env()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("ctr events on %s: %v", h, err)
+	}
+	evs := &taskEvents{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			evs.mu.Lock()
+			evs.lines = append(evs.lines, sc.Text())
+			evs.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		cmd.Wait()
+	})
+	time.Sleep(200 * time.Millisecond) // subscribed
+	return evs
+}
+
+// of returns the topics of the /tasks/ events of container id, in order;
+// an exec's exit is "/tasks/exit (exec)".
+func (e *taskEvents) of(id string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var topics []string
+	for _, line := range e.lines {
+		// timestamp (with blanks) namespace topic {json}
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/tasks/") {
+				if strings.Contains(line, `"container_id":"`+id+`"`) {
+					if f == "/tasks/exit" && !strings.Contains(line, `"id":"`+id+`"`) {
+						f += " (exec)" // an exec's, not the task's
+					}
+					topics = append(topics, f)
+				}
+				break
+			}
+		}
+	}
+	return topics
+}
