@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types"
@@ -56,6 +57,7 @@ func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 
 func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int, error) {
 	rep := r.rep
+	begin := time.Now()
 	// The checkpoint's writable layer goes into the upper dir of the task's
 	// own snapshot before the runc service mounts it.
 	if diff := filepath.Join(c.Dir, criu.RootfsDiffFile); fileExists(diff) {
@@ -80,6 +82,7 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 	}()
 	// The restored connections' first retransmissions, after 200 ms.
 	criu.PrimeRestoredConnections(rep.sn.NetnsPath(), c.Dir, engineLogger(ctx))
+	prepared := time.Now()
 	create := proto.Clone(r.req).(*taskAPI.CreateTaskRequest)
 	create.Checkpoint = c.Dir
 	if _, err := r.s.TTRPCTaskService.Create(ctx, create); err != nil {
@@ -91,6 +94,7 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 		return 0, err
 	}
 	defer release()
+	created := time.Now()
 	// runc restore starts synchronously within Start, from the calling
 	// thread, and CRIU inherits runc's namespace.
 	var resp *taskAPI.StartResponse
@@ -104,6 +108,9 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 		r.s.deleteRuncTask(ctx, rep.id)
 		return 0, err
 	}
+	log.G(ctx).WithFields(log.Fields{"pid": resp.Pid, "prepare": prepared.Sub(begin).Round(time.Microsecond),
+		"create": created.Sub(prepared).Round(time.Microsecond), "start": time.Since(created).Round(time.Microsecond)}).
+		Info("restored through the runc task service (prepare: writable layer and CRIU configuration; start: runc restore)")
 	return int(resp.Pid), nil
 }
 

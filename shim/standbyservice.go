@@ -82,6 +82,9 @@ func (s *TaskService) watchStandby(rep *replica) {
 		}
 		rep.status.Kick()
 		logger.WithField("pid", rc.Pid).Info("failover: the restored container is the task, run by the runc task service (primary after failover)")
+		if err := s.watchOOM(rep, rc.Pid); err != nil {
+			logger.WithError(err).Warn("OOM events of the restored task will not be published")
+		}
 	}()
 }
 

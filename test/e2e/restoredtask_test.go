@@ -12,17 +12,21 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/iorrc/rrc/test/lab"
 )
 
 // TestRestoredTaskThroughContainerd: after a failover the restored
 // container is a runc task like one started by io.containerd.runc.v2:
 // exec (redis-cli ping answers PONG), ps, pause and resume (the client's
-// connection waits, then goes on), metrics; containerd sees no second
-// create or start of the task and exactly one exit, and a delete leaves
-// nothing behind.
+// connection waits, then goes on), metrics, update (a memory limit, which
+// an exec then outgrows: an OOM event); containerd sees no second create
+// or start of the task and exactly one exit, and a delete leaves nothing
+// behind.
 func TestRestoredTaskThroughContainerd(t *testing.T) {
-	rl := startReplicationLab(t, "rttask", "10.91.0")
+	rl := startReplicationLab(t, "rttask", "10.91.7")
 	l := rl.l
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -103,6 +107,20 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 		t.Errorf("ctr task metrics %s:\n%s", id, m)
 	}
 
+	// update sets the restored container's memory limit; an exec that
+	// outgrows it is killed by the kernel, which the OOM watch reports.
+	const limit = 256 << 20
+	updateMemoryLimit(ctx, t, l, "b", id, limit) // ctr has no task update
+	if m := b.must(ctx, "task", "metrics", id); !metricIs(m, "memory.limit_in_bytes", limit) {
+		t.Errorf("after ctr task update --memory-limit %d:\n%s", limit, m)
+	}
+	if _, _, code := b.ctr(ctx, "", "task", "exec", "--exec-id", "hog", id, "sh", "-c", "a=0123456789; while :; do a=$a$a; done"); code != 128+9 {
+		t.Errorf("an exec outgrowing the memory limit: exit %d, want %d (killed)", code, 128+9)
+	}
+	if err := cl.Run(ctx, 3); err != nil {
+		t.Errorf("Redis after the exec's OOM kill: %v", err)
+	}
+
 	if code := b.killAndDelete(ctx, id, "TERM"); code != 0 && code != 128+15 {
 		t.Errorf("exit status of the restored Redis stopped with TERM: %d", code)
 	}
@@ -129,6 +147,41 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 	if count["/tasks/paused"] != 1 || count["/tasks/resumed"] != 1 {
 		t.Errorf("pause and resume events: %v", got)
 	}
+	if count["/tasks/oom"] == 0 {
+		t.Errorf("no OOM event for the exec killed at the memory limit: %v", got)
+	}
+}
+
+// updateMemoryLimit sets the memory limit of task id on host h through
+// containerd's client (the Update task call).
+func updateMemoryLimit(ctx context.Context, t *testing.T, l *lab.Lab, h, id string, limit int64) {
+	t.Helper()
+	c, err := containerd.New(l.Address(h), containerd.WithDefaultNamespace(l.Namespace(h)))
+	if err != nil {
+		t.Fatalf("containerd client of %s: %v", h, err)
+	}
+	defer c.Close()
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatalf("container %s on %s: %v", id, h, err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatalf("task %s on %s: %v", id, h, err)
+	}
+	if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
+		t.Fatalf("update the memory limit of %s on %s: %v", id, h, err)
+	}
+}
+
+// metricIs: `ctr task metrics` shows name with value.
+func metricIs(out, name string, value int) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name && f[1] == fmt.Sprint(value) {
+			return true
+		}
+	}
+	return false
 }
 
 // psHas: `ctr task ps` lists pid.
