@@ -7,7 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestRemoveDeadSocket(t *testing.T) {
@@ -77,5 +80,46 @@ func TestShimAddress(t *testing.T) {
 				t.Errorf("shimAddress() = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestUnmountUnder: what a restore cut short left mounted under the work
+// dir (tmpfs mounts, one inside another) goes; a mount beside it stays.
+func TestUnmountUnder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	work, beside := filepath.Join(dir, "work"), filepath.Join(dir, "work-other")
+	inner := filepath.Join(work, "restore", "rrc-tmpfs-dev")
+	for _, d := range []string{inner, beside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mount := func(p string) {
+		if err := unix.Mount("tmpfs", p, "tmpfs", 0, ""); err != nil {
+			t.Fatalf("mount %s: %v", p, err)
+		}
+	}
+	mount(inner)
+	if err := os.MkdirAll(filepath.Join(inner, "shm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount(filepath.Join(inner, "shm"))
+	mount(beside)
+	defer unix.Unmount(beside, unix.MNT_DETACH)
+	if err := unmountUnder(work); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), work+"/") {
+		t.Errorf("mounts under %s left:\n%s", work, b)
+	}
+	if !strings.Contains(string(b), beside+" ") {
+		t.Errorf("the mount beside the work dir, %s, was unmounted too", beside)
 	}
 }
