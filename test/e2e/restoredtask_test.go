@@ -14,6 +14,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/iorrc/rrc/test/lab"
 )
@@ -194,6 +195,17 @@ func psHas(out string, pid int) bool {
 	return false
 }
 
+// running: pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold blanks and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
 func dirExists(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.IsDir()
@@ -258,4 +270,58 @@ func (e *taskEvents) of(id string) []string {
 		}
 	}
 	return topics
+}
+
+// TestRestoredTaskDeadShim: the shim of a promoted backup dies (SIGKILL);
+// containerd runs `containerd-shim-rrc-v1 delete`, which must remove the
+// restored container (the runc manager's cleanup: runc delete, rootfs)
+// and what replication made for it, as for a dead primary's shim.
+func TestRestoredTaskDeadShim(t *testing.T) {
+	rl := startReplicationLab(t, "rtdead", "10.92.8")
+	l := rl.l
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	b := host{t: t, lab: l, name: "b"}
+	const id = "rt2"
+	serviceIP := l.Subnet + ".200"
+	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
+	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
+	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
+	if err != nil {
+		t.Fatalf("client connect: %v", err)
+	}
+	defer nc.Close()
+	cl := lab.NewRedisWorkload(nc)
+	if err := cl.Run(ctx, 10); err != nil {
+		t.Fatalf("before the crash: %v", err)
+	}
+	after, _ := failOver(ctx, t, l, id, cl)
+	rc := after.Engine.Restored
+	if rc == nil || rc.Pid <= 0 {
+		t.Fatalf("no restored container in the status: %+v", after.Engine)
+	}
+	shimPid := findShim(l.Namespace("b"), id)
+	if shimPid == 0 {
+		t.Fatal("no shim of the promoted backup")
+	}
+	if err := unix.Kill(shimPid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	runcState := filepath.Join("/run/containerd/runc", l.Namespace("b"), id)
+	if err := lab.WaitFor(15*time.Second, func() error {
+		if running(rc.Pid) {
+			return fmt.Errorf("the restored init %d still runs", rc.Pid)
+		}
+		if dirExists(runcState) {
+			return fmt.Errorf("runc state %s still there", runcState)
+		}
+		if st := b.taskStatus(ctx, id); st != "" && st != "STOPPED" {
+			return fmt.Errorf("task %s", st)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after the promoted backup's shim was killed: %v", err)
+	}
+	b.cleanup(id)
+	nothingLeft(t, l, "b", id)
 }
