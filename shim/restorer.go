@@ -32,7 +32,9 @@ import (
 //     with the checkpoint's writable layer (rootfs-diff.tar) as upper dir.
 //
 // The backup never needs the primary's bundle: the image's layers are
-// content-addressed and identical on both hosts.
+// content-addressed and identical on both hosts. The shim's backup task
+// restores through the runc task service instead (taskRestorer); this one
+// serves the engine's lab tests, which run without a shim.
 type RuncRestorer struct {
 	RuncArgv []string // default ["runc"]
 	// NetNS is the standby network namespace the container is restored
