@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,9 +24,9 @@ import (
 // container is a runc task like one started by io.containerd.runc.v2:
 // exec (redis-cli ping answers PONG), ps, pause and resume (the client's
 // connection waits, then goes on), metrics, update (a memory limit, which
-// an exec then outgrows: an OOM event); containerd sees no second create
-// or start of the task and exactly one exit, and a delete leaves nothing
-// behind.
+// an exec then outgrows: an OOM event), kill with a wait that returns its
+// status; containerd sees no second create or start of the task and
+// exactly one exit, and a delete leaves nothing behind.
 func TestRestoredTaskThroughContainerd(t *testing.T) {
 	rl := startReplicationLab(t, "rttask", "10.91.7")
 	l := rl.l
@@ -122,8 +123,27 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 		t.Errorf("Redis after the exec's OOM kill: %v", err)
 	}
 
-	if code := b.killAndDelete(ctx, id, "TERM"); code != 0 && code != 128+15 {
+	// ctr task wait, begun before the kill, returns the task's exit status.
+	wait := exec.CommandContext(ctx, "ctr", l.CtrArgs("b", "task", "wait", id)...)
+	wait.Env = l.Env()
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // waiting
+	code := b.killAndDelete(ctx, id, "TERM")
+	if code != 0 && code != 128+15 {
 		t.Errorf("exit status of the restored Redis stopped with TERM: %d", code)
+	}
+	waitCode := 0
+	if err := wait.Wait(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("ctr task wait: %v", err)
+		}
+		waitCode = ee.ExitCode()
+	}
+	if waitCode != code {
+		t.Errorf("ctr task wait exited %d, the task's exit status is %d", waitCode, code)
 	}
 	nothingLeft(t, l, "b", id)
 	if st := filepath.Join("/run/containerd/runc", l.Namespace("b"), id); dirExists(st) {
