@@ -75,6 +75,12 @@ func (s *TaskService) watchStandby(rep *replica) {
 				"prepare_ms": f.PrepareMS, "restore_ms": f.RestoreMS, "network_ms": f.NetworkMS, "total_ms": f.TotalMS})
 		}
 		rc, ok := rep.backup.Restored()
+		if !ok && rep.standby.isPromoted() {
+			// Restored, but the service address was not taken over: the
+			// task runs, unreachable; rrcctl status says why.
+			logger.WithField("reason", st.Reason).Error("promotion failed after the restore: the restored task runs without its service address")
+			return
+		}
 		if !ok {
 			logger.WithField("reason", st.Reason).Error("promotion failed: the standby task ends with status 255")
 			s.standbyExited(ctx, rep, 255)
