@@ -48,7 +48,7 @@ func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 		return replication.RestoredContainer{}, fmt.Errorf("container %s: not restored: %w", rep.id, err)
 	}
 	pid, err := r.restore(ctx, c)
-	done(err == nil)
+	done(pid)
 	if err != nil {
 		return replication.RestoredContainer{}, err
 	}

@@ -33,13 +33,13 @@ func (s *TaskService) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*task
 	if err == nil || rep == nil || rep.standby == nil || !errdefs.IsNotFound(errgrpc.ToNative(err)) {
 		return resp, err
 	}
-	rc, ok := rep.backup.Restored()
-	if !ok {
+	pid := rep.standby.restoredPid()
+	if pid == 0 {
 		return resp, err
 	}
-	st, serr := cgroupStats(rc.Pid)
+	st, serr := cgroupStats(pid)
 	if serr != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of the restored container %s (pid %d): %w", r.ID, rc.Pid, serr))
+		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of the restored container %s (pid %d): %w", r.ID, pid, serr))
 	}
 	return st, nil
 }

@@ -29,6 +29,7 @@ type standbyTask struct {
 	mu       sync.Mutex
 	state    standbyState
 	pid      int // the shim's
+	restored int // the restored init's, once promoted
 	status   int
 	exitedAt time.Time
 	exited   chan struct{} // closed when the placeholder ends
@@ -76,6 +77,13 @@ func (t *standbyTask) isPromoted() bool {
 	}
 }
 
+// restoredPid is the restored init's pid, 0 before a promotion.
+func (t *standbyTask) restoredPid() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.restored
+}
+
 // start moves created → standby.
 func (t *standbyTask) start() (int, error) {
 	t.mu.Lock()
@@ -87,10 +95,11 @@ func (t *standbyTask) start() (int, error) {
 	return t.pid, nil
 }
 
-// beginPromotion takes the task's turn for a restore; done(true) hands the
-// task to the runc service, done(false) leaves the placeholder as it was.
+// beginPromotion takes the task's turn for a restore; done(pid) hands the
+// task, whose init the restore made pid, to the runc service; done(0)
+// leaves the placeholder as it was.
 // A placeholder that has ended is not promoted: its exit was published.
-func (t *standbyTask) beginPromotion() (done func(ok bool), err error) {
+func (t *standbyTask) beginPromotion() (done func(restoredPid int), err error) {
 	t.turn.Lock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -98,10 +107,10 @@ func (t *standbyTask) beginPromotion() (done func(ok bool), err error) {
 		t.turn.Unlock()
 		return nil, fmt.Errorf("task is %s: %w", t.state, errdefs.ErrFailedPrecondition)
 	}
-	return func(ok bool) {
-		if ok {
+	return func(restoredPid int) {
+		if restoredPid > 0 {
 			t.mu.Lock()
-			t.state = standbyPromoted
+			t.state, t.restored = standbyPromoted, restoredPid
 			close(t.promoted)
 			t.mu.Unlock()
 		}

@@ -23,7 +23,7 @@ func TestStandbyTask(t *testing.T) {
 		status   int
 		promoted bool // kill or delete answered "the runc service's"
 	}
-	const shimPid = 100
+	const shimPid, restoredPid = 100, 4242
 	for _, tc := range []struct {
 		name  string
 		steps []step
@@ -68,9 +68,13 @@ func TestStandbyTask(t *testing.T) {
 				case "start":
 					_, err = task.start()
 				case "promote", "fail":
-					var done func(bool)
+					var done func(int)
 					if done, err = task.beginPromotion(); err == nil {
-						done(s.op == "promote")
+						if s.op == "promote" {
+							done(restoredPid)
+						} else {
+							done(0)
+						}
 					}
 				case "kill":
 					promoted, err = task.kill(uint32(s.arg))
@@ -92,6 +96,9 @@ func TestStandbyTask(t *testing.T) {
 				}
 				if got := task.isPromoted(); got != (snap.State == standbyPromoted) {
 					t.Fatalf("step %d: isPromoted %v in state %s", i, got, snap.State)
+				}
+				if want := map[bool]int{true: restoredPid}[snap.State == standbyPromoted]; task.restoredPid() != want {
+					t.Fatalf("step %d: restored pid %d in state %s, want %d", i, task.restoredPid(), snap.State, want)
 				}
 				select {
 				case <-task.exited:
@@ -134,7 +141,7 @@ func TestKillWaitsForPromotion(t *testing.T) {
 		t.Fatalf("kill returned during the restore: %+v", r)
 	case <-time.After(100 * time.Millisecond):
 	}
-	done(true)
+	done(4242)
 	if r := <-killed; r.err != nil || !r.promoted {
 		t.Fatalf("kill after the promotion: %+v, want handed to the runc service", r)
 	}
