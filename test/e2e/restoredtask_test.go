@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -112,7 +111,7 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 	// update sets the restored container's memory limit; an exec that
 	// outgrows it is killed by the kernel, which the OOM watch reports.
 	const limit = 256 << 20
-	updateMemoryLimit(ctx, t, l, "b", id, limit) // ctr has no task update
+	updateMemoryLimit(ctx, t, l, "b", id, limit)
 	if m := b.must(ctx, "task", "metrics", id); !metricIs(m, "memory.limit_in_bytes", limit) {
 		t.Errorf("after ctr task update --memory-limit %d:\n%s", limit, m)
 	}
@@ -123,27 +122,25 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 		t.Errorf("Redis after the exec's OOM kill: %v", err)
 	}
 
-	// ctr task wait, begun before the kill, returns the task's exit status.
-	wait := exec.CommandContext(ctx, "ctr", l.CtrArgs("b", "task", "wait", id)...)
-	wait.Env = l.Env()
-	if err := wait.Start(); err != nil {
-		t.Fatal(err)
+	// A wait begun before the kill (containerd's client: ctr has no task
+	// wait) returns the task's exit status.
+	c, task := loadTask(ctx, t, l, "b", id)
+	defer c.Close()
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatalf("wait for %s: %v", id, err)
 	}
-	time.Sleep(300 * time.Millisecond) // waiting
 	code := b.killAndDelete(ctx, id, "TERM")
 	if code != 0 && code != 128+15 {
 		t.Errorf("exit status of the restored Redis stopped with TERM: %d", code)
 	}
-	waitCode := 0
-	if err := wait.Wait(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("ctr task wait: %v", err)
+	select {
+	case st := <-exited:
+		if st.ExitCode() != uint32(code) || st.Error() != nil {
+			t.Errorf("the wait returned status %d (%v), the task's exit status is %d", st.ExitCode(), st.Error(), code)
 		}
-		waitCode = ee.ExitCode()
-	}
-	if waitCode != code {
-		t.Errorf("ctr task wait exited %d, the task's exit status is %d", waitCode, code)
+	case <-time.After(10 * time.Second):
+		t.Errorf("the wait begun before the kill did not return")
 	}
 	nothingLeft(t, l, "b", id)
 	if st := filepath.Join("/run/containerd/runc", l.Namespace("b"), id); dirExists(st) {
@@ -173,23 +170,33 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 	}
 }
 
-// updateMemoryLimit sets the memory limit of task id on host h through
-// containerd's client (the Update task call).
-func updateMemoryLimit(ctx context.Context, t *testing.T, l *lab.Lab, h, id string, limit int64) {
+// loadTask is task id of host h through containerd's client; close the
+// client when done.
+func loadTask(ctx context.Context, t *testing.T, l *lab.Lab, h, id string) (*containerd.Client, containerd.Task) {
 	t.Helper()
 	c, err := containerd.New(l.Address(h), containerd.WithDefaultNamespace(l.Namespace(h)))
 	if err != nil {
 		t.Fatalf("containerd client of %s: %v", h, err)
 	}
-	defer c.Close()
 	ctr, err := c.LoadContainer(ctx, id)
 	if err != nil {
+		c.Close()
 		t.Fatalf("container %s on %s: %v", id, h, err)
 	}
 	task, err := ctr.Task(ctx, nil)
 	if err != nil {
+		c.Close()
 		t.Fatalf("task %s on %s: %v", id, h, err)
 	}
+	return c, task
+}
+
+// updateMemoryLimit sets the memory limit of task id on host h (the Update
+// task call; ctr has no task update).
+func updateMemoryLimit(ctx context.Context, t *testing.T, l *lab.Lab, h, id string, limit int64) {
+	t.Helper()
+	c, task := loadTask(ctx, t, l, h, id)
+	defer c.Close()
 	if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
 		t.Fatalf("update the memory limit of %s on %s: %v", id, h, err)
 	}
