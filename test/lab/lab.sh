@@ -454,9 +454,13 @@ remove_shim_leftovers() {
 		for s in "$st/containerd.sock/$ns/$id" "$st/containerd.sock/$ns/$id/debug"; do
 			rm -f "/run/containerd/s/$(printf '%s' "$s" | sha256sum | cut -d' ' -f1)"
 		done
+		# A runc restore killed half-way (a backup promoting when its host
+		# crashes) leaves its bind mount of the rootfs at <id>/criu-root.
+		unmount_under "/run/containerd/runc/$ns/$id"
 		rm -rf "/run/containerd/runc/$ns/$id"
 		rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
 	done
+	unmount_under "/run/containerd/runc/$(cns "$h")"
 	rm -rf "/run/containerd/runc/$(cns "$h")"
 }
 
