@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 func TestRemoveDeadSocket(t *testing.T) {
@@ -86,9 +88,7 @@ func TestShimAddress(t *testing.T) {
 // TestUnmountUnder: what a restore cut short left mounted under the work
 // dir (tmpfs mounts, one inside another) goes; a mount beside it stays.
 func TestUnmountUnder(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	prereq.Root(t, "tmpfs mounts")
 	dir := t.TempDir()
 	work, beside := filepath.Join(dir, "work"), filepath.Join(dir, "work-other")
 	inner := filepath.Join(work, "restore", "rrc-tmpfs-dev")
@@ -108,7 +108,11 @@ func TestUnmountUnder(t *testing.T) {
 	}
 	mount(filepath.Join(inner, "shm"))
 	mount(beside)
-	defer unix.Unmount(beside, unix.MNT_DETACH)
+	defer func() {
+		if err := unix.Unmount(beside, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", beside, err)
+		}
+	}()
 	if err := unmountUnder(work); err != nil {
 		t.Fatal(err)
 	}
