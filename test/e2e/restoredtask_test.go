@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -344,6 +345,11 @@ func TestRestoredTaskDeadShim(t *testing.T) {
 		}
 		if st := b.taskStatus(ctx, id); st != "" && st != "STOPPED" {
 			return fmt.Errorf("task %s", st)
+		}
+		// The dead shim's delete removes the status file last, after the
+		// runc manager's clean-up the conditions above see.
+		if _, err := os.Stat(status.File(l.State("b")+"/rrc", l.Namespace("b"), id)); !os.IsNotExist(err) {
+			return fmt.Errorf("the dead shim's delete has not finished (status file: %v)", err)
 		}
 		return nil
 	}); err != nil {
