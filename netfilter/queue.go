@@ -14,8 +14,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // Defaults of QueueOptions.
@@ -92,7 +90,7 @@ func OpenQueue(ctx context.Context, netnsPath string, num uint16, opts QueueOpti
 		rcvBuf = DefaultRcvBuf
 	}
 	var fd int
-	err := launch.InNetns(netnsPath, func() error {
+	err := inNetNS(netnsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 		return err
