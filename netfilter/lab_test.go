@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -127,7 +128,7 @@ func startContainer(t testing.TB, ns string, opts QueueOptions) *container {
 // inNS runs fn in the namespace, failing the test on error.
 func inNS(t testing.TB, ns string, fn func() error) {
 	t.Helper()
-	if err := inNetNS(ns, fn); err != nil {
+	if err := launch.InNetns(ns, fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -145,7 +146,7 @@ func dial(ns, addr string) <-chan net.Conn {
 	go func() {
 		var conn net.Conn
 		// A failure leaves conn nil, which the caller reports.
-		_ = inNetNS(ns, func() (err error) {
+		_ = launch.InNetns(ns, func() (err error) {
 			conn, err = net.DialTimeout("tcp", addr, 10*time.Second)
 			return
 		})

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // Defaults of QueueOptions.
@@ -90,7 +92,7 @@ func OpenQueue(ctx context.Context, netnsPath string, num uint16, opts QueueOpti
 		rcvBuf = DefaultRcvBuf
 	}
 	var fd int
-	err := inNetNS(netnsPath, func() error {
+	err := launch.InNetns(netnsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 		return err

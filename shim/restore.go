@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/runtime/criu"
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // taskRestorer is the backup's replication.Restorer: at a promotion it
@@ -98,7 +98,7 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 	// runc restore starts synchronously within Start, from the calling
 	// thread, and CRIU inherits runc's namespace.
 	var resp *taskAPI.StartResponse
-	err = onThreadInNetns(rep.sn.NetnsPath(), func() error {
+	err = launch.InNetns(rep.sn.NetnsPath(), func() error {
 		var err error
 		resp, err = r.s.TTRPCTaskService.Start(ctx, &taskAPI.StartRequest{ID: rep.id})
 		return err
@@ -162,42 +162,6 @@ func holdStdio(req *taskAPI.CreateTaskRequest) (release func(), err error) {
 		held = append(held, fd)
 	}
 	return release, nil
-}
-
-// onThreadInNetns runs fn on an OS thread switched into the network
-// namespace at path: what fn starts (runc, and the CRIU runc starts) is
-// born there. The thread is put back before it is unlocked; if that fails
-// it stays locked and the Go runtime retires it with the goroutine.
-func onThreadInNetns(path string, fn func() error) error {
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer unix.Close(target)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own network namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // upperDir is the writable directory of the task's overlay rootfs.

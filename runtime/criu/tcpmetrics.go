@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	goruntime "runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // A TCP socket that CRIU restores has no RTT estimate: TCP repair restores
@@ -96,7 +96,7 @@ func PrimeTCPMetrics(netnsPath string, conns []criuimage.TCPConn) (_ int, retErr
 			continue
 		}
 		borrowed = append(borrowed, a)
-		if err := inNetns(ns, func() error { return primeOne(p.local, p.remote) }); err != nil {
+		if err := launch.InNetns(netnsPath, func() error { return primeOne(p.local, p.remote) }); err != nil {
 			errs = append(errs, fmt.Errorf("%s -> %s: %w", p.local, p.remote, err))
 			continue
 		}
@@ -156,27 +156,4 @@ func primeOne(local, remote netip.Addr) error {
 		return fmt.Errorf("waiting for the listener's side to close: %v", err)
 	}
 	return c.Close()
-}
-
-// inNetns runs fn on a locked thread switched into ns, and back. If the
-// switch back fails the thread stays locked, so that the Go runtime retires
-// it instead of reusing a thread in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	goruntime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return fmt.Errorf("open the thread's network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		goruntime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("return from network namespace: %w", err))
-	}
-	goruntime.UnlockOSThread()
-	return ferr
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // Adopt takes a network namespace that the OCI spec already names (made by
@@ -94,7 +96,7 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 // IPv6 addresses (keep_addr_on_down; absent without IPv6).
 func (s *ServiceNetwork) keepAcrossDown(name string, index int) ([]netlink.Route, error) {
 	sysctl := "/proc/sys/net/ipv6/conf/" + name + "/keep_addr_on_down"
-	err := inNetns(s.nsPath, func() error { return os.WriteFile(sysctl, []byte("1\n"), 0) })
+	err := launch.InNetns(s.nsPath, func() error { return os.WriteFile(sysctl, []byte("1\n"), 0) })
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("keep the IPv6 addresses of %s (%s=1): %w", name, sysctl, err)
 	}

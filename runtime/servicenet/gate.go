@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // The gate namespace sits between the container's namespace and the LAN:
@@ -108,7 +110,7 @@ func gateLinkSysctls(ifName string) [][2]string {
 }
 
 func writeSysctls(nsPath string, kv [][2]string) error {
-	return inNetns(nsPath, func() error {
+	return launch.InNetns(nsPath, func() error {
 		for _, s := range kv {
 			// /proc/sys/net is the namespace of the thread that opens it.
 			if err := os.WriteFile(s[0], []byte(s[1]+"\n"), 0); err != nil {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // TestGateForwards: a client on the LAN reaches a service whose eth0 is a
@@ -39,7 +41,7 @@ func TestGateForwards(t *testing.T) {
 	cfg := Settings{Address: cidr(t, "10.99.0.204/24"), Link: "lan0"}
 	sn := createT(t, "c5", cfg, false, host.opts(t))
 	var ln net.Listener
-	if err := inNetns(sn.NetnsPath(), func() (err error) { ln, err = net.Listen("tcp", "10.99.0.204:7000"); return }); err != nil {
+	if err := launch.InNetns(sn.NetnsPath(), func() (err error) { ln, err = net.Listen("tcp", "10.99.0.204:7000"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -53,7 +55,7 @@ func TestGateForwards(t *testing.T) {
 		}
 	}()
 	var c net.Conn
-	if err := inNetns(client, func() (err error) { c, err = net.DialTimeout("tcp", "10.99.0.204:7000", 2*time.Second); return }); err != nil {
+	if err := launch.InNetns(client, func() (err error) { c, err = net.DialTimeout("tcp", "10.99.0.204:7000", 2*time.Second); return }); err != nil {
 		t.Fatalf("client -> service through the gate: %v", err)
 	}
 	defer c.Close()
@@ -81,7 +83,7 @@ func TestGateForwards(t *testing.T) {
 	}
 	for _, kv := range tcpSysctls {
 		var got []byte
-		if err := inNetns(sn.NetnsPath(), func() (err error) { got, err = os.ReadFile(kv[0]); return }); err != nil || strings.TrimSpace(string(got)) != kv[1] {
+		if err := launch.InNetns(sn.NetnsPath(), func() (err error) { got, err = os.ReadFile(kv[0]); return }); err != nil || strings.TrimSpace(string(got)) != kv[1] {
 			t.Errorf("%s in the container's namespace: %q (%v), want %s", kv[0], got, err, kv[1])
 		}
 	}
@@ -126,7 +128,7 @@ func TestInnerUp(t *testing.T) {
 			g.InnerIf, isUp(mustLink(t, gh, g.InnerIf)), g.Uplink, isUp(mustLink(t, gh, g.Uplink)))
 	}
 	// The container sends to a client: its ARP is answered by the gate.
-	if err := inNetns(sn.NetnsPath(), func() error {
+	if err := launch.InNetns(sn.NetnsPath(), func() error {
 		c, err := net.Dial("udp4", "10.99.0.100:9")
 		if err != nil {
 			return err

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // handleAt opens a netlink handle bound to the namespace at path.
@@ -60,7 +62,7 @@ const mptcpSysctl = "/proc/sys/net/mptcp/enabled"
 // default. Clients see TCP either way: MPTCP falls back to TCP with peers
 // that do not speak it. A kernel without MPTCP has nothing to turn off.
 func (s *ServiceNetwork) disableMPTCP() error {
-	err := inNetns(s.nsPath, func() error {
+	err := launch.InNetns(s.nsPath, func() error {
 		// /proc/sys/net is the namespace of the thread that opens it.
 		return os.WriteFile(mptcpSysctl, []byte("0\n"), 0)
 	})
@@ -96,7 +98,7 @@ var tcpSysctls = [][2]string{
 
 // tuneTCP sets tcpSysctls in the service namespace.
 func (s *ServiceNetwork) tuneTCP() error {
-	return inNetns(s.nsPath, func() error {
+	return launch.InNetns(s.nsPath, func() error {
 		for _, kv := range tcpSysctls {
 			if err := os.WriteFile(kv[0], []byte(kv[1]+"\n"), 0); err != nil {
 				return fmt.Errorf("set %s=%s: %w", kv[0], kv[1], err)

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -88,7 +89,7 @@ func captureARP(t *testing.T, nsPath, ifName string) *arpCapture {
 	t.Helper()
 	idx := mustLink(t, testHandle(t, nsPath), ifName).Attrs().Index
 	fd := -1
-	err := inNetns(nsPath, func() error {
+	err := launch.InNetns(nsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(etherTypeARP)))
 		if err != nil {

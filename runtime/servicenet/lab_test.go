@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/lab"
 )
 
@@ -41,7 +42,7 @@ const servicePort = 7000
 func serveIdentity(t *testing.T, sn *ServiceNetwork, ip, host string) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	err := inNetns(sn.NetnsPath(), func() error {
+	err := launch.InNetns(sn.NetnsPath(), func() error {
 		var err error
 		ln, err = net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(servicePort)))
 		return err
@@ -67,7 +68,7 @@ func serveIdentity(t *testing.T, sn *ServiceNetwork, ip, host string) net.Listen
 // server answers with.
 func askIdentity(nsPath, ip string, timeout time.Duration) (string, error) {
 	var c net.Conn
-	err := inNetns(nsPath, func() error {
+	err := launch.InNetns(nsPath, func() error {
 		var err error
 		c, err = net.DialTimeout("tcp", net.JoinHostPort(ip, fmt.Sprint(servicePort)), timeout)
 		return err

@@ -13,41 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a locked OS thread whose network namespace is the one
-// at path, and puts the thread back in its own namespace afterwards. If that
-// fails the thread stays locked, so that the Go runtime discards it when
-// this goroutine ends instead of handing a thread in the wrong namespace to
-// other goroutines.
-//
-// Sockets keep the namespace they were created in: fn can open one and
-// return it for use from any goroutine.
-func inNetns(path string, fn func() error) error {
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	defer target.Close()
-
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open the thread's network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", path, err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: it dies with the goroutine.
-		return errors.Join(fnErr, fmt.Errorf("return from network namespace %s: %w", path, err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
-
 // newNetnsFile makes a new network namespace and bind-mounts it on path
 // (which must not exist). It unshares on a locked thread of its own
 // goroutine and puts that thread back in its original namespace before

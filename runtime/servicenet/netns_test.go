@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -110,7 +111,7 @@ func checkMPTCPOff(t *testing.T, path string) {
 		return // no MPTCP in this kernel
 	}
 	var in []byte
-	if err := inNetns(path, func() (err error) { in, err = os.ReadFile(mptcpSysctl); return err }); err != nil {
+	if err := launch.InNetns(path, func() (err error) { in, err = os.ReadFile(mptcpSysctl); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if strings.TrimSpace(string(in)) != "0" {
@@ -448,7 +449,7 @@ func TestNetnsOwnTCPHash(t *testing.T) {
 	}
 	p := scratchNetns(t, t.TempDir(), "own")
 	var entries []byte
-	if err := inNetns(p, func() (err error) {
+	if err := launch.InNetns(p, func() (err error) {
 		entries, err = os.ReadFile("/proc/sys/net/ipv4/tcp_ehash_entries")
 		return err
 	}); err != nil {

@@ -8,6 +8,8 @@ import (
 	"net"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // announcer sends gratuitous ARP for one interface of the container's
@@ -29,7 +31,7 @@ func openAnnouncer(nsPath, ifName string, ifIndex int, mac net.HardwareAddr, ip 
 		return nil, err
 	}
 	fd := -1
-	err = inNetns(nsPath, func() error {
+	err = launch.InNetns(nsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		return err

@@ -1,7 +1,7 @@
 // Copyright The io.rrc.v1 Authors.
 // SPDX-License-Identifier: Apache-2.0
 
-package netfilter
+package launch
 
 import (
 	"errors"
@@ -11,14 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetNS runs fn on an OS thread switched into the network namespace at
-// path ("" runs fn where the caller is). Sockets keep the namespace they were
-// created in, so what fn opens works from any goroutine afterwards.
+// InNetns runs fn on an OS thread switched into the network namespace at
+// path ("" runs fn where the caller is). What fn opens (sockets, netlink
+// handles) keeps that namespace and works from any goroutine afterwards;
+// what it starts (a helper process) is born there.
 //
-// fn runs on a fresh goroutine with its thread locked. If switching back
-// fails, the thread stays locked and so is thrown away when the goroutine
-// ends, rather than handing a thread in the wrong namespace to the scheduler.
-func inNetNS(path string, fn func() error) error {
+// fn runs on a fresh goroutine with its thread locked. The thread is put
+// back before it is unlocked; if that fails it stays locked and the Go
+// runtime retires it with the goroutine, rather than handing a thread in
+// the wrong namespace to the scheduler.
+func InNetns(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
@@ -45,7 +47,7 @@ func inNetNS(path string, fn func() error) error {
 		ferr := fn()
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
 			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
-			return // thread stays locked and dies with this goroutine
+			return // the thread stays locked and dies with this goroutine
 		}
 		runtime.UnlockOSThread()
 		errc <- ferr
