@@ -48,6 +48,7 @@ type OutputGate struct {
 	lastTag     uint64       // a tagged gate's last tag
 	released    uint64       // highest epoch released
 	passThrough bool         // degraded mode: accept at once
+	judge       Judge        // a replay's judge of each packet (SetJudge), or nil
 	stopped     bool         // Run returned
 	held        []heldPacket // in id order, hence in epoch order
 	heldBytes   int64
@@ -62,6 +63,7 @@ type heldPacket struct {
 	size  uint32
 	epoch uint64
 	at    time.Time
+	head  []byte // a judged packet's first headBytes: what DropHeld matches
 }
 
 // GateStats is a snapshot of an OutputGate.
@@ -74,7 +76,7 @@ type GateStats struct {
 	OldestHeldAge time.Duration // how long the oldest held packet has waited
 	Released      uint64        // packets released so far (held or passed through)
 	ReleasedBytes uint64        //
-	Dropped       uint64        // packets held when the gate stopped: given up, dropped by the kernel
+	Dropped       uint64        // packets held when the gate stopped (the kernel drops them), or dropped by a replay's judge
 	Overruns      uint64        // receive-buffer overruns (the kernel dropped the packets it could not report)
 	Rejected      uint64        // verdicts the kernel rejected
 }
@@ -136,6 +138,17 @@ func (g *OutputGate) admit(pkts []Packet) error {
 	}
 	now := g.now()
 	for i := range pkts {
+		var head []byte
+		if g.judge != nil {
+			keep, err := g.judged(&pkts[i])
+			if err != nil {
+				return err
+			}
+			if !keep {
+				continue
+			}
+			head = append([]byte(nil), pkts[i].Payload[:min(len(pkts[i].Payload), headBytes)]...)
+		}
 		e := g.epoch
 		if g.tag != nil {
 			var err error
@@ -147,7 +160,7 @@ func (g *OutputGate) admit(pkts []Packet) error {
 			}
 			g.lastTag = e
 		}
-		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now})
+		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now, head: head})
 		g.heldBytes += int64(pkts[i].Len())
 	}
 	return nil
@@ -195,7 +208,7 @@ func (g *OutputGate) ReleaseAll() error {
 	if err := g.releaseFirst(len(g.held)); err != nil {
 		return fmt.Errorf("release all: %w", err)
 	}
-	g.passThrough = true
+	g.passThrough, g.judge = true, nil
 	return nil
 }
 

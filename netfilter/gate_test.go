@@ -23,6 +23,7 @@ type fakeQueue struct {
 	mu       sync.Mutex
 	queued   []uint32
 	accepted []uint32
+	dropped  []uint32
 	verdicts int
 	fail     error
 	in       chan []Packet
@@ -65,6 +66,26 @@ func (f *fakeQueue) VerdictBatch(maxID uint32, v Verdict) error {
 		f.accepted = append(f.accepted, f.queued[:k]...)
 	}
 	f.queued = f.queued[k:]
+	return nil
+}
+
+func (f *fakeQueue) Verdict(id uint32, v Verdict) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	i := slices.Index(f.queued, id)
+	if i < 0 {
+		return fmt.Errorf("verdict on packet %d, which is not queued", id)
+	}
+	f.verdicts++
+	f.queued = slices.Delete(f.queued, i, i+1)
+	if v == Accept {
+		f.accepted = append(f.accepted, id)
+	} else {
+		f.dropped = append(f.dropped, id)
+	}
 	return nil
 }
 

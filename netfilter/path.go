@@ -31,6 +31,9 @@ type Path struct {
 	// packets.
 	Tag    Tag
 	Record Record
+	// WholePackets makes the queues copy whole wire-sized packets without
+	// tagging or logging them (a replay judges them: OutputGate.SetJudge).
+	WholePackets bool
 
 	mu     sync.Mutex
 	outQ   *Queue
@@ -62,7 +65,7 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 	}
 	n.failed = make(chan error, 2)
 	var qopts QueueOptions
-	if n.Tag != nil || n.Record != nil {
+	if n.Tag != nil || n.Record != nil || n.WholePackets {
 		qopts = QueueOptions{CopyRange: MaxCopyRange, NoGSO: true}
 	}
 	var err error

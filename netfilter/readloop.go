@@ -17,6 +17,7 @@ import (
 type PacketQueue interface {
 	ReadBatch(ctx context.Context, dst []Packet) (int, error)
 	VerdictBatch(maxID uint32, v Verdict) error
+	Verdict(id uint32, v Verdict) error
 }
 
 // readBatchSize bounds how many packets one verdict can answer in pass-through.

@@ -199,18 +199,18 @@ func (b *Backup) promote(f peer.PeerFailure) {
 			restorer: b.opts.Restorer,
 			network:  b.opts.Network,
 		}
-		var res RestoredContainer
-		var tm FailoverTimings
-		var err error
 		if b.cfg.Mode == ModeHybrid {
-			// Output beyond the checkpoint was released on the log: restoring
-			// the checkpoint alone would contradict it. Fail closed.
-			err = errors.New("hybrid mode: the replay of the input log is not implemented; not promoting a checkpoint that clients are ahead of")
-			b.log.Error("promotion refused", "err", err)
-			b.cancelServe()
-		} else {
-			res, tm, err = p.run(ctx, f)
+			// Output beyond the checkpoint was released on the log: the
+			// checkpoint alone would contradict it; the log is replayed.
+			b.mu.Lock()
+			l := b.inputLog
+			b.mu.Unlock()
+			p.inputLog = func(uint64) []hybridlog.Entry { return nil }
+			if l != nil {
+				p.inputLog = l.After
+			}
 		}
+		res, tm, err := p.run(ctx, f)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.failover = &tm

@@ -17,12 +17,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/shim"
 	"github.com/iorrc/rrc/test/lab"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // engineProc is an engine process started in a lab host's netns.

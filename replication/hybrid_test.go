@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,11 +89,38 @@ func TestHybridAckBeyondTheLog(t *testing.T) {
 	}
 }
 
+// fakeReplayNetwork is a standby network whose container answers the
+// input "request" with "reply" (as the primary's fake container did).
+type fakeReplayNetwork struct {
+	fakeNetwork
+	mu    sync.Mutex
+	judge func([]byte) bool
+}
+
+func (n *fakeReplayNetwork) JudgeOutputs(j func([]byte) bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.judge = j
+}
+
+func (n *fakeReplayNetwork) Inject(p []byte) error {
+	n.rec.add("inject:%s", p)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if string(p) == "request" {
+		n.rec.add("judged:%v", n.judge([]byte("reply")))
+	}
+	return nil
+}
+
+func (n *fakeReplayNetwork) DropKept(func([]byte) bool) error { n.rec.add("drop-kept"); return nil }
+func (n *fakeReplayNetwork) SendOut([]byte) error             { n.rec.add("send-out"); return nil }
+
 // TestHybridPairOverLoopback: a hybrid-mode Primary (fake container and
 // gate) against a real Backup over the real peer channel: the log reaches
 // the backup, which acknowledges it, and an output is released on that
-// acknowledgement; a silent primary is not promoted, since the replay of
-// the log does not exist yet (fail closed).
+// acknowledgement; a silent primary is promoted: the checkpoint restored,
+// the log after it replayed, the network promoted, in this order.
 func TestHybridPairOverLoopback(t *testing.T) {
 	pr := startPairOverLoopbackMode(t, ModeHybrid)
 	deadline := time.Now().Add(5 * time.Second)
@@ -120,10 +148,30 @@ func TestHybridPairOverLoopback(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no decision about the silent primary")
 	}
-	if st := pr.b.Status(); st.State != StateFailed || !strings.Contains(st.Reason, "replay") {
-		t.Fatalf("backup after the primary's silence: %s (%s)", st.State, st.Reason)
+	st = pr.b.Status()
+	if st.State != StatePrimaryAfterFailover || st.Failover == nil || st.Failover.Replay == nil {
+		t.Fatalf("backup after the primary's silence: %s (%s), failover %+v", st.State, st.Reason, st.Failover)
 	}
-	if slices.ContainsFunc(pr.rec.list(), func(e string) bool { return strings.HasPrefix(e, "restore:") }) {
-		t.Fatalf("restored a checkpoint the clients are ahead of: %v", pr.rec.list())
+	rp := st.Failover.Replay
+	if rp.Diverged != 0 || rp.Pending != 0 || rp.Reset != 0 || rp.Waits != 0 {
+		t.Fatalf("replay %+v: the fake container answers as the primary did", rp)
+	}
+	events := pr.rec.list()
+	restored := slices.IndexFunc(events, func(e string) bool { return strings.HasPrefix(e, "restore:") })
+	up := slices.Index(events, "network-up")
+	if restored < 0 || up < restored {
+		t.Fatalf("events %v: want the restore, then the network", events)
+	}
+	injected := 0
+	for _, e := range events[restored:up] {
+		if strings.HasPrefix(e, "inject:") {
+			injected++
+		}
+		if e == "judged:true" {
+			t.Errorf("a reply the clients have was kept: %v", events)
+		}
+	}
+	if injected != rp.Inputs {
+		t.Errorf("%d inputs injected between the restore and the network, the report says %d: %v", injected, rp.Inputs, events)
 	}
 }

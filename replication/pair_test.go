@@ -122,10 +122,14 @@ func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
+	var network ServicePromoter = fakeNetwork{rec: rec}
+	if mode == ModeHybrid {
+		network = &fakeReplayNetwork{fakeNetwork: fakeNetwork{rec: rec}}
+	}
 	b, err := StartBackup(context.Background(), BackupOptions{
 		Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Mode: mode, Heartbeat: 10 * time.Millisecond},
 		TLS:    bcreds, StoreDir: t.TempDir(), Listener: ln,
-		Restorer: fakeRestorer{rec: rec}, Network: fakeNetwork{rec: rec},
+		Restorer: fakeRestorer{rec: rec}, Network: network,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/ckptstore"
+	"github.com/iorrc/rrc/replication/hybridlog"
 	"github.com/iorrc/rrc/replication/peer"
 )
 
@@ -44,7 +45,16 @@ type promotion struct {
 	verify   func(ckptstore.Checkpoint) error
 	restorer Restorer
 	network  ServicePromoter
+	// inputLog is, in hybrid mode, the log after the checkpoint of an epoch,
+	// replayed between the restore and the promotion of the network (which
+	// must then be a ReplayNetwork); nil in epoch mode.
+	inputLog func(epoch uint64) []hybridlog.Entry
 }
+
+// replayBound limits each wait of a replay for the outputs that precede an
+// input, and the wait for the last outputs: a replay that has not produced
+// them by then has diverged (its connections are reset).
+const replayBound = 200 * time.Millisecond
 
 func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContainer, FailoverTimings, error) {
 	tm := FailoverTimings{LastHeard: f.LastHeard, DetectedAt: f.DetectedAt, DetectionMS: ms(f.DetectedAt.Sub(f.LastHeard))}
@@ -73,6 +83,22 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 	}
 	log.Info("restoring the last committed checkpoint", "epoch", c.Epoch, "bytes", c.Size,
 		"committed", c.CommittedAt.Format(time.RFC3339Nano))
+	var rp *replayer
+	var rn ReplayNetwork
+	if p.inputLog != nil {
+		var ok bool
+		if rn, ok = p.network.(ReplayNetwork); !ok {
+			err := errors.New("hybrid mode: the standby network cannot replay the log (no gate namespace); nothing restored")
+			log.Error("promotion refused", "err", err)
+			return RestoredContainer{}, tm, err
+		}
+		entries := p.inputLog(c.Epoch)
+		rp = newReplayer(entries, replayBound)
+		tm.Replay = &ReplayFigures{Records: len(entries)}
+		// From the restore on: what the restored sockets send at once is
+		// output of the replay too.
+		rn.JudgeOutputs(rp.judge)
+	}
 
 	t = p.now()
 	if err := p.network.PrepareRestore(ctx); err != nil {
@@ -92,6 +118,18 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 	log.Info("container restored; service link still down", "epoch", c.Epoch, "id", res.ID, "pid", res.Pid,
 		"took", p.now().Sub(t).Round(time.Microsecond))
 
+	var toClients [][]byte
+	if rp != nil {
+		t = p.now()
+		var err error
+		toClients, err = p.replay(ctx, rp, rn, tm.Replay)
+		tm.ReplayMS = ms(p.now().Sub(t))
+		if err != nil {
+			log.Error("replay failed; service link left down", "err", err)
+			return res, tm, fmt.Errorf("replaying the log after checkpoint %d: %w", c.Epoch, err)
+		}
+	}
+
 	t = p.now()
 	if err := p.network.Promote(ctx); err != nil {
 		log.Error("service network promotion failed; the restored container is unreachable", "err", err)
@@ -99,9 +137,53 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 	}
 	end := p.now()
 	tm.NetworkMS = ms(end.Sub(t))
+	for _, rst := range toClients {
+		if err := rn.SendOut(rst); err != nil {
+			// The client hears of it at its next packet (the container's
+			// side is reset already).
+			log.Warn("reset to a client not sent", "err", err)
+		}
+	}
 	tm.TotalMS = ms(end.Sub(f.LastHeard))
 	log.Warn("failover complete: the restored container is the service",
 		"epoch", c.Epoch, "pid", res.Pid, "detection_ms", tm.DetectionMS, "restore_ms", tm.RestoreMS,
-		"network_ms", tm.NetworkMS, "total_ms", tm.TotalMS)
+		"network_ms", tm.NetworkMS, "replay_ms", tm.ReplayMS, "total_ms", tm.TotalMS)
 	return res, tm, nil
+}
+
+// replay feeds the log to the restored container, then resets, on its
+// side, the connections the replay could not carry on, and drops what they
+// sent; it returns the resets for their clients, to send once the link is
+// up.
+func (p promotion) replay(ctx context.Context, rp *replayer, rn ReplayNetwork, fig *ReplayFigures) ([][]byte, error) {
+	log := p.log.With("step", "replay")
+	rep, err := rp.run(ctx, rn.Inject)
+	fig.Inputs, fig.Outputs, fig.Waits = rep.Inputs, rep.Outputs, rep.Waits
+	if err != nil {
+		return nil, err
+	}
+	fig.Diverged, fig.Pending, fig.Accepted = len(rep.Diverged), len(rep.Pending), len(rep.Accepted)
+	for k, why := range rep.Diverged {
+		log.Warn("replay diverged: connection reset", "conn", k.String(), "why", why)
+	}
+	for _, k := range rep.Pending {
+		log.Warn("replay did not reproduce what the connection released within the bound: connection reset", "conn", k.String(), "bound", replayBound)
+	}
+	for _, k := range rep.Accepted {
+		log.Warn("connection accepted after the checkpoint: reset (its replayed sequence numbers differ from the primary's)", "conn", k.String())
+	}
+	resets := rep.Resets()
+	fig.Reset = len(resets)
+	toContainer, toClients := rp.resets(resets)
+	if err := rn.DropKept(flowMatch(resets)); err != nil {
+		return nil, fmt.Errorf("dropping what the reset connections sent: %w", err)
+	}
+	for _, rst := range toContainer {
+		if err := rn.Inject(rst); err != nil {
+			return nil, fmt.Errorf("resetting a connection in the container: %w", err)
+		}
+	}
+	log.Info("log replayed", "records", fig.Records, "inputs", fig.Inputs, "outputs", fig.Outputs, "waits", fig.Waits,
+		"diverged", fig.Diverged, "pending", fig.Pending, "accepted", fig.Accepted, "took", rep.Duration.Round(time.Microsecond))
+	return toClients, nil
 }

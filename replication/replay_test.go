@@ -6,6 +6,7 @@ package replication
 import (
 	"context"
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"sync"
 	"testing"
@@ -20,15 +21,16 @@ import (
 type echoServer struct {
 	mu     sync.Mutex
 	seq    map[uint16]uint32 // next sequence number per client port
-	out    chan ReplayOutput
+	out    chan []byte       // the original run's replies (logOf)
 	events []string
 	answer func(port uint16, payload string) string
 	delay  time.Duration
-	judged map[string]hybridlog.Verdict
+	judge  func([]byte) bool // the replay's judge; nil: replies go to out
+	kept   map[string]bool
 }
 
 func newEchoServer() *echoServer {
-	return &echoServer{seq: map[uint16]uint32{}, out: make(chan ReplayOutput, 64), judged: map[string]hybridlog.Verdict{},
+	return &echoServer{seq: map[uint16]uint32{}, out: make(chan []byte, 64), kept: map[string]bool{},
 		answer: func(_ uint16, p string) string { return "re:" + p }}
 }
 
@@ -66,19 +68,19 @@ func (s *echoServer) Inject(p []byte) error {
 		return nil // this one never answers
 	}
 	out := tcpPacket(server, netip.AddrPortFrom(client, port), seq, reply)
+	if s.judge == nil {
+		s.out <- out
+		return nil
+	}
 	go func() {
 		time.Sleep(s.delay)
-		s.out <- ReplayOutput{Packet: out, Judge: func(v hybridlog.Verdict, _ *hybridlog.Verifier) {
-			s.mu.Lock()
-			s.events = append(s.events, "out:"+reply)
-			s.judged[reply] = v
-			s.mu.Unlock()
-		}}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.events = append(s.events, "out:"+reply)
+		s.kept[reply] = s.judge(out)
 	}()
 	return nil
 }
-
-func (s *echoServer) Outputs() <-chan ReplayOutput { return s.out }
 
 // logOf is the log the primary would have made of requests to an echo
 // server (each input, then its reply).
@@ -97,8 +99,7 @@ func logOf(requests ...struct {
 		if err := orig.Inject(in); err != nil {
 			panic(err) // a fixture that cannot be built: the test using it fails
 		}
-		o := <-orig.out
-		add(hybridlog.Record{Kind: hybridlog.KindOutput, Digest: hybridlog.Digest(o.Packet)})
+		add(hybridlog.Record{Kind: hybridlog.KindOutput, Digest: hybridlog.Digest(<-orig.out)})
 	}
 	return es
 }
@@ -115,7 +116,9 @@ func TestReplayInterleaving(t *testing.T) {
 	es := logOf(req{1, "a"}, req{1, "b"}, req{2, "c"})
 	s := newEchoServer()
 	s.delay = 20 * time.Millisecond
-	rep, err := replay(context.Background(), es, s, time.Second)
+	r := newReplayer(es, time.Second)
+	s.judge = r.judge
+	rep, err := r.run(context.Background(), s.Inject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,9 +133,9 @@ func TestReplayInterleaving(t *testing.T) {
 			t.Fatalf("order %v, want %v", s.events, want)
 		}
 	}
-	for r, v := range s.judged {
-		if v != hybridlog.Drop {
-			t.Errorf("reply %q judged %s: the clients have it", r, v)
+	for r, keep := range s.kept {
+		if keep {
+			t.Errorf("reply %q kept: the clients have it", r)
 		}
 	}
 }
@@ -153,14 +156,45 @@ func TestReplayDivergence(t *testing.T) {
 		}
 		return "re:" + p
 	}
-	rep, err := replay(context.Background(), es, s, 200*time.Millisecond)
+	r := newReplayer(es, 200*time.Millisecond)
+	s.judge = r.judge
+	rep, err := r.run(context.Background(), s.Inject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Diverged) != 1 || s.judged["no:b"] != hybridlog.Diverged || s.judged["re:c"] != hybridlog.Drop || s.judged["re:e"] != hybridlog.Drop {
-		t.Fatalf("report %+v, verdicts %v", rep, s.judged)
+	s.mu.Lock()
+	kept := maps.Clone(s.kept)
+	s.mu.Unlock()
+	k2 := hybridlog.FlowKey{Proto: hybridlog.ProtoTCP, Local: server, Peer: netip.AddrPortFrom(client, 2)}
+	if len(rep.Diverged) != 1 || rep.Diverged[k2] == "" || kept["no:b"] || kept["re:c"] || kept["re:e"] || len(kept) != 4 {
+		t.Fatalf("report %+v, kept %v", rep, kept)
 	}
 	if rep.Waits != 1 || len(rep.Pending) != 1 || rep.Pending[0].Peer.Port() != 4 {
 		t.Fatalf("waits %d, pending %v: want one wait, for the reply on port 4", rep.Waits, rep.Pending)
+	}
+	// Both diverged and pending connections are reset on both sides: the
+	// container at the end of what it was fed, the client at the end of
+	// what the log says it was sent ("re:b" and "re:d", 4 bytes from 0);
+	// the container also at the acknowledgement its diverged reply carried
+	// (0 in this model).
+	resets := rep.Resets()
+	toContainer, toClients := r.resets(resets)
+	if len(resets) != 2 || len(toContainer) != 3 || len(toClients) != 2 {
+		t.Fatalf("resets %v: %d to the container, %d to clients", resets, len(toContainer), len(toClients))
+	}
+	for _, p := range toClients {
+		seg, _ := hybridlog.ParseSegment(p)
+		if seg.Flags != hybridlog.FlagRST || seg.Seq != 4 || seg.Flow.Local != server {
+			t.Errorf("reset to a client: %+v", seg)
+		}
+	}
+	for _, p := range toContainer {
+		seg, _ := hybridlog.ParseSegment(p)
+		if seg.Flags != hybridlog.FlagRST || seg.Seq > 1 || seg.Flow.Peer != server {
+			t.Errorf("reset to the container: %+v (it was fed one byte from 0)", seg)
+		}
+	}
+	if !flowMatch(resets)(tcpPacket(server, netip.AddrPortFrom(client, 4), 9, "x")[:24]) || flowMatch(resets)(tcpPacket(server, netip.AddrPortFrom(client, 3), 9, "x")) {
+		t.Error("flowMatch does not tell the reset connections from the others")
 	}
 }

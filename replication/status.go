@@ -108,9 +108,24 @@ type FailoverTimings struct {
 	RestoreMS float64 `json:"restore_ms"`
 	// NetworkMS: service link up + first gratuitous ARP + route cleanup.
 	NetworkMS float64 `json:"network_ms"`
+	// ReplayMS: hybrid mode's replay of the log after the checkpoint.
+	ReplayMS float64 `json:"replay_ms,omitempty"`
 	// TotalMS: last heard → restored and reachable.
-	TotalMS float64 `json:"total_ms"`
-	Epoch   uint64  `json:"epoch"` // checkpoint restored
+	TotalMS float64        `json:"total_ms"`
+	Epoch   uint64         `json:"epoch"`            // checkpoint restored
+	Replay  *ReplayFigures `json:"replay,omitempty"` // hybrid mode
+}
+
+// ReplayFigures say what a hybrid failover's replay did.
+type ReplayFigures struct {
+	Records  int `json:"records"`  // log records after the checkpoint
+	Inputs   int `json:"inputs"`   // fed to the container
+	Outputs  int `json:"outputs"`  // packets it sent during the replay, judged
+	Waits    int `json:"waits"`    // inputs fed after the bound, their preceding outputs missing
+	Diverged int `json:"diverged"` // connections whose replay contradicted what was released
+	Pending  int `json:"pending"`  // connections whose released output did not come out again
+	Accepted int `json:"accepted"` // connections accepted after the checkpoint
+	Reset    int `json:"reset"`    // connections reset (all of the above)
 }
 
 // Summary summarises recent samples.

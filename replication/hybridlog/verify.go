@@ -341,3 +341,26 @@ func (v *Verifier) SeqDelta(k FlowKey) uint32 {
 	}
 	return 0
 }
+
+// SentEnd is the sequence number after the last byte (or FIN) the log says
+// the container sent on TCP flow k, in the primary's numbering: where its
+// client's next expected sequence number is, at most.
+func (v *Verifier) SentEnd(k FlowKey) (uint32, bool) {
+	f := v.flows[k]
+	if f == nil || !f.tcp {
+		return 0, false
+	}
+	return f.base + uint32(f.end), true
+}
+
+// Accepted lists the TCP connections accepted after the checkpoint (their
+// logged outputs begin with the SYN-ACK).
+func (v *Verifier) Accepted() []FlowKey {
+	var out []FlowKey
+	for k, f := range v.flows {
+		if f.syn {
+			out = append(out, k)
+		}
+	}
+	return out
+}
