@@ -45,6 +45,7 @@ type helperArgs struct {
 	ServicenetDir string
 	StatusFile    string
 	Epoch         time.Duration
+	Mode          replication.Mode
 	// primary
 	RuncRoot, ContainerID, WorkDir string
 	Inject                         *injectArgs          `json:",omitempty"` // fault injection (injector_test.go)
@@ -172,7 +173,7 @@ func (h *helper) config() (replication.Config, error) {
 	}
 	ipnet.IP = ip
 	return replication.Config{Role: h.a.Role, Pair: h.a.Pair, Peer: h.a.Peer, Listen: h.a.Listen, PeerName: h.a.PeerName,
-		Epoch: h.a.Epoch, Service: &servicenet.Settings{Address: ipnet, Link: h.a.ServiceLink}}.WithDefaults(), nil
+		Epoch: h.a.Epoch, Mode: h.a.Mode, Service: &servicenet.Settings{Address: ipnet, Link: h.a.ServiceLink}}.WithDefaults(), nil
 }
 
 // serviceNetwork creates this host's service network namespace (active on
@@ -310,14 +311,23 @@ func (h *helper) backup(ctx context.Context) error {
 		return err
 	}}
 	var network replication.ServicePromoter = standby
-	hold := &netfilter.Path{Logger: h.log.With("pair", cfg.Pair)}
+	hybrid := cfg.Mode == replication.ModeHybrid
+	hold := &netfilter.Path{Logger: h.log.With("pair", cfg.Pair), WholePackets: hybrid}
 	gate, ok, err := shim.OpenPromotionHold(ctx, sn, hold)
 	if err != nil {
 		return err
 	}
 	if ok {
 		defer h.cleanup("promotion hold", func() error { return hold.Close(context.Background()) })
-		network = shim.HeldStandby{StandbyService: standby, SN: sn, Gate: gate}
+		held := shim.HeldStandby{StandbyService: standby, SN: sn, Gate: gate}
+		network = held
+		if hybrid {
+			links, err := sn.OpenReplayLinks()
+			if err != nil {
+				return err
+			}
+			network = shim.ReplayStandby{HeldStandby: held, Links: links}
+		}
 	}
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,

@@ -148,14 +148,14 @@ type replicatedRedis struct {
 
 // startReplicatedRedis sets up the lab, both engines (each in its host's
 // netns), Redis in the gated service namespace on a, and the client.
-func startReplicatedRedis(t *testing.T) *replicatedRedis {
+func startReplicatedRedis(t *testing.T, mode replication.Mode) *replicatedRedis {
 	t.Helper()
 	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
 	if name == "" {
 		name, subnet = "rrceng", "10.86.0"
 	}
 	l := startEngineLab(t, name, subnet)
-	r := startRedisPair(t, l, redisPair{ID: "redis1"})
+	r := startRedisPair(t, l, redisPair{ID: "redis1", Mode: mode})
 	nc, err := lab.DialInNetns(l.Netns("client"), r.serviceIP+":6379")
 	if err != nil {
 		t.Fatalf("client connect: %v", err)
@@ -184,6 +184,7 @@ func startEngineLab(t *testing.T, name, subnet string) *lab.Lab {
 type redisPair struct {
 	ID     string
 	Inject *injectArgs
+	Mode   replication.Mode // "": epoch
 }
 
 // startRedisPair starts both engines (each in its host's netns) and Redis
@@ -202,7 +203,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	pair, id := "redis1", rp.ID
 	serviceIP := l.Subnet + ".200"
 	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: certs.CAFile,
-		Epoch: 100 * time.Millisecond}
+		Epoch: 100 * time.Millisecond, Mode: rp.Mode}
 
 	ba := common
 	ba.Role, ba.Listen, ba.PeerName = replication.RoleBackup, l.IP("b")+":7100", l.IP("a")
@@ -270,12 +271,20 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 		backupNetns: bst.Netns, serviceIP: serviceIP}
 }
 
-// TestFailoverRedisLab replicates Redis from lab host a to host b in epoch
+// TestFailoverRedisLab replicates Redis from lab host a to host b in each
 // mode, crashes a while a client on the lab's client host keeps one TCP
 // connection busy, and checks that b takes over on that same connection
-// with every acknowledged write and no INCR going backwards.
+// with every acknowledged write and no INCR going backwards. In hybrid mode
+// the replies were released on the log, ahead of the checkpoints: b
+// replays the log after its checkpoint, and nothing may diverge.
 func TestFailoverRedisLab(t *testing.T) {
-	r := startReplicatedRedis(t)
+	for _, mode := range []replication.Mode{replication.ModeEpoch, replication.ModeHybrid} {
+		t.Run(string(mode), func(t *testing.T) { testFailoverRedis(t, mode) })
+	}
+}
+
+func testFailoverRedis(t *testing.T, mode replication.Mode) {
+	r := startReplicatedRedis(t, mode)
 	l, ctx, primary, backup, cl := r.l, r.ctx, r.primary, r.backup, r.cl
 
 	// Load before the crash, then crash a in the middle of the stream.
@@ -318,6 +327,17 @@ func TestFailoverRedisLab(t *testing.T) {
 		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, open.Sub(crashAt).Round(time.Millisecond))
 	t.Logf("client: %d INCRs, %d keys written and read back on one connection; longest reply %s; first reply after the crash came %s after it (%s after the service was reachable)",
 		len(cl.Incrs), len(cl.Keys), cl.Slowest.Round(time.Millisecond), cl.FirstReplyAfter(crashAt).Round(time.Millisecond), cl.FirstReplyAfter(open).Round(time.Millisecond))
+	if mode == replication.ModeHybrid {
+		rp := f.Replay
+		if rp == nil {
+			t.Fatalf("hybrid failover without a replay: %+v", f)
+		}
+		t.Logf("replay: %d records after the checkpoint, %d inputs fed, %d outputs judged, %d waits, %d diverged, %d pending, %d accepted after the checkpoint, %d reset; %.1f ms",
+			rp.Records, rp.Inputs, rp.Outputs, rp.Waits, rp.Diverged, rp.Pending, rp.Accepted, rp.Reset, f.ReplayMS)
+		if rp.Reset != 0 {
+			t.Errorf("the replay reset %d connections of a deterministic server (diverged %d, pending %d)", rp.Reset, rp.Diverged, rp.Pending)
+		}
+	}
 	if rc := after.Engine.Restored; rc == nil || rc.Pid <= 0 {
 		t.Errorf("restored container not reported: %+v", rc)
 	} else {
@@ -399,7 +419,7 @@ func waitRunning(ctx context.Context, t *testing.T, l *lab.Lab, id string) {
 // (heartbeats), go degraded, release what it held and keep serving the
 // client on the same connection, now unreplicated (no epoch wait).
 func TestBackupCrashLab(t *testing.T) {
-	r := startReplicatedRedis(t)
+	r := startReplicatedRedis(t, replication.ModeEpoch)
 	if err := r.cl.Run(r.ctx, 10); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}

@@ -43,14 +43,23 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 		log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")
 		return err
 	}}
-	hold := &netfilter.Path{Launcher: reaperLauncher(), Logger: engineLogger(ctx)}
+	hybrid := rep.cfg.Mode == replication.ModeHybrid
+	hold := &netfilter.Path{Launcher: reaperLauncher(), Logger: engineLogger(ctx), WholePackets: hybrid}
 	gate, ok, err := OpenPromotionHold(ctx, sn, hold)
 	if err != nil {
 		return err
 	}
 	if ok {
 		rep.hold = hold
-		network = HeldStandby{StandbyService: network.(servicenet.StandbyService), SN: sn, Gate: gate}
+		held := HeldStandby{StandbyService: network.(servicenet.StandbyService), SN: sn, Gate: gate}
+		network = held
+		if hybrid {
+			links, err := sn.OpenReplayLinks()
+			if err != nil {
+				return err
+			}
+			network = ReplayStandby{HeldStandby: held, Links: links}
+		}
 	}
 	rep.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: rep.cfg, TLS: creds, StoreDir: rep.storeDir(), DurableStore: rep.host.CheckpointFsync, Restorer: restorer, Logger: engineLogger(ctx),

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/iorrc/rrc/netfilter"
+	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
@@ -68,3 +69,25 @@ func (h HeldStandby) Promote(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ReplayStandby is HeldStandby for hybrid mode: it also carries the
+// replay's packets (replication.ReplayNetwork). Its gate must copy whole
+// packets (netfilter.Path.WholePackets): the replay compares their bytes.
+type ReplayStandby struct {
+	HeldStandby
+	Links *servicenet.ReplayLinks
+}
+
+// JudgeOutputs implements replication.ReplayNetwork.
+func (r ReplayStandby) JudgeOutputs(judge func([]byte) bool) { r.Gate.SetJudge(judge) }
+
+// Inject implements replication.ReplayNetwork.
+func (r ReplayStandby) Inject(p []byte) error { return r.Links.ToContainer(p) }
+
+// DropKept implements replication.ReplayNetwork.
+func (r ReplayStandby) DropKept(match func([]byte) bool) error { return r.Gate.DropHeld(match) }
+
+// SendOut implements replication.ReplayNetwork.
+func (r ReplayStandby) SendOut(p []byte) error { return r.Links.ToLAN(p) }
+
+var _ replication.ReplayNetwork = ReplayStandby{}

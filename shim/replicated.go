@@ -31,11 +31,8 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	if s.replica(r.ID) != nil {
 		return nil, fmt.Errorf("replicated task already exists: %w", errdefs.ErrAlreadyExists)
 	}
-	if cfg.Mode == replication.ModeHybrid {
-		// The engine streams the log and releases on it, but a failover
-		// cannot replay it yet: clients would be ahead of the restored copy.
-		return nil, fmt.Errorf("annotation %smode=%s: not available yet: the replay of the input log at a failover is not implemented (docs/HYBRID.md); use %s: %w",
-			settings.AnnotationPrefix, cfg.Mode, replication.ModeEpoch, errdefs.ErrNotImplemented)
+	if cfg.Mode == replication.ModeHybrid && cfg.Service == nil {
+		return nil, hybridNeedsGate("the container has no service address (annotation " + settings.AnnotationPrefix + "service-ip)")
 	}
 	// Host settings are checked first so that a broken configuration is
 	// reported as such.
@@ -51,6 +48,9 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	plan, adoptPath, err := planNetns(spec, cfg.Service != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	if cfg.Mode == replication.ModeHybrid && adoptPath != "" {
+		return nil, hybridNeedsGate("the spec names a network namespace of its own (" + adoptPath + ")")
 	}
 	log.G(ctx).WithField("role", cfg.Role).WithField("pair", cfg.Pair).Info("creating replicated container")
 
@@ -130,4 +130,12 @@ func (s *TaskService) deleteRuncTask(ctx context.Context, id string) {
 	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
 		log.G(ctx).WithError(err).Error("deleting the runc container after a failed create")
 	}
+}
+
+// hybridNeedsGate refuses hybrid mode where the shim has no gate namespace
+// of its own: the replay at a failover feeds the log to the container and
+// judges its output there (docs/HYBRID.md).
+func hybridNeedsGate(why string) error {
+	return fmt.Errorf("annotation %smode=%s: %s; hybrid mode needs the service network the shim creates, with its gate namespace; use %s: %w",
+		settings.AnnotationPrefix, replication.ModeHybrid, why, replication.ModeEpoch, errdefs.ErrNotImplemented)
 }

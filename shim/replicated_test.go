@@ -65,8 +65,9 @@ func TestCreateReplicatedRefusals(t *testing.T) {
 	}
 }
 
-// TestCreateHybridRefused: hybrid mode is refused, naming the annotation,
-// until a failover can replay the log.
+// TestCreateHybridRefused: hybrid mode without a service network of the
+// shim's own (no gate namespace to replay in) is refused, naming the
+// annotation.
 func TestCreateHybridRefused(t *testing.T) {
 	s := &TaskService{replicas: map[string]*replica{}}
 	ctx := namespaces.WithNamespace(context.Background(), "test")

@@ -32,6 +32,10 @@ func (s *ServiceNetwork) Remove(ctx context.Context) error {
 			a.close()
 		}
 	}
+	if s.replay != nil {
+		s.replay.Close()
+		s.replay = nil
+	}
 	if s.handle != nil {
 		s.handle.Close()
 		s.handle = nil

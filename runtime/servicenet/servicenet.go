@@ -35,6 +35,7 @@ type ServiceNetwork struct {
 	links    []serviceLink
 	standby  bool
 	removed  bool
+	replay   *ReplayLinks // OpenReplayLinks's, closed by Remove
 	stopGARP context.CancelFunc
 	garpDone chan struct{}
 }
