@@ -107,8 +107,19 @@ type injResult struct {
 // write readable, no INCR reply contradicting an earlier one, and the
 // restored epoch between the newest the backup acknowledged and the newest
 // sent completely.
+//
+// In hybrid mode the clients' replies were released on the log, ahead of
+// the checkpoints, so every failover also replays the log after the
+// restored checkpoint; Redis answers the same again, so nothing may
+// diverge or be reset.
 func TestInjectedPrimaryFailuresLab(t *testing.T) {
 	l := startEngineLab(t, "rrcinj", "10.89.0")
+	for _, mode := range []replication.Mode{replication.ModeEpoch, replication.ModeHybrid} {
+		t.Run(string(mode), func(t *testing.T) { testInjectedFailures(t, l, mode) })
+	}
+}
+
+func testInjectedFailures(t *testing.T, l *lab.Lab, mode replication.Mode) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	t.Logf("random crash delays: seed %d", seed)
@@ -117,7 +128,7 @@ func TestInjectedPrimaryFailuresLab(t *testing.T) {
 	inARow := 0
 	for i, inj := range injections {
 		res := injResult{name: fmt.Sprintf("%02d-%s", i+1, inj)}
-		res.ok = t.Run(res.name, func(t *testing.T) { res.ran = true; runInjection(t, l, i+1, inj, rng, &res) })
+		res.ok = t.Run(res.name, func(t *testing.T) { res.ran = true; runInjection(t, l, mode, i+1, inj, rng, &res) })
 		if !res.ran { // -run chose others
 			continue
 		}
@@ -155,12 +166,12 @@ func spread(v []float64) string {
 	return fmt.Sprintf("min %.0f median %.0f max %.0f", s[0], s[len(s)/2], s[len(s)-1])
 }
 
-func runInjection(t *testing.T, l *lab.Lab, n int, inj injection, rng *rand.Rand, res *injResult) {
+func runInjection(t *testing.T, l *lab.Lab, mode replication.Mode, n int, inj injection, rng *rand.Rand, res *injResult) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	crashA := prepareHosts(ctx, t, l)
 	ia, ctl, reports := injectFIFOs(t, inj)
-	r := startRedisPair(t, l, redisPair{ID: fmt.Sprintf("inj%d", n), Inject: &ia})
+	r := startRedisPair(t, l, redisPair{ID: fmt.Sprintf("inj%s%d", mode[:1], n), Inject: &ia, Mode: mode})
 	clients := startClients(t, l, r.serviceIP)
 	defer clients.stop()
 	if err := clients.busy(2, time.Time{}); err != nil {
@@ -197,11 +208,22 @@ func runInjection(t *testing.T, l *lab.Lab, n int, inj injection, rng *rand.Rand
 	clients.stop()
 	res.firstReplyAfter = clients.verify(t, open)
 	checkRestoredEpoch(t, inj, rep, lower, after, pst)
+	replayed := ""
+	if mode == replication.ModeHybrid {
+		rp := f.Replay
+		if rp == nil {
+			t.Fatalf("hybrid failover without a replay: %+v", f)
+		}
+		if rp.Reset != 0 {
+			t.Errorf("the replay reset %d connections of a deterministic server: %+v", rp.Reset, rp)
+		}
+		replayed = fmt.Sprintf("; replay %.1f ms: %d records, %d inputs, %d outputs, %d waits, %d reset", f.ReplayMS, rp.Records, rp.Inputs, rp.Outputs, rp.Waits, rp.Reset)
+	}
 	c1, c2 := clients.ws[0], clients.ws[1]
-	t.Logf("%s: %s; restored epoch %d; detection %.1f ms, restore %.1f ms, total (last heard → reachable) %.1f ms, crash → reachable %s, last heard %s after the injection; clients: %d+%d rounds, first reply %s after reachable, longest reply %s",
+	t.Logf("%s: %s; restored epoch %d; detection %.1f ms, restore %.1f ms, total (last heard → reachable) %.1f ms, crash → reachable %s, last heard %s after the injection; clients: %d+%d rounds, first reply %s after reachable, longest reply %s%s",
 		inj, injectionNote(inj, rep, pst, res), f.Epoch, f.DetectionMS, f.RestoreMS, f.TotalMS, res.crashToOpen.Round(time.Millisecond),
 		f.LastHeard.Sub(rep.At).Round(time.Millisecond), len(c1.Keys), len(c2.Keys),
-		res.firstReplyAfter.Round(time.Millisecond), max(c1.Slowest, c2.Slowest).Round(time.Millisecond))
+		res.firstReplyAfter.Round(time.Millisecond), max(c1.Slowest, c2.Slowest).Round(time.Millisecond), replayed)
 }
 
 // prepareHosts restarts host a if the previous injection crashed it, and
@@ -403,7 +425,9 @@ func checkRestoredEpoch(t *testing.T, inj injection, rep injectReport, lower uin
 			t.Errorf("restored epoch %d, but the backup acknowledged %d", R, rep.Epoch)
 		}
 	}
-	if g := pst.Engine.Gate; inj.Point == injAckHeld && (g == nil || g.ReleasedEpoch >= rep.Epoch) {
+	// In epoch mode the gate releases by epoch; a hybrid gate releases on
+	// the log's acknowledgements, whatever the checkpoints do.
+	if g := pst.Engine.Gate; inj.Point == injAckHeld && pst.Engine.Mode != replication.ModeHybrid && (g == nil || g.ReleasedEpoch >= rep.Epoch) {
 		t.Errorf("ack of epoch %d withheld from the engine, yet its gate says %+v", rep.Epoch, g)
 	}
 	if rep.Epoch <= rep.Armed {
