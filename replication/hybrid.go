@@ -28,7 +28,18 @@ type hybrid struct {
 	coverSeq  uint64            // outputs up to here are in a committed checkpoint's state
 	ackedSeq  uint64            // the backup holds the log up to here
 	released  uint64            // outputs released up to here
+	// rate is (time, bytes sent) at the last seals, for the log's bytes
+	// per second.
+	rate []rateSample
 }
+
+type rateSample struct {
+	at    time.Time
+	bytes uint64
+}
+
+// rateSamples bounds the window of the log's rate: the last ten checkpoints.
+const rateSamples = 10
 
 func newHybrid() *hybrid {
 	return &hybrid{log: hybridlog.NewLog(0), sealSeq: map[uint64]uint64{}}
@@ -101,8 +112,14 @@ func (p *Primary) sealLog(epoch uint64) error {
 	if err != nil {
 		return err
 	}
+	bytes := p.hybrid.log.Stats().Bytes
 	p.mu.Lock()
-	p.hybrid.sealSeq[epoch] = at.Seq
+	h := p.hybrid
+	h.sealSeq[epoch] = at.Seq
+	h.rate = append(h.rate, rateSample{p.now(), bytes})
+	if len(h.rate) > rateSamples {
+		h.rate = h.rate[1:]
+	}
 	p.mu.Unlock()
 	return nil
 }
@@ -146,14 +163,19 @@ func (p *Primary) releaseHybridLocked() {
 	h.released = upTo
 }
 
-// logStatus is the log's part of the primary's status.
-func (p *Primary) logStatus() *LogStatus {
+// logStatusLocked is the log's part of the primary's status.
+func (p *Primary) logStatusLocked() *LogStatus {
 	if p.hybrid == nil {
 		return nil
 	}
 	st := p.hybrid.log.Stats()
 	ls := &LogStatus{Records: st.Records, Bytes: st.Bytes, Batches: st.Batches, Unacked: st.Unacked,
 		Appended: st.Appended.String(), Acked: st.Acked.String()}
+	if r := p.hybrid.rate; len(r) > 0 {
+		if dt := p.now().Sub(r[0].at).Seconds(); dt > 0 {
+			ls.BytesPerSecond = float64(st.Bytes-r[0].bytes) / dt
+		}
+	}
 	if !st.OldestUnacked.IsZero() {
 		ls.OldestUnackedMS = ms(time.Since(st.OldestUnacked))
 	}
@@ -164,6 +186,7 @@ func (p *Primary) logStatus() *LogStatus {
 type LogStatus struct {
 	Records         uint64  `json:"records"` // appended
 	Bytes           uint64  `json:"bytes"`   // handed to the peer channel
+	BytesPerSecond  float64 `json:"bytes_per_second,omitempty"` // over the last checkpoints
 	Batches         uint64  `json:"batches"` // frames
 	Unacked         int     `json:"unacked"` // records the backup has not acknowledged
 	OldestUnackedMS float64 `json:"oldest_unacked_ms,omitempty"`

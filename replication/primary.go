@@ -374,7 +374,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatus(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
+		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),

@@ -21,6 +21,12 @@
 #      10 M with BENCH_FULL=1): io.rrc.v1's checkpointer against
 #      `runc checkpoint --leave-running` (criu.TestMeasureCheckpointPause,
 #      built with the build tag measure only).
+#   3. The web server (lighttpd) unreplicated and in epoch mode (web_section).
+#   4. Hybrid mode against epoch mode and runc.v2 (test/bench/hybrid.sh):
+#      Redis with 100,000 records, single-client latency to p99.9
+#      (test/bench/redislat), 50-client throughput, the shim's CPU time per
+#      request, log bytes per second, pause per checkpoint, and a failover
+#      under steady load split into detection, restore, replay and network.
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
@@ -35,6 +41,8 @@
 #                  alone only the web section of the document is replaced
 #   BENCH_WEB_ROUNDS  rounds of part 3 (default 3)
 #   BENCH_WEB_SECONDS how long the 8 clients fetch per measurement (default 10)
+#   BENCH_HYBRID   configurations of part 4 (default "epoch-100ms hybrid-100ms hybrid-300ms")
+#   BENCH_HYBRID_ROUNDS rounds of part 4 (default 2)
 # Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
@@ -51,7 +59,9 @@ SECS=${BENCH_SECONDS:-15}
 FULL=${BENCH_FULL:-0}
 N10M=${BENCH_N10M:-10}
 OUT=${BENCH_OUT:-$REPO/docs/BENCHMARKS.md}
-PARTS=${BENCH_PARTS:-redis pause web}
+PARTS=${BENCH_PARTS:-redis pause web hybrid}
+HYB_CONFIGS=${BENCH_HYBRID:-epoch-100ms hybrid-100ms hybrid-300ms}
+HYB_ROUNDS=${BENCH_HYBRID_ROUNDS:-2}
 WEB_ROUNDS=${BENCH_WEB_ROUNDS:-3}
 WEB_SECS=${BENCH_WEB_SECONDS:-10}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -157,6 +167,7 @@ for c in containerd-shim-rrc-v1 rrcctl rrc-uffd; do
 	(cd "$REPO" && go build -o "$WORK/bin/$c" "./cmd/$c")
 done
 (cd "$REPO" && go build -o "$WORK/bin/webclient" ./test/bench/webclient)
+(cd "$REPO" && go build -o "$WORK/bin/redislat" ./test/bench/redislat)
 gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/bin/criu-written.so" "$REPO/contrib/criu-written/criu-written.c" -ldl
 RRCCTL=$WORK/bin/rrcctl
 "$RRCCTL" pki -dir "$WORK/pki" -name "$A" -name "$B" >/dev/null
@@ -449,6 +460,23 @@ if part web; then
 	LAB_QUIET=1 lab down >/dev/null 2>&1
 fi
 
+# --- part 4: hybrid mode against epoch mode (issue 14) ----------------------------
+
+# shell-source the part: its rounds and its section of the document.
+source "$HERE/hybrid.sh"
+if part hybrid; then
+	say "hybrid: lab up ($LAB, $LAB_SUBNET.0/24); $HYB_ROUNDS rounds of: runc.v2, then per configuration in [$HYB_CONFIGS]"
+	lab_fresh
+	for round in $(seq 1 "$HYB_ROUNDS"); do
+		hyb_unrep_round "$round" || lab_fresh
+		for c in $HYB_CONFIGS; do
+			hyb_round "$c" "$round" || true
+			lab_fresh
+		done
+	done
+	LAB_QUIET=1 lab down >/dev/null 2>&1
+fi
+
 # --- part 2: checkpoint pause vs records -----------------------------------------
 
 pause_run() { # KEYS N
@@ -613,18 +641,26 @@ CMD="make bench"
 [[ $FULL == 1 && -n ${BENCH_N10M:-} ]] && CMD="BENCH_N10M=$N10M $CMD"
 [[ -n ${BENCH_PARTS:-} ]] && CMD="BENCH_PARTS=\"$PARTS\" $CMD"
 [[ -n ${BENCH_WEB_ROUNDS:-} ]] && CMD="BENCH_WEB_ROUNDS=$WEB_ROUNDS $CMD"
+[[ -n ${BENCH_HYBRID:-} ]] && CMD="BENCH_HYBRID=\"$HYB_CONFIGS\" $CMD"
+[[ -n ${BENCH_HYBRID_ROUNDS:-} ]] && CMD="BENCH_HYBRID_ROUNDS=$HYB_ROUNDS $CMD"
 [[ $LAB != rrcbench || $LAB_SUBNET != 10.87.0 ]] && CMD="LAB=$LAB LAB_SUBNET=$LAB_SUBNET $CMD"
-if ! part redis; then
-	# Only the web section is replaced (appended if the document has none).
-	web_section >"$WORK/web.md"
-	if grep -q '^<!-- web: begin' "$OUT" 2>/dev/null; then
-		awk -v f="$WORK/web.md" '/^<!-- web: begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
-			/^<!-- web: end/ { skip = 0; next } !skip' "$OUT" >"$WORK/doc.md"
+# replace_section NAME FUNCTION: the document's section NAME (between its
+# markers) replaced by FUNCTION's output, or appended if it has none.
+replace_section() {
+	"$2" >"$WORK/$1.md"
+	if grep -q "^<!-- $1: begin" "$OUT" 2>/dev/null; then
+		awk -v f="$WORK/$1.md" -v b="^<!-- $1: begin" -v e="^<!-- $1: end" '$0 ~ b { while ((getline l < f) > 0) print l; skip = 1; next }
+			$0 ~ e { skip = 0; next } !skip' "$OUT" >"$WORK/doc.md"
 	else
-		{ cat "$OUT"; echo; cat "$WORK/web.md"; } >"$WORK/doc.md"
+		{ cat "$OUT"; echo; cat "$WORK/$1.md"; } >"$WORK/doc.md"
 	fi
 	cp "$WORK/doc.md" "$OUT"
-	say "wrote the web section of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
+}
+if ! part redis; then
+	# Only the sections of the parts that ran are replaced.
+	part web && replace_section web web_section
+	part hybrid && replace_section hybrid hybrid_section
+	say "wrote the $(part web && echo "web ")$(part hybrid && echo "hybrid ")section(s) of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
 	exit 0
 fi
 NRR=0
@@ -834,5 +870,6 @@ $PAUSE_10M
 \`\`\`
 MID4
 	if part web; then echo; web_section; fi
+	if part hybrid; then echo; hybrid_section; fi
 } >"$OUT"
 say "wrote $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
