@@ -184,11 +184,11 @@ func (p *Primary) logStatusLocked() *LogStatus {
 
 // LogStatus is the input log's part of the status (hybrid mode).
 type LogStatus struct {
-	Records         uint64  `json:"records"` // appended
-	Bytes           uint64  `json:"bytes"`   // handed to the peer channel
+	Records         uint64  `json:"records"`                    // appended
+	Bytes           uint64  `json:"bytes"`                      // handed to the peer channel
 	BytesPerSecond  float64 `json:"bytes_per_second,omitempty"` // over the last checkpoints
-	Batches         uint64  `json:"batches"` // frames
-	Unacked         int     `json:"unacked"` // records the backup has not acknowledged
+	Batches         uint64  `json:"batches"`                    // frames
+	Unacked         int     `json:"unacked"`                    // records the backup has not acknowledged
 	OldestUnackedMS float64 `json:"oldest_unacked_ms,omitempty"`
 	Appended        string  `json:"appended"` // position of the last record (epoch.index)
 	Acked           string  `json:"acked"`    // position the backup holds

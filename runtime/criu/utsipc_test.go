@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/runtime/launch"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 func TestSysVIPCObjects(t *testing.T) {

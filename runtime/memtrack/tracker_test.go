@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/runtime/launch"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // pagesIn returns the indexes of the pages of [base, base+n pages) that
