@@ -49,6 +49,7 @@ type OutputGate struct {
 	released    uint64       // highest epoch released
 	passThrough bool         // degraded mode: accept at once
 	judge       Judge        // a replay's judge of each packet (SetJudge), or nil
+	rewrite     Rewrite      // applied to what passes (SetRewrite), or nil
 	stopped     bool         // Run returned
 	held        []heldPacket // in id order, hence in epoch order
 	heldBytes   int64
@@ -63,7 +64,7 @@ type heldPacket struct {
 	size  uint32
 	epoch uint64
 	at    time.Time
-	head  []byte // a judged packet's first headBytes: what DropHeld matches
+	data  []byte // a judged packet's copy: what DropHeld matches and rewrite changes
 }
 
 // GateStats is a snapshot of an OutputGate.
@@ -127,7 +128,7 @@ func (g *OutputGate) admit(pkts []Packet) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.passThrough {
-		if err := g.q.VerdictBatch(pkts[len(pkts)-1].ID, Accept); err != nil {
+		if err := acceptRewritten(g.q, pkts, g.rewrite); err != nil {
 			return fmt.Errorf("pass packets through: %w", err)
 		}
 		g.nReleased += uint64(len(pkts))
@@ -138,7 +139,7 @@ func (g *OutputGate) admit(pkts []Packet) error {
 	}
 	now := g.now()
 	for i := range pkts {
-		var head []byte
+		var data []byte
 		if g.judge != nil {
 			keep, err := g.judged(&pkts[i])
 			if err != nil {
@@ -147,7 +148,7 @@ func (g *OutputGate) admit(pkts []Packet) error {
 			if !keep {
 				continue
 			}
-			head = append([]byte(nil), pkts[i].Payload[:min(len(pkts[i].Payload), headBytes)]...)
+			data = append([]byte(nil), pkts[i].Payload...)
 		}
 		e := g.epoch
 		if g.tag != nil {
@@ -160,7 +161,7 @@ func (g *OutputGate) admit(pkts []Packet) error {
 			}
 			g.lastTag = e
 		}
-		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now, head: head})
+		g.held = append(g.held, heldPacket{id: pkts[i].ID, size: uint32(pkts[i].Len()), epoch: e, at: now, data: data})
 		g.heldBytes += int64(pkts[i].Len())
 	}
 	return nil
@@ -204,6 +205,9 @@ func (g *OutputGate) ReleaseAll() error {
 	defer g.mu.Unlock()
 	if g.stopped {
 		return fmt.Errorf("release all: %w", ErrStopped)
+	}
+	if err := g.releaseJudged(); err != nil {
+		return fmt.Errorf("release all: %w", err)
 	}
 	if err := g.releaseFirst(len(g.held)); err != nil {
 		return fmt.Errorf("release all: %w", err)

@@ -24,6 +24,7 @@ type fakeQueue struct {
 	queued   []uint32
 	accepted []uint32
 	dropped  []uint32
+	payloads map[uint32]string // content given with a verdict (VerdictPayload)
 	verdicts int
 	fail     error
 	in       chan []Packet
@@ -86,6 +87,19 @@ func (f *fakeQueue) Verdict(id uint32, v Verdict) error {
 	} else {
 		f.dropped = append(f.dropped, id)
 	}
+	return nil
+}
+
+func (f *fakeQueue) VerdictPayload(id uint32, v Verdict, payload []byte) error {
+	if err := f.Verdict(id, v); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.payloads == nil {
+		f.payloads = map[uint32]string{}
+	}
+	f.payloads[id] = string(payload)
 	return nil
 }
 

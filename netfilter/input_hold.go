@@ -27,6 +27,8 @@ type InputHold struct {
 	log    *slog.Logger
 	record Record
 
+	rewrite Rewrite // applied to what is accepted outside a hold (SetRewrite)
+
 	mu        sync.Mutex
 	holding   bool
 	stopped   bool
@@ -120,11 +122,19 @@ func (h *InputHold) admit(pkts []Packet) error {
 			}
 		}
 	}
-	if err := h.q.VerdictBatch(last, Accept); err != nil {
+	if err := acceptRewritten(h.q, pkts, h.rewrite); err != nil {
 		return fmt.Errorf("accept inbound packets: %w", err)
 	}
 	h.accepted += uint64(len(pkts))
 	return nil
+}
+
+// SetRewrite makes the hold rewrite the packets it accepts outside a hold
+// from now on (those a hold held are delivered as they are).
+func (h *InputHold) SetRewrite(rw Rewrite) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rewrite = rw
 }
 
 // Hold starts holding inbound packets: call it just before freezing the

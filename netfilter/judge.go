@@ -14,10 +14,6 @@ import (
 // during the call.
 type Judge func(packet []byte) (keep bool)
 
-// headBytes of a kept packet are remembered for DropHeld: the largest IPv4
-// header and the ports after it.
-const headBytes = 64
-
 // SetJudge makes the gate judge every packet it reads from now on, instead
 // of holding all of them, until ReleaseAll.
 func (g *OutputGate) SetJudge(j Judge) {
@@ -42,10 +38,9 @@ func (g *OutputGate) judged(p *Packet) (bool, error) {
 	return false, nil
 }
 
-// DropHeld drops the held packets whose first bytes (at least the IP
-// header and the ports) match, e.g. those of connections a replay resets,
-// and keeps the others in order.
-func (g *OutputGate) DropHeld(match func(head []byte) bool) error {
+// DropHeld drops the judged packets held that match, e.g. those of
+// connections a replay resets, and keeps the others in order.
+func (g *OutputGate) DropHeld(match func(packet []byte) bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.stopped {
@@ -53,7 +48,7 @@ func (g *OutputGate) DropHeld(match func(head []byte) bool) error {
 	}
 	kept := g.held[:0]
 	for i, p := range g.held {
-		if !match(p.head) {
+		if p.data == nil || !match(p.data) {
 			kept = append(kept, p)
 			continue
 		}
@@ -66,5 +61,43 @@ func (g *OutputGate) DropHeld(match func(head []byte) bool) error {
 		g.dropped++
 	}
 	g.held = kept
+	return nil
+}
+
+// SetRewrite makes the gate rewrite what it lets pass from now on: the
+// judged packets ReleaseAll releases, and everything after them.
+func (g *OutputGate) SetRewrite(rw Rewrite) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rewrite = rw
+}
+
+// releaseJudged accepts, rewritten where the rewrite says so, the judged
+// packets held before the first one that is not (all of them: a gate judges
+// from a point on); ReleaseAll accepts the rest.
+func (g *OutputGate) releaseJudged() error {
+	if g.rewrite == nil {
+		return nil
+	}
+	k := 0
+	for k < len(g.held) && g.held[k].data != nil {
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	pkts := make([]Packet, k)
+	for i, p := range g.held[:k] {
+		pkts[i] = Packet{ID: p.id, CapLen: uint32(len(p.data)), Payload: p.data}
+	}
+	if err := acceptRewritten(g.q, pkts, g.rewrite); err != nil {
+		return err
+	}
+	for _, p := range g.held[:k] {
+		g.heldBytes -= int64(p.size)
+		g.bReleased += uint64(p.size)
+	}
+	g.nReleased += uint64(k)
+	g.held = g.held[k:]
 	return nil
 }

@@ -73,3 +73,52 @@ func TestJudgeNeedsWholePackets(t *testing.T) {
 		t.Fatalf("err %v, want a refusal of a cut packet", err)
 	}
 }
+
+// TestRewrite: what passes is rewritten where the rewrite says so, in
+// order: the judged packets ReleaseAll releases, then pass-through, and an
+// input hold's accepted packets.
+func TestRewrite(t *testing.T) {
+	upper := func(p []byte) bool {
+		if p[0] < 'a' {
+			return false
+		}
+		p[0] -= 'a' - 'A'
+		return true
+	}
+	pkt := func(fq *fakeQueue, id uint32, c byte) Packet {
+		fq.queued = append(fq.queued, id)
+		return Packet{ID: id, CapLen: 1, Payload: []byte{c}}
+	}
+	fq := newFakeQueue()
+	g := NewOutputGate(fq, discardLog())
+	g.SetJudge(func([]byte) bool { return true })
+	if err := g.admit([]Packet{pkt(fq, 1, 'a'), pkt(fq, 2, 'B'), pkt(fq, 3, 'c')}); err != nil {
+		t.Fatal(err)
+	}
+	g.SetRewrite(upper)
+	if err := g.ReleaseAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.admit([]Packet{pkt(fq, 4, 'D'), pkt(fq, 5, 'e'), pkt(fq, 6, 'F')}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint32]string{1: "A", 3: "C", 5: "E"}
+	if !slices.Equal(fq.accepted, []uint32{1, 2, 3, 4, 5, 6}) || len(fq.payloads) != 3 {
+		t.Fatalf("accepted %v, rewritten %v", fq.accepted, fq.payloads)
+	}
+	for id, p := range want {
+		if fq.payloads[id] != p {
+			t.Errorf("packet %d went out as %q, want %q", id, fq.payloads[id], p)
+		}
+	}
+
+	iq := newFakeQueue()
+	h := NewInputHold(iq, discardLog())
+	h.SetRewrite(upper)
+	if err := h.admit([]Packet{pkt(iq, 7, 'G'), pkt(iq, 8, 'h')}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(iq.accepted, []uint32{7, 8}) || iq.payloads[8] != "H" {
+		t.Errorf("input: accepted %v, rewritten %v", iq.accepted, iq.payloads)
+	}
+}

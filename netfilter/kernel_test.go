@@ -543,3 +543,62 @@ func TestKernelHostOutputRules(t *testing.T) {
 		t.Fatalf("left: %q", left)
 	}
 }
+
+// TestKernelRewrite: a packet accepted with new content (VerdictPayload)
+// leaves, or arrives, with that content: the output gate's and the input
+// hold's rewrites, on UDP whose payload they turn to upper case.
+func TestKernelRewrite(t *testing.T) {
+	requireKernel(t)
+	p := newNSPair(t)
+	c := startContainer(t, p.ns1, QueueOptions{})
+	upper := func(pkt []byte) bool {
+		ihl := int(pkt[0]&0x0f) * 4
+		if len(pkt) < ihl+8 || pkt[9] != 17 {
+			return false
+		}
+		copy(pkt[ihl+8:], strings.ToUpper(string(pkt[ihl+8:])))
+		pkt[ihl+6], pkt[ihl+7] = 0, 0 // no UDP checksum: IPv4 allows it
+		return true
+	}
+	var srv net.PacketConn
+	inNS(t, p.ns1, func() (err error) { srv, err = net.ListenPacket("udp4", ns1Addr+":7010"); return })
+	defer srv.Close()
+	go func() { // echo
+		buf := make([]byte, 100)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:n], from)
+		}
+	}()
+	var cl net.Conn
+	inNS(t, p.ns2, func() (err error) { cl, err = net.Dial("udp4", ns1Addr+":7010"); return })
+	defer cl.Close()
+	echo := func(msg string) string {
+		cl.Write([]byte(msg))
+		cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 100)
+		n, err := cl.Read(b)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return string(b[:n])
+	}
+	c.gate.SetRewrite(upper)
+	if err := c.gate.ReleaseAll(); err != nil {
+		t.Fatal(err)
+	}
+	if got := echo("out"); got != "OUT" {
+		t.Errorf("output rewritten: %q", got)
+	}
+	c.gate.SetRewrite(nil)
+	if got := echo("plain"); got != "plain" {
+		t.Errorf("without a rewrite: %q", got)
+	}
+	c.hold.SetRewrite(upper)
+	if got := echo("in"); got != "IN" {
+		t.Errorf("input rewritten: %q", got)
+	}
+}

@@ -149,6 +149,13 @@ func encodeConfig(buf []byte, seq uint32, num uint16, cfg queueConfig) []byte {
 // requested: the kernel reports a failed verdict with an NLMSG_ERROR anyway,
 // which the reader surfaces as a *NetlinkError.
 func encodeVerdict(buf []byte, num uint16, id uint32, v Verdict, batch bool) []byte {
+	return encodeVerdictPayload(buf, num, id, v, batch, nil)
+}
+
+// encodeVerdictPayload is encodeVerdict with the packet's new content (from
+// its IP header on), which the kernel puts in its place before the verdict
+// (NFQA_PAYLOAD); nil leaves the packet as it is.
+func encodeVerdictPayload(buf []byte, num uint16, id uint32, v Verdict, batch bool, payload []byte) []byte {
 	typ := uint16(nfqnlMsgVerdict)
 	if batch {
 		typ = nfqnlMsgVerdictBatch
@@ -158,6 +165,9 @@ func encodeVerdict(buf []byte, num uint16, id uint32, v Verdict, batch bool) []b
 	binary.BigEndian.PutUint32(hdr[0:4], uint32(v))
 	binary.BigEndian.PutUint32(hdr[4:8], id)
 	m.attr(nfqaVerdictHdr, hdr[:])
+	if payload != nil {
+		m.attr(nfqaPayload, payload)
+	}
 	return m.done()
 }
 

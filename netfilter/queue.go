@@ -328,6 +328,18 @@ func (q *Queue) Verdict(id uint32, v Verdict) error {
 	return nil
 }
 
+// VerdictPayload issues verdict v on packet id alone, with the packet's new
+// content (from its IP header on, checksums already right).
+func (q *Queue) VerdictPayload(id uint32, v Verdict, payload []byte) error {
+	q.sendMu.Lock()
+	defer q.sendMu.Unlock()
+	q.sendBuf = encodeVerdictPayload(q.sendBuf, q.num, id, v, false, payload)
+	if err := q.send(q.sendBuf); err != nil {
+		return fmt.Errorf("nfqueue %d: verdict %d on rewritten packet %d: %w", q.num, v, id, err)
+	}
+	return nil
+}
+
 // VerdictBatch issues verdict v on every queued packet with an id up to and
 // including maxID (modulo 2^32), in queue order, in one message.
 func (q *Queue) VerdictBatch(maxID uint32, v Verdict) error {

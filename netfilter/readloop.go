@@ -18,6 +18,7 @@ type PacketQueue interface {
 	ReadBatch(ctx context.Context, dst []Packet) (int, error)
 	VerdictBatch(maxID uint32, v Verdict) error
 	Verdict(id uint32, v Verdict) error
+	VerdictPayload(id uint32, v Verdict, payload []byte) error
 }
 
 // readBatchSize bounds how many packets one verdict can answer in pass-through.
