@@ -313,7 +313,7 @@ func (h *helper) backup(ctx context.Context) error {
 	var network replication.ServicePromoter = standby
 	hybrid := cfg.Mode == replication.ModeHybrid
 	hold := &netfilter.Path{Logger: h.log.With("pair", cfg.Pair), WholePackets: hybrid}
-	gate, ok, err := shim.OpenPromotionHold(ctx, sn, hold)
+	gate, input, ok, err := shim.OpenPromotionHold(ctx, sn, hold)
 	if err != nil {
 		return err
 	}
@@ -326,7 +326,7 @@ func (h *helper) backup(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			network = shim.ReplayStandby{HeldStandby: held, Links: links}
+			network = shim.ReplayStandby{HeldStandby: held, Input: input, Links: links}
 		}
 	}
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{

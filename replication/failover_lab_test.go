@@ -4,6 +4,7 @@
 package replication_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -148,14 +149,14 @@ type replicatedRedis struct {
 
 // startReplicatedRedis sets up the lab, both engines (each in its host's
 // netns), Redis in the gated service namespace on a, and the client.
-func startReplicatedRedis(t *testing.T, mode replication.Mode) *replicatedRedis {
+func startReplicatedRedis(t *testing.T, mode replication.Mode, epoch time.Duration) *replicatedRedis {
 	t.Helper()
 	name, subnet := os.Getenv("LAB"), os.Getenv("LAB_SUBNET")
 	if name == "" {
 		name, subnet = "rrceng", "10.86.0"
 	}
 	l := startEngineLab(t, name, subnet)
-	r := startRedisPair(t, l, redisPair{ID: "redis1", Mode: mode})
+	r := startRedisPair(t, l, redisPair{ID: "redis1", Mode: mode, Epoch: epoch})
 	nc, err := lab.DialInNetns(l.Netns("client"), r.serviceIP+":6379")
 	if err != nil {
 		t.Fatalf("client connect: %v", err)
@@ -185,6 +186,7 @@ type redisPair struct {
 	ID     string
 	Inject *injectArgs
 	Mode   replication.Mode // "": epoch
+	Epoch  time.Duration    // 0: 100 ms
 }
 
 // startRedisPair starts both engines (each in its host's netns) and Redis
@@ -203,7 +205,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	pair, id := "redis1", rp.ID
 	serviceIP := l.Subnet + ".200"
 	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: certs.CAFile,
-		Epoch: 100 * time.Millisecond, Mode: rp.Mode}
+		Epoch: cmp.Or(rp.Epoch, 100*time.Millisecond), Mode: rp.Mode}
 
 	ba := common
 	ba.Role, ba.Listen, ba.PeerName = replication.RoleBackup, l.IP("b")+":7100", l.IP("a")
@@ -277,14 +279,27 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 // with every acknowledged write and no INCR going backwards. In hybrid mode
 // the replies were released on the log, ahead of the checkpoints: b
 // replays the log after its checkpoint, and nothing may diverge.
+//
+// hybrid-accepted checkpoints every 5 s: the crash comes before the second,
+// so both client connections were accepted after the checkpoint the backup
+// restores; the replay accepts them again with sequence numbers and
+// timestamps of its own, which the gate translates from then on.
 func TestFailoverRedisLab(t *testing.T) {
-	for _, mode := range []replication.Mode{replication.ModeEpoch, replication.ModeHybrid} {
-		t.Run(string(mode), func(t *testing.T) { testFailoverRedis(t, mode) })
+	for _, tc := range []struct {
+		name  string
+		mode  replication.Mode
+		epoch time.Duration
+	}{
+		{"epoch", replication.ModeEpoch, 0},
+		{"hybrid", replication.ModeHybrid, 0},
+		{"hybrid-accepted", replication.ModeHybrid, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFailoverRedis(t, tc.mode, tc.epoch) })
 	}
 }
 
-func testFailoverRedis(t *testing.T, mode replication.Mode) {
-	r := startReplicatedRedis(t, mode)
+func testFailoverRedis(t *testing.T, mode replication.Mode, epoch time.Duration) {
+	r := startReplicatedRedis(t, mode, epoch)
 	l, ctx, primary, backup, cl := r.l, r.ctx, r.primary, r.backup, r.cl
 
 	// Load before the crash, then crash a in the middle of the stream.
@@ -299,6 +314,21 @@ func testFailoverRedis(t *testing.T, mode replication.Mode) {
 	stop, ran := make(chan struct{}), make(chan struct{})
 	go func() { cl.RunUntil(stop); close(ran) }()
 	time.Sleep(250 * time.Millisecond)
+	// A second connection opened right before the crash: almost always
+	// after the last committed checkpoint, so in hybrid mode the replay
+	// accepts it again with numbers of its own, which the gate translates.
+	nc, err := lab.DialInNetns(l.Netns("client"), r.serviceIP+":6379")
+	if err != nil {
+		t.Fatalf("late client connect: %v", err)
+	}
+	defer nc.Close()
+	late := lab.NewRedisWorkload(nc)
+	late.Prefix = "late:"
+	if err := late.Run(ctx, 1); err != nil {
+		t.Fatalf("late client before the crash: %v", err)
+	}
+	lateRan := make(chan struct{})
+	go func() { late.RunUntil(stop); close(lateRan) }()
 	crashAt := time.Now() // the links are cut first thing
 	primary.killed.Store(true)
 	if err := l.Crash(context.Background(), "a"); err != nil {
@@ -309,13 +339,24 @@ func testFailoverRedis(t *testing.T, mode replication.Mode) {
 	})
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
-	select {
-	case <-ran:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the client's request across the failover got no reply")
+	for _, done := range []chan struct{}{ran, lateRan} {
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a client's request across the failover got no reply")
+		}
 	}
 	if err := cl.Err(); err != nil {
 		t.Fatalf("across the failover (connection must survive): %v", err)
+	}
+	if err := late.Err(); err != nil {
+		t.Fatalf("the connection opened right before the crash, across the failover: %v", err)
+	}
+	if err := late.Run(ctx, 5); err != nil {
+		t.Fatalf("the late connection after the failover: %v", err)
+	}
+	if err := late.Verify(); err != nil {
+		t.Fatalf("the late connection: %v", err)
 	}
 	if err := cl.Run(ctx, 10); err != nil {
 		t.Fatalf("after the failover: %v", err)
@@ -340,8 +381,14 @@ func testFailoverRedis(t *testing.T, mode replication.Mode) {
 		if rp == nil {
 			t.Fatalf("hybrid failover without a replay: %+v", f)
 		}
-		t.Logf("replay: %d records after the checkpoint, %d inputs fed, %d outputs judged, %d waits, %d diverged, %d pending, %d accepted after the checkpoint, %d reset; %.1f ms",
-			rp.Records, rp.Inputs, rp.Outputs, rp.Waits, rp.Diverged, rp.Pending, rp.Accepted, rp.Reset, f.ReplayMS)
+		t.Logf("replay: %d records after the checkpoint, %d inputs fed, %d outputs judged, %d waits, %d diverged, %d pending, %d accepted after the checkpoint (%d translated), %d reset; %.1f ms; the late connection: %d rounds",
+			rp.Records, rp.Inputs, rp.Outputs, rp.Waits, rp.Diverged, rp.Pending, rp.Accepted, rp.Translated, rp.Reset, f.ReplayMS, len(late.Keys))
+		if rp.Translated != rp.Accepted {
+			t.Errorf("%d connections accepted after the checkpoint, %d translated", rp.Accepted, rp.Translated)
+		}
+		if epoch > time.Second && rp.Accepted != 2 {
+			t.Errorf("%d connections accepted after the checkpoint, want both clients'", rp.Accepted)
+		}
 		if rp.Reset != 0 {
 			t.Errorf("the replay reset %d connections of a deterministic server (diverged %d, pending %d)", rp.Reset, rp.Diverged, rp.Pending)
 		}
@@ -427,7 +474,7 @@ func waitRunning(ctx context.Context, t *testing.T, l *lab.Lab, id string) {
 // (heartbeats), go degraded, release what it held and keep serving the
 // client on the same connection, now unreplicated (no epoch wait).
 func TestBackupCrashLab(t *testing.T) {
-	r := startReplicatedRedis(t, replication.ModeEpoch)
+	r := startReplicatedRedis(t, replication.ModeEpoch, 0)
 	if err := r.cl.Run(r.ctx, 10); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}

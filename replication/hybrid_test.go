@@ -115,6 +115,7 @@ func (n *fakeReplayNetwork) Inject(p []byte) error {
 
 func (n *fakeReplayNetwork) DropKept(func([]byte) bool) error { n.rec.add("drop-kept"); return nil }
 func (n *fakeReplayNetwork) SendOut([]byte) error             { n.rec.add("send-out"); return nil }
+func (n *fakeReplayNetwork) Translate(_, _ func([]byte) bool) { n.rec.add("translate") }
 
 // TestHybridPairOverLoopback: a hybrid-mode Primary (fake container and
 // gate) against a real Backup over the real peer channel: the log reaches

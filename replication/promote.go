@@ -169,11 +169,15 @@ func (p promotion) replay(ctx context.Context, rp *replayer, rn ReplayNetwork, f
 	for _, k := range rep.Pending {
 		log.Warn("replay did not reproduce what the connection released within the bound: connection reset", "conn", k.String(), "bound", replayBound)
 	}
-	for _, k := range rep.Accepted {
-		log.Warn("connection accepted after the checkpoint: reset (its replayed sequence numbers differ from the primary's)", "conn", k.String())
-	}
 	resets := rep.Resets()
 	fig.Reset = len(resets)
+	if tr := rp.translator(resets); len(tr) > 0 {
+		for k, t := range tr {
+			log.Info("connection accepted after the checkpoint carries on translated", "conn", k.String(), "seq_delta", t.Seq, "ts_delta", t.TS, "timestamps", t.HasTS)
+		}
+		fig.Translated = len(tr)
+		rn.Translate(tr.Outbound, tr.Inbound)
+	}
 	toContainer, toClients := rp.resets(resets)
 	if err := rn.DropKept(flowMatch(resets)); err != nil {
 		return nil, fmt.Errorf("dropping what the reset connections sent: %w", err)
@@ -184,6 +188,6 @@ func (p promotion) replay(ctx context.Context, rp *replayer, rn ReplayNetwork, f
 		}
 	}
 	log.Info("log replayed", "records", fig.Records, "inputs", fig.Inputs, "outputs", fig.Outputs, "waits", fig.Waits,
-		"diverged", fig.Diverged, "pending", fig.Pending, "accepted", fig.Accepted, "took", rep.Duration.Round(time.Microsecond))
+		"diverged", fig.Diverged, "pending", fig.Pending, "accepted", fig.Accepted, "translated", fig.Translated, "took", rep.Duration.Round(time.Microsecond))
 	return toClients, nil
 }

@@ -6,6 +6,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,10 @@ type ReplayNetwork interface {
 	DropKept(match func(head []byte) bool) error
 	// SendOut sends a packet (from its IP header on) to the LAN.
 	SendOut(packet []byte) error
+	// Translate rewrites, from Promote on, every packet the container sends
+	// (outbound) and every packet it receives (inbound), for the rest of
+	// their lives: each reports whether it changed the packet.
+	Translate(outbound, inbound func(packet []byte) bool)
 }
 
 // ReplayReport is what a replay did.
@@ -46,19 +51,19 @@ type ReplayReport struct {
 	Diverged        map[hybridlog.FlowKey]string
 	Pending         []hybridlog.FlowKey // flows whose logged outputs did not all come out again
 	// Accepted are the connections accepted after the checkpoint: the
-	// replay drew new initial sequence numbers for them.
+	// replay drew new initial sequence numbers (and timestamps) for them,
+	// which the gate translates from now on unless they are reset.
 	Accepted []hybridlog.FlowKey
 }
 
 // Resets are the connections a replay must reset on both sides: the
-// diverged, the pending and those accepted after the checkpoint (whose
-// sequence numbers are not translated after the replay).
+// diverged and the pending.
 func (r ReplayReport) Resets() []hybridlog.FlowKey {
 	var out []hybridlog.FlowKey
 	for k := range r.Diverged {
 		out = append(out, k)
 	}
-	for _, k := range append(slices.Clone(r.Pending), r.Accepted...) {
+	for _, k := range r.Pending {
 		if !slices.Contains(out, k) {
 			out = append(out, k)
 		}
@@ -79,12 +84,32 @@ type replayer struct {
 	// container last sent and the end of the last input fed, the two
 	// candidates for the sequence number its reset must carry.
 	acked, fed map[hybridlog.FlowKey]uint32
-	progress   chan struct{}
+	// The SYN-ACK of each connection accepted after the checkpoint, in the
+	// primary's run (its time from the log, its timestamp from the client's
+	// echo) and in the replay: what maps one run's timestamps on the other's.
+	origSynAck, replaySynAck map[hybridlog.FlowKey]stamp
+	progress                 chan struct{}
+}
+
+// stamp is a TCP timestamp (TSval, ms) and when it was sent.
+type stamp struct {
+	ts    uint32
+	hasTS bool
+	at    time.Time
 }
 
 func newReplayer(entries []hybridlog.Entry, bound time.Duration) *replayer {
-	return &replayer{entries: entries, bound: bound, v: hybridlog.NewVerifier(entries),
-		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{}, progress: make(chan struct{}, 1)}
+	r := &replayer{entries: entries, bound: bound, v: hybridlog.NewVerifier(entries),
+		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{},
+		origSynAck: map[hybridlog.FlowKey]stamp{}, replaySynAck: map[hybridlog.FlowKey]stamp{},
+		progress: make(chan struct{}, 1)}
+	for _, e := range entries {
+		if d := e.Digest; e.Kind == hybridlog.KindOutput && d.Proto == hybridlog.ProtoTCP && d.Flags&hybridlog.FlagSYN != 0 {
+			k := hybridlog.FlowKey{Proto: d.Proto, Local: netip.AddrPortFrom(d.Src, d.SrcPort), Peer: netip.AddrPortFrom(d.Dst, d.DstPort)}
+			r.origSynAck[k] = stamp{at: e.At}
+		}
+	}
+	return r
 }
 
 // judge is the verdict on one packet the container sent: keep it (for
@@ -95,6 +120,10 @@ func (r *replayer) judge(p []byte) bool {
 	r.outputs++
 	if s, ok := hybridlog.ParseSegment(p); ok && s.Flags&hybridlog.FlagACK != 0 {
 		r.acked[s.Flow] = s.Ack
+		if _, seen := r.replaySynAck[s.Flow]; !seen && s.Flags&hybridlog.FlagSYN != 0 {
+			val, _, ok := hybridlog.Timestamps(p)
+			r.replaySynAck[s.Flow] = stamp{ts: val, hasTS: ok, at: time.Now()}
+		}
 	}
 	r.mu.Unlock()
 	select {
@@ -149,13 +178,59 @@ func (r *replayer) input(p []byte) []byte {
 	k := hybridlog.FlowKey{Proto: s.Flow.Proto, Local: s.Flow.Peer, Peer: s.Flow.Local}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d := r.v.SeqDelta(k); d != 0 {
-		hybridlog.ShiftAck(p, d)
+	if o, ok := r.origSynAck[k]; ok && !o.hasTS && s.Flags&hybridlog.FlagACK != 0 && s.Flags&hybridlog.FlagSYN == 0 {
+		// The client's first acknowledgement echoes the SYN-ACK's timestamp.
+		if _, ecr, ok := hybridlog.Timestamps(p); ok {
+			o.ts, o.hasTS = ecr, true
+			r.origSynAck[k] = o
+		}
+	}
+	if tr, ok := r.translation(k, false); ok {
+		hybridlog.Translator{k: tr}.Inbound(p)
 	}
 	if end, ok := r.fed[k]; !ok || int32(s.End()-end) > 0 {
 		r.fed[k] = s.End()
 	}
 	return p
+}
+
+// translation maps connection k, accepted after the checkpoint, from the
+// replay's numbering onto the primary's; ok is false for any other.
+// Timestamps are mapped at the SYN-ACK during the replay (the client's
+// echoes become the replay's own), and by the wall clock after it: the
+// container then sends what the primary would have sent at the same moment,
+// never older than what its client saw (which the client's PAWS check would
+// drop).
+func (r *replayer) translation(k hybridlog.FlowKey, after bool) (hybridlog.Translation, bool) {
+	o, accepted := r.origSynAck[k]
+	if !accepted {
+		return hybridlog.Translation{}, false
+	}
+	tr := hybridlog.Translation{Seq: r.v.SeqDelta(k)}
+	if rs, ok := r.replaySynAck[k]; ok && rs.hasTS && o.hasTS {
+		tr.TS, tr.HasTS = o.ts-rs.ts, true
+		if after {
+			tr.TS += uint32(rs.at.Sub(o.at).Milliseconds())
+		}
+	}
+	return tr, true
+}
+
+// translator is the translation, after the replay, of the connections
+// accepted after the checkpoint that carry on (ks are reset).
+func (r *replayer) translator(reset []hybridlog.FlowKey) hybridlog.Translator {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := hybridlog.Translator{}
+	for k := range r.origSynAck {
+		if _, replayed := r.replaySynAck[k]; !replayed || slices.Contains(reset, k) {
+			continue
+		}
+		if tr, ok := r.translation(k, true); ok {
+			t[k] = tr
+		}
+	}
+	return t
 }
 
 // wait waits until want outputs are covered or the bound passes.

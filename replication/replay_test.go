@@ -198,3 +198,87 @@ func TestReplayDivergence(t *testing.T) {
 		t.Error("flowMatch does not tell the reset connections from the others")
 	}
 }
+
+// tcpTS builds an IPv4 TCP packet with flags and a timestamp option.
+func tcpTS(src, dst netip.AddrPort, seq, ack uint32, flags uint8, tsval, tsecr uint32, payload string) []byte {
+	p := make([]byte, 52+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[9] = hybridlog.ProtoTCP
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[20:], src.Port())
+	binary.BigEndian.PutUint16(p[22:], dst.Port())
+	binary.BigEndian.PutUint32(p[24:], seq)
+	binary.BigEndian.PutUint32(p[28:], ack)
+	p[32], p[33] = 8<<4, flags
+	copy(p[40:], []byte{1, 1, 8, 10})
+	binary.BigEndian.PutUint32(p[44:], tsval)
+	binary.BigEndian.PutUint32(p[48:], tsecr)
+	copy(p[52:], payload)
+	return p
+}
+
+// TestReplayAcceptedConnection: a connection accepted after the checkpoint
+// is accepted again with other numbers; the client's logged packets are
+// fed translated onto the replay's (acknowledgement and timestamp echo),
+// its reply verifies against the primary's by offset, and the translation
+// after the replay carries the container's numbers onto the primary's,
+// timestamps by the wall clock.
+func TestReplayAcceptedConnection(t *testing.T) {
+	cli := netip.AddrPortFrom(client, 40000)
+	t0 := time.Now().Add(-time.Second) // the primary's SYN-ACK, a second before the replay's
+	var origISN, replayISN, origTS, replayTS uint32 = 5000, 9000, 100000, 700
+	es := []hybridlog.Entry{
+		{Record: hybridlog.Record{Kind: hybridlog.KindInput, Packet: tcpTS(cli, server, 100, 0, 0x02, 50, 0, "")}},
+		{Record: hybridlog.Record{Kind: hybridlog.KindOutput, At: t0, Digest: hybridlog.Digest(tcpTS(server, cli, origISN, 101, 0x12, origTS, 50, ""))}},
+		{Record: hybridlog.Record{Kind: hybridlog.KindInput, Packet: tcpTS(cli, server, 101, origISN+1, 0x10, 51, origTS, "")}},
+		{Record: hybridlog.Record{Kind: hybridlog.KindInput, Packet: tcpTS(cli, server, 101, origISN+1, 0x18, 52, origTS+3, "a")}},
+		{Record: hybridlog.Record{Kind: hybridlog.KindOutput, At: t0, Digest: hybridlog.Digest(tcpTS(server, cli, origISN+1, 102, 0x18, origTS+4, 52, "re:a"))}},
+	}
+	for i := range es {
+		es[i].Position = hybridlog.Position{Epoch: 1, Index: uint64(i + 1)}
+	}
+	r := newReplayer(es, time.Second)
+	var fed []hybridlog.Segment
+	var ecrs []uint32
+	inject := func(p []byte) error {
+		s, _ := hybridlog.ParseSegment(p)
+		_, ecr, _ := hybridlog.Timestamps(p)
+		fed, ecrs = append(fed, s), append(ecrs, ecr)
+		switch {
+		case s.Flags&hybridlog.FlagSYN != 0:
+			r.judge(tcpTS(server, cli, replayISN, 101, 0x12, replayTS, 50, ""))
+		case s.Len > 0:
+			if keep := r.judge(tcpTS(server, cli, replayISN+1, 102, 0x18, replayTS+4, 52, "re:a")); keep {
+				t.Error("the replayed reply the client has was kept")
+			}
+		}
+		return nil
+	}
+	rep, err := r.run(context.Background(), inject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Diverged) != 0 || len(rep.Pending) != 0 || len(rep.Accepted) != 1 || len(rep.Resets()) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if len(fed) != 3 || fed[1].Ack != replayISN+1 || fed[2].Ack != replayISN+1 || ecrs[1] != replayTS || ecrs[2] != replayTS+3 {
+		t.Fatalf("fed acks %+v echoes %v: want the replay's numbers", fed, ecrs)
+	}
+	tr := r.translator(nil)
+	k := hybridlog.FlowKey{Proto: hybridlog.ProtoTCP, Local: server, Peer: cli}
+	got, ok := tr[k]
+	if !ok || got.Seq != origISN-replayISN || !got.HasTS {
+		t.Fatalf("translator %+v", tr)
+	}
+	// By the wall clock: the replay's SYN-ACK came about a second after the
+	// primary's, so its timestamps map a second further.
+	if d := int64(got.TS) - int64(origTS-replayTS); d < 900 || d > 1500 {
+		t.Errorf("timestamp translation %d ms beyond the SYN-ACK's mapping, want about 1000", d)
+	}
+	if len(r.translator([]hybridlog.FlowKey{k})) != 0 {
+		t.Error("a reset connection is translated")
+	}
+}

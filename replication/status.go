@@ -118,14 +118,15 @@ type FailoverTimings struct {
 
 // ReplayFigures say what a hybrid failover's replay did.
 type ReplayFigures struct {
-	Records  int `json:"records"`  // log records after the checkpoint
-	Inputs   int `json:"inputs"`   // fed to the container
-	Outputs  int `json:"outputs"`  // packets it sent during the replay, judged
-	Waits    int `json:"waits"`    // inputs fed after the bound, their preceding outputs missing
-	Diverged int `json:"diverged"` // connections whose replay contradicted what was released
-	Pending  int `json:"pending"`  // connections whose released output did not come out again
-	Accepted int `json:"accepted"` // connections accepted after the checkpoint
-	Reset    int `json:"reset"`    // connections reset (all of the above)
+	Records    int `json:"records"`    // log records after the checkpoint
+	Inputs     int `json:"inputs"`     // fed to the container
+	Outputs    int `json:"outputs"`    // packets it sent during the replay, judged
+	Waits      int `json:"waits"`      // inputs fed after the bound, their preceding outputs missing
+	Diverged   int `json:"diverged"`   // connections whose replay contradicted what was released
+	Pending    int `json:"pending"`    // connections whose released output did not come out again
+	Accepted   int `json:"accepted"`   // connections accepted after the checkpoint
+	Translated int `json:"translated"` // of those, carrying on with their numbers translated by the gate
+	Reset      int `json:"reset"`      // connections reset: the diverged and the pending
 }
 
 // Summary summarises recent samples.

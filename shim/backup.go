@@ -45,7 +45,7 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 	}}
 	hybrid := rep.cfg.Mode == replication.ModeHybrid
 	hold := &netfilter.Path{Launcher: reaperLauncher(), Logger: engineLogger(ctx), WholePackets: hybrid}
-	gate, ok, err := OpenPromotionHold(ctx, sn, hold)
+	gate, input, ok, err := OpenPromotionHold(ctx, sn, hold)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 			if err != nil {
 				return err
 			}
-			network = ReplayStandby{HeldStandby: held, Links: links}
+			network = ReplayStandby{HeldStandby: held, Input: input, Links: links}
 		}
 	}
 	rep.backup, err = replication.StartBackup(ctx, replication.BackupOptions{

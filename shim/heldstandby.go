@@ -34,18 +34,18 @@ type HeldStandby struct {
 // rules, holding everything from the container side until Release. It is
 // done when the backup starts, not on the failover path (installing rules
 // takes tens of milliseconds). ok is false for an adopted namespace.
-func OpenPromotionHold(ctx context.Context, sn *servicenet.ServiceNetwork, p *netfilter.Path) (g *netfilter.OutputGate, ok bool, err error) {
+func OpenPromotionHold(ctx context.Context, sn *servicenet.ServiceNetwork, p *netfilter.Path) (g *netfilter.OutputGate, in *netfilter.InputHold, ok bool, err error) {
 	gn, ok := sn.Gate()
 	if !ok {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	p.NetNS = sn.NetnsPath()
 	p.Forward = &netfilter.Forward{NetNS: gn.NetNS, Inner: gn.InnerIf, Uplink: gn.Uplink}
-	g, _, err = p.Open(ctx)
+	g, in, err = p.Open(ctx)
 	if err != nil {
-		return nil, true, fmt.Errorf("promotion hold: %w", err)
+		return nil, nil, true, fmt.Errorf("promotion hold: %w", err)
 	}
-	return g, true, nil
+	return g, in, true, nil
 }
 
 // PrepareRestore implements replication.ServicePromoter: the container's
@@ -75,6 +75,7 @@ func (h HeldStandby) Promote(ctx context.Context) error {
 // packets (netfilter.Path.WholePackets): the replay compares their bytes.
 type ReplayStandby struct {
 	HeldStandby
+	Input *netfilter.InputHold // the promotion hold's, on the same path as Gate
 	Links *servicenet.ReplayLinks
 }
 
@@ -89,5 +90,11 @@ func (r ReplayStandby) DropKept(match func([]byte) bool) error { return r.Gate.D
 
 // SendOut implements replication.ReplayNetwork.
 func (r ReplayStandby) SendOut(p []byte) error { return r.Links.ToLAN(p) }
+
+// Translate implements replication.ReplayNetwork.
+func (r ReplayStandby) Translate(outbound, inbound func([]byte) bool) {
+	r.Gate.SetRewrite(outbound)
+	r.Input.SetRewrite(inbound)
+}
 
 var _ replication.ReplayNetwork = ReplayStandby{}

@@ -59,8 +59,8 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
 			id, f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
 		if r := f.Replay; r != nil {
-			out = append(out, fmt.Sprintf("%s: replay of the log after the checkpoint: %.1f ms, %d records, %d inputs fed, %d outputs judged, %d waits; connections reset: %d (%d diverged, %d pending, %d accepted after the checkpoint)",
-				id, f.ReplayMS, r.Records, r.Inputs, r.Outputs, r.Waits, r.Reset, r.Diverged, r.Pending, r.Accepted))
+			out = append(out, fmt.Sprintf("%s: replay of the log after the checkpoint: %.1f ms, %d records, %d inputs fed, %d outputs judged, %d waits; connections reset: %d (%d diverged, %d pending); accepted after the checkpoint: %d (%d translated)",
+				id, f.ReplayMS, r.Records, r.Inputs, r.Outputs, r.Waits, r.Reset, r.Diverged, r.Pending, r.Accepted, r.Translated))
 		}
 	}
 	if r := e.Restored; r != nil {

@@ -29,7 +29,7 @@ func TestDescribe(t *testing.T) {
 			"primary-after-failover", "60", "-", []string{"c: failover from epoch 60: detection 97.0 ms", "total 188.4 ms", "c: restored container pid 42"}},
 		{"after hybrid failover", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, Mode: replication.ModeHybrid, State: replication.StatePrimaryAfterFailover, CommittedEpoch: 8,
 			Failover: &replication.FailoverTimings{Epoch: 8, ReplayMS: 12.5, Replay: &replication.ReplayFigures{Records: 268, Inputs: 134, Outputs: 135, Reset: 1, Diverged: 1}}}},
-			"primary-after-failover", "8", "-", []string{"c: replay of the log after the checkpoint: 12.5 ms, 268 records, 134 inputs fed, 135 outputs judged, 0 waits; connections reset: 1 (1 diverged, 0 pending"}},
+			"primary-after-failover", "8", "-", []string{"c: replay of the log after the checkpoint: 12.5 ms, 268 records, 134 inputs fed, 135 outputs judged, 0 waits; connections reset: 1 (1 diverged, 0 pending); accepted after the checkpoint: 0 (0 translated)"}},
 		{"degraded, re-pairing", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateDegraded, CommittedEpoch: 9, Epochs: 9,
 			Reason: "backup failed: nothing from the peer for 91ms; re-pairing: attempt 3: connection refused"}},
 			"degraded", "9", "-", []string{"c: backup failed", "re-pairing: attempt 3: connection refused"}},

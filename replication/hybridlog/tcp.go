@@ -89,20 +89,6 @@ func Reset(from, to netip.AddrPort, seq uint32) []byte {
 	return p
 }
 
-// ShiftAck subtracts delta from the acknowledgement number of a whole IPv4
-// TCP packet, in place: a client's packet of a connection whose sequence
-// numbers the replay drew anew (Verifier.SeqDelta).
-func ShiftAck(p []byte, delta uint32) bool {
-	s, ok := ParseSegment(p)
-	if !ok || p[0]>>4 != 4 || s.Flags&FlagACK == 0 {
-		return false
-	}
-	ihl := int(p[0]&0x0f) * 4
-	binary.BigEndian.PutUint32(p[ihl+8:], s.Ack-delta)
-	setTCPChecksum(p)
-	return true
-}
-
 // setTCPChecksum recomputes the TCP checksum of a whole IPv4 packet.
 func setTCPChecksum(p []byte) {
 	ihl := int(p[0]&0x0f) * 4

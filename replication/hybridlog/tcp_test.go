@@ -38,12 +38,11 @@ func TestSegments(t *testing.T) {
 		seq   uint32
 		pay   string
 		end   uint32
-		shift bool
 	}{
-		{"data", FlagACK, 10, "hello", 15, true},
-		{"odd length", FlagACK, 10, "hey", 13, true},
-		{"syn", FlagSYN, 10, "", 11, false},
-		{"fin with data", FlagACK | FlagFIN, 0xffffffff, "ab", 2, true},
+		{"data", FlagACK, 10, "hello", 15},
+		{"odd length", FlagACK, 10, "hey", 13},
+		{"syn", FlagSYN, 10, "", 11},
+		{"fin with data", FlagACK | FlagFIN, 0xffffffff, "ab", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,16 +54,8 @@ func TestSegments(t *testing.T) {
 			if !ok || s.End() != tt.end || s.Len != len(tt.pay) || s.Ack != 5000 {
 				t.Fatalf("segment %+v end %d, want end %d", s, s.End(), tt.end)
 			}
-			if got := ShiftAck(p, 7); got != tt.shift {
-				t.Fatalf("ShiftAck = %v", got)
-			}
-			s2, _ := ParseSegment(p)
-			want := uint32(5000)
-			if tt.shift {
-				want = 4993
-			}
-			if s2.Ack != want || !tcpChecksumOK(p) {
-				t.Errorf("after the shift ack %d (want %d), checksum ok %v", s2.Ack, want, tcpChecksumOK(p))
+			if !tcpChecksumOK(p) {
+				t.Error("checksum")
 			}
 		})
 	}

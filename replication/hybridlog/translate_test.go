@@ -86,6 +86,5 @@ func FuzzTCPPacket(f *testing.F) {
 		Timestamps(p)
 		tr.Inbound(append([]byte(nil), p...))
 		tr.Outbound(append([]byte(nil), p...))
-		ShiftAck(append([]byte(nil), p...), 9)
 	})
 }
