@@ -306,7 +306,6 @@ func testFailoverRedis(t *testing.T, mode replication.Mode, epoch time.Duration)
 	if err := cl.Run(ctx, 25); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}
-	before, _ := primary.read()
 	latMean, latP99 := cl.Latency()
 	// The client keeps the connection busy from before the crash until
 	// after the promotion: in hybrid mode a reply takes about a millisecond,
@@ -314,6 +313,7 @@ func testFailoverRedis(t *testing.T, mode replication.Mode, epoch time.Duration)
 	stop, ran := make(chan struct{}), make(chan struct{})
 	go func() { cl.RunUntil(stop); close(ran) }()
 	time.Sleep(250 * time.Millisecond)
+	before, _ := primary.read() // under load (≤ 50 ms old)
 	// A second connection opened right before the crash: almost always
 	// after the last committed checkpoint, so in hybrid mode the replay
 	// accepts it again with numbers of its own, which the gate translates.
@@ -380,6 +380,10 @@ func testFailoverRedis(t *testing.T, mode replication.Mode, epoch time.Duration)
 		rp := f.Replay
 		if rp == nil {
 			t.Fatalf("hybrid failover without a replay: %+v", f)
+		}
+		if lg := ps.Log; lg != nil {
+			t.Logf("primary's log before the crash: %d records, %d bytes in %d batches, round trip ms mean %.2f p90 %.2f max %.2f",
+				lg.Records, lg.Bytes, lg.Batches, lg.RoundTripMS.Mean, lg.RoundTripMS.P90, lg.RoundTripMS.Max)
 		}
 		t.Logf("replay: %d records after the checkpoint, %d inputs fed, %d outputs judged, %d waits, %d diverged, %d pending, %d accepted after the checkpoint (%d translated), %d reset; %.1f ms; the late connection: %d rounds",
 			rp.Records, rp.Inputs, rp.Outputs, rp.Waits, rp.Diverged, rp.Pending, rp.Accepted, rp.Translated, rp.Reset, f.ReplayMS, len(late.Keys))

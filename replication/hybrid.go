@@ -31,6 +31,9 @@ type hybrid struct {
 	// rate is (time, bytes sent) at the last seals, for the log's bytes
 	// per second.
 	rate []rateSample
+	// roundTrip: a batch's first record appended → the backup's
+	// acknowledgement of the batch, in ms.
+	roundTrip window
 }
 
 type rateSample struct {
@@ -98,10 +101,13 @@ func (p *Primary) pumpLog(ctx context.Context) {
 
 // onLogAck runs on the peer reader goroutine for every LogAck.
 func (p *Primary) onLogAck(epoch, index uint64) {
-	_, seq := p.hybrid.log.Ack(hybridlog.Position{Epoch: epoch, Index: index})
+	a := p.hybrid.log.Ack(hybridlog.Position{Epoch: epoch, Index: index})
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.hybrid.ackedSeq = max(p.hybrid.ackedSeq, seq)
+	if !a.Oldest.IsZero() {
+		p.hybrid.roundTrip.add(ms(p.now().Sub(a.Oldest)))
+	}
+	p.hybrid.ackedSeq = max(p.hybrid.ackedSeq, a.Seq)
 	p.releaseHybridLocked()
 }
 
@@ -171,6 +177,7 @@ func (p *Primary) logStatusLocked() *LogStatus {
 	st := p.hybrid.log.Stats()
 	ls := &LogStatus{Records: st.Records, Bytes: st.Bytes, Batches: st.Batches, Unacked: st.Unacked,
 		Appended: st.Appended.String(), Acked: st.Acked.String()}
+	ls.RoundTripMS = p.hybrid.roundTrip.summary()
 	if r := p.hybrid.rate; len(r) > 0 {
 		if dt := p.now().Sub(r[0].at).Seconds(); dt > 0 {
 			ls.BytesPerSecond = float64(st.Bytes-r[0].bytes) / dt
@@ -190,6 +197,9 @@ type LogStatus struct {
 	Batches         uint64  `json:"batches"`                    // frames
 	Unacked         int     `json:"unacked"`                    // records the backup has not acknowledged
 	OldestUnackedMS float64 `json:"oldest_unacked_ms,omitempty"`
-	Appended        string  `json:"appended"` // position of the last record (epoch.index)
-	Acked           string  `json:"acked"`    // position the backup holds
+	// RoundTripMS: a record appended → the backup's acknowledgement of it
+	// (the first record of each batch: the longest wait in it).
+	RoundTripMS Summary `json:"round_trip_ms"`
+	Appended    string  `json:"appended"` // position of the last record (epoch.index)
+	Acked       string  `json:"acked"`    // position the backup holds
 }

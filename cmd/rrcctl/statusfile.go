@@ -46,8 +46,8 @@ func detailLines(id string, st status.Published) []string {
 	}
 	if l := e.Log; l != nil {
 		if e.Role == replication.RolePrimary {
-			out = append(out, fmt.Sprintf("%s: %s mode log: %d records, %d bytes in %d batches (%.0f bytes/s), %d unacknowledged (oldest %.1f ms), appended %s, backup holds %s, last checkpoint at epoch %d",
-				id, e.Mode, l.Records, l.Bytes, l.Batches, l.BytesPerSecond, l.Unacked, l.OldestUnackedMS, l.Appended, l.Acked, e.CommittedEpoch))
+			out = append(out, fmt.Sprintf("%s: %s mode log: %d records, %d bytes in %d batches (%.0f bytes/s), round trip ms mean %.2f p90 %.2f, %d unacknowledged (oldest %.1f ms), appended %s, backup holds %s, last checkpoint at epoch %d",
+				id, e.Mode, l.Records, l.Bytes, l.Batches, l.BytesPerSecond, l.RoundTripMS.Mean, l.RoundTripMS.P90, l.Unacked, l.OldestUnackedMS, l.Appended, l.Acked, e.CommittedEpoch))
 		} else {
 			out = append(out, fmt.Sprintf("%s: %s mode log held: %d records, %d bytes, up to %s", id, e.Mode, l.Records, l.Bytes, l.Acked))
 		}

@@ -40,7 +40,7 @@ func TestDescribe(t *testing.T) {
 			"disconnected", "12", "-", []string{"c: primary disconnected (EOF): not protected"}},
 		{"hybrid primary", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, Mode: replication.ModeHybrid, State: replication.StateInSync, CommittedEpoch: 4, Epochs: 4,
 			Log: &replication.LogStatus{Records: 120, Bytes: 9000, Batches: 30, BytesPerSecond: 4500, Unacked: 2, OldestUnackedMS: 0.4, Appended: "4.12", Acked: "4.10"}}},
-			"in-sync", "4", "0ms", []string{"c: hybrid mode log: 120 records, 9000 bytes in 30 batches (4500 bytes/s), 2 unacknowledged (oldest 0.4 ms), appended 4.12, backup holds 4.10, last checkpoint at epoch 4"}},
+			"in-sync", "4", "0ms", []string{"c: hybrid mode log: 120 records, 9000 bytes in 30 batches (4500 bytes/s), round trip ms mean 0.00 p90 0.00, 2 unacknowledged (oldest 0.4 ms), appended 4.12, backup holds 4.10, last checkpoint at epoch 4"}},
 		{"hybrid backup", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, Mode: replication.ModeHybrid, State: replication.StateInSync, CommittedEpoch: 4,
 			Log: &replication.LogStatus{Records: 12, Bytes: 800, Acked: "4.10"}}},
 			"in-sync", "4", "0ms", []string{"c: hybrid mode log held: 12 records, 800 bytes, up to 4.10"}},

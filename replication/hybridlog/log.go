@@ -208,26 +208,38 @@ func encodedSize(r Record) int {
 	return recordHeader + digestSize
 }
 
-// Ack records that the backup holds the log up to pos (cumulative) and
-// returns the acknowledged position, which never goes back, and the
-// sequence number of the last record of the batches it covers entirely.
-func (l *Log) Ack(pos Position) (Position, uint64) {
+// Acked is what an acknowledgement did.
+type Acked struct {
+	Position        // acknowledged, which never goes back
+	Seq      uint64 // sequence number of the last record of the batches it covers entirely
+	// Oldest is when the first record of the oldest batch it completed was
+	// appended (zero if it completed none): the log's round trip.
+	Oldest time.Time
+}
+
+// Ack records that the backup holds the log up to pos (cumulative).
+func (l *Log) Ack(pos Position) Acked {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if pos.Epoch >= l.start && l.acked.Less(pos) {
 		l.acked = pos
 	}
+	a := Acked{}
 	i := 0
 	for i < len(l.inFlight) && !l.acked.Less(l.inFlight[i].last) {
+		if i == 0 {
+			a.Oldest = l.inFlight[0].at
+		}
 		l.ackedSeq = l.inFlight[i].lastSeq
 		i++
 	}
 	l.inFlight = l.inFlight[i:]
-	return l.acked, l.ackedSeq
+	a.Position, a.Seq = l.acked, l.ackedSeq
+	return a
 }
 
-// Acked is the position up to which the backup holds the log.
-func (l *Log) Acked() Position {
+// AckedPosition is the position up to which the backup holds the log.
+func (l *Log) AckedPosition() Position {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.acked

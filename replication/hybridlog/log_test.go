@@ -61,17 +61,17 @@ func TestLogBatchesAndAcks(t *testing.T) {
 	if st.Unacked != 5 || st.Batches != 3 || st.Records != 5 || st.OldestUnacked != time.Unix(0, 1) {
 		t.Fatalf("stats before acks %+v", st)
 	}
-	if got, seq := l.Ack(b2.Last()); got != (Position{5, 4}) || seq != 4 {
-		t.Fatalf("ack to %s seq %d", got, seq)
+	if a := l.Ack(b2.Last()); a.Position != (Position{5, 4}) || a.Seq != 4 || a.Oldest.IsZero() {
+		t.Fatalf("ack: %+v", a)
 	}
-	if got, seq := l.Ack(Position{5, 2}); got != (Position{5, 4}) || seq != 4 {
-		t.Fatalf("an older ack moved the position back to %s seq %d", got, seq)
+	if a := l.Ack(Position{5, 2}); a.Position != (Position{5, 4}) || a.Seq != 4 || !a.Oldest.IsZero() {
+		t.Fatalf("an older ack: %+v", a)
 	}
 	if st := l.Stats(); st.Unacked != 1 || st.OldestUnacked != time.Unix(0, 2) {
 		t.Fatalf("stats after the ack %+v", st)
 	}
-	if got, seq := l.Ack(b3.Last()); got != (Position{6, 1}) || seq != 5 {
-		t.Fatalf("ack across the seal to %s seq %d", got, seq)
+	if a := l.Ack(b3.Last()); a.Position != (Position{6, 1}) || a.Seq != 5 {
+		t.Fatalf("ack across the seal: %+v", a)
 	}
 	if _, err := l.Seal(6); err == nil {
 		t.Error("seal at the same epoch accepted")
@@ -150,7 +150,7 @@ func TestLogRestart(t *testing.T) {
 	if a, _ := l.Append(in(2)); a.Position != (Position{4, 1}) || a.Seq != 3 {
 		t.Fatalf("after the restart: %s seq %d", a.Position, a.Seq)
 	}
-	if got, _ := l.Ack(b.Last()); got != (Position{4, 0}) {
+	if got := l.Ack(b.Last()).Position; got != (Position{4, 0}) {
 		t.Fatalf("a late ack of the previous backup moved the log to %s", got)
 	}
 	if b := next(t, l); b.Epoch != 4 || b.First != 1 || b.Count != 1 {
