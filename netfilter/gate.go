@@ -233,6 +233,12 @@ func (g *OutputGate) releaseFirst(k int) error {
 	if err := g.q.VerdictBatch(g.held[k-1].id, Accept); err != nil {
 		return err
 	}
+	g.forgetFirst(k)
+	return nil
+}
+
+// forgetFirst counts the first k held packets as released and lets them go.
+func (g *OutputGate) forgetFirst(k int) {
 	for _, p := range g.held[:k] {
 		g.heldBytes -= int64(p.size)
 		g.bReleased += uint64(p.size)
@@ -242,7 +248,6 @@ func (g *OutputGate) releaseFirst(k int) error {
 	if len(g.held) == 0 {
 		g.held = g.held[:0:0] // let the backing array go
 	}
-	return nil
 }
 
 // Stats returns a snapshot of the gate.

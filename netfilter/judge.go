@@ -93,11 +93,6 @@ func (g *OutputGate) releaseJudged() error {
 	if err := acceptRewritten(g.q, pkts, g.rewrite); err != nil {
 		return err
 	}
-	for _, p := range g.held[:k] {
-		g.heldBytes -= int64(p.size)
-		g.bReleased += uint64(p.size)
-	}
-	g.nReleased += uint64(k)
-	g.held = g.held[k:]
+	g.forgetFirst(k)
 	return nil
 }

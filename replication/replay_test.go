@@ -35,7 +35,14 @@ func newEchoServer() *echoServer {
 }
 
 func tcpPacket(src, dst netip.AddrPort, seq uint32, payload string) []byte {
-	p := make([]byte, 40+len(payload))
+	return buildTCP(src, dst, seq, 0, 0x18, nil, payload)
+}
+
+// buildTCP builds an IPv4 TCP packet with options opts (a multiple of 4
+// bytes); checksums are left out (nothing here checks them).
+func buildTCP(src, dst netip.AddrPort, seq, ack uint32, flags uint8, opts []byte, payload string) []byte {
+	hl := 20 + len(opts)
+	p := make([]byte, 20+hl+len(payload))
 	p[0] = 0x45
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
 	p[9] = hybridlog.ProtoTCP
@@ -45,8 +52,10 @@ func tcpPacket(src, dst netip.AddrPort, seq uint32, payload string) []byte {
 	binary.BigEndian.PutUint16(p[20:], src.Port())
 	binary.BigEndian.PutUint16(p[22:], dst.Port())
 	binary.BigEndian.PutUint32(p[24:], seq)
-	p[32], p[33] = 5<<4, 0x18
-	copy(p[40:], payload)
+	binary.BigEndian.PutUint32(p[28:], ack)
+	p[32], p[33] = byte(hl/4)<<4, flags
+	copy(p[40:], opts)
+	copy(p[20+hl:], payload)
 	return p
 }
 
@@ -201,23 +210,10 @@ func TestReplayDivergence(t *testing.T) {
 
 // tcpTS builds an IPv4 TCP packet with flags and a timestamp option.
 func tcpTS(src, dst netip.AddrPort, seq, ack uint32, flags uint8, tsval, tsecr uint32, payload string) []byte {
-	p := make([]byte, 52+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[9] = hybridlog.ProtoTCP
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[20:], src.Port())
-	binary.BigEndian.PutUint16(p[22:], dst.Port())
-	binary.BigEndian.PutUint32(p[24:], seq)
-	binary.BigEndian.PutUint32(p[28:], ack)
-	p[32], p[33] = 8<<4, flags
-	copy(p[40:], []byte{1, 1, 8, 10})
-	binary.BigEndian.PutUint32(p[44:], tsval)
-	binary.BigEndian.PutUint32(p[48:], tsecr)
-	copy(p[52:], payload)
-	return p
+	opt := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(opt[4:], tsval)
+	binary.BigEndian.PutUint32(opt[8:], tsecr)
+	return buildTCP(src, dst, seq, ack, flags, opt, payload)
 }
 
 // TestReplayAcceptedConnection: a connection accepted after the checkpoint

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/test/netnstest"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -22,17 +22,8 @@ import (
 // link (a standby), priming leaves a metrics entry with an RTT for each
 // (service, peer) pair, and nothing borrowed on lo.
 func TestPrimeTCPMetrics(t *testing.T) {
-	prereq.Root(t, "network namespaces")
-	prereq.Commands(t, "ip", "unshare")
-	path := filepath.Join(t.TempDir(), "ns")
-	if out, err := exec.Command("sh", "-c", "touch "+path+" && unshare --net="+path+" true").CombinedOutput(); err != nil {
-		t.Fatalf("make a namespace: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", path, err, out)
-		}
-	})
+	prereq.Commands(t, "ip")
+	path := netnstest.Scratch(t)
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		t.Fatal(err)

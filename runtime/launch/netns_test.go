@@ -5,27 +5,16 @@ package launch
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
-	"github.com/iorrc/rrc/test/prereq"
+	"github.com/iorrc/rrc/test/netnstest"
 )
 
 // TestInNetns: fn sees the namespace at path, the caller's thread and
 // namespace are untouched, and a missing namespace is an error naming it.
 func TestInNetns(t *testing.T) {
-	prereq.Root(t, "network namespaces")
-	prereq.Commands(t, "unshare", "umount")
-	path := filepath.Join(t.TempDir(), "ns")
-	if out, err := exec.Command("sh", "-c", "touch "+path+" && unshare --net="+path+" true").CombinedOutput(); err != nil {
-		t.Fatalf("make a namespace: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", path, err, out)
-		}
-	})
+	path := netnstest.Scratch(t)
 	own, err := os.Readlink("/proc/thread-self/ns/net")
 	if err != nil {
 		t.Fatal(err)

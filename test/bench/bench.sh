@@ -227,9 +227,7 @@ unrep_round() {
 	wait_ping "$BASE" 10 || { round_note "$cfg" "$round" "Redis did not answer"; return 1; }
 	load "$BASE" || { round_note "$cfg" "$round" "loading the records failed"; return 1; }
 	benchmark "$cfg" "$round" "$BASE" 50000 200000
-	lab ctr a task kill -s KILL "$id" >/dev/null
-	for _ in $(seq 1 50); do lab ctr a task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
-	lab ctr a container delete "$id" >/dev/null
+	plain_stop "$id"
 }
 
 # --- replicated rounds ----------------------------------------------------------
@@ -251,6 +249,34 @@ state_of() { jq -r '.engine.state + (if .engine.reason then " (" + .engine.reaso
 # snap ID TAG: the primary's status file now, kept as WORK/<cfg>.<round>.TAG.json.
 snap() { cp "$(status_file a "$1")" "$WORK/$CUR.$2.json"; }
 
+# start_pair CONFIG ROUND ID IMAGE [ANNOTATION ARGS...] -- [COMMAND...]: the
+# backup on b, then the primary on a, replicated at $SVC; waits until both
+# are in sync (a round note and 1 if not).
+start_pair() {
+	local cfg=$1 round=$2 id=$3 image=$4 extra=() cmd=()
+	shift 4
+	while (($#)) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
+	(($#)) && shift && cmd=("$@")
+	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0 "${extra[@]}")
+	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
+		--annotation "io.rrc.peer-name=$A" "${common[@]}" "$image" "$id" "${cmd[@]}" >/dev/null ||
+		{ round_note "$cfg" "$round" "ctr run of the backup on b failed"; return 1; }
+	lab ctr a run -d --runtime io.rrc.v1 --annotation io.rrc.role=primary --annotation "io.rrc.peer=$B:7100" \
+		"${common[@]}" "$image" "$id" "${cmd[@]}" >/dev/null ||
+		{ round_note "$cfg" "$round" "ctr run of the primary on a failed"; return 1; }
+	if ! wait_status a "$id" '.engine.state == "in-sync"' 60 || ! wait_status b "$id" '.engine.state == "in-sync"' 20; then
+		round_note "$cfg" "$round" "the pair did not get in sync (a: $(state_of a "$id"); b: $(state_of b "$id"))"
+		return 1
+	fi
+}
+
+# plain_stop ID: kills and deletes an unreplicated container on a.
+plain_stop() {
+	lab ctr a task kill -s KILL "$1" >/dev/null
+	for _ in $(seq 1 50); do lab ctr a task delete "$1" >/dev/null 2>&1 && break; sleep 0.1; done
+	lab ctr a container delete "$1" >/dev/null
+}
+
 # epoch_round EPOCH ROUND: Redis replicated a -> b, benchmark, crash a,
 # failover on b; leaves a lab to be refreshed.
 epoch_round() {
@@ -259,18 +285,7 @@ epoch_round() {
 	[[ $cfg == *-full ]] && incr=false
 	shim_config a "$incr"
 	say "round $round/$ROUNDS: io.rrc.v1 epoch mode, epoch $e, incremental_memory $incr (backup on b, primary on a, service $SVC)"
-	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0
-		--annotation "io.rrc.epoch=$e")
-	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
-		--annotation "io.rrc.peer-name=$A" "${common[@]}" "$IMAGE" "$id" "${REDIS[@]}" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the backup on b failed"; return 1; }
-	lab ctr a run -d --runtime io.rrc.v1 --annotation io.rrc.role=primary --annotation "io.rrc.peer=$B:7100" \
-		"${common[@]}" "$IMAGE" "$id" "${REDIS[@]}" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the primary on a failed"; return 1; }
-	if ! wait_status a "$id" '.engine.state == "in-sync"' 60 || ! wait_status b "$id" '.engine.state == "in-sync"' 20; then
-		round_note "$cfg" "$round" "the pair did not get in sync (a: $(state_of a "$id"); b: $(state_of b "$id"))"
-		return 1
-	fi
+	start_pair "$cfg" "$round" "$id" "$IMAGE" --annotation "io.rrc.epoch=$e" -- "${REDIS[@]}" || return 1
 	wait_ping "$SVC" 20 || { round_note "$cfg" "$round" "Redis did not answer on $SVC"; return 1; }
 	say "  in sync; loading $KEYS records"
 	load "$SVC" || { round_note "$cfg" "$round" "loading the records failed"; return 1; }
@@ -404,24 +419,12 @@ web_unrep_round() {
 		{ round_note "$cfg" "$round" "ctr run failed"; return 1; }
 	wait_http "$BASE" 10 || { round_note "$cfg" "$round" "lighttpd did not answer"; return 1; }
 	web_measure "$cfg" "$round" "$BASE"
-	lab ctr a task kill -s KILL "$id" >/dev/null
-	for _ in $(seq 1 50); do lab ctr a task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
-	lab ctr a container delete "$id" >/dev/null
+	plain_stop "$id"
 }
 web_epoch_round() {
 	local round=$1 id=webr$RANDOM cfg=web-100ms f det rest tot j
 	say "web round $round/$WEB_ROUNDS: lighttpd in epoch mode at 100 ms (backup on b, primary on a, $SVC)"
-	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0 --annotation io.rrc.epoch=100ms)
-	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
-		--annotation "io.rrc.peer-name=$A" "${common[@]}" "$WEBIMAGE" "$id" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the backup on b failed"; return 1; }
-	lab ctr a run -d --runtime io.rrc.v1 --annotation io.rrc.role=primary --annotation "io.rrc.peer=$B:7100" \
-		"${common[@]}" "$WEBIMAGE" "$id" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the primary on a failed"; return 1; }
-	if ! wait_status a "$id" '.engine.state == "in-sync"' 60 || ! wait_status b "$id" '.engine.state == "in-sync"' 20; then
-		round_note "$cfg" "$round" "the pair did not get in sync (a: $(state_of a "$id"); b: $(state_of b "$id"))"
-		return 1
-	fi
+	start_pair "$cfg" "$round" "$id" "$WEBIMAGE" --annotation io.rrc.epoch=100ms || return 1
 	wait_http "$SVC" 20 || { round_note "$cfg" "$round" "lighttpd did not answer on $SVC"; return 1; }
 	web_measure "$cfg" "$round" "$SVC"
 	cp "$(status_file a "$id")" "$WORK/$cfg.$round.primary.json"

@@ -58,27 +58,14 @@ hyb_unrep_round() {
 	wait_ping "$BASE" 10 && load "$BASE" || { round_note "$cfg" "$round" "Redis did not answer or load"; return 1; }
 	hyb_latency "$cfg" "$round" "$BASE"
 	hyb_throughput "$cfg" "$round" "$BASE" 200000
-	lab ctr a task kill -s KILL "$id" >/dev/null
-	for _ in $(seq 1 50); do lab ctr a task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
-	lab ctr a container delete "$id" >/dev/null
+	plain_stop "$id"
 }
 
 # hyb_round CONFIG ROUND: CONFIG is MODE-INTERVAL (epoch-100ms, hybrid-300ms).
 hyb_round() {
 	local cfg=$1 round=$2 mode=${1%%-*} e=${1#*-} id=hyb$RANDOM n50 f j det rest rep net tot
 	say "hybrid round $round/$HYB_ROUNDS: io.rrc.v1 $mode mode, checkpoint interval $e (backup on b, primary on a, $SVC)"
-	local common=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0
-		--annotation "io.rrc.epoch=$e" --annotation "io.rrc.mode=$mode")
-	lab ctr b run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup --annotation "io.rrc.listen=$B:7100" \
-		--annotation "io.rrc.peer-name=$A" "${common[@]}" "$IMAGE" "$id" "${REDIS[@]}" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the backup on b failed"; return 1; }
-	lab ctr a run -d --runtime io.rrc.v1 --annotation io.rrc.role=primary --annotation "io.rrc.peer=$B:7100" \
-		"${common[@]}" "$IMAGE" "$id" "${REDIS[@]}" >/dev/null ||
-		{ round_note "$cfg" "$round" "ctr run of the primary on a failed"; return 1; }
-	if ! wait_status a "$id" '.engine.state == "in-sync"' 60 || ! wait_status b "$id" '.engine.state == "in-sync"' 20; then
-		round_note "$cfg" "$round" "the pair did not get in sync (a: $(state_of a "$id"); b: $(state_of b "$id"))"
-		return 1
-	fi
+	start_pair "$cfg" "$round" "$id" "$IMAGE" --annotation "io.rrc.epoch=$e" --annotation "io.rrc.mode=$mode" -- "${REDIS[@]}" || return 1
 	wait_ping "$SVC" 20 && load "$SVC" || { round_note "$cfg" "$round" "Redis did not answer or load on $SVC"; return 1; }
 	sleep 1
 	hyb_latency "$cfg" "$round" "$SVC"
