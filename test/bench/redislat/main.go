@@ -59,7 +59,10 @@ func main() {
 		q := func(p float64) float64 { return ms(lat[min(len(lat)-1, int(p*float64(len(lat))))]) }
 		r.MeanMS, r.P50MS, r.P99MS, r.P999MS = ms(sum)/float64(len(lat)), q(0.5), q(0.99), q(0.999)
 	}
-	json.NewEncoder(os.Stdout).Encode(r)
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		fmt.Fprintln(os.Stderr, "redislat:", err)
+		os.Exit(1)
+	}
 	if r.Error != "" {
 		os.Exit(1)
 	}
