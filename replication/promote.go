@@ -29,12 +29,15 @@ import (
 //     the clients, which a down link does not have (see StandbyService);
 //  4. restore the checkpoint while the service link is still down, so
 //     nothing can answer a client (with a RST) before its socket exists;
-//  5. bring the service link up and announce it (gratuitous ARP): the
+//  5. in hybrid mode, replay the log after the checkpoint, still cut off
+//     from the LAN (replay.go, docs/HYBRID.md): the clients were told what
+//     followed the checkpoint;
+//  6. bring the service link up and announce it (gratuitous ARP): the
 //     clients' retransmissions reach the restored sockets.
 //
-// The primary's last, unacknowledged epochs are lost on purpose: its gate
-// never let their output out, so no client saw them, and the restored TCP
-// sockets resume from the checkpoint's sequence numbers.
+// In epoch mode the primary's last, unacknowledged epochs are lost on
+// purpose: its gate never let their output out, so no client saw them, and
+// the restored TCP sockets resume from the checkpoint's sequence numbers.
 type promotion struct {
 	log           *slog.Logger
 	now           clock
