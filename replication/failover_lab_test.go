@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,8 +80,12 @@ func (e *engineProc) wait(t *testing.T, what string, timeout time.Duration, cond
 func (e *engineProc) logTail() string {
 	b, _ := os.ReadFile(e.log)
 	s := string(b)
-	if len(s) > 6000 {
-		s = s[len(s)-6000:]
+	limit := 6000
+	if strings.Contains(s, "goroutine ") { // a SIGQUIT dump
+		limit = 60000
+	}
+	if len(s) > limit {
+		s = s[len(s)-limit:]
 	}
 	return s
 }
@@ -116,9 +121,16 @@ func startEngine(t *testing.T, l *lab.Lab, host string, a helperArgs) *enginePro
 		select {
 		case <-e.exited:
 		case <-time.After(15 * time.Second):
-			t.Errorf("%s engine did not exit; killing it", a.Role)
-			cmd.Process.Kill()
-			<-e.exited
+			// SIGQUIT first: the Go runtime writes every goroutine's stack
+			// into the engine's log, which says where it hung.
+			t.Errorf("%s engine did not exit; killing it (its goroutines are in its log)", a.Role)
+			cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-e.exited:
+			case <-time.After(2 * time.Second):
+				cmd.Process.Kill()
+				<-e.exited
+			}
 		}
 		// The backup must end cleanly (the primary was killed by the crash);
 		// a race report from either fails the test.

@@ -220,7 +220,7 @@ func (in *inbound) handle(f wire.Frame) error {
 			in.s.refuse(f.Epoch, wire.CodeProtocol, err.Error())
 			return fmt.Errorf("input log: %w", err)
 		}
-		in.s.reply(wire.TypeLogAck, epoch, wire.LogAck{Index: index}.Append(nil))
+		in.s.replyNow(wire.TypeLogAck, epoch, wire.LogAck{Index: index}.Append(nil))
 	}
 	return nil
 }

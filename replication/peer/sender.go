@@ -390,8 +390,10 @@ func (p logPosition) before(q logPosition) bool {
 
 // SendLog queues a batch of the input log (hybrid mode): count records from
 // index first after the checkpoint of epoch, encoded in data. Log frames go
-// ahead of checkpoint chunks and behind control frames; SendLog does not
-// wait for the write, and the backup acknowledges through OnLogAck.
+// ahead of checkpoint chunks and behind control frames, or straight on the
+// connection when nothing else is being written; SendLog does not wait for
+// a queued write, and the backup acknowledges through OnLogAck. It must be
+// called from one goroutine at a time: the log's order is its calls'.
 func (x *Sender) SendLog(ctx context.Context, epoch, first uint64, count int, data []byte) error {
 	if count < 1 || first == 0 {
 		return fmt.Errorf("input log batch of %d records from index %d", count, first)
@@ -402,5 +404,5 @@ func (x *Sender) SendLog(ctx context.Context, epoch, first uint64, count int, da
 	x.mu.Lock()
 	x.logSent = logPosition{epoch, first + uint64(count) - 1}
 	x.mu.Unlock()
-	return x.s.enqueue(ctx, x.s.logLane, wire.TypeLogRecord, epoch, wire.LogRecord{Index: first, Data: data}.Append(nil), false)
+	return x.s.sendLog(ctx, epoch, wire.LogRecord{Index: first, Data: data}.Append(nil))
 }

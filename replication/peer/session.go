@@ -51,6 +51,14 @@ type session struct {
 	control chan outFrame
 	logLane chan outFrame
 	bulk    chan outFrame
+	// writeMu is held for each write to the connection (and each frame
+	// sequence number): the writer goroutine's, and the direct writes that
+	// spare a frame the hand-over to it when it is idle (writeDirect).
+	writeMu   sync.Mutex
+	directBuf []byte // guarded by writeMu
+	// queuedLog counts log frames queued and not written yet: a log frame
+	// is written directly only when none is, so the log stays in order.
+	queuedLog atomic.Int64
 
 	latestEpoch  atomic.Uint64 // the epoch this side's heartbeats carry
 	lastPeerSent atomic.Int64  // SentAt of the peer's last heartbeat, echoed back
@@ -101,7 +109,8 @@ func (s *session) handshake(myEpoch uint64) error {
 	go s.writeLoop()
 	hello := wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version, Role: s.role, Mode: s.opts.Mode,
 		Heartbeat: s.opts.Heartbeat, Pair: s.opts.Pair}
-	if err := s.enqueue(s.ctx, s.control, wire.TypeHello, myEpoch, hello.Append(nil), false); err != nil {
+	// Waited for: no frame written directly (writeDirect) may overtake it.
+	if err := s.enqueue(s.ctx, s.control, wire.TypeHello, myEpoch, hello.Append(nil), true); err != nil {
 		return fmt.Errorf("sending Hello: %w", err)
 	}
 	s.conn.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
@@ -257,13 +266,12 @@ func (s *session) writeLoop() {
 				}
 			}
 		}
-		buf = s.enc.Append(buf[:0], f.typ, f.epoch, f.payload)
+		s.writeMu.Lock()
 		var err error
-		if h := s.opts.hooks; h != nil && h.frame != nil {
-			h.frame(f.typ, buf)
-		}
-		if h := s.opts.hooks; h == nil || !h.silence.Load() {
-			_, err = s.conn.Write(buf)
+		buf, err = s.writeFrame(buf, f)
+		s.writeMu.Unlock()
+		if f.typ == wire.TypeLogRecord {
+			s.queuedLog.Add(-1)
 		}
 		if f.done != nil {
 			f.done <- err
@@ -273,6 +281,54 @@ func (s *session) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeFrame encodes f into buf and writes it; the caller holds writeMu.
+func (s *session) writeFrame(buf []byte, f outFrame) ([]byte, error) {
+	buf = s.enc.Append(buf[:0], f.typ, f.epoch, f.payload)
+	if h := s.opts.hooks; h != nil && h.frame != nil {
+		h.frame(f.typ, buf)
+	}
+	if h := s.opts.hooks; h != nil && h.silence.Load() {
+		return buf, nil
+	}
+	_, err := s.conn.Write(buf)
+	return buf, err
+}
+
+// writeDirect writes a frame on the caller's goroutine if no write is in
+// progress (a frame of the log or an acknowledgement of it is on the
+// critical path of every reply); ok is false if it did not, and the caller
+// queues the frame instead.
+func (s *session) writeDirect(t wire.Type, epoch uint64, payload []byte) (ok bool, err error) {
+	if !s.writeMu.TryLock() {
+		return false, nil
+	}
+	defer s.writeMu.Unlock()
+	if s.ctx.Err() != nil {
+		return true, s.Err()
+	}
+	s.directBuf, err = s.writeFrame(s.directBuf, outFrame{typ: t, epoch: epoch, payload: payload})
+	if err != nil {
+		s.close(fmt.Errorf("writing %s: %w", t, err))
+	}
+	return true, err
+}
+
+// sendLog writes a log frame directly if none is queued and no write is in
+// progress, or queues it.
+func (s *session) sendLog(ctx context.Context, epoch uint64, payload []byte) error {
+	if s.queuedLog.Load() == 0 {
+		if ok, err := s.writeDirect(wire.TypeLogRecord, epoch, payload); ok {
+			return err
+		}
+	}
+	s.queuedLog.Add(1)
+	if err := s.enqueue(ctx, s.logLane, wire.TypeLogRecord, epoch, payload, false); err != nil {
+		s.queuedLog.Add(-1)
+		return err
+	}
+	return nil
 }
 
 // enqueue queues a frame on a lane; with wait it also waits for the write.
@@ -299,6 +355,19 @@ func (s *session) enqueue(ctx context.Context, lane chan outFrame, t wire.Type, 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// replyNow writes a control frame from the reader goroutine directly if no
+// write is in progress, or queues it (for frames whose order among the
+// control frames does not matter: cumulative acknowledgements).
+func (s *session) replyNow(t wire.Type, epoch uint64, payload []byte) {
+	if ok, err := s.writeDirect(t, epoch, payload); ok {
+		if err != nil {
+			s.log.Debug("reply not sent", "type", t, "err", err)
+		}
+		return
+	}
+	s.reply(t, epoch, payload)
 }
 
 // reply queues a control frame from the reader goroutine.
