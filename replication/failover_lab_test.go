@@ -490,12 +490,22 @@ func waitRunning(ctx context.Context, t *testing.T, l *lab.Lab, id string) {
 // (heartbeats), go degraded, release what it held and keep serving the
 // client on the same connection, now unreplicated (no epoch wait).
 func TestBackupCrashLab(t *testing.T) {
-	r := startReplicatedRedis(t, replication.ModeEpoch, 0)
+	for _, mode := range []replication.Mode{replication.ModeEpoch, replication.ModeHybrid} {
+		t.Run(string(mode), func(t *testing.T) { testBackupCrash(t, mode) })
+	}
+}
+
+func testBackupCrash(t *testing.T, mode replication.Mode) {
+	r := startReplicatedRedis(t, mode, 0)
 	if err := r.cl.Run(r.ctx, 10); err != nil {
 		t.Fatalf("before the crash: %v", err)
 	}
+	crashAfter := 100 * time.Millisecond
+	if mode == replication.ModeHybrid {
+		crashAfter = 5 * time.Millisecond // ten rounds take a few milliseconds
+	}
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(crashAfter)
 		r.backup.killed.Store(true)
 		if err := r.l.Crash(context.Background(), "b"); err != nil {
 			t.Errorf("crash b: %v", err)
@@ -507,6 +517,7 @@ func TestBackupCrashLab(t *testing.T) {
 	st := r.primary.wait(t, "degraded", 10*time.Second, func(s helperStatus) bool {
 		return s.Engine.State == replication.StateDegraded
 	})
+
 	if !strings.Contains(st.Engine.Reason, "backup") || st.Engine.Gate == nil || !st.Engine.Gate.PassThrough {
 		t.Errorf("degraded status: reason %q, gate %+v", st.Engine.Reason, st.Engine.Gate)
 	}
