@@ -120,6 +120,7 @@ func (r *replayer) run(ctx context.Context, inject func([]byte) error) (ReplayRe
 		}
 		if !ok {
 			rep.Waits++
+			r.abandon()
 		}
 		if err := inject(r.input(e.Packet)); err != nil {
 			return rep, fmt.Errorf("replaying input %s: %w", e.Position, err)
@@ -172,6 +173,14 @@ func (r *replayer) wait(ctx context.Context, want int) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// abandon stops waiting for the flows diverged so far (Verifier.Abandon):
+// one bound is what a diverged flow whose replies changed length may cost.
+func (r *replayer) abandon() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.v.Abandon()
 }
 
 func (r *replayer) covered() int {
