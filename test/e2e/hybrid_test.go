@@ -301,16 +301,22 @@ func TestHybridRedis(t *testing.T) {
 	endHybrid(ctx, t, l, id)
 }
 
-// memcacheClient is one connection of TestHybridMemcached: a counter of
-// its own (c<i>, from 0), the counter all connections share ("shared"),
-// and a key written and read back per round.
+// memcacheClient is one connection of TestHybridMemcached: each round
+// increments a counter of its own (c<i>, from 0), reads the key all
+// connections share and nobody writes during the run ("motd"), sets a key
+// of its own and reads it back; a sharing client also increments the
+// counter the sharing clients have in common ("shared").
 type memcacheClient struct {
-	i      int
-	m      *lab.MemcacheConn
-	n      uint64            // rounds done: c<i>'s acknowledged value
-	shared []uint64          // its increments of "shared", as acknowledged
-	keys   map[string]string // acknowledged sets
+	i       int
+	sharing bool
+	m       *lab.MemcacheConn
+	n       uint64            // rounds done: c<i>'s acknowledged value
+	shared  []uint64          // its increments of "shared", as acknowledged
+	keys    map[string]string // acknowledged sets
 }
+
+// memcacheMOTD is the value of the shared read-only key.
+const memcacheMOTD = "the same for every connection"
 
 func (c *memcacheClient) round() error {
 	own := fmt.Sprintf("c%d", c.i)
@@ -322,14 +328,21 @@ func (c *memcacheClient) round() error {
 		return fmt.Errorf("incr %s: %d after %d: the counter went backwards or skipped", own, v, c.n)
 	}
 	c.n = v
-	s, err := c.m.Incr("shared", 1)
-	if err != nil {
+	if got, err := c.m.Get("motd"); err != nil {
 		return err
+	} else if got != memcacheMOTD {
+		return fmt.Errorf("get motd: %q, want %q", got, memcacheMOTD)
 	}
-	if k := len(c.shared); k > 0 && s <= c.shared[k-1] {
-		return fmt.Errorf("incr shared: %d after %d on the same connection", s, c.shared[k-1])
+	var s uint64
+	if c.sharing {
+		if s, err = c.m.Incr("shared", 1); err != nil {
+			return err
+		}
+		if k := len(c.shared); k > 0 && s <= c.shared[k-1] {
+			return fmt.Errorf("incr shared: %d after %d on the same connection", s, c.shared[k-1])
+		}
+		c.shared = append(c.shared, s)
 	}
-	c.shared = append(c.shared, s)
 	key, val := fmt.Sprintf("k%d:%d", c.i, c.n), fmt.Sprintf("v%d:%d:%d", c.i, c.n, s)
 	if err := c.m.Set(key, val); err != nil {
 		return err
@@ -344,15 +357,18 @@ func (c *memcacheClient) round() error {
 }
 
 // TestHybridMemcached: six connections to a replicated memcached (four
-// worker threads) in hybrid mode, each with a counter of its own, one
-// counter they all increment and keys it sets and reads back, while a
-// crashes. Every reply a client got must be right (its counter 1, 2, 3, …,
-// the shared counter's increments distinct and rising per connection);
-// connections end only by a reset, each one named by b and counted by the
-// replay; afterwards, on a fresh connection, every acknowledged write reads
-// back. The shared counter makes the replay depend on how memcached's
-// threads interleave two connections' requests: a replay that orders them
-// otherwise diverges, and those connections are reset (logged, not an
+// worker threads) in hybrid mode while a crashes, each with a counter of
+// its own, keys it sets and reads back and a shared key it reads; three of
+// them also increment a counter they share. Every reply a client got must
+// be right (its counter 1, 2, 3, …, the shared counter's increments
+// distinct and rising per connection); connections end only by a reset,
+// each one named by b and counted by the replay; afterwards, on a fresh
+// connection, every acknowledged write reads back. The connections that
+// share nothing written must carry on: their replies depend on their own
+// requests only, whichever threads serve them. The shared counter makes a
+// reply depend on how memcached's threads interleave two connections'
+// requests, which the replay cannot enforce when both were in before either
+// answer: such a connection may diverge and be reset (logged, not an
 // error).
 func TestHybridMemcached(t *testing.T) {
 	rl := startReplicationLab(t, hybridLab, hybridSubnet)
@@ -374,12 +390,12 @@ func TestHybridMemcached(t *testing.T) {
 	var cls []*memcacheClient
 	for i := range n {
 		nc := dialHybrid(t, l, addr)
-		c := &memcacheClient{i: i, m: lab.NewMemcacheConn(nc), keys: map[string]string{}}
+		c := &memcacheClient{i: i, sharing: i >= n/2, m: lab.NewMemcacheConn(nc), keys: map[string]string{}}
 		if err := c.m.Set(fmt.Sprintf("c%d", i), "0"); err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			if err := c.m.Set("shared", "0"); err != nil {
+			if err := errors.Join(c.m.Set("shared", "0"), c.m.Set("motd", memcacheMOTD)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -387,6 +403,11 @@ func TestHybridMemcached(t *testing.T) {
 		conns = append(conns, &hybridConn{name: strconv.Itoa(i), local: nc.LocalAddr().String(), step: c.round})
 	}
 	r := failOverHybrid(t, l, id, "memcached", conns)
+	for _, h := range r.reset {
+		if i, _ := strconv.Atoi(h.name); !cls[i].sharing {
+			t.Errorf("memcached: connection %s, which shares nothing written, was reset (%q)", h.name, r.logged[h.local])
+		}
+	}
 
 	// Every increment of the shared counter a client saw is distinct.
 	var all []uint64
@@ -418,7 +439,7 @@ func TestHybridMemcached(t *testing.T) {
 				t.Errorf("memcached: get %s after the failover: %q, %v; acknowledged %q", k, got, err, want)
 			}
 		}
-		t.Logf("memcached: connection %d: %d rounds, %d keys read back", c.i, c.n, len(c.keys))
+		t.Logf("memcached: connection %d (sharing a counter: %v): %d rounds, %d keys read back", c.i, c.sharing, c.n, len(c.keys))
 	}
 	if got, err := m.Get("shared"); err != nil {
 		t.Errorf("memcached: get shared after the failover: %v", err)
