@@ -120,7 +120,7 @@ func (r *replayer) run(ctx context.Context, inject func([]byte) error) (ReplayRe
 		}
 		if !ok {
 			rep.Waits++
-			r.abandon()
+			r.giveUp(before[i])
 		}
 		if err := inject(r.input(e.Packet)); err != nil {
 			return rep, fmt.Errorf("replaying input %s: %w", e.Position, err)
@@ -175,12 +175,16 @@ func (r *replayer) wait(ctx context.Context, want int) (bool, error) {
 	return true, nil
 }
 
-// abandon stops waiting for the flows diverged so far (Verifier.Abandon):
-// one bound is what a diverged flow whose replies changed length may cost.
-func (r *replayer) abandon() {
+// giveUp, after a wait for the first n outputs ran into the bound, stops
+// waiting for the flows diverged so far (Verifier.Abandon: one bound is
+// what a diverged flow whose replies changed length may cost) and for those
+// n outputs (Verifier.GiveUp: one bound is what an output the restored
+// socket does not send again may cost).
+func (r *replayer) giveUp(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.v.Abandon()
+	r.v.GiveUp(n)
 }
 
 func (r *replayer) covered() int {

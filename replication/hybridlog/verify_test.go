@@ -173,3 +173,23 @@ func TestVerifierDivergedCoverage(t *testing.T) {
 		t.Fatalf("diverged %v, pending %v", d, v.Pending())
 	}
 }
+
+// TestVerifierGiveUp: outputs given up count as covered, and their flow
+// stays pending until its bytes come out.
+func TestVerifierGiveUp(t *testing.T) {
+	v := NewVerifier(outputs(seg(1, 100, 0, "queued before"), seg(2, 500, 0, "+OK\r\n"), seg(1, 113, 0, " the seal")))
+	v.GiveUp(1)
+	if v.Covered() != 1 {
+		t.Fatalf("covered %d after giving up the first output, want 1", v.Covered())
+	}
+	if got := v.Output(seg(2, 500, 0, "+OK\r\n")); got != Drop || v.Covered() != 2 {
+		t.Fatalf("the other flow: %s, covered %d", got, v.Covered())
+	}
+	if p := v.Pending(); len(p) != 1 || p[0] != key(1) {
+		t.Fatalf("pending %v, want flow 1 only", p)
+	}
+	// Its bytes do come out after all: verified.
+	if got := v.Output(seg(1, 100, 0, "queued before the seal")); got != Drop || v.Covered() != 3 || len(v.Pending()) != 0 {
+		t.Fatalf("flow 1 at last: %s, covered %d, pending %v", got, v.Covered(), v.Pending())
+	}
+}
