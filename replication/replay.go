@@ -79,12 +79,17 @@ type replayer struct {
 	// container last sent and the end of the last input fed, the two
 	// candidates for the sequence number its reset must carry.
 	acked, fed map[hybridlog.FlowKey]uint32
-	progress   chan struct{}
+	// sent: per connection, the end of what the container has sent since
+	// the restore (its sequence numbers), the bound of the acknowledgements
+	// it accepts (input).
+	sent     map[hybridlog.FlowKey]uint32
+	progress chan struct{}
 }
 
 func newReplayer(entries []hybridlog.Entry, bound time.Duration) *replayer {
 	return &replayer{entries: entries, bound: bound, v: hybridlog.NewVerifier(entries),
-		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{}, progress: make(chan struct{}, 1)}
+		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{}, sent: map[hybridlog.FlowKey]uint32{},
+		progress: make(chan struct{}, 1)}
 }
 
 // judge is the verdict on one packet the container sent: keep it (for
@@ -93,8 +98,13 @@ func (r *replayer) judge(p []byte) bool {
 	r.mu.Lock()
 	verdict := r.v.Output(p)
 	r.outputs++
-	if s, ok := hybridlog.ParseSegment(p); ok && s.Flags&hybridlog.FlagACK != 0 {
-		r.acked[s.Flow] = s.Ack
+	if s, ok := hybridlog.ParseSegment(p); ok {
+		if s.Flags&hybridlog.FlagACK != 0 {
+			r.acked[s.Flow] = s.Ack
+		}
+		if end, seen := r.sent[s.Flow]; !seen || int32(s.End()-end) > 0 {
+			r.sent[s.Flow] = s.End()
+		}
 	}
 	r.mu.Unlock()
 	select {
@@ -152,6 +162,18 @@ func (r *replayer) input(p []byte) []byte {
 	defer r.mu.Unlock()
 	if d := r.v.SeqDelta(k); d != 0 {
 		hybridlog.ShiftAck(p, d)
+		s, _ = hybridlog.ParseSegment(p)
+	}
+	// An acknowledgement of bytes the container has not sent (the primary
+	// sent more, with its larger congestion window, or bytes the restored
+	// socket holds as sent and has not sent again) makes its TCP discard
+	// the whole segment, data included (RFC 793): what the client wrote
+	// would be missing, and the container, never acknowledged, would send
+	// nothing more. Acknowledge what it sent instead; the rest is
+	// acknowledged by the client's later packets, or again after the
+	// promotion.
+	if end, ok := r.sent[k]; ok && s.Flags&hybridlog.FlagACK != 0 && int32(s.Ack-end) > 0 {
+		hybridlog.ShiftAck(p, s.Ack-end)
 	}
 	if end, ok := r.fed[k]; !ok || int32(s.End()-end) > 0 {
 		r.fed[k] = s.End()
