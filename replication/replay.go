@@ -79,9 +79,9 @@ type replayer struct {
 	// container last sent and the end of the last input fed, the two
 	// candidates for the sequence number its reset must carry.
 	acked, fed map[hybridlog.FlowKey]uint32
-	// sent: per connection, the end of what the container has sent since
-	// the restore (its sequence numbers), the bound of the acknowledgements
-	// it accepts (input).
+	// sent: per connection, the end of the data the container has sent
+	// since the restore (its sequence numbers), the bound of the
+	// acknowledgements it accepts (input).
 	sent     map[hybridlog.FlowKey]uint32
 	progress chan struct{}
 }
@@ -102,7 +102,10 @@ func (r *replayer) judge(p []byte) bool {
 		if s.Flags&hybridlog.FlagACK != 0 {
 			r.acked[s.Flow] = s.Ack
 		}
-		if end, seen := r.sent[s.Flow]; !seen || int32(s.End()-end) > 0 {
+		// Segments that occupy sequence space only: a pure ACK or a window
+		// probe (at the first unacknowledged byte less one) says nothing of
+		// how far the container has sent.
+		if end, seen := r.sent[s.Flow]; s.End() != s.Seq && (!seen || int32(s.End()-end) > 0) {
 			r.sent[s.Flow] = s.End()
 		}
 	}
