@@ -97,8 +97,9 @@ func serve(c net.Conn) {
 			return
 		}
 		out, quit := st.reply(string(line[:len(line)-1]))
-		w.WriteString(out)
-		w.WriteByte('\n')
+		// A bufio.Writer's error is sticky: Flush reports it.
+		_, _ = w.WriteString(out)
+		_ = w.WriteByte('\n')
 		// One flush per batch of pipelined requests: a reply waits only
 		// while more requests are already buffered.
 		if r.Buffered() == 0 || quit {
