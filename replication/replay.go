@@ -84,6 +84,10 @@ type replayer struct {
 	// container last sent and the end of the last input fed, the two
 	// candidates for the sequence number its reset must carry.
 	acked, fed map[hybridlog.FlowKey]uint32
+	// sent: per connection, the end of the data the container has sent
+	// since the restore (its sequence numbers), the bound of the
+	// acknowledgements it accepts (input).
+	sent map[hybridlog.FlowKey]uint32
 	// The SYN-ACK of each connection accepted after the checkpoint, in the
 	// primary's run (its time from the log, its timestamp from the client's
 	// echo) and in the replay: what maps one run's timestamps on the other's.
@@ -100,7 +104,7 @@ type stamp struct {
 
 func newReplayer(entries []hybridlog.Entry, bound time.Duration) *replayer {
 	r := &replayer{entries: entries, bound: bound, v: hybridlog.NewVerifier(entries),
-		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{},
+		acked: map[hybridlog.FlowKey]uint32{}, fed: map[hybridlog.FlowKey]uint32{}, sent: map[hybridlog.FlowKey]uint32{},
 		origSynAck: map[hybridlog.FlowKey]stamp{}, replaySynAck: map[hybridlog.FlowKey]stamp{},
 		progress: make(chan struct{}, 1)}
 	for _, e := range entries {
@@ -118,11 +122,19 @@ func (r *replayer) judge(p []byte) bool {
 	r.mu.Lock()
 	verdict := r.v.Output(p)
 	r.outputs++
-	if s, ok := hybridlog.ParseSegment(p); ok && s.Flags&hybridlog.FlagACK != 0 {
-		r.acked[s.Flow] = s.Ack
-		if _, seen := r.replaySynAck[s.Flow]; !seen && s.Flags&hybridlog.FlagSYN != 0 {
+	if s, ok := hybridlog.ParseSegment(p); ok {
+		if s.Flags&hybridlog.FlagACK != 0 {
+			r.acked[s.Flow] = s.Ack
+		}
+		if _, seen := r.replaySynAck[s.Flow]; !seen && s.Flags&hybridlog.FlagSYN != 0 && s.Flags&hybridlog.FlagACK != 0 {
 			val, _, ok := hybridlog.Timestamps(p)
 			r.replaySynAck[s.Flow] = stamp{ts: val, hasTS: ok, at: time.Now()}
+		}
+		// Segments that occupy sequence space only: a pure ACK or a window
+		// probe (at the first unacknowledged byte less one) says nothing of
+		// how far the container has sent.
+		if end, seen := r.sent[s.Flow]; s.End() != s.Seq && (!seen || int32(s.End()-end) > 0) {
+			r.sent[s.Flow] = s.End()
 		}
 	}
 	r.mu.Unlock()
@@ -149,6 +161,7 @@ func (r *replayer) run(ctx context.Context, inject func([]byte) error) (ReplayRe
 		}
 		if !ok {
 			rep.Waits++
+			r.giveUp(before[i])
 		}
 		if err := inject(r.input(e.Packet)); err != nil {
 			return rep, fmt.Errorf("replaying input %s: %w", e.Position, err)
@@ -187,6 +200,18 @@ func (r *replayer) input(p []byte) []byte {
 	}
 	if tr, ok := r.translation(k, false); ok {
 		hybridlog.Translator{k: tr}.Inbound(p)
+		s, _ = hybridlog.ParseSegment(p)
+	}
+	// An acknowledgement of bytes the container has not sent (the primary
+	// sent more, with its larger congestion window, or bytes the restored
+	// socket holds as sent and has not sent again) makes its TCP discard
+	// the whole segment, data included (RFC 793): what the client wrote
+	// would be missing, and the container, never acknowledged, would send
+	// nothing more. Acknowledge what it sent instead; the rest is
+	// acknowledged by the client's later packets, or again after the
+	// promotion.
+	if end, ok := r.sent[k]; ok && s.Flags&hybridlog.FlagACK != 0 && int32(s.Ack-end) > 0 {
+		hybridlog.SetAck(p, end)
 	}
 	if end, ok := r.fed[k]; !ok || int32(s.End()-end) > 0 {
 		r.fed[k] = s.End()
@@ -247,6 +272,18 @@ func (r *replayer) wait(ctx context.Context, want int) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// giveUp, after a wait for the first n outputs ran into the bound, stops
+// waiting for the flows diverged so far (Verifier.Abandon: one bound is
+// what a diverged flow whose replies changed length may cost) and for those
+// n outputs (Verifier.GiveUp: one bound is what an output the restored
+// socket does not send again may cost).
+func (r *replayer) giveUp(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.v.Abandon()
+	r.v.GiveUp(n)
 }
 
 func (r *replayer) covered() int {

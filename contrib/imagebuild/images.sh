@@ -12,6 +12,11 @@
 #   DIR/lighttpd.tar rrc.local/lighttpd:latest  Debian's lighttpd on port 80
 #                    serving /srv/www: f01..f20 (1-27 KB) and big (10 MB),
 #                    each its name's line repeated (test/lab WWWFile)
+#   DIR/memcached.tar rrc.local/memcached:latest  Debian's memcached on port 11211,
+#                    four worker threads (-t 4), 64 MB, running as root
+#   DIR/nondet.tar   rrc.local/nondet:latest  contrib/workloads/nondet, a static Go
+#                    line-protocol server on port 7000 whose TIME and RAND
+#                    replies differ from run to run (built like threadkv)
 # An archive is rebuilt only when an input (host binary, builder source, this
 # script) is newer than it. Import with: ctr -n NS images import DIR/redis.tar
 #
@@ -19,10 +24,11 @@
 #
 # Environment: REDIS_CMD (comma-separated redis-server arguments, empty
 # elements kept; default: --bind,0.0.0.0,--protected-mode,no,--save,,--appendonly,no),
-# BUSYBOX (default /bin/busybox), REDIS_SERVER, REDIS_CLI, GO (go binary).
+# BUSYBOX (default /bin/busybox), REDIS_SERVER, REDIS_CLI, LIGHTTPD, MEMCACHED,
+# GO (go binary).
 set -euo pipefail
 
-[[ $# == 1 && -n $1 ]] || { sed -n '5,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# == 1 && -n $1 ]] || { sed -n '5,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -31,6 +37,7 @@ BUSYBOX=${BUSYBOX:-/bin/busybox}
 REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 REDIS_CLI=${REDIS_CLI:-/usr/bin/redis-cli}
 LIGHTTPD=${LIGHTTPD:-/usr/sbin/lighttpd}
+MEMCACHED=${MEMCACHED:-/usr/bin/memcached}
 REDIS_CMD=${REDIS_CMD---bind,0.0.0.0,--protected-mode,no,--save,,--appendonly,no}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -88,18 +95,44 @@ build "$OUT/redis.tar" "$BUSYBOX" "$REDIS_SERVER" "$REDIS_CLI" "$OUT/.redis_cmd"
 	-entrypoint /usr/bin/redis-server -cmd "$REDIS_CMD" \
 	"$REDIS_SERVER:/usr/bin/redis-server" "$REDIS_CLI:/usr/bin/redis-cli"
 
+# go_workload NAME: contrib/workloads/NAME built with the go toolchain,
+# static, into $OUT/.bin/NAME (when a source is newer).
+go_workload() {
+	local name=$1 bin=$OUT/.bin/$1 srcs
+	mapfile -t srcs < <(find "$REPO/contrib/workloads/$name" -name '*.go' ! -name '*_test.go')
+	if stale "$bin" "${srcs[@]}" "$REPO/go.mod"; then
+		say "build $bin"
+		mkdir -p "$OUT/.bin"
+		(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -o "$bin.tmp.$$" "./contrib/workloads/$name")
+		mv -f "$bin.tmp.$$" "$bin"
+	fi
+}
+
 # threadkv: built from its source with the go toolchain, static.
-mapfile -t THREADKV_SRCS < <(find "$REPO/contrib/workloads/threadkv" -name '*.go' ! -name '*_test.go')
+go_workload threadkv
 THREADKV=$OUT/.bin/threadkv
-if stale "$THREADKV" "${THREADKV_SRCS[@]}" "$REPO/go.mod"; then
-	say "build $THREADKV"
-	mkdir -p "$OUT/.bin"
-	(cd "$REPO" && CGO_ENABLED=0 "$GO" build -trimpath -o "$THREADKV.tmp.$$" ./contrib/workloads/threadkv)
-	mv -f "$THREADKV.tmp.$$" "$THREADKV"
-fi
 build "$OUT/threadkv.tar" "$THREADKV" -- \
 	-ref rrc.local/threadkv:latest -entrypoint /usr/bin/threadkv -cmd=-addr,:6379 \
 	"$THREADKV:/usr/bin/threadkv"
+
+# nondet: the deliberately nondeterministic server of the hybrid tests.
+go_workload nondet
+NONDET=$OUT/.bin/nondet
+build "$OUT/nondet.tar" "$NONDET" -- \
+	-ref rrc.local/nondet:latest -entrypoint /usr/bin/nondet -cmd=-addr,:7000 \
+	"$NONDET:/usr/bin/nondet"
+
+# memcached: Debian's, with several worker threads (-t 4) so that a
+# checkpoint and a replay meet a multi-threaded server; -u root because it
+# refuses to run as root otherwise (the container's root); no UDP.
+if [[ -x $MEMCACHED ]]; then
+	build "$OUT/memcached.tar" "$MEMCACHED" -- \
+		-ref rrc.local/memcached:latest -busybox -busybox-bin "$BUSYBOX" \
+		-entrypoint /usr/bin/memcached -cmd=-u,root,-t,4,-p,11211,-U,0,-l,0.0.0.0,-m,64,-c,1024 \
+		"$MEMCACHED:/usr/bin/memcached"
+else
+	echo "images: $MEMCACHED missing (make setup installs memcached): rrc.local/memcached not built" >&2
+fi
 
 # lighttpd: static files whose content the clients can check byte by byte
 # (test/lab/www.go makes the same bytes): file NAME of SIZE bytes is the

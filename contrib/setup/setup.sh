@@ -6,6 +6,7 @@
 #
 # Installs what is missing, prints one line per component ("found" or "installing"):
 #   * Debian bookworm packages (apt): runc, iptables, iproute2, busybox-static, redis,
+#     lighttpd and memcached (lab images), tcpdump,
 #     the bookworm libraries CRIU links against, ca-certificates (for the Go module proxy);
 #   * containerd, ctr and containerd-shim-runc-v2 at the version of
 #     github.com/containerd/containerd/v2 pinned in go.mod, built with `go install`;
@@ -51,6 +52,8 @@ APT_PKGS=(
 	# the web server image of the lab (rrc.local/lighttpd), and tcpdump for
 	# looking at a failover's packets (docs/NETFILTER.md)
 	lighttpd tcpdump
+	# the multi-threaded cache image of the lab (rrc.local/memcached)
+	memcached
 )
 CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a
@@ -129,7 +132,7 @@ setup_apt() {
 		log "$p $v installed (apt)"
 	done
 	# The tests run their own Redis in containers; a system service is not wanted.
-	for svc in redis-server lighttpd; do
+	for svc in redis-server lighttpd memcached; do
 		if [[ " ${missing[*]} " == *" $svc "* && -d /run/systemd/system ]]; then
 			systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
 			log "$svc.service disabled (the tests start their own)"

@@ -89,6 +89,18 @@ func Reset(from, to netip.AddrPort, seq uint32) []byte {
 	return p
 }
 
+// SetAck sets the acknowledgement number of a whole IPv4 TCP packet that
+// carries one, in place.
+func SetAck(p []byte, ack uint32) bool {
+	s, ok := ParseSegment(p)
+	if !ok || p[0]>>4 != 4 || s.Flags&FlagACK == 0 {
+		return false
+	}
+	binary.BigEndian.PutUint32(p[int(p[0]&0x0f)*4+8:], ack)
+	setTCPChecksum(p)
+	return true
+}
+
 // setTCPChecksum recomputes the TCP checksum of a whole IPv4 packet.
 func setTCPChecksum(p []byte) {
 	ihl := int(p[0]&0x0f) * 4

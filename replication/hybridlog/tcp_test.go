@@ -54,8 +54,11 @@ func TestSegments(t *testing.T) {
 			if !ok || s.End() != tt.end || s.Len != len(tt.pay) || s.Ack != 5000 {
 				t.Fatalf("segment %+v end %d, want end %d", s, s.End(), tt.end)
 			}
-			if !tcpChecksumOK(p) {
-				t.Error("checksum")
+			if got := SetAck(p, 7); got != (tt.flags&FlagACK != 0) {
+				t.Fatalf("SetAck = %v", got)
+			}
+			if s2, _ := ParseSegment(p); (tt.flags&FlagACK != 0 && s2.Ack != 7) || !tcpChecksumOK(p) {
+				t.Errorf("after SetAck: ack %d, checksum ok %v", s2.Ack, tcpChecksumOK(p))
 			}
 		})
 	}

@@ -86,5 +86,6 @@ func FuzzTCPPacket(f *testing.F) {
 		Timestamps(p)
 		tr.Inbound(append([]byte(nil), p...))
 		tr.Outbound(append([]byte(nil), p...))
+		SetAck(append([]byte(nil), p...), 9)
 	})
 }

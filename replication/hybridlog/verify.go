@@ -50,8 +50,13 @@ func (k FlowKey) String() string { return fmt.Sprintf("%d %s→%s", k.Proto, k.L
 type Verifier struct {
 	flows    map[FlowKey]*flowCheck
 	order    []outputRef // the log's outputs that must reappear, in log order
-	covered  int         // order[:covered] have reappeared
+	covered  int         // order[:covered] have reappeared, or were given up (GiveUp)
 	diverged map[FlowKey]string
+	// abandoned: diverged flows whose outputs Covered no longer waits for
+	// (Abandon). The outputs of a diverged TCP flow are waited for until
+	// then, by position only: the container must still consume the flow's
+	// inputs one by one, as the primary did.
+	abandoned map[FlowKey]bool
 }
 
 // outputRef is one logged output: its flow and its segment there.
@@ -97,7 +102,7 @@ type segCheck struct {
 // NewVerifier prepares the check of a replay of entries (the log after the
 // restored checkpoint, in order); input records are skipped.
 func NewVerifier(entries []Entry) *Verifier {
-	v := &Verifier{flows: map[FlowKey]*flowCheck{}, diverged: map[FlowKey]string{}}
+	v := &Verifier{flows: map[FlowKey]*flowCheck{}, diverged: map[FlowKey]string{}, abandoned: map[FlowKey]bool{}}
 	for _, e := range entries {
 		if e.Kind != KindOutput {
 			continue
@@ -151,10 +156,13 @@ func keyOf(d OutputDigest) FlowKey {
 func (v *Verifier) Output(p []byte) Verdict {
 	d := Digest(p)
 	k := keyOf(d)
+	f := v.flows[k]
 	if _, bad := v.diverged[k]; bad {
+		if f != nil && f.tcp {
+			v.reached(f, p, d)
+		}
 		return Diverged
 	}
-	f := v.flows[k]
 	if f == nil {
 		return Send // nothing of this flow was released after the checkpoint
 	}
@@ -199,6 +207,70 @@ func (v *Verifier) Output(p []byte) Verdict {
 	default:
 		return Hold
 	}
+}
+
+// reached records where a packet of the diverged TCP flow f lies, not what
+// it says: a logged segment whose range the replay has sent again counts as
+// come out (Covered), so that the replay feeds the flow's next input only
+// once the container answered the previous one. Fed earlier, the input
+// would acknowledge bytes the container has not sent yet, which its TCP
+// discards with the data (RFC 793: an ACK of something not yet sent), and
+// what the client wrote after the divergence, acknowledged by the primary,
+// would be missing from the restored state.
+func (v *Verifier) reached(f *flowCheck, p []byte, d OutputDigest) {
+	_, _, _, l4, _ := ipHeader(p)
+	if len(l4) < 20 || (f.syn && !f.synSeen) {
+		return
+	}
+	off := int64(int32(d.Seq - f.replayBase))
+	end := off + int64(len(l4)-int(l4[12]>>4)*4)
+	for i := max(off, 0); i < min(end, f.end); i++ {
+		f.have[i] = true
+	}
+	for f.contig < f.end && f.have[f.contig] {
+		f.contig++
+	}
+	if d.Flags&FlagFIN != 0 {
+		f.fins[end] = true
+	}
+	v.reach(f)
+	v.advance()
+}
+
+// reach marks the segments of the diverged flow f whose range the replay
+// has sent again as come out, whatever their bytes.
+func (v *Verifier) reach(f *flowCheck) {
+	for i := f.open; i < len(f.segs); i++ {
+		s := &f.segs[i]
+		if s.ok || !f.has(s.off, s.off+max(s.len, 0)) || (s.flags&FlagFIN != 0 && !f.fins[s.off+s.len]) {
+			continue
+		}
+		s.ok = true
+	}
+}
+
+// Abandon stops waiting for the outputs of the flows diverged so far: a
+// replay calls it when a wait ran into its bound (a diverged reply of
+// another length never reaches the logged positions).
+func (v *Verifier) Abandon() {
+	for k := range v.diverged {
+		v.abandoned[k] = true
+	}
+	v.advance()
+}
+
+// GiveUp counts the log's first n outputs as covered whether or not they
+// came out again: a replay calls it when a wait for them ran into its
+// bound, so that later inputs do not wait for them again. A restored
+// socket may never send some logged bytes again: bytes the container had
+// written before the checkpoint but TCP had not sent yet are restored as
+// sent, and go out only at a retransmission timeout, or never once the
+// client's logged acknowledgement is fed. Waiting the bound before every
+// later input for them made a lighttpd replay take tens of seconds.
+// Their flows stay unverified (Pending) unless the bytes do come out.
+func (v *Verifier) GiveUp(n int) {
+	v.covered = max(v.covered, min(n, len(v.order)))
+	v.advance()
 }
 
 // packet compares a packet that is not TCP with the flow's next logged one.
@@ -273,12 +345,15 @@ func (v *Verifier) verified(f *flowCheck) bool {
 	return true
 }
 
-// advance moves Covered over the outputs that came out again and over
-// those of diverged flows, which will not (waiting for them is pointless).
+// advance moves Covered over the outputs that came out again (for a
+// diverged TCP flow: at their positions, reached) and over those of the
+// other diverged flows and the abandoned ones, which will not.
 func (v *Verifier) advance() {
 	for v.covered < len(v.order) {
 		r := v.order[v.covered]
-		if _, bad := v.diverged[r.flow.key]; !bad && !r.flow.segs[r.seg].ok {
+		_, bad := v.diverged[r.flow.key]
+		skip := bad && (!r.flow.tcp || v.abandoned[r.flow.key])
+		if !skip && !r.flow.segs[r.seg].ok {
 			return
 		}
 		v.covered++
@@ -288,6 +363,9 @@ func (v *Verifier) advance() {
 func (v *Verifier) diverge(f *flowCheck, why string) Verdict {
 	if _, ok := v.diverged[f.key]; !ok {
 		v.diverged[f.key] = why
+		if f.tcp {
+			v.reach(f) // the segment that diverged has come out
+		}
 		v.advance()
 	}
 	return Diverged

@@ -141,3 +141,55 @@ func TestOutputsBefore(t *testing.T) {
 		t.Fatalf("outputs before the input: %d, want 1 (the pure ACK does not count)", n)
 	}
 }
+
+// TestVerifierDivergedCoverage: the outputs of a diverged flow are covered
+// when the replay has sent their positions again, whatever the bytes (so
+// that the replay still feeds the flow's inputs one answer at a time), and
+// all at once after Abandon.
+func TestVerifierDivergedCoverage(t *testing.T) {
+	v := NewVerifier(outputs(
+		seg(1, 100, 0, ":17\r\n"), seg(2, 500, 0, "+OK\r\n"), seg(1, 105, 0, ":18\r\n"), seg(1, 110, 0, ":19\r\n"),
+	))
+	steps := []struct {
+		p       []byte
+		want    Verdict
+		covered int
+	}{
+		{seg(1, 100, 0, ":18\r\n"), Diverged, 1}, // the first reply differs: it came out all the same
+		{seg(2, 500, 0, "+OK\r\n"), Drop, 2},
+		{seg(1, 105, 0, ":1"), Diverged, 2}, // part of the next reply: not yet
+		{seg(1, 107, 0, "9\r\n"), Diverged, 3},
+	}
+	for i, s := range steps {
+		if got := v.Output(s.p); got != s.want || v.Covered() != s.covered {
+			t.Fatalf("step %d: %s with %d covered, want %s with %d", i, got, v.Covered(), s.want, s.covered)
+		}
+	}
+	v.Abandon()
+	if v.Covered() != v.Expected() {
+		t.Fatalf("after Abandon: %d of %d covered", v.Covered(), v.Expected())
+	}
+	if d := v.Diverged(); len(d) != 1 || d[key(1)] == "" || len(v.Pending()) != 0 {
+		t.Fatalf("diverged %v, pending %v", d, v.Pending())
+	}
+}
+
+// TestVerifierGiveUp: outputs given up count as covered, and their flow
+// stays pending until its bytes come out.
+func TestVerifierGiveUp(t *testing.T) {
+	v := NewVerifier(outputs(seg(1, 100, 0, "queued before"), seg(2, 500, 0, "+OK\r\n"), seg(1, 113, 0, " the seal")))
+	v.GiveUp(1)
+	if v.Covered() != 1 {
+		t.Fatalf("covered %d after giving up the first output, want 1", v.Covered())
+	}
+	if got := v.Output(seg(2, 500, 0, "+OK\r\n")); got != Drop || v.Covered() != 2 {
+		t.Fatalf("the other flow: %s, covered %d", got, v.Covered())
+	}
+	if p := v.Pending(); len(p) != 1 || p[0] != key(1) {
+		t.Fatalf("pending %v, want flow 1 only", p)
+	}
+	// Its bytes do come out after all: verified.
+	if got := v.Output(seg(1, 100, 0, "queued before the seal")); got != Drop || v.Covered() != 3 || len(v.Pending()) != 0 {
+		t.Fatalf("flow 1 at last: %s, covered %d, pending %v", got, v.Covered(), v.Pending())
+	}
+}

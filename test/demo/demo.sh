@@ -6,7 +6,8 @@
 # from host a (primary) to host b (backup), a client keeping one connection
 # busy, host a crashed, the client carrying on against the restored Redis on
 # b, the failover timeline. Leaves the machine as it found it (KEEP_LAB=1
-# keeps the lab up to look around). See docs/DEMO.md.
+# keeps the lab up to look around; DEMO_MODE=hybrid runs it in hybrid mode).
+# See docs/DEMO.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -17,6 +18,9 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:$PATH
 ID=redis
 A=$LAB_SUBNET.1 B=$LAB_SUBNET.2 SVC=$LAB_SUBNET.200
 RUN_BEFORE_CRASH=${RUN_BEFORE_CRASH:-4}
+MODE=${DEMO_MODE:-epoch}
+[[ $MODE == epoch || $MODE == hybrid ]] || { echo "demo: DEMO_MODE=$MODE: epoch or hybrid" >&2; exit 2; }
+hybrid() { [[ $MODE == hybrid ]]; }
 DEMO=$(mktemp -d /tmp/rrcdemo.XXXXXX)
 CLIENT_PID=
 
@@ -97,6 +101,7 @@ lab status 2>&1 | sed 's/^/  /' | head -8
 # Both sides: the service address on the hosts' eth0; heartbeats at their
 # defaults (30 ms, failure after 3 missed).
 COMMON=(--annotation "io.rrc.service-ip=$SVC/24" --annotation io.rrc.service-link=eth0)
+hybrid && COMMON+=(--annotation io.rrc.mode=hybrid)
 step "3. the backup on b first, then the primary on a"
 say "on b:"
 BACKUP=(run -d --runtime io.rrc.v1 --annotation io.rrc.role=backup
@@ -130,8 +135,14 @@ for h in a b; do
 	status "$h" | sed 's/^/  /'
 done
 say "b's task is RUNNING but runs nothing: a standby with the last checkpoint."
-say "Every 100 ms a is paused for a few ms and checkpointed; its replies are"
-say "held until b has the checkpoint (so a crash never loses an answered write)."
+if hybrid; then
+	say "Every 100 ms a is paused for a few ms and checkpointed; meanwhile every packet"
+	say "that reaches Redis is logged to b, and a reply is held only until b holds the"
+	say "log up to it (so a crash never loses an answered write: b replays the log)."
+else
+	say "Every 100 ms a is paused for a few ms and checkpointed; its replies are"
+	say "held until b has the checkpoint (so a crash never loses an answered write)."
+fi
 
 step "4. the client: one connection to $SVC:6379, INCR + SET every 50 ms"
 for _ in $(seq 1 100); do
@@ -144,8 +155,13 @@ CLIENT_PID=$!
 sleep "$RUN_BEFORE_CRASH"
 client_lines 1
 seen=$(wc -l <"$DEMO/client.log")
-say "Each reply is held until b has the checkpoint of the epoch it belongs to"
-say "(output commit): that is why a reply takes an epoch or two above, not 1 ms."
+if hybrid; then
+	say "Each reply waited only for b's acknowledgement of the log up to it: a round"
+	say "trip to b, not an epoch (hybrid mode, docs/HYBRID.md)."
+else
+	say "Each reply is held until b has the checkpoint of the epoch it belongs to"
+	say "(output commit): that is why a reply takes an epoch or two above, not 1 ms."
+fi
 
 step "5. crash host a"
 say "lab.sh crash a: a fail-stop, like pulling the plug. First a's network link"
@@ -168,9 +184,11 @@ lab ctr b task ls | sed 's/^/  /'
 say "detection: from the last heartbeat heard from a to declaring a failed;"
 say "restore: CRIU restores Redis and its TCP connections from the last"
 say "checkpoint; network: the service address comes up on b (gratuitous ARP)."
+hybrid && say "replay: before the network, b fed the restored Redis what the log holds after the checkpoint and checked that its replies were the ones a had given."
 say "b's task is now the restored Redis (its pid above). It runs alone now,"
 say "without a backup, so its replies are no longer held: 20 rounds a second."
 status b | grep 'failover from epoch' >"$DEMO/failover" || true
+status b | grep 'replay of the log' >"$DEMO/replay" || true
 
 step "8. stop the client: its summary"
 kill -TERM "$CLIENT_PID"
@@ -199,7 +217,13 @@ read -r gap_ms gap_from gap_to <<<"$gap"
 	printf '  %s  lab.sh crash a: link cut, then every process killed\n' "$crash_at"
 	printf '  %s  b hears from a for the last time\n' "$(date -u -d "$heard" +%H:%M:%S.%3N)"
 	printf '  %s  b declares a failed (%s ms without heartbeats)\n' "$(ms_after "$heard" "$det")" "$det"
-	printf '  %s  b has restored Redis from its last checkpoint (%s ms)\n' "$(ms_after "$heard" "$(echo "$tot - $net" | bc -l)")" "$rest"
+	replay=$(sed -n 's/.*replay of the log after the checkpoint: \([0-9.]*\) ms, \([0-9]*\) records.*/\1 \2/p' "$DEMO/replay" 2>/dev/null)
+	if [[ -n $replay ]]; then
+		read -r rms rrec <<<"$replay"
+		printf '  %s  b has restored Redis from its last checkpoint (%s ms) and replayed the %s records of the log after it (%s ms)\n' "$(ms_after "$heard" "$(echo "$tot - $net" | bc -l)")" "$rest" "$rrec" "$rms"
+	else
+		printf '  %s  b has restored Redis from its last checkpoint (%s ms)\n' "$(ms_after "$heard" "$(echo "$tot - $net" | bc -l)")" "$rest"
+	fi
 	printf '  %s  b answers on %s: failover done, %s ms after last heard\n' "$(ms_after "$heard" "$tot")" "$SVC" "$tot"
 	[[ $gap_to > $crash_at ]] && printf '  %s  the client gets its next reply, on the same connection (%s ms after the last)\n' "$gap_to" "$gap_ms"
 	true

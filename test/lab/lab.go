@@ -49,6 +49,12 @@ const (
 	ThreadKVImage = "rrc.local/threadkv:latest"
 	// LighttpdImage is Debian's lighttpd serving WWWFiles on port 80.
 	LighttpdImage = "rrc.local/lighttpd:latest"
+	// MemcachedImage is Debian's memcached on port 11211 with four
+	// worker threads (-t 4).
+	MemcachedImage = "rrc.local/memcached:latest"
+	// NondetImage is contrib/workloads/nondet: a line-protocol server on
+	// port 7000 whose TIME and RAND replies differ from run to run.
+	NondetImage = "rrc.local/nondet:latest"
 )
 
 // Lab is one lab instance.

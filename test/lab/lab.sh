@@ -34,7 +34,7 @@ HOSTS="a b client"
 DAEMONS="a b"
 PREFIX=24
 IMAGE_REFS="rrc.local/busybox:latest rrc.local/redis:latest rrc.local/threadkv:latest"
-IMAGE_FILES="busybox.tar redis.tar threadkv.tar lighttpd.tar"
+IMAGE_FILES="busybox.tar redis.tar threadkv.tar lighttpd.tar memcached.tar nondet.tar"
 
 # ctr prints a cgroup v1 deprecation warning on every call otherwise.
 export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=${CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS:-1}
