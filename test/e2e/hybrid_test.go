@@ -25,7 +25,7 @@ import (
 	"github.com/iorrc/rrc/test/lab"
 )
 
-// The workloads of issue 14 in hybrid mode through containerd (ctr run
+// Hybrid mode through containerd, with four kinds of workload (ctr run
 // --runtime io.rrc.v1 --annotation io.rrc.mode=hybrid): Redis, memcached,
 // lighttpd and a deliberately nondeterministic server, each with several
 // persistent client connections from the lab's client while host a
