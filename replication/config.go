@@ -46,8 +46,14 @@ func (m Mode) wire() wire.Mode {
 
 // Defaults of the settings a container may leave out.
 const (
-	DefaultMode            = ModeEpoch
-	DefaultEpoch           = 100 * time.Millisecond
+	DefaultMode  = ModeEpoch
+	DefaultEpoch = 100 * time.Millisecond
+	// DefaultHybridEpoch is hybrid mode's checkpoint interval: its output
+	// no longer waits for checkpoints, whose pauses are then most of what
+	// a reply's tail and the throughput pay, while the log a failover
+	// replays grows with it (measured: docs/HYBRID.md, "The checkpoint
+	// interval").
+	DefaultHybridEpoch     = time.Second
 	DefaultHeartbeat       = 30 * time.Millisecond
 	DefaultHeartbeatMisses = 3
 	MinEpoch               = 5 * time.Millisecond
@@ -100,6 +106,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Epoch == 0 {
 		c.Epoch = DefaultEpoch
+		if c.Mode == ModeHybrid {
+			c.Epoch = DefaultHybridEpoch
+		}
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat

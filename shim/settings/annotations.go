@@ -83,7 +83,7 @@ func annotationTable() []annotation {
 			c.Mode = replication.Mode(v)
 			return nil
 		}},
-		{replication.FieldEpoch, replication.DefaultEpoch.String(), fmt.Sprintf("time between checkpoints, %s to %s", replication.MinEpoch, replication.MaxEpoch), func(c *replication.Config, v string) (err error) {
+		{replication.FieldEpoch, fmt.Sprintf("%s (hybrid: %s)", replication.DefaultEpoch, replication.DefaultHybridEpoch), fmt.Sprintf("time between checkpoints, %s to %s", replication.MinEpoch, replication.MaxEpoch), func(c *replication.Config, v string) (err error) {
 			c.Epoch, err = parseDuration(v)
 			return err
 		}},

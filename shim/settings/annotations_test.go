@@ -40,6 +40,11 @@ func TestParseAnnotations(t *testing.T) {
 				t.Fatalf("unexpected defaults: %+v", c)
 			}
 		}},
+		{name: "hybrid's own default interval", in: with(primary, "io.rrc.mode", "hybrid"), check: func(t *testing.T, c *replication.Config) {
+			if c.Mode != replication.ModeHybrid || c.Epoch != replication.DefaultHybridEpoch {
+				t.Fatalf("hybrid without io.rrc.epoch: %+v", c)
+			}
+		}},
 		{name: "backup full", in: map[string]string{
 			"io.rrc.role": "backup", "io.rrc.listen": "0.0.0.0:7100", "io.rrc.peer-name": "host-a", "io.rrc.mode": "hybrid", "io.rrc.epoch": "250ms",
 			"io.rrc.heartbeat": "10ms", "io.rrc.heartbeat-misses": "5", "io.rrc.pair": "redis-1",
