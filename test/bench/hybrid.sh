@@ -161,7 +161,7 @@ HYB
 	hyb_row "failover: connections reset" fo.reset
 	hyb_row "failover: the client's longest wait (ms)" fo.wait
 	echo
-	echo "Targets (hybrid mode at $def against runc.v2, same run):"
+	echo "Targets (hybrid mode at $def, the first hybrid configuration, against runc.v2, same run):"
 	echo
 	echo "| target | configuration | measured | target | |"
 	echo "| --- | --- | --- | --- | --- |"
