@@ -130,9 +130,9 @@ func (r *replayer) judge(p []byte) bool {
 			val, _, ok := hybridlog.Timestamps(p)
 			r.replaySynAck[s.Flow] = stamp{ts: val, hasTS: ok, at: time.Now()}
 		}
-		// Segments that occupy sequence space only: a pure ACK or a window
-		// probe (at the first unacknowledged byte less one) says nothing of
-		// how far the container has sent.
+		// Only segments that occupy sequence space count: a pure ACK or a
+		// window probe (at the first unacknowledged byte less one) says
+		// nothing of how far the container has sent.
 		if end, seen := r.sent[s.Flow]; s.End() != s.Seq && (!seen || int32(s.End()-end) > 0) {
 			r.sent[s.Flow] = s.End()
 		}
