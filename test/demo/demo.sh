@@ -70,7 +70,12 @@ trap 'exit 130' INT TERM
 step "io.rrc.v1 demo: a replicated Redis survives the crash of its host"
 say "Hosts a ($A) and b ($B), each with its own containerd, and a client"
 say "($LAB_SUBNET.100), on one LAN: network namespaces on this machine (docs/LAB.md)."
-say "Redis runs on a; b holds a copy of its state, refreshed every 100 ms."
+if hybrid; then
+	say "Redis runs on a; b holds a copy of its state, refreshed every second, and a log"
+	say "of everything that reached Redis since (hybrid mode)."
+else
+	say "Redis runs on a; b holds a copy of its state, refreshed every 100 ms."
+fi
 say "Clients use the service address $SVC, which moves to b if a dies."
 
 step "1. peer certificates: the two shims talk over mutual TLS"
@@ -136,7 +141,7 @@ for h in a b; do
 done
 say "b's task is RUNNING but runs nothing: a standby with the last checkpoint."
 if hybrid; then
-	say "Every 100 ms a is paused for a few ms and checkpointed; meanwhile every packet"
+	say "Every second a is paused for a few ms and checkpointed; meanwhile every packet"
 	say "that reaches Redis is logged to b, and a reply is held only until b holds the"
 	say "log up to it (so a crash never loses an answered write: b replays the log)."
 else
