@@ -23,10 +23,11 @@
 #      built with the build tag measure only).
 #   3. The web server (lighttpd) unreplicated and in epoch mode (web_section).
 #   4. Hybrid mode against epoch mode and runc.v2 (test/bench/hybrid.sh):
-#      Redis with 100,000 records, single-client latency to p99.9
-#      (test/bench/redislat), 50-client throughput, the shim's CPU time per
-#      request, log bytes per second, pause per checkpoint, and a failover
-#      under steady load split into detection, restore, replay and network.
+#      Redis and memcached with 100,000 records, single-client latency to
+#      p99.9 and 50-client throughput (test/bench/kvclient), the shim's CPU
+#      time per request, log bytes per second, pause per checkpoint, and a
+#      failover under steady load split into detection, restore, replay and
+#      network.
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
@@ -44,6 +45,7 @@
 #   BENCH_HYBRID   configurations of part 4 (default "epoch-100ms hybrid-1s hybrid-300ms": the
 #                  first hybrid one is the default interval, whose targets are computed)
 #   BENCH_HYBRID_ROUNDS rounds of part 4 (default 2)
+#   BENCH_HYBRID_WORKLOADS workloads of part 4 (default "redis memcached")
 # Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
@@ -168,7 +170,7 @@ for c in containerd-shim-rrc-v1 rrcctl rrc-uffd; do
 	(cd "$REPO" && go build -o "$WORK/bin/$c" "./cmd/$c")
 done
 (cd "$REPO" && go build -o "$WORK/bin/webclient" ./test/bench/webclient)
-(cd "$REPO" && go build -o "$WORK/bin/redislat" ./test/bench/redislat)
+(cd "$REPO" && go build -o "$WORK/bin/kvclient" ./test/bench/kvclient)
 gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/bin/criu-written.so" "$REPO/contrib/criu-written/criu-written.c" -ldl
 RRCCTL=$WORK/bin/rrcctl
 "$RRCCTL" pki -dir "$WORK/pki" -name "$A" -name "$B" >/dev/null
@@ -469,15 +471,9 @@ fi
 # shell-source the part: its rounds and its section of the document.
 source "$HERE/hybrid.sh"
 if part hybrid; then
-	say "hybrid: lab up ($LAB, $LAB_SUBNET.0/24); $HYB_ROUNDS rounds of: runc.v2, then per configuration in [$HYB_CONFIGS]"
+	say "hybrid: lab up ($LAB, $LAB_SUBNET.0/24); $HYB_ROUNDS rounds of, for each of [$HYB_WORKLOADS]: runc.v2, then per configuration in [$HYB_CONFIGS]"
 	lab_fresh
-	for round in $(seq 1 "$HYB_ROUNDS"); do
-		hyb_unrep_round "$round" || lab_fresh
-		for c in $HYB_CONFIGS; do
-			hyb_round "$c" "$round" || true
-			lab_fresh
-		done
-	done
+	hyb_rounds
 	LAB_QUIET=1 lab down >/dev/null 2>&1
 fi
 
@@ -647,6 +643,7 @@ CMD="make bench"
 [[ -n ${BENCH_WEB_ROUNDS:-} ]] && CMD="BENCH_WEB_ROUNDS=$WEB_ROUNDS $CMD"
 [[ -n ${BENCH_HYBRID:-} ]] && CMD="BENCH_HYBRID=\"$HYB_CONFIGS\" $CMD"
 [[ -n ${BENCH_HYBRID_ROUNDS:-} ]] && CMD="BENCH_HYBRID_ROUNDS=$HYB_ROUNDS $CMD"
+[[ -n ${BENCH_HYBRID_WORKLOADS:-} ]] && CMD="BENCH_HYBRID_WORKLOADS=\"$HYB_WORKLOADS\" $CMD"
 [[ $LAB != rrcbench || $LAB_SUBNET != 10.87.0 ]] && CMD="LAB=$LAB LAB_SUBNET=$LAB_SUBNET $CMD"
 # replace_section NAME FUNCTION: the document's section NAME (between its
 # markers) replaced by FUNCTION's output, or appended if it has none.
