@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -112,7 +113,7 @@ func main() {
 	}
 	var r result
 	if *load {
-		if err := loadRecords(dial, *keys); err != nil {
+		if err := loadRecords(*addr, *proto, dial, *keys); err != nil {
 			r.Error = "load: " + err.Error()
 			finish(r, nil)
 		}
@@ -123,8 +124,28 @@ func main() {
 // value is a record's 100 bytes.
 var value = "v" + strings.Repeat("x", 99)
 
-// loadRecords writes key:0 … key:n-1 over 8 connections.
-func loadRecords(dial func() (kv, error), n int) error {
+// loadRecords writes key:0 … key:n-1. Memcached's are pipelined (noreply,
+// then one get to wait for them): one at a time, a replicated server in
+// epoch mode would take an epoch per record. Redis's go over 8
+// connections (the bench loads Redis with DEBUG POPULATE instead).
+func loadRecords(addr, proto string, dial func() (kv, error), n int) error {
+	if proto == "memcache" {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		w := bufio.NewWriterSize(c, 1<<16)
+		for i := range n {
+			fmt.Fprintf(w, "set key:%d 0 0 %d noreply\r\n%s\r\n", i, len(value), value)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		mc := lab.NewMemcacheConn(c)
+		mc.Timeout = 5 * time.Minute // the server is still taking the records in
+		return memcacheKV{mc}.get(fmt.Sprintf("key:%d", n-1))
+	}
 	const conns = 8
 	errs := make([]error, conns)
 	var wg sync.WaitGroup
