@@ -25,6 +25,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peertls/pki"
+	"github.com/iorrc/rrc/runtime/launch"
 	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
 )
@@ -448,7 +449,7 @@ func listenForged(t *testing.T, nsPath, addr string, cert pki.Files) *forgedBack
 // listenInNetns opens a TCP listener inside the network namespace at
 // nsPath (the socket stays there; the thread is switched back).
 func listenInNetns(nsPath, addr string) (ln net.Listener, err error) {
-	err = lab.InNetns(nsPath, func() error {
+	err = launch.InNetns(nsPath, func() error {
 		ln, err = net.Listen("tcp", addr)
 		return err
 	})

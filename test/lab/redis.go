@@ -8,15 +8,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // The Redis client of the lab's tests: one TCP connection from a lab host,
@@ -32,38 +30,11 @@ func DialInNetns(nsPath, addr string) (net.Conn, error) {
 
 // DialInNetnsTimeout is DialInNetns giving up after timeout.
 func DialInNetnsTimeout(nsPath, addr string, timeout time.Duration) (conn net.Conn, err error) {
-	err = InNetns(nsPath, func() error {
+	err = launch.InNetns(nsPath, func() error {
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	})
 	return conn, err
-}
-
-// InNetns runs fn on a thread switched into the network namespace at
-// nsPath, and switches it back: sockets fn opens stay in that namespace.
-func InNetns(nsPath string, fn func() error) error {
-	goruntime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open(nsPath)
-	if err != nil {
-		goruntime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		goruntime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", nsPath, err)
-	}
-	err = fn()
-	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr == nil {
-		goruntime.UnlockOSThread()
-	} // else: the thread stays locked and exits with the goroutine
-	return err
 }
 
 // RedisConn speaks just enough RESP over one connection.
