@@ -238,13 +238,6 @@ func (l *Log) Ack(pos Position) Acked {
 	return a
 }
 
-// AckedPosition is the position up to which the backup holds the log.
-func (l *Log) AckedPosition() Position {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.acked
-}
-
 // Stats are the log's counters.
 type Stats struct {
 	Records, Bytes, Batches uint64   // appended records; bytes and batches handed out
