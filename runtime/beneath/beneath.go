@@ -5,7 +5,7 @@
 // from an untrusted peer: every name is resolved with openat2 and
 // RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS from a descriptor of the directory,
 // and the last component is never followed, so no name, symlink or hard
-// link can reach anything outside it.
+// link can reach anything outside it (docs/ARCHITECTURE.md, invariant 7).
 package beneath
 
 import (
