@@ -192,12 +192,13 @@ const maxXattrBytes = 1 << 17
 
 // carriedXattr says whether an attribute goes into the archive. Overlay's
 // own attributes describe the host's layers (origin is a file handle on
-// this host's lower layer); only the ones that say what a directory shows
-// (opaque, and redirect for a renamed one) mean the same on the backup.
+// this host's lower layer); only the ones that say what the layer shows
+// (opaque, redirect for a renamed directory, xattr whiteouts) mean the
+// same on the backup.
 func carriedXattr(k string) bool {
 	for _, ns := range []string{"trusted.overlay.", "user.overlay."} {
 		if rest, ok := strings.CutPrefix(k, ns); ok {
-			return rest == "opaque" || rest == "redirect"
+			return rest == "opaque" || rest == "redirect" || rest == "whiteout" || rest == "whiteouts"
 		}
 	}
 	return true
