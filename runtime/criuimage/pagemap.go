@@ -152,14 +152,20 @@ func decodePagemap(b []byte) (*Pagemap, error) {
 	return p, nil
 }
 
-// nextRecord returns the record at off and the offset after it.
+// nextRecord returns the pagemap record at off and the offset after it.
 func nextRecord(b []byte, off int) (rec []byte, next int, err error) {
+	return nextRecordUpTo(b, off, maxRecordSize)
+}
+
+// nextRecordUpTo returns the record at off, of at most max bytes, and the
+// offset after it.
+func nextRecordUpTo(b []byte, off int, max uint32) (rec []byte, next int, err error) {
 	if len(b)-off < 4 {
 		return nil, 0, fmt.Errorf("record length truncated (%d of 4 bytes)", len(b)-off)
 	}
 	n := binary.LittleEndian.Uint32(b[off:])
-	if n > maxRecordSize {
-		return nil, 0, fmt.Errorf("record of %d bytes, more than %d", n, maxRecordSize)
+	if n > max {
+		return nil, 0, fmt.Errorf("record of %d bytes, more than %d", n, max)
 	}
 	if left := len(b) - off - 4; int(n) > left {
 		return nil, 0, fmt.Errorf("record of %d bytes truncated to %d", n, left)

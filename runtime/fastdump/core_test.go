@@ -1,0 +1,246 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package fastdump
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/test/prereq"
+)
+
+// freezerCgroup makes a cgroup v1 freezer cgroup for the test.
+func freezerCgroup(t *testing.T) string {
+	t.Helper()
+	prereq.Path(t, "/sys/fs/cgroup/freezer", "the cgroup v1 freezer")
+	dir := fmt.Sprintf("/sys/fs/cgroup/freezer/rrcfastdump-%d", os.Getpid())
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		setFreezer(t, dir, "THAWED")
+		for i := 0; i < 100; i++ {
+			if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s not removed", dir)
+	})
+	return dir
+}
+
+func setFreezer(t *testing.T, dir, state string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(state), 0); err != nil {
+		t.Fatalf("freezer %s: %v", state, err)
+	}
+	for i := 0; i < 10000; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(b)) == state {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	t.Fatalf("freezer never reached %s", state)
+}
+
+func cgroupTasks(t *testing.T, dir string) []int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "tasks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, f := range strings.Fields(string(b)) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tids = append(tids, n)
+	}
+	return tids
+}
+
+// workloadEnv makes the test binary run workload instead of the tests.
+const workloadEnv = "RRC_FASTDUMP_WORKLOAD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(workloadEnv) == "1" {
+		workload()
+	}
+	os.Exit(m.Run())
+}
+
+// workload keeps several threads busy with integer and floating-point work
+// and system calls, so that a stop finds them in user mode and in the
+// kernel, with live FPU state. It never returns.
+func workload() {
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			runtime.LockOSThread()
+			x := float64(i) + 0.5
+			for n := 0; ; n++ {
+				x = x*1.0000001 + 0.25
+				if n%100000 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}(i)
+	}
+	select {}
+}
+
+// startWorkload starts the test binary as workload in the cgroup, and waits
+// for its threads.
+func startWorkload(t *testing.T, cgroup string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), workloadEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && len(cgroupTasks(t, cgroup)) < 5; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd
+}
+
+func criuDump(t *testing.T, pid int, dir string, args ...string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	argv := append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir, "-o", "dump.log", "-v4", "--leave-running"}, args...)
+	if out, err := exec.Command("criu", argv...).CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+		t.Fatalf("criu %v: %v\n%s\n%s", argv, err, out, log)
+	}
+}
+
+// TestPatchedCoreMatchesCRIU stops a running program's threads, captures
+// their registers and signal masks, and patches them into the core images
+// of an earlier CRIU dump; then CRIU dumps the same stopped state, and each
+// thread's registers, FPU and extended state and signal mask must be what
+// CRIU wrote, field by field.
+func TestPatchedCoreMatchesCRIU(t *testing.T) {
+	prereq.Root(t, "ptrace, cgroups and CRIU")
+	prereq.Commands(t, "criu")
+	if runtime.GOARCH != "amd64" {
+		t.Skip("x86-64 registers only")
+	}
+	cg := freezerCgroup(t)
+	cmd := startWorkload(t, cg)
+	pid := cmd.Process.Pid
+	tmp := t.TempDir()
+	before, after := filepath.Join(tmp, "before"), filepath.Join(tmp, "after")
+	criuDump(t, pid, before)
+	time.Sleep(150 * time.Millisecond) // it runs on: its registers change
+
+	runtime.LockOSThread() // the tracer thread; it dies with the test's goroutine
+	setFreezer(t, cg, "FROZEN")
+	tids := cgroupTasks(t, cg)
+	s, err := Seize(tids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setFreezer(t, cg, "THAWED")
+	if err := s.Wait(5 * time.Second); err != nil {
+		_ = s.Detach()
+		t.Fatal(err)
+	}
+	size := XStateSize()
+	threads := make([]Thread, 0, len(tids))
+	for _, tid := range tids {
+		th, err := CaptureThread(tid, size)
+		if err != nil {
+			_ = s.Detach()
+			t.Fatal(err)
+		}
+		threads = append(threads, th)
+	}
+	// Frozen before the detach, so that CRIU finds them as they were.
+	setFreezer(t, cg, "FROZEN")
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	criuDump(t, pid, after, "--freeze-cgroup", cg)
+	setFreezer(t, cg, "THAWED")
+
+	layout := readXstateLayout()
+	for _, th := range threads {
+		name := fmt.Sprintf("core-%d.img", th.Tid)
+		prev, err := os.ReadFile(filepath.Join(before, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		patched, err := PatchCore(prev, th, th.Tid == pid, layout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := decodeCore(t, patched), decodeCore(t, mustRead(t, filepath.Join(after, name)))
+		if !proto.Equal(got.ThreadInfo.Gpregs, want.ThreadInfo.Gpregs) {
+			t.Errorf("thread %d: registers\n got %v\nwant %v", th.Tid, got.ThreadInfo.Gpregs, want.ThreadInfo.Gpregs)
+		}
+		if !proto.Equal(got.ThreadInfo.Fpregs, want.ThreadInfo.Fpregs) {
+			t.Errorf("thread %d: FPU and extended state differ", th.Tid)
+		}
+		if gm, wm := sigmask(got, th.Tid == pid), sigmask(want, th.Tid == pid); gm != wm {
+			t.Errorf("thread %d: signal mask %#x, CRIU %#x", th.Tid, gm, wm)
+		}
+		if old := decodeCore(t, prev); proto.Equal(old.ThreadInfo.Gpregs, want.ThreadInfo.Gpregs) {
+			t.Logf("thread %d: registers did not change between the dumps", th.Tid)
+		}
+	}
+	t.Logf("%d threads compared", len(threads))
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func decodeCore(t *testing.T, img []byte) *criucore.CoreEntry {
+	t.Helper()
+	rec, err := criuimage.DecodeCore(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c criucore.CoreEntry
+	if err := proto.Unmarshal(rec, &c); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+func sigmask(c *criucore.CoreEntry, leader bool) uint64 {
+	if leader {
+		return c.GetTc().GetBlkSigset()
+	}
+	return c.GetThreadCore().GetBlkSigset()
+}
