@@ -71,20 +71,20 @@ func TestPrimaryEpochLoop(t *testing.T) {
 				[]string{"release-output:1", "release-all"}, StateInSync
 		},
 	}, {
-		name:    "send failure never releases output, then degrades",
+		name:    "send failure never releases output, then degrades, the backup told first",
 		sendErr: errors.New("connection reset"),
 		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
-			s.rec.waitFor(t, "close-peer")
-			return []string{"send-failed:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+			s.rec.waitFor(t, "release-all")
+			return []string{"send-failed:1", "goodbye:degraded", "close-peer", "release-all"}, []string{"release-output:1"}, StateDegraded
 		},
 	}, {
 		name: "peer failure degrades: everything released, unreplicated",
 		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
 			s.rec.waitFor(t, "send:1")
 			s.opts.OnPeerFailed(peer.PeerFailure{Reason: "silent", LastHeard: time.Now().Add(-90 * time.Millisecond), DetectedAt: time.Now()})
-			s.rec.waitFor(t, "close-peer")
+			s.rec.waitFor(t, "release-all")
 			s.ack(1, nil) // a late answer changes nothing
-			return []string{"send:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+			return []string{"send:1", "goodbye:degraded", "close-peer", "release-all"}, []string{"release-output:1"}, StateDegraded
 		},
 	}, {
 		name: "failed checkpoint sends nothing; its output goes with the next",

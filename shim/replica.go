@@ -203,7 +203,9 @@ func (r *replica) publishStatus(ctx context.Context) error {
 }
 
 // close removes everything the replica made, in reverse order; idempotent.
-func (r *replica) close(ctx context.Context) error {
+// why is told to the backup of a primary (a goodbye): it does not take
+// over a container stopped on purpose.
+func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 	r.closeOnce.Do(func() {
 		close(r.closed)
 		var errs []error
@@ -215,7 +217,7 @@ func (r *replica) close(ctx context.Context) error {
 			<-done
 		}
 		if r.primary != nil {
-			if err := r.primary.Close(ctx); err != nil {
+			if err := r.primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
 				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))
 			}
 		}

@@ -47,7 +47,7 @@ func (s *TaskService) deleteStandby(ctx context.Context, rep *replica) (_ *taskA
 	}
 	snap := rep.standby.snapshot()
 	s.forget(rep.id)
-	if err := rep.close(ctx); err != nil {
+	if err := rep.close(ctx, replication.StopDeleted); err != nil {
 		return nil, true, errgrpc.ToGRPC(fmt.Errorf("container %s: deleting standby task: %w", rep.id, err))
 	}
 	s.publish(rep, &eventstypes.TaskDelete{ContainerID: rep.id, ID: rep.id, Pid: uint32(snap.Pid),

@@ -227,9 +227,12 @@ const (
 	GoodbyeShutdown GoodbyeReason = 2
 	// GoodbyeDemoted: a planned demotion; the service moves on by other means.
 	GoodbyeDemoted GoodbyeReason = 3
+	// GoodbyeDegraded: the primary gave up on this backup and runs on
+	// unreplicated; the backup's checkpoint is stale from now on.
+	GoodbyeDegraded GoodbyeReason = 4
 )
 
-var goodbyeNames = map[GoodbyeReason]string{GoodbyeDeleted: "deleted", GoodbyeShutdown: "shutdown", GoodbyeDemoted: "demoted"}
+var goodbyeNames = map[GoodbyeReason]string{GoodbyeDeleted: "deleted", GoodbyeShutdown: "shutdown", GoodbyeDemoted: "demoted", GoodbyeDegraded: "degraded"}
 
 func (r GoodbyeReason) String() string {
 	if n, ok := goodbyeNames[r]; ok {

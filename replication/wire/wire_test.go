@@ -154,7 +154,7 @@ func TestPayloadRoundTrips(t *testing.T) {
 	if got, err := DecodeLogAck(LogAck{Index: 4}.Append(nil)); err != nil || got.Index != 4 {
 		t.Errorf("LogAck: %+v %v", got, err)
 	}
-	for _, g := range []Goodbye{{Reason: GoodbyeDeleted, Message: "container deleted"}, {Reason: GoodbyeShutdown}, {Reason: GoodbyeDemoted, Message: "é"}} {
+	for _, g := range []Goodbye{{Reason: GoodbyeDeleted, Message: "container deleted"}, {Reason: GoodbyeShutdown}, {Reason: GoodbyeDemoted, Message: "é"}, {Reason: GoodbyeDegraded, Message: "backup silent"}} {
 		if got, err := DecodeGoodbye(g.Append(nil)); err != nil || got != g {
 			t.Errorf("Goodbye %+v: %+v %v", g, got, err)
 		}
@@ -205,7 +205,7 @@ func TestPayloadRejects(t *testing.T) {
 		{"logack index 0", func(b []byte) error { _, err := DecodeLogAck(b); return err }, LogAck{}.Append(nil)},
 		{"goodbye empty", decodeGoodbye, nil},
 		{"goodbye reason 0", decodeGoodbye, Goodbye{Message: "x"}.Append(nil)},
-		{"goodbye unknown reason", decodeGoodbye, Goodbye{Reason: 4}.Append(nil)},
+		{"goodbye unknown reason", decodeGoodbye, Goodbye{Reason: 5}.Append(nil)},
 		{"goodbye trailing", decodeGoodbye, append(Goodbye{Reason: GoodbyeShutdown}.Append(nil), 0)},
 		{"goodbye message short", decodeGoodbye, Goodbye{Reason: GoodbyeShutdown, Message: "abc"}.Append(nil)[:4]},
 		{"goodbye not utf-8", decodeGoodbye, Goodbye{Reason: GoodbyeShutdown, Message: "\xff\xfe"}.Append(nil)},
