@@ -66,6 +66,8 @@ const (
 func (p *Primary) replicate(ctx context.Context) (next afterConnection, reason string) {
 	ticker := time.NewTicker(p.cfg.Epoch)
 	defer ticker.Stop()
+	stallCheck := time.NewTicker(max(p.cfg.AckTimeout/8, 10*time.Millisecond))
+	defer stallCheck.Stop()
 	sent := make(chan error, 1)
 	sending, kicked := false, false
 	p.mu.Lock()
@@ -135,6 +137,11 @@ func (p *Primary) replicate(ctx context.Context) (next afterConnection, reason s
 			if kicked {
 				kicked = false
 				startSend()
+			}
+		case now := <-stallCheck.C:
+			if reason, stalled := p.ackStall(now); stalled {
+				p.log.Error("the backup's acknowledgements stopped while its heartbeats come: treating it as failed", "reason", reason)
+				return lost(reason)
 			}
 		case <-p.kick:
 			if sending {

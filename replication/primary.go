@@ -59,6 +59,7 @@ type Primary struct {
 	acked      uint64               // newest wire epoch acknowledged
 	ackedTaken time.Time            // when that checkpoint was taken
 	ackedAt    time.Time
+	answeredAt time.Time // the backup's last answer (ack or nack) on this connection
 	epochs     uint64
 	skipped    uint64
 	deferred   uint64
@@ -304,7 +305,42 @@ func (p *Primary) adopt(sender CheckpointSender, from ...State) bool {
 	}
 	p.sender, p.repairing = sender, ""
 	p.taken = map[uint64]time.Time{}
+	p.answeredAt = time.Time{}
 	return true
+}
+
+// ackStall says whether an acknowledgement has been outstanding longer
+// than Config.AckTimeout: a checkpoint the backup has not answered since
+// it was taken (nor anything else since then), or in hybrid mode a log
+// record it has not acknowledged. Its heartbeats may still come (its
+// reader or disk is stuck): the output would be held for ever. The caller
+// treats it as the backup's failure.
+func (p *Primary) ackStall(now time.Time) (reason string, stalled bool) {
+	bound := p.cfg.AckTimeout
+	p.mu.Lock()
+	var oldest uint64
+	var oldestAt time.Time
+	for e, at := range p.taken {
+		if oldestAt.IsZero() || at.Before(oldestAt) {
+			oldest, oldestAt = e, at
+		}
+	}
+	since := oldestAt
+	if p.answeredAt.After(since) {
+		since = p.answeredAt // it answers, if slowly: wait from its last answer
+	}
+	p.mu.Unlock()
+	if !oldestAt.IsZero() && now.Sub(since) > bound {
+		return fmt.Sprintf("acknowledgement stalled: checkpoint %d taken %s ago is not acknowledged and the backup has answered nothing for %s (bound %s): its reader or disk is stuck",
+			oldest, now.Sub(oldestAt).Round(time.Millisecond), now.Sub(since).Round(time.Millisecond), bound), true
+	}
+	if p.hybrid != nil {
+		if st := p.hybrid.log.Stats(); !st.OldestUnacked.IsZero() && now.Sub(st.OldestUnacked) > bound {
+			return fmt.Sprintf("acknowledgement stalled: %d input log records unacknowledged, the oldest for %s (bound %s): the backup's reader or disk is stuck",
+				st.Unacked, now.Sub(st.OldestUnacked).Round(time.Millisecond), bound), true
+		}
+	}
+	return "", false
 }
 
 func (p *Primary) setRepairing(s string) {
@@ -328,6 +364,7 @@ func (p *Primary) onAck(a peer.Ack) {
 	defer p.mu.Unlock()
 	taken, known := p.taken[a.Epoch]
 	delete(p.taken, a.Epoch)
+	p.answeredAt = a.At
 	if a.Err == nil {
 		for e := range p.taken { // aborted transfers are never answered
 			if e < a.Epoch {

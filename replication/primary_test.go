@@ -202,3 +202,46 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("round trip: %+v, %v", back, err)
 	}
 }
+
+// TestPrimaryAckStall: the backup's heartbeats would keep coming, but it
+// stops acknowledging (its reader or disk stuck). Once the oldest
+// outstanding checkpoint has waited longer than the bound with no answer
+// since, the primary treats the backup as failed: it says goodbye, then
+// goes degraded and releases its output, with a reason naming the stall.
+// An answered checkpoint resets the wait.
+func TestPrimaryAckStall(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	const bound = 300 * time.Millisecond
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute, AckTimeout: bound},
+		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts = o
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "send:1")
+	time.Sleep(bound / 2)
+	snd.ack(1, nil) // answered in time
+	p.loopTickForTest()
+	rec.waitFor(t, "send:2")
+	sentAt := time.Now()
+	rec.waitFor(t, "release-all") // 2 is never answered
+	waited := time.Since(sentAt)
+	st := p.Status()
+	if st.State != StateDegraded || !strings.Contains(st.Reason, "acknowledgement stalled: checkpoint 2") {
+		t.Fatalf("state %q reason %q", st.State, st.Reason)
+	}
+	if waited < bound || waited > bound+time.Second {
+		t.Errorf("degraded %s after the unanswered checkpoint, bound %s", waited, bound)
+	}
+	checkOrder(t, rec.list(), []string{"release-output:1", "send:2", "goodbye:degraded", "release-all"}, []string{"release-output:2"})
+}
