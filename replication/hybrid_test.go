@@ -156,7 +156,7 @@ func testHybridPairOverLoopback(t *testing.T, killed bool) {
 	}
 	if killed {
 		pr.proxy.refuse.Store(true)
-		pr.proxy.reset()
+		pr.proxy.reset(t)
 	} else {
 		pr.proxy.cut.Store(true)
 	}

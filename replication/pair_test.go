@@ -75,11 +75,13 @@ func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
 
 // reset ends every connection through the proxy with a TCP reset on both
 // sides: what a middlebox does, or the kernel of a process that was killed.
-func (p *cuttableProxy) reset() {
+func (p *cuttableProxy) reset(t *testing.T) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
-		c.(*net.TCPConn).SetLinger(0)
+		if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+			t.Errorf("resetting a proxied connection: %v", err)
+		}
 		c.Close()
 	}
 	p.conns = nil
@@ -335,7 +337,7 @@ func TestPairConnectionLostWithoutGoodbye(t *testing.T) {
 			rec.waitFor(t, "release-output:3")
 			proxy.refuse.Store(!tc.comesBack)
 			lostAt := time.Now()
-			proxy.reset()
+			proxy.reset(t)
 			select {
 			case <-b.Promoted():
 			case <-time.After(time.Second):

@@ -207,7 +207,9 @@ func (s *session) run(handle func(wire.Frame) error) error {
 			if s.role == wire.RolePrimary {
 				// The primary gives up on this backup and runs on without
 				// it: a backup that still hears it must not take over.
-				s.sayGoodbye(wire.GoodbyeDegraded, "the primary declared this backup failed: "+f.Reason)
+				if err := s.sayGoodbye(wire.GoodbyeDegraded, "the primary declared this backup failed: "+f.Reason); err != nil {
+					s.log.Warn("the backup was not told that this primary gives up on it", "err", err)
+				}
 			}
 			s.close(fmt.Errorf("peer failed: %s", f.Reason))
 		}
