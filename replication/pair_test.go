@@ -5,6 +5,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"slices"
@@ -321,15 +322,18 @@ func TestPairSupersededPrimaryStops(t *testing.T) {
 // passed since the last frame, and says why. If it dials again at once (a
 // reset on the path of a live primary), the backup does not promote, the
 // primary never goes degraded (nothing released unreplicated) and is in
-// sync again after a full checkpoint.
+// sync again after a full checkpoint. A primary whose packet gate fails
+// (failed, output dropped) closes without a goodbye: the backup takes over.
 func TestPairConnectionLostWithoutGoodbye(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		comesBack   bool
+		gateFails   bool
 		wantPromote bool
 	}{
 		{name: "primary gone: promotes after the bound", comesBack: false, wantPromote: true},
 		{name: "primary dials again at once: no promotion", comesBack: true, wantPromote: false},
+		{name: "primary's gate fails: promotes", comesBack: true, gateFails: true, wantPromote: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pr := startPairOverLoopback(t)
@@ -337,7 +341,11 @@ func TestPairConnectionLostWithoutGoodbye(t *testing.T) {
 			rec.waitFor(t, "release-output:3")
 			proxy.refuse.Store(!tc.comesBack)
 			lostAt := time.Now()
-			proxy.reset(t)
+			if tc.gateFails {
+				pr.packets.failed <- errors.New("queue reader stopped")
+			} else {
+				proxy.reset(t)
+			}
 			select {
 			case <-b.Promoted():
 			case <-time.After(time.Second):
@@ -354,6 +362,9 @@ func TestPairConnectionLostWithoutGoodbye(t *testing.T) {
 				// heartbeat before the reset.
 				if f := st.Failover; f == nil || f.DetectionMS < 30 || f.LastHeard.Add(30*time.Millisecond).Before(lostAt.Add(-15*time.Millisecond)) {
 					t.Errorf("failover %+v: not after the detection bound", f)
+				}
+				if ps := p.Status(); tc.gateFails && ps.State != StateFailed {
+					t.Errorf("primary with a failed gate: %q (%s)", ps.State, ps.Reason)
 				}
 				return
 			}
