@@ -159,6 +159,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, &FieldError{Field: FieldMode, Msg: fmt.Sprintf("%q is not one of epoch, hybrid", c.Mode)})
 	}
+	if err := wire.CheckPairName(c.Pair); err != nil {
+		errs = append(errs, &FieldError{Field: FieldPair, Msg: err.Error()})
+	}
 	if c.Epoch < MinEpoch || c.Epoch > MaxEpoch {
 		errs = append(errs, &FieldError{Field: FieldEpoch, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.Epoch, MinEpoch, MaxEpoch)})
 	}

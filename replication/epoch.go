@@ -234,7 +234,7 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	p.bytes.add(float64(st.ImageBytes))
 	p.memCopied.add(float64(st.CRIUPages * uint64(os.Getpagesize())))
 	p.mu.Unlock()
-	p.log.Debug("checkpoint taken", "epoch", epoch, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump, "criu_frozen", st.CRIUFrozen,
+	p.log.Debug("checkpoint taken", "epoch", epoch, "wait", st.Wait, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump, "criu_frozen", st.CRIUFrozen,
 		"thaw", st.Thaw, "merge", st.Merge, "pages_copied", st.CRIUPages, "pages_from_parent", st.ParentPages, "bytes", st.ImageBytes)
 	return dir, epoch, true
 }

@@ -148,7 +148,7 @@ func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
 		RuncRoot: runcRoot, ID: r.id,
 		CRIU:              criu.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
 		Dump:              criu.FastDumpOptions(),
-		CaptureRootfsDiff: true, PrepareNext: true, Memory: r.host.MemoryTracking(), Log: engineLogger(ctx),
+		CaptureRootfsDiff: true, PrepareNext: true, Memory: r.memoryTracking(), Log: engineLogger(ctx),
 	})
 	if err != nil {
 		return fmt.Errorf("checkpointer: %w", err)
@@ -271,6 +271,16 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 		}
 	})
 	return r.closeErr
+}
+
+// memoryTracking is the host's setting, with CRIU's kernel-feature cache
+// on the container's image tmpfs (gone with it on delete, and at a reboot).
+func (r *replica) memoryTracking() *criu.MemoryTracking {
+	m := r.host.MemoryTracking()
+	if m != nil {
+		m.KernelCache = filepath.Join(r.imagesDir(), "criu.kdat")
+	}
+	return m
 }
 
 // imagesDir gets a tmpfs of its own per container: each epoch's images

@@ -22,9 +22,16 @@
  *   - read() of 8 bytes from a pagemap file, once: CRIU's start-up probe for
  *     soft-dirty support (kerndat_get_dirty_track) sees the bit it looks for,
  *     so --track-mem is accepted;
- *   - open() of CRIU's kernel-feature cache (/run/criu.kdat): refused, so that
- *     this CRIU neither loads a cache that says "no dirty tracking" nor leaves
- *     one saying "dirty tracking works" for CRIU runs without this library;
+ *   - open(), rename() and unlink() of CRIU's kernel-feature cache
+ *     (/run/criu.kdat and its .tmp): with RRC_KDAT_CACHE=FILE (a file on a
+ *     tmpfs: CRIU keeps no cache elsewhere, so that none outlives a reboot)
+ *     they act on FILE instead, a cache of this library's CRIU runs only;
+ *     without it the open is refused. Either way this CRIU neither loads a
+ *     cache that says "no dirty tracking" nor leaves one saying "dirty
+ *     tracking works" for CRIU runs without this library. The cache spares
+ *     each dump CRIU's kernel probing (tens of milliseconds, iptables run
+ *     included), which with prepared dumps sets how soon the next checkpoint
+ *     can start;
  *   - with RRC_FREEZE_NOTIFY_FD=N (N: the swrk RPC socket CRIU was started
  *     with), the first read() of the freezer state (freezer.state or
  *     cgroup.freeze, opened read-write) is preceded by an RPC notification
@@ -192,9 +199,29 @@ ssize_t read(int fd, void *buf, size_t count)
 	return n;
 }
 
-static int kdat_cache(const char *path)
+/*
+ * kdat_path returns where CRIU's access to path goes: path itself unless it is
+ * the kernel-feature cache or its .tmp; then RRC_KDAT_CACHE (and .tmp), or
+ * NULL (refused) without it. buf holds the result for the .tmp.
+ */
+static const char *kdat_path(const char *path, char *buf, size_t len)
 {
-	return path && (ends(path, "/criu.kdat") || ends(path, "/criu.kdat.tmp"));
+	const char *cache;
+	int tmp;
+
+	if (!path)
+		return path;
+	tmp = ends(path, "/criu.kdat.tmp");
+	if (!tmp && !ends(path, "/criu.kdat"))
+		return path;
+	cache = getenv("RRC_KDAT_CACHE");
+	if (!cache || *cache != '/')
+		return NULL;
+	if (!tmp)
+		return cache;
+	if ((size_t)snprintf(buf, len, "%s.tmp", cache) >= len)
+		return NULL;
+	return buf;
 }
 
 /* freezer reports whether path, opened with flags, is where CRIU freezes. */
@@ -208,6 +235,7 @@ static int freezer(const char *path, int flags)
 	int name(const char *path, int flags, ...)                                 \
 	{                                                                          \
 		static int (*real)(const char *, int, ...);                        \
+		char buf[4096];                                                    \
 		mode_t mode = 0;                                                   \
 		va_list ap;                                                        \
 		int fd;                                                            \
@@ -216,7 +244,8 @@ static int freezer(const char *path, int flags)
 			mode = va_arg(ap, mode_t);                                 \
 			va_end(ap);                                                \
 		}                                                                  \
-		if (kdat_cache(path)) {                                            \
+		path = kdat_path(path, buf, sizeof(buf));                          \
+		if (!path) {                                                       \
 			errno = ENOENT;                                            \
 			return -1;                                                 \
 		}                                                                  \
@@ -230,3 +259,34 @@ static int freezer(const char *path, int flags)
 
 RRC_OPEN(open)
 RRC_OPEN(open64)
+
+int rename(const char *from, const char *to)
+{
+	static int (*real)(const char *, const char *);
+	char fbuf[4096], tbuf[4096];
+
+	if (!real)
+		real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+	from = kdat_path(from, fbuf, sizeof(fbuf));
+	to = kdat_path(to, tbuf, sizeof(tbuf));
+	if (!from || !to) {
+		errno = ENOENT;
+		return -1;
+	}
+	return real(from, to);
+}
+
+int unlink(const char *path)
+{
+	static int (*real)(const char *);
+	char buf[4096];
+
+	if (!real)
+		real = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
+	path = kdat_path(path, buf, sizeof(buf));
+	if (!path) {
+		errno = ENOENT;
+		return -1;
+	}
+	return real(path);
+}

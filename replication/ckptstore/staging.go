@@ -15,15 +15,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iorrc/rrc/replication/wire"
+	"github.com/iorrc/rrc/runtime/beneath"
 )
 
 // Staging is a checkpoint being received. It is used by one goroutine; it
 // ends with exactly one of Commit or Abort (Commit aborts on failure).
 type Staging struct {
-	store  *Store
-	epoch  uint64
-	begin  wire.CheckpointBegin
-	dir    string
+	store *Store
+	epoch uint64
+	begin wire.CheckpointBegin
+	dir   string
+	// root is dir, opened: the files are created beneath it (their names
+	// come from the peer), never through a symlink or "..".
+	root   *beneath.Dir
 	base   *deltaBase // nil: a full checkpoint
 	hasher *wire.ContentHasher
 	dirs   map[string]bool       // directories to fsync before the rename
@@ -152,7 +156,12 @@ func (b *deltaBase) file(path string) (*os.File, error) {
 		return b.open, nil
 	}
 	b.close()
-	f, err := os.Open(filepath.Join(b.dir, filepath.FromSlash(path)))
+	root, err := beneath.Open(b.dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the base: %w", err)
+	}
+	f, err := root.OpenFile(path, os.O_RDONLY, 0)
+	root.Close()
 	if err != nil {
 		return nil, fmt.Errorf("opening the base's file: %w", err)
 	}
@@ -249,7 +258,11 @@ func (st *Staging) openFile(path string, mode fs.FileMode, size uint64) error {
 	full := filepath.Join(st.dir, filepath.FromSlash(path))
 	parent := filepath.Dir(full)
 	if !st.dirs[parent] {
-		if err := os.MkdirAll(parent, 0o700); err != nil {
+		rel, err := filepath.Rel(st.dir, parent)
+		if err != nil {
+			return err
+		}
+		if err := st.root.MkdirAll(filepath.ToSlash(rel), 0o700); err != nil {
 			return err
 		}
 		for d := parent; d != st.dir && !st.dirs[d]; d = filepath.Dir(d) {
@@ -257,7 +270,7 @@ func (st *Staging) openFile(path string, mode fs.FileMode, size uint64) error {
 		}
 	}
 	// An existing file is the spare's: rewritten in place, at the new size.
-	f, err := os.OpenFile(full, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := st.root.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -334,12 +347,15 @@ func (st *Staging) commit(digest [32]byte) (Checkpoint, error) {
 	}
 	for p := range st.inPlace { // the spare's files this checkpoint does not have
 		if _, ok := st.blocks[p]; !ok {
-			if err := os.Remove(filepath.Join(st.dir, filepath.FromSlash(p))); err != nil {
+			if err := st.root.Remove(p); err != nil {
 				return Checkpoint{}, fmt.Errorf("removing %s left from an older checkpoint: %w", p, err)
 			}
 		}
 	}
 	s := st.store
+	if err := st.root.Close(); err != nil {
+		return Checkpoint{}, err
+	}
 	for d := range st.dirs {
 		if err := s.syncDir(d); err != nil {
 			return Checkpoint{}, err
@@ -400,6 +416,7 @@ func (st *Staging) Abort(reason string) {
 		st.file = nil
 	}
 	st.base.close()
+	st.root.Close()
 	s := st.store
 	if err := os.RemoveAll(st.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error("removing aborted checkpoint", "epoch", st.epoch, "dir", st.dir, "err", err)

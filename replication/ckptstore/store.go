@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication/wire"
+	"github.com/iorrc/rrc/runtime/beneath"
 )
 
 // Errors a caller maps to a refusal of the checkpoint. Other errors are
@@ -237,7 +238,12 @@ func (s *Store) Begin(epoch uint64, b wire.CheckpointBegin) (*Staging, error) {
 			return nil, fmt.Errorf("beginning checkpoint %d: %w", epoch, err)
 		}
 	}
-	st := &Staging{store: s, epoch: epoch, begin: b, dir: dir, base: base, blocks: map[string]fileBlocks{}, inPlace: inPlace,
+	root, err := beneath.Open(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("beginning checkpoint %d: %w", epoch, err)
+	}
+	st := &Staging{store: s, epoch: epoch, begin: b, dir: dir, root: root, base: base, blocks: map[string]fileBlocks{}, inPlace: inPlace,
 		hasher: wire.NewBlockKeepingHasher(), dirs: map[string]bool{dir: true}}
 	s.staging = st
 	return st, nil

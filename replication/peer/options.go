@@ -129,8 +129,8 @@ func (o Options) withDefaults() Options {
 
 func (o Options) validate() error {
 	var errs []error
-	if o.Pair == "" || len(o.Pair) > wire.MaxPairLen {
-		errs = append(errs, fmt.Errorf("pair name %q: must have 1 to %d bytes", o.Pair, wire.MaxPairLen))
+	if err := wire.CheckPairName(o.Pair); err != nil {
+		errs = append(errs, err)
 	}
 	if o.PeerName == "" {
 		errs = append(errs, errors.New("expected peer name is empty: the peer's identity cannot be checked"))

@@ -141,11 +141,30 @@ func DecodeCheckpointCopy(b []byte) (CheckpointCopy, error) {
 }
 
 // ValidCheckpointPath reports whether p may name a file of a checkpoint: a
-// clean, relative, slash-separated path without "." or ".." elements, NUL or
-// backslash, so that it cannot escape the checkpoint directory.
+// clean, relative, slash-separated path without "." or ".." elements,
+// control characters (NUL, newline, ...) or backslash, each element at most
+// 255 bytes, so that it cannot escape the checkpoint directory (the store
+// also creates it beneath the directory, runtime/beneath) nor break a line
+// of a log or configuration.
 func ValidCheckpointPath(p string) bool {
-	return p != "." && len(p) <= MaxPathLen && fs.ValidPath(p) && !strings.ContainsAny(p, "\x00\\")
+	if p == "." || len(p) > MaxPathLen || !fs.ValidPath(p) || strings.ContainsRune(p, '\\') {
+		return false
+	}
+	for _, c := range []byte(p) {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	for _, e := range strings.Split(p, "/") {
+		if len(e) > maxPathElem {
+			return false
+		}
+	}
+	return true
 }
+
+// maxPathElem is NAME_MAX.
+const maxPathElem = 255
 
 // CheckpointEnd closes the transfer. Digest is the canonical content digest
 // (see ContentDigest) of all files of the checkpoint.

@@ -59,8 +59,27 @@ type Hello struct {
 	Pair      string
 }
 
-// MaxPairLen bounds the pair name.
-const MaxPairLen = 255
+// MaxPairLen bounds the pair name (a DNS label).
+const MaxPairLen = 63
+
+// CheckPairName says why name cannot name a pair: it must be a DNS label
+// (RFC 1123: 1 to 63 lower-case letters, digits and '-', not starting or
+// ending with '-'). It names directories on both hosts (a backup's store),
+// so nothing like "." or ".." or a '/' may get through.
+func CheckPairName(name string) error {
+	if name == "" || len(name) > MaxPairLen {
+		return fmt.Errorf("pair name %q: must have 1 to %d characters", name, MaxPairLen)
+	}
+	if name[0] == '-' || name[len(name)-1] == '-' {
+		return fmt.Errorf("pair name %q: must not start or end with '-'", name)
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("pair name %q: must be a DNS label (lower-case letters, digits, '-'), has %q", name, c)
+		}
+	}
+	return nil
+}
 
 func (h Hello) Append(dst []byte) []byte {
 	dst = append(dst, h.MinVersion, h.MaxVersion, byte(h.Role), byte(h.Mode))
@@ -85,8 +104,8 @@ func DecodeHello(b []byte) (Hello, error) {
 		d.fail("mode %d", uint8(h.Mode))
 	case hb == 0 || hb > uint64(time.Hour):
 		d.fail("heartbeat %dns", hb)
-	case h.Pair == "" || !utf8.ValidString(h.Pair):
-		d.fail("pair name %q", h.Pair)
+	case CheckPairName(h.Pair) != nil:
+		d.fail("%v", CheckPairName(h.Pair))
 	}
 	h.Heartbeat = time.Duration(hb)
 	return h, d.err

@@ -47,6 +47,9 @@ type CheckpointerConfig struct {
 // (+ a few µs of bookkeeping); RootfsDiff runs alongside Dump and adds to
 // the pause only if it takes longer.
 type CheckpointStats struct {
+	// Wait is the call → CRIU ready to freeze: its start-up when the
+	// prepared dump was not ready (or none was prepared), else ≈0.
+	Wait       time.Duration
 	Freeze     time.Duration // freeze request → kernel reports FROZEN
 	Dump       time.Duration // CRIU dump request → response
 	RootfsDiff time.Duration // writable layer and tmpfs archives, while frozen, alongside the dump
@@ -155,6 +158,9 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	c.shareUTSIPC()
 	if c.mem = c.startMemoryTracking(ctx); c.mem != nil {
 		c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "LD_PRELOAD="+c.mem.cfg.Preload)
+		if c.mem.cfg.KernelCache != "" {
+			c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "RRC_KDAT_CACHE="+c.mem.cfg.KernelCache)
+		}
 		c.cfg.CRIU.FreezeNotify = true
 		c.cfg.Dump.TrackMem = true
 	}
@@ -184,6 +190,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 			return CheckpointStats{}, fmt.Errorf("checkpoint %s: %w", c.cfg.ID, err)
 		}
 	}
+	called := time.Now()
 	c.waitRefresh()
 	parent := c.mem.parent()
 	dump := c.takePrepared(dir, parent)
@@ -198,7 +205,7 @@ func (c *Checkpointer) CheckpointWithHooks(ctx context.Context, dir string, hook
 	nextParent := parent
 	defer func() { c.prepareNext(filepath.Dir(dir), nextParent) }()
 
-	p := &pause{c: c, ctx: ctx, dir: dir, hooks: hooks, freezeAt: "pre-dump"}
+	p := &pause{c: c, ctx: ctx, dir: dir, hooks: hooks, freezeAt: "pre-dump", called: called}
 	if c.cfg.CRIU.FreezeNotify {
 		p.freezeAt = FreezeNotifyScript
 	}

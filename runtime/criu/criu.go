@@ -235,12 +235,13 @@ func (s *swrk) close() error {
 // DUMP the process exits, and a DUMP request with keep_open set makes it exit
 // with status 255 before dumping anything. So the service keeps one spare
 // process started ahead of time: each dump takes the spare and a replacement
-// is started in the background, after the thaw, off the container's pause.
-// (The start-up of CRIU proper — kerndat probing, not cached where /run is
-// not a tmpfs (CRIU will not write /run/criu.kdat) — happens per request,
-// and Checkpointer keeps it out of the pause by freezing only on CRIU's
-// "pre-dump" notification, and with PrepareNext out of the checkpoint's
-// time too, by asking for each dump ahead: Prepare.)
+// is started in the background as soon as the dump is asked for (Prepare),
+// so that with prepared dumps it is ready when the next one is asked for.
+// (The start-up of CRIU proper — kernel probing, uncached unless the
+// criu-written library keeps CRIU's cache: MemoryTracking.KernelCache —
+// happens per request, and Checkpointer keeps it out of the pause by
+// freezing only on CRIU's "pre-dump" notification, and with PrepareNext out
+// of the checkpoint's time too, by asking for each dump ahead.)
 type CRIUService struct {
 	cmd CRIUCommand
 	log *slog.Logger
@@ -357,8 +358,8 @@ func (s *CRIUService) Dump(ctx context.Context, opts *rpc.CriuOpts, onNotify fun
 }
 
 // PreparedDump is a dump CRIU has been asked for and is starting up for
-// (kernel feature probing, vDSO and cgroup parsing, none of it cached where
-// /run is no tmpfs) while the container runs; it
+// (kernel feature probing unless cached, vDSO and cgroup parsing) while the
+// container runs; it
 // stops at its "pre-dump" notification, before it touches any task, until
 // Run answers it. Exactly one of Run or Cancel must follow.
 type PreparedDump struct {
@@ -390,6 +391,9 @@ func (s *CRIUService) Prepare(ctx context.Context, opts *rpc.CriuOpts) (*Prepare
 		d.first, d.err = sw.recv(rpc.CriuReqType_DUMP)
 		close(d.ready)
 	}()
+	// The next spare starts now, while this dump waits to be run, so that
+	// the dump after it can be asked for as soon as this one is over.
+	s.replenish()
 	return d, nil
 }
 

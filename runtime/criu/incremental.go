@@ -55,6 +55,11 @@ type MemoryTracking struct {
 	// Helper is the command that makes a userfaultfd inside a process and
 	// hands it over (cmd/rrc-uffd, default ["rrc-uffd"]); the pid is added.
 	Helper []string
+	// KernelCache, if set, is a file on a tmpfs where the library keeps
+	// CRIU's kernel-feature cache for this Checkpointer's dumps (CRIU's own,
+	// /run/criu.kdat, is never used with the library). Without it each dump
+	// probes the kernel again during its start-up.
+	KernelCache string
 }
 
 // memState is a Checkpointer's memory tracking. One goroutine at a time

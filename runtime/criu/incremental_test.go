@@ -48,12 +48,16 @@ func TestIncrementalCheckpointMatchesMemory(t *testing.T) {
 	ip := runRedis(ctx, t, l, id)
 	loadRedis(ctx, t, l, ip, 20000)
 
+	images := imageTmpfs(t)
+	mt := memoryTracking(t)
+	mt.KernelCache = filepath.Join(images, "criu.kdat")
+	_, hostCacheErr := os.Stat("/run/criu.kdat")
 	c, err := NewCheckpointer(ctx, CheckpointerConfig{
 		RuncRoot: "/run/containerd/runc/" + l.Namespace("a"), ID: id,
 		CRIU:              CRIUCommand{Argv: []string{"nsenter", "--net=" + l.Netns("a"), "criu"}},
 		Dump:              FastDumpOptions(),
 		CaptureRootfsDiff: true, PrepareNext: true,
-		Memory: memoryTracking(t),
+		Memory: mt,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +93,6 @@ func TestIncrementalCheckpointMatchesMemory(t *testing.T) {
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
-	images := imageTmpfs(t)
 	for i := 1; i <= 6; i++ {
 		dir := filepath.Join(images, fmt.Sprintf("epoch-%d", i))
 		var mem map[uint64][]byte
@@ -113,6 +116,14 @@ func TestIncrementalCheckpointMatchesMemory(t *testing.T) {
 		}
 		compareImage(t, i, dir, mem)
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The dumps kept CRIU's kernel-feature cache where they were told, and
+	// left the host's alone.
+	if fi, err := os.Stat(mt.KernelCache); err != nil || fi.Size() == 0 {
+		t.Errorf("CRIU's kernel-feature cache %s: %v (size %v)", mt.KernelCache, err, fi)
+	}
+	if _, err := os.Stat("/run/criu.kdat"); (err == nil) != (hostCacheErr == nil) {
+		t.Errorf("/run/criu.kdat: %v before the dumps, %v after", hostCacheErr, err)
 	}
 }
 

@@ -26,6 +26,7 @@ type pause struct {
 	freezeAt string // the notification to freeze at
 	st       CheckpointStats
 
+	called        time.Time // CheckpointWithHooks was called
 	start, frozen time.Time
 	notified      bool // BeforeFreeze called
 	isFrozen      bool // the freeze succeeded
@@ -49,6 +50,7 @@ func (p *pause) onNotify(script string) error {
 	p.notified = true
 	callHook(p.hooks.BeforeFreeze)
 	p.start = time.Now()
+	p.st.Wait = p.start.Sub(p.called)
 	if p.frozeErr = p.c.freezer.Freeze(p.ctx); p.frozeErr != nil {
 		return p.frozeErr
 	}

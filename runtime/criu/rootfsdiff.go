@@ -15,9 +15,6 @@ import (
 // directory (the name podman and CRI-O use for the same thing).
 const RootfsDiffFile = "rootfs-diff.tar"
 
-// opaqueXattr marks an overlay directory that hides the lower layers' one.
-const opaqueXattr = "trusted.overlay.opaque"
-
 // OverlayUpperdir returns the upperdir of the overlay mounted at rootfs, read
 // from /proc/self/mountinfo.
 func OverlayUpperdir(rootfs string) (string, error) {
@@ -102,8 +99,10 @@ func unescapeMountinfo(s string) string {
 }
 
 // WriteRootfsDiff archives the overlay upper directory upper into path:
-// files, directories, symlinks, whiteouts (0/0 character devices) and the
-// opaque-directory xattr. In process, no tar child: it runs inside the pause.
+// files, directories, symlinks, hard links, FIFOs, devices, whiteouts (0/0
+// character devices) and extended attributes (overlay's opaque and
+// redirect marks among them); sockets are left out (writeTreeTar). In
+// process, no tar child: it runs inside the pause.
 // It returns the archive's size.
 func WriteRootfsDiff(path, upper string) (int64, error) {
 	n, err := writeTreeTar(path, upper, false)
@@ -114,7 +113,9 @@ func WriteRootfsDiff(path, upper string) (int64, error) {
 }
 
 // ApplyRootfsDiff unpacks an archive made by WriteRootfsDiff into dir, the
-// upper directory of a fresh overlay over the same lower layers.
+// upper directory of a fresh overlay over the same lower layers. The
+// archive came from the peer: nothing in it can write outside dir
+// (extractTreeTar).
 func ApplyRootfsDiff(path, dir string) error {
 	if err := extractTreeTar(path, dir); err != nil {
 		return fmt.Errorf("apply rootfs diff: %w", err)

@@ -4,6 +4,8 @@
 package criu
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,9 +24,37 @@ type TmpfsMount struct {
 	Masked      bool   `json:"masked"`      // a read-only empty masked directory
 }
 
-// TmpfsKey is the CRIU external-mount key for a tmpfs at dest.
+// TmpfsKey is the CRIU external-mount key for a tmpfs at dest. It names a
+// file and a directory on the backup and goes into a line of CRIU's
+// configuration, so it is always a valid key (checkTmpfsKey): a
+// destination with other characters, or a long one, is keyed by its hash.
 func TmpfsKey(dest string) string {
-	return "rrc-tmpfs" + strings.ReplaceAll(strings.TrimSuffix(dest, "/"), "/", "-")
+	k := "rrc-tmpfs" + strings.ReplaceAll(strings.TrimSuffix(dest, "/"), "/", "-")
+	if checkTmpfsKey(k) != nil {
+		sum := sha256.Sum256([]byte(dest))
+		k = "rrc-tmpfs-" + hex.EncodeToString(sum[:16])
+	}
+	return k
+}
+
+// maxTmpfsKeyLen leaves room for ".tar" in a file name of 255 bytes.
+const maxTmpfsKeyLen = 128
+
+// checkTmpfsKey says why k cannot be a tmpfs key: it must be
+// "rrc-tmpfs" followed by letters, digits, '.', '_' or '-', at most
+// maxTmpfsKeyLen bytes, without "..". Nothing else is safe as a file name
+// and as a CRIU configuration line.
+func checkTmpfsKey(k string) error {
+	rest, ok := strings.CutPrefix(k, "rrc-tmpfs")
+	if !ok || len(k) > maxTmpfsKeyLen || strings.Contains(k, "..") {
+		return fmt.Errorf("%q is not rrc-tmpfs[A-Za-z0-9._-]* of at most %d bytes without \"..\"", k, maxTmpfsKeyLen)
+	}
+	for _, c := range []byte(rest) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%q has the character %q (allowed: A-Za-z0-9._-)", k, c)
+		}
+	}
+	return nil
 }
 
 // TmpfsMounts lists the container's tmpfs mounts: the tmpfs entries of its
@@ -66,6 +96,50 @@ const manifestFile = "rrc-checkpoint.json"
 
 // tmpfsArchive is the archive of a tmpfs's content in a checkpoint.
 func tmpfsArchive(key string) string { return key + ".tar" }
+
+// maxManifestBytes bounds the manifest a restore reads.
+const maxManifestBytes = 1 << 20
+
+// decodeManifest parses a manifest, which came from the peer, and checks
+// every key and name in it: keys become host paths and lines of CRIU's
+// configuration. The error names the field that is wrong.
+func decodeManifest(b []byte) (checkpointManifest, error) {
+	var m checkpointManifest
+	if len(b) > maxManifestBytes {
+		return m, fmt.Errorf("%s: %d bytes (at most %d)", manifestFile, len(b), maxManifestBytes)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return checkpointManifest{}, fmt.Errorf("parse %s: %w", manifestFile, err)
+	}
+	keys := map[string]bool{}
+	for i, t := range m.Tmpfs {
+		if err := checkTmpfsKey(t.Key); err != nil {
+			return checkpointManifest{}, fmt.Errorf("%s: tmpfs[%d].key: %w", manifestFile, i, err)
+		}
+		if keys[t.Key] {
+			return checkpointManifest{}, fmt.Errorf("%s: tmpfs[%d].key: %q twice", manifestFile, i, t.Key)
+		}
+		keys[t.Key] = true
+		if err := checkDestination(t.Destination); err != nil {
+			return checkpointManifest{}, fmt.Errorf("%s: tmpfs[%d].destination: %w", manifestFile, i, err)
+		}
+	}
+	return m, nil
+}
+
+// checkDestination says why d cannot be a mount point in the container
+// (it is only ever printed, but a newline or NUL has no place in one).
+func checkDestination(d string) error {
+	switch {
+	case len(d) == 0 || len(d) > 4096:
+		return fmt.Errorf("%d bytes (1 to 4096)", len(d))
+	case !strings.HasPrefix(d, "/"):
+		return fmt.Errorf("%q is not an absolute path", d)
+	case strings.ContainsAny(d, "\x00\n"):
+		return fmt.Errorf("%q contains NUL or a newline", d)
+	}
+	return nil
+}
 
 func writeManifest(dir string, m checkpointManifest) error {
 	b, err := json.Marshal(m)
@@ -122,8 +196,8 @@ func prepareRestore(imagesDir, dir string, settings []string) (*restoreTmpfs, er
 	case err != nil:
 		return r, fmt.Errorf("read %s: %w", manifestFile, err)
 	default:
-		if err := json.Unmarshal(b, &man); err != nil {
-			return r, fmt.Errorf("parse %s: %w", manifestFile, err)
+		if man, err = decodeManifest(b); err != nil {
+			return r, err
 		}
 	}
 	var conf strings.Builder

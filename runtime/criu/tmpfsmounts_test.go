@@ -56,3 +56,22 @@ func TestPrepareRestoreConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestPrepareRestoreRefusesBadManifest: a manifest from the peer with a
+// tmpfs key that is no plain name fails the restore's preparation, naming
+// the field, before anything is made in the work directory.
+func TestPrepareRestoreRefusesBadManifest(t *testing.T) {
+	for _, key := range []string{"rrc-tmpfs/../../etc", "rrc-tmpfs-x\nmanage-cgroups=full", "rrc-tmpfs]:/etc", "..", ""} {
+		images, work := t.TempDir(), t.TempDir()
+		if err := writeManifest(images, checkpointManifest{Tmpfs: []TmpfsMount{{Destination: "/tmp", Key: key}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := prepareRestore(images, work, restoreSettings())
+		if err == nil || !strings.Contains(err.Error(), "tmpfs[0].key") {
+			t.Errorf("key %q: prepareRestore = %v, want an error naming tmpfs[0].key", key, err)
+		}
+		if ents, err := os.ReadDir(work); err != nil || len(ents) != 0 {
+			t.Errorf("key %q: work directory holds %v, %v", key, ents, err)
+		}
+	}
+}

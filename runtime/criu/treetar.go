@@ -13,16 +13,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
+// paxXattr prefixes an extended attribute in an entry's PAX records (the
+// convention GNU tar and Go's archive/tar read).
+const paxXattr = "SCHILY.xattr."
+
 // writeTreeTar archives the directory tree at root into path (uncompressed:
 // it runs while the container is frozen, and on tmpfs compression costs more
-// than it saves): directories, regular files, symlinks, character devices
-// (overlay whiteouts, /dev nodes) and the overlay opaque xattr. The root
+// than it saves): directories, regular files (a second name of a file is a
+// hard link entry), symlinks, FIFOs, character and block devices (overlay
+// whiteouts, /dev nodes) and every extended attribute (the overlay opaque
+// mark among them). Names longer than ustar holds go into PAX records.
+// Sockets are left out: tar has no type for them, and a program that is
+// restored binds its sockets again (CRIU restores the open ones). The root
 // itself is the entry ".". With oneFS, mounts below root are not entered;
 // their mount points are recorded as empty directories or files. It returns
 // the archive's size.
@@ -37,6 +44,8 @@ func writeTreeTar(path, root string, oneFS bool) (int64, error) {
 	if fi, err := os.Lstat(root); err == nil {
 		rootDev = fi.Sys().(*syscall.Stat_t).Dev
 	}
+	type inode struct{ dev, ino uint64 }
+	linked := map[inode]string{} // first name of each file with several
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -49,7 +58,8 @@ func writeTreeTar(path, root string, oneFS bool) (int64, error) {
 		if err != nil {
 			return err
 		}
-		if oneFS && fi.Sys().(*syscall.Stat_t).Dev != rootDev {
+		st := fi.Sys().(*syscall.Stat_t)
+		if oneFS && st.Dev != rootDev {
 			// A mount point: record it, do not enter it.
 			h := &tar.Header{Name: rel, Mode: int64(fi.Mode().Perm()), Typeflag: tar.TypeReg, ModTime: fi.ModTime()}
 			if fi.IsDir() {
@@ -61,6 +71,9 @@ func writeTreeTar(path, root string, oneFS bool) (int64, error) {
 			if fi.IsDir() {
 				return filepath.SkipDir
 			}
+			return nil
+		}
+		if fi.Mode()&fs.ModeSocket != 0 {
 			return nil
 		}
 		link := ""
@@ -75,14 +88,27 @@ func writeTreeTar(path, root string, oneFS bool) (int64, error) {
 		}
 		h.Name = rel
 		h.Uname, h.Gname = "", ""
-		if s, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode()&fs.ModeCharDevice != 0 {
-			h.Devmajor, h.Devminor = int64(unix.Major(uint64(s.Rdev))), int64(unix.Minor(uint64(s.Rdev)))
+		if fi.Mode()&fs.ModeDevice != 0 {
+			h.Devmajor, h.Devminor = int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
 		}
-		if d.IsDir() {
-			buf := make([]byte, 8)
-			if n, err := unix.Lgetxattr(p, opaqueXattr, buf); err == nil {
-				h.PAXRecords = map[string]string{"SCHILY.xattr." + opaqueXattr: string(buf[:n])}
-				h.Format = tar.FormatPAX
+		if !fi.IsDir() && st.Nlink > 1 {
+			id := inode{st.Dev, st.Ino}
+			if first, ok := linked[id]; ok {
+				h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
+			} else {
+				linked[id] = rel
+			}
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 && h.Typeflag != tar.TypeLink {
+			xattrs, err := readXattrs(p)
+			if err != nil {
+				return err
+			}
+			for k, v := range xattrs {
+				if h.PAXRecords == nil {
+					h.PAXRecords = map[string]string{}
+				}
+				h.PAXRecords[paxXattr+k] = v
 			}
 		}
 		if err := tw.WriteHeader(h); err != nil {
@@ -108,92 +134,72 @@ func writeTreeTar(path, root string, oneFS bool) (int64, error) {
 	return fi.Size(), nil
 }
 
-// extractTreeTar unpacks an archive made by writeTreeTar into dir.
-func extractTreeTar(path, dir string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tr := tar.NewReader(bufio.NewReader(f))
+// readXattrs returns the extended attributes of the file at p (not
+// followed); a file system without them has none.
+func readXattrs(p string) (map[string]string, error) {
+	buf := make([]byte, 1024)
+	var n int
+	var err error
 	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
+		n, err = unix.Llistxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < maxXattrBytes {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		break
+	}
+	if errors.Is(err, unix.ENOTSUP) || n == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
+	}
+	out := map[string]string{}
+	for _, k := range strings.Split(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00") {
+		if !carriedXattr(k) {
+			continue
+		}
+		v, err := getXattr(p, k)
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
+			return nil, fmt.Errorf("read xattr %s of %s: %w", k, p, err)
 		}
-		if err := applyEntry(tr, h, dir); err != nil {
-			return fmt.Errorf("unpack %s from %s: %w", h.Name, path, err)
+		out[k] = v
+	}
+	return out, nil
+}
+
+func getXattr(p, k string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Lgetxattr(p, k, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < maxXattrBytes {
+			buf = make([]byte, 2*len(buf))
+			continue
 		}
+		if err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
 	}
 }
 
-func applyEntry(r io.Reader, h *tar.Header, dir string) error {
-	name := filepath.Clean(h.Name)
-	if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-		return fmt.Errorf("path escapes the layer")
-	}
-	p := filepath.Join(dir, name)
-	mode := uint32(h.Mode & 0o7777)
-	switch h.Typeflag {
-	case tar.TypeDir:
-		if err := os.Mkdir(p, os.FileMode(mode)); err != nil && !os.IsExist(err) {
-			return err
-		}
-		if v, ok := h.PAXRecords["SCHILY.xattr."+opaqueXattr]; ok {
-			if err := unix.Lsetxattr(p, opaqueXattr, []byte(v), 0); err != nil {
-				return err
-			}
-		}
-	case tar.TypeReg:
-		w, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, os.FileMode(mode))
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(w, r)
-		if err := errors.Join(err, w.Close()); err != nil {
-			return err
-		}
-	case tar.TypeSymlink:
-		os.Remove(p)
-		if err := os.Symlink(h.Linkname, p); err != nil {
-			return err
-		}
-	case tar.TypeChar:
-		os.Remove(p)
-		if err := unix.Mknod(p, unix.S_IFCHR|mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("unsupported tar type %q", h.Typeflag)
-	}
-	if h.Typeflag != tar.TypeSymlink {
-		if err := os.Chmod(p, os.FileMode(mode)|modeBits(mode)); err != nil {
-			return err
-		}
-	}
-	if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
-		return err
-	}
-	if h.Typeflag != tar.TypeSymlink {
-		return os.Chtimes(p, h.AccessTime, h.ModTime)
-	}
-	return nil
-}
+// maxXattrBytes is more than Linux lets a file's attribute names or one
+// value take (XATTR_LIST_MAX, XATTR_SIZE_MAX).
+const maxXattrBytes = 1 << 17
 
-// modeBits carries setuid/setgid/sticky into an os.FileMode.
-func modeBits(m uint32) os.FileMode {
-	var fm os.FileMode
-	if m&unix.S_ISUID != 0 {
-		fm |= os.ModeSetuid
+// carriedXattr says whether an attribute goes into the archive. Overlay's
+// own attributes describe the host's layers (origin is a file handle on
+// this host's lower layer); only the ones that say what the layer shows
+// (opaque, redirect for a renamed directory, xattr whiteouts) mean the
+// same on the backup.
+func carriedXattr(k string) bool {
+	for _, ns := range []string{"trusted.overlay.", "user.overlay."} {
+		if rest, ok := strings.CutPrefix(k, ns); ok {
+			return rest == "opaque" || rest == "redirect" || rest == "whiteout" || rest == "whiteouts"
+		}
 	}
-	if m&unix.S_ISGID != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
+	return true
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iorrc/rrc/replication"
+	"github.com/iorrc/rrc/replication/wire"
 	"github.com/iorrc/rrc/runtime/servicenet"
 )
 
@@ -58,8 +59,8 @@ func annotationTable() []annotation {
 			return nil
 		}},
 		{replication.FieldPair, "container ID", "name of the replicated pair, the same on both hosts", func(c *replication.Config, v string) error {
-			if strings.ContainsAny(v, "/ \t\n") {
-				return errors.New("must not contain '/' or spaces")
+			if err := wire.CheckPairName(v); err != nil {
+				return err
 			}
 			c.Pair = v
 			return nil
@@ -191,6 +192,11 @@ func ParseAnnotations(id string, annotations map[string]string) (*replication.Co
 	}
 	if cfg.Pair == "" {
 		cfg.Pair = id
+		if err := wire.CheckPairName(id); err != nil {
+			k := annotationKey(replication.FieldPair)
+			errs = append(errs, &AnnotationError{Key: k, Msg: fmt.Sprintf("not set, and the container ID %q it defaults to is not a DNS label (lower-case letters, digits, '-', at most %d): set it", id, wire.MaxPairLen)})
+			reported[k] = true
+		}
 	}
 	cfg = cfg.WithDefaults()
 	// Report what does not fit together too, but only once per annotation.

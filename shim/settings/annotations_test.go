@@ -4,6 +4,7 @@
 package settings
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +135,44 @@ func FuzzParseAnnotations(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseAnnotationsPairName: the pair name, set or defaulted from the
+// container ID, must be a DNS label; the error names io.rrc.pair.
+func TestParseAnnotationsPairName(t *testing.T) {
+	primary := map[string]string{"io.rrc.role": "primary", "io.rrc.peer": "10.0.0.2:7100"}
+	for _, tc := range []struct {
+		name, id, pair string // pair "": not set
+		want           string // the pair, or "" for an error
+	}{
+		{name: "set", id: "ctr1", pair: "redis-1", want: "redis-1"},
+		{name: "from the ID", id: "web-7", want: "web-7"},
+		{name: "dot", id: "ctr1", pair: "."},
+		{name: "dot-dot", id: "ctr1", pair: ".."},
+		{name: "upper case", id: "ctr1", pair: "Redis"},
+		{name: "leading dash", id: "ctr1", pair: "-a"},
+		{name: "too long", id: "ctr1", pair: strings.Repeat("a", 64)},
+		{name: "ID not a label", id: "My_Container"},
+		{name: "ID not a label, pair set", id: "My_Container", pair: "mine", want: "mine"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := maps.Clone(primary)
+			if tc.pair != "" {
+				in["io.rrc.pair"] = tc.pair
+			}
+			c, err := ParseAnnotations(tc.id, in)
+			if tc.want == "" {
+				if err == nil || !strings.Contains(err.Error(), "io.rrc.pair") || !strings.Contains(err.Error(), "DNS label") && !strings.Contains(err.Error(), "1 to 63") && !strings.Contains(err.Error(), "start or end") {
+					t.Fatalf("ParseAnnotations = %+v, %v; want an error naming io.rrc.pair", c, err)
+				}
+				if strings.Count(err.Error(), "io.rrc.pair") != 1 {
+					t.Errorf("io.rrc.pair reported more than once: %v", err)
+				}
+				return
+			}
+			if err != nil || c.Pair != tc.want {
+				t.Fatalf("ParseAnnotations = %+v, %v; want pair %q", c, err, tc.want)
+			}
+		})
+	}
 }
