@@ -330,10 +330,6 @@ func (s *session) writeLoop() {
 			s.writeFailed(f.typ, err)
 			return
 		}
-		if f.typ == wire.TypeGoodbye {
-			s.close(fmt.Errorf("%w: said goodbye", ErrClosed))
-			return
-		}
 	}
 }
 
@@ -454,16 +450,29 @@ func (s *session) refuse(epoch uint64, code wire.ErrorCode, msg string) {
 	s.tell(epoch, code, msg, time.Second)
 }
 
-// sayGoodbye writes a Goodbye, waiting for the write at most
-// goodbyeTimeout (a peer that is gone takes it at once or never); the
-// session ends with it.
+// sayGoodbye writes a Goodbye and ends the session. It writes on the
+// caller's goroutine, so that its result is the write's, whatever the
+// reader sees next (the peer closes as soon as it reads it), and gives the
+// write goodbyeTimeout: a peer that is gone takes it at once or never, and
+// a write stuck behind a peer that stopped reading gives up with it.
 func (s *session) sayGoodbye(reason wire.GoodbyeReason, message string) error {
-	ctx, cancel := context.WithTimeout(s.ctx, goodbyeTimeout)
-	defer cancel()
-	if err := s.enqueue(ctx, s.control, wire.TypeGoodbye, s.latestEpoch.Load(), wire.Goodbye{Reason: reason, Message: message}.Append(nil), true); err != nil {
+	if err := s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)); err != nil {
+		return fmt.Errorf("saying goodbye to the peer: %w", err)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("saying goodbye to the peer: %w", s.Err())
+	}
+	var err error
+	s.directBuf, err = s.writeFrame(s.directBuf, outFrame{typ: wire.TypeGoodbye, epoch: s.latestEpoch.Load(),
+		payload: wire.Goodbye{Reason: reason, Message: message}.Append(nil)})
+	if err != nil {
+		s.writeFailed(wire.TypeGoodbye, err)
 		return fmt.Errorf("saying goodbye to the peer: %w", err)
 	}
 	s.log.Info("said goodbye to the peer", "reason", reason, "message", message)
+	s.close(fmt.Errorf("%w: said goodbye", ErrClosed))
 	return nil
 }
 
