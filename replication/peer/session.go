@@ -326,6 +326,9 @@ func (s *session) writeLoop() {
 		if f.done != nil {
 			f.done <- err
 		}
+		if errors.Is(err, errAfterGoodbye) {
+			continue // dropped: the session is ending
+		}
 		if err != nil {
 			s.writeFailed(f.typ, err)
 			return
@@ -336,6 +339,9 @@ func (s *session) writeLoop() {
 // writeFailed ends the session after a failed write: the connection is
 // lost, unless this side ended it.
 func (s *session) writeFailed(t wire.Type, err error) {
+	if errors.Is(err, errAfterGoodbye) {
+		return // whoever said it ends the session, with its own reason
+	}
 	if errors.Is(err, ErrClosed) {
 		s.close(err)
 		return
@@ -450,11 +456,12 @@ func (s *session) refuse(epoch uint64, code wire.ErrorCode, msg string) {
 	s.tell(epoch, code, msg, time.Second)
 }
 
-// sayGoodbye writes a Goodbye and ends the session. It writes on the
-// caller's goroutine, so that its result is the write's, whatever the
-// reader sees next (the peer closes as soon as it reads it), and gives the
-// write goodbyeTimeout: a peer that is gone takes it at once or never, and
-// a write stuck behind a peer that stopped reading gives up with it.
+// sayGoodbye writes a Goodbye, after which nothing more is written; the
+// caller then ends the session. It writes on the caller's goroutine, so
+// that its result is the write's, whatever the reader sees next (the peer
+// closes as soon as it reads it), and gives the write goodbyeTimeout: a
+// peer that is gone takes it at once or never, and a write stuck behind a
+// peer that stopped reading gives up with it.
 func (s *session) sayGoodbye(reason wire.GoodbyeReason, message string) error {
 	if err := s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)); err != nil {
 		return fmt.Errorf("saying goodbye to the peer: %w", err)
@@ -472,7 +479,6 @@ func (s *session) sayGoodbye(reason wire.GoodbyeReason, message string) error {
 		return fmt.Errorf("saying goodbye to the peer: %w", err)
 	}
 	s.log.Info("said goodbye to the peer", "reason", reason, "message", message)
-	s.close(fmt.Errorf("%w: said goodbye", ErrClosed))
 	return nil
 }
 
