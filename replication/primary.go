@@ -143,17 +143,32 @@ func tlsDialer(addr string, creds *peertls.Credentials) DialFunc {
 // epoch is checkpointed at once: the initial full checkpoint. Start returns
 // once the loop runs; Status says when the backup is in sync.
 func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
-	sender, err := p.opts.Dial(ctx, p.peerOptions())
+	// ctx bounds the dial, not the connection, which lives as long as the
+	// loop: ended with ctx, it would close without a goodbye, and the
+	// backup would take over a container stopped on purpose.
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopDial := context.AfterFunc(ctx, cancel)
+	sender, err := p.opts.Dial(loopCtx, p.peerOptions())
+	if !stopDial() && err == nil {
+		sender.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
+		cancel()
 		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
 	}
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.mu.Lock()
+	if !p.sm.to(StateSyncing, "") { // stopped meanwhile
+		state := p.sm.state
+		p.mu.Unlock()
+		sender.Close()
+		cancel()
+		return fmt.Errorf("primary engine: %s before it started", state)
+	}
 	p.ck, p.sender, p.cancel = ck, sender, cancel
 	// The gate numbers epochs from 1; the backup may already hold some
 	// (a restarted primary): wire epochs continue above them.
 	p.offset = sender.BackupCommitted()
-	p.sm.to(StateSyncing, "")
 	if p.hybrid != nil {
 		p.hybrid.restart(p.offset) // the gate's epoch 1 is open
 	}

@@ -245,3 +245,42 @@ func TestPrimaryAckStall(t *testing.T) {
 	}
 	checkOrder(t, rec.list(), []string{"release-output:1", "send:2", "goodbye:degraded", "release-all"}, []string{"release-output:2"})
 }
+
+// TestPrimaryConnectionOutlivesStartContext: the context given to Start
+// bounds the dial only. The shim cancels it before it stops the engine on
+// a Delete; had the connection ended with it, it would have closed without
+// a goodbye and the backup would have taken over a deleted container.
+func TestPrimaryConnectionOutlivesStartContext(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{rec: rec}
+	snd.done = make(chan struct{})
+	var dialCtx context.Context
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute},
+		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
+		Dial: func(ctx context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts, dialCtx = o, ctx
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.Start(ctx, &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "send:1")
+	cancel()
+	time.Sleep(20 * time.Millisecond)
+	if dialCtx.Err() != nil {
+		t.Fatal("the connection's context ended with Start's")
+	}
+	if err := p.Stop(context.Background(), StopDeleted, "container deleted"); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, rec.list(), []string{"send:1", "goodbye:deleted", "close-peer"}, nil)
+	if st := p.Status(); st.State != StateClosed || !strings.Contains(st.Reason, "deleted") {
+		t.Errorf("state %q reason %q", st.State, st.Reason)
+	}
+}
