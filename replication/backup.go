@@ -56,6 +56,8 @@ type Backup struct {
 
 	mu       sync.Mutex
 	sm       stateMachine // guarded by mu
+	conns    uint64       // primary connections so far: a lost one's wait is for its own
+	lostWait *time.Timer  // the wait of primary-lost, stopped by Close
 	commits  uint64
 	bytes    window
 	failover *FailoverTimings
@@ -134,18 +136,66 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 func (b *Backup) onConnected() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.conns++
+	if b.sm.state == StatePrimaryLost {
+		b.log.Info("the lost primary reconnected within the detection bound: not promoting")
+	}
 	if b.sm.to(StateSyncing, "") && b.cfg.Mode == ModeHybrid { // from starting, in-sync or disconnected
 		b.inputLog = hybridlog.NewStore(b.store.CurrentEpoch())
 	}
 }
 
-func (b *Backup) onDisconnected(err error) {
+// onDisconnected decides what the end of a connection means. A goodbye,
+// or an end this side made, is not a failure: the backup waits for the
+// primary (disconnected). A connection lost without a goodbye while in
+// sync is how a primary on a live host fails (its shim killed, crashed or
+// out of memory: the kernel closes its socket), but also what a reset on
+// the path looks like while the primary lives. So it is treated like
+// silence: the primary is declared failed once nothing has come from it
+// for the detector's bound, counted from its last frame, unless it has
+// reconnected by then (docs/ENGINE.md, "Failure detection").
+func (b *Backup) onDisconnected(d peer.Disconnect) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.sm.to(StateDisconnected, fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", err)) {
-		return // promoting, promoted, failed or closed: nothing to say
+	switch {
+	case d.Goodbye != nil:
+		if b.sm.to(StateDisconnected, fmt.Sprintf("the primary said goodbye (%s: %s): it stopped replicating on purpose; the checkpoint held is not promoted until the primary reconnects and a new one is committed",
+			d.Goodbye.Reason, d.Goodbye.Message)) {
+			b.log.Info("primary said goodbye; not promoting, waiting for it to reconnect", "reason", d.Goodbye.Reason, "message", d.Goodbye.Message)
+		}
+	case d.Lost && b.sm.state == StateInSync:
+		deadline := d.LastHeard.Add(d.Timeout)
+		b.sm.to(StatePrimaryLost, fmt.Sprintf("the connection ended without a goodbye (%v); promoting at %s unless the primary reconnects (nothing heard since %s, detection bound %s)",
+			d.Err, deadline.UTC().Format(time.RFC3339Nano), d.LastHeard.UTC().Format(time.RFC3339Nano), d.Timeout))
+		b.log.Warn("primary connection ended without a goodbye: the primary is declared failed unless it reconnects within the detection bound",
+			"err", d.Err, "last_heard", d.LastHeard, "timeout", d.Timeout, "deadline", deadline)
+		gen := b.conns
+		b.lostWait = time.AfterFunc(max(deadline.Sub(b.now()), 0), func() { b.primaryLost(gen, d) })
+	default:
+		if b.sm.to(StateDisconnected, fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", d.Err)) {
+			b.log.Warn("primary disconnected; waiting for it to reconnect", "err", d.Err)
+		}
+		// else promoting, promoted, failed or closed: nothing to say
 	}
-	b.log.Warn("primary disconnected; waiting for it to reconnect", "err", err)
+}
+
+// primaryLost runs when the bound after a connection lost without a
+// goodbye has passed: the primary is declared failed unless it has
+// reconnected since (another connection) or the backup was closed.
+func (b *Backup) primaryLost(gen uint64, d peer.Disconnect) {
+	now := b.now()
+	f := peer.PeerFailure{Pair: b.cfg.Pair, LastHeard: d.LastHeard, DetectedAt: now, Timeout: d.Timeout,
+		Reason: fmt.Sprintf("the connection ended without a goodbye (%v) and nothing came from the primary for %s",
+			d.Err, now.Sub(d.LastHeard).Round(time.Millisecond))}
+	b.mu.Lock()
+	if b.conns != gen || b.sm.state != StatePrimaryLost || !b.sm.to(StatePromoting, f.Reason) {
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	b.log.Error("primary failed: its connection ended without a goodbye and it did not come back within the detection bound; promoting",
+		"last_heard", f.LastHeard, "timeout", f.Timeout, "err", d.Err)
+	go b.promote(f)
 }
 
 func (b *Backup) onCommit(c ckptstore.Checkpoint) {
@@ -165,7 +215,7 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 // connection is closed, whether to promote.
 func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 	b.mu.Lock()
-	if !b.sm.to(StatePromoting, "") { // only from in-sync
+	if !b.sm.to(StatePromoting, f.Reason) { // only from in-sync
 		b.log.Error("primary failed before this backup was in sync with it: nothing consistent to take over; not promoting",
 			"state", b.sm.state, "last_heard", f.LastHeard, "reason", f.Reason)
 		if b.sm.state == StateSyncing {
@@ -218,7 +268,7 @@ func (b *Backup) promote(f peer.PeerFailure) {
 			b.sm.to(StateFailed, err.Error())
 			return
 		}
-		b.sm.to(StatePrimaryAfterFailover, "")
+		b.sm.to(StatePrimaryAfterFailover, "took over: the primary failed: "+f.Reason)
 		b.restored = &res
 	})
 }
@@ -247,7 +297,7 @@ func (b *Backup) Status() Status {
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
 		switch b.sm.state {
-		case StateStarting, StateSyncing, StateInSync, StateDisconnected:
+		case StateStarting, StateSyncing, StateInSync, StatePrimaryLost, StateDisconnected:
 			s.LagMS = ms(b.now().Sub(cur.CommittedAt))
 		}
 	}
@@ -268,6 +318,9 @@ func (b *Backup) Close(ctx context.Context) error {
 	b.mu.Lock()
 	promoting := b.sm.state == StatePromoting
 	b.sm.to(StateClosed, "") // not after a promotion began: that is the service now
+	if b.lostWait != nil {
+		b.lostWait.Stop()
+	}
 	b.mu.Unlock()
 	if promoting {
 		select {

@@ -56,11 +56,20 @@ const (
 	DefaultHybridEpoch     = time.Second
 	DefaultHeartbeat       = 30 * time.Millisecond
 	DefaultHeartbeatMisses = 3
-	MinEpoch               = 5 * time.Millisecond
-	MaxEpoch               = 60 * time.Second
-	MinHeartbeat           = time.Millisecond
-	MaxHeartbeat           = 10 * time.Second
-	MaxHeartbeatMisses     = 1000
+	// DefaultAckTimeout bounds how long an acknowledgement may stay
+	// outstanding while the backup's heartbeats still come (its reader or
+	// disk stuck). It must cover a full checkpoint's transfer and commit
+	// (the first, and the one after a re-pairing: 5 s is about 600 MB at
+	// 1 Gbit/s) and a loaded 2-core host's scheduling gaps (up to 1.5 s
+	// seen, docs/PEER-PROTOCOL.md).
+	DefaultAckTimeout  = 5 * time.Second
+	MinAckTimeout      = 100 * time.Millisecond
+	MaxAckTimeout      = time.Hour
+	MinEpoch           = 5 * time.Millisecond
+	MaxEpoch           = 60 * time.Second
+	MinHeartbeat       = time.Millisecond
+	MaxHeartbeat       = 10 * time.Second
+	MaxHeartbeatMisses = 1000
 )
 
 // Config is what one shim needs to replicate one container.
@@ -73,7 +82,11 @@ type Config struct {
 	Epoch           time.Duration
 	Heartbeat       time.Duration
 	HeartbeatMisses int
-	Service         *servicenet.Settings // nil: the container's own network namespace is used as is
+	// AckTimeout (primary): an acknowledgement — of a checkpoint, or in
+	// hybrid mode of the input log — outstanding longer than this is a
+	// failure of the backup, as its silence would be.
+	AckTimeout time.Duration
+	Service    *servicenet.Settings // nil: the container's own network namespace is used as is
 
 	// PeerName is the identity the peer's TLS certificate must carry (a DNS
 	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it
@@ -116,6 +129,9 @@ func (c Config) WithDefaults() Config {
 	if c.HeartbeatMisses == 0 {
 		c.HeartbeatMisses = DefaultHeartbeatMisses
 	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
 	return c
 }
 
@@ -155,6 +171,9 @@ func (c *Config) Validate() error {
 	if c.HeartbeatMisses < 1 || c.HeartbeatMisses > MaxHeartbeatMisses {
 		errs = append(errs, &FieldError{Field: FieldHeartbeatMisses, Msg: fmt.Sprintf("%d is outside [1, %d]", c.HeartbeatMisses, MaxHeartbeatMisses)})
 	}
+	if c.AckTimeout < MinAckTimeout || c.AckTimeout > MaxAckTimeout {
+		errs = append(errs, &FieldError{Field: FieldAckTimeout, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.AckTimeout, MinAckTimeout, MaxAckTimeout)})
+	}
 	if c.Service != nil {
 		if c.Service.Address == nil {
 			errs = append(errs, &FieldError{Field: FieldServiceIP, Msg: "required with a service network"})
@@ -178,6 +197,7 @@ const (
 	FieldEpoch           Field = "epoch"
 	FieldHeartbeat       Field = "heartbeat"
 	FieldHeartbeatMisses Field = "heartbeat-misses"
+	FieldAckTimeout      Field = "ack-timeout"
 	FieldServiceIP       Field = "service-ip"
 	FieldServiceMAC      Field = "service-mac"
 	FieldServiceLink     Field = "service-link"

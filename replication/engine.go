@@ -11,6 +11,7 @@ import (
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/replication/wire"
 	"github.com/iorrc/rrc/runtime/criu"
 )
 
@@ -101,7 +102,21 @@ type CheckpointSender interface {
 	Done() <-chan struct{}
 	Err() error
 	Close() error
+	// Goodbye tells the backup that the primary stops on purpose, then
+	// ends the session like Close.
+	Goodbye(reason wire.GoodbyeReason, message string) error
 }
+
+// StopReason says why a primary stops on purpose: the backup is told (a
+// goodbye on the peer channel) and does not take over. A primary that ends
+// any other way has failed, and the backup does.
+type StopReason = wire.GoodbyeReason
+
+const (
+	StopDeleted  StopReason = wire.GoodbyeDeleted  // the container was killed or deleted through containerd
+	StopShutdown StopReason = wire.GoodbyeShutdown // the engine closed on a normal shutdown
+	StopDemoted  StopReason = wire.GoodbyeDemoted  // a planned demotion
+)
 
 // DialFunc connects to the backup. The engine sets opts.OnAck and
 // opts.OnPeerFailed; the function must pass them on to the session.

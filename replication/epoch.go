@@ -16,12 +16,38 @@ import (
 
 // loop runs the pair until Close: epochs while a backup is connected; when
 // it is lost, degraded (unreplicated) while re-pairing with the configured
-// backup; then epochs again from a full checkpoint.
+// backup; then epochs again from a full checkpoint. A connection that ends
+// by EOF or a reset is dialled again at once, output still held, before
+// giving up on the backup (redial).
 func (p *Primary) loop(ctx context.Context) {
 	defer close(p.done)
-	for p.replicate(ctx) && p.repair(ctx) {
+	for {
+		next, reason := p.replicate(ctx)
+		switch next {
+		case stopReplicating:
+			return
+		case redialAtOnce:
+			if p.redial(ctx, reason) {
+				continue
+			}
+			if !p.degrade(reason) {
+				return
+			}
+		}
+		if !p.repair(ctx) {
+			return
+		}
 	}
 }
+
+// afterConnection is what the loop does when replicate returns.
+type afterConnection int
+
+const (
+	stopReplicating afterConnection = iota // closed, failed or superseded
+	repairDegraded                         // degraded: re-pair in the background
+	redialAtOnce                           // the connection was lost: dial again before going degraded
+)
 
 // replicate is the epoch loop on one connection to the backup: one checkpoint
 // per tick, sent in the background. When the backup is lost it goes
@@ -37,9 +63,11 @@ func (p *Primary) loop(ctx context.Context) {
 // whenever taking and sending one checkpoint takes a little longer than
 // one. Acknowledgements are pipelined: a new checkpoint may be taken while
 // the previous one waits for its ack.
-func (p *Primary) replicate(ctx context.Context) (repair bool) {
+func (p *Primary) replicate(ctx context.Context) (next afterConnection, reason string) {
 	ticker := time.NewTicker(p.cfg.Epoch)
 	defer ticker.Stop()
+	stallCheck := time.NewTicker(max(p.cfg.AckTimeout/8, 10*time.Millisecond))
+	defer stallCheck.Stop()
 	sent := make(chan error, 1)
 	sending, kicked := false, false
 	p.mu.Lock()
@@ -48,7 +76,12 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	// A lost backup: output is released first (degrade also closes the
 	// connection, which ends a send in progress); then the send is waited
 	// for, as its goroutine removes the image directory.
-	lost := func(reason string) bool { return p.degrade(reason) }
+	lost := func(reason string) (afterConnection, string) {
+		if p.degrade(reason) {
+			return repairDegraded, reason
+		}
+		return stopReplicating, reason
+	}
 	defer func() {
 		if sending {
 			sender.Close()
@@ -82,16 +115,20 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return stopReplicating, ""
 		case reason := <-p.peerFailed:
 			return lost(reason)
 		case <-sender.Done():
-			return lost(fmt.Sprintf("connection to backup ended: %v", sender.Err()))
+			reason := fmt.Sprintf("connection to backup ended: %v", sender.Err())
+			if errors.Is(sender.Err(), peer.ErrConnectionLost) {
+				return redialAtOnce, reason
+			}
+			return lost(reason)
 		case err := <-p.packets.Failed():
 			// The gate stopped: output is dropped (fail closed) and cannot be
 			// released any more. Replication is pointless; say so loudly.
 			p.fail(fmt.Sprintf("packet gate stopped, container output is dropped: %v", err))
-			return false
+			return stopReplicating, ""
 		case err := <-sent:
 			sending = false
 			if err != nil && ctx.Err() == nil {
@@ -100,6 +137,11 @@ func (p *Primary) replicate(ctx context.Context) (repair bool) {
 			if kicked {
 				kicked = false
 				startSend()
+			}
+		case now := <-stallCheck.C:
+			if reason, stalled := p.ackStall(now); stalled {
+				p.log.Error("the backup's acknowledgements stopped while its heartbeats come: treating it as failed", "reason", reason)
+				return lost(reason)
 			}
 		case <-p.kick:
 			if sending {

@@ -17,6 +17,7 @@ import (
 	"github.com/iorrc/rrc/netfilter"
 	"github.com/iorrc/rrc/replication/ckptstore"
 	"github.com/iorrc/rrc/replication/peer"
+	"github.com/iorrc/rrc/replication/wire"
 	"github.com/iorrc/rrc/runtime/criu"
 )
 
@@ -186,6 +187,10 @@ func (s *fakeSender) SendLog(_ context.Context, epoch, first uint64, count int, 
 func (s *fakeSender) BackupCommitted() uint64 { return s.committed }
 func (s *fakeSender) Done() <-chan struct{}   { return s.done }
 func (s *fakeSender) Err() error              { return errors.New("fake connection ended") }
+func (s *fakeSender) Goodbye(reason wire.GoodbyeReason, _ string) error {
+	s.rec.add("goodbye:%s", reason)
+	return s.Close()
+}
 func (s *fakeSender) Close() error {
 	s.closeOnce.Do(func() { s.rec.add("close-peer"); close(s.done) })
 	return nil

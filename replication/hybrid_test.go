@@ -4,6 +4,7 @@
 package replication
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,9 +121,19 @@ func (n *fakeReplayNetwork) Translate(_, _ func([]byte) bool) { n.rec.add("trans
 // TestHybridPairOverLoopback: a hybrid-mode Primary (fake container and
 // gate) against a real Backup over the real peer channel: the log reaches
 // the backup, which acknowledges it, and an output is released on that
-// acknowledgement; a silent primary is promoted: the checkpoint restored,
-// the log after it replayed, the network promoted, in this order.
+// acknowledgement; a silent primary, or one whose connection ends without
+// a goodbye and does not come back (its process killed), is promoted: the
+// checkpoint restored, the log after it replayed, the network promoted, in
+// this order.
 func TestHybridPairOverLoopback(t *testing.T) {
+	for _, killed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "silent", true: "connection lost without goodbye"}[killed], func(t *testing.T) {
+			testHybridPairOverLoopback(t, killed)
+		})
+	}
+}
+
+func testHybridPairOverLoopback(t *testing.T, killed bool) {
 	pr := startPairOverLoopbackMode(t, ModeHybrid)
 	deadline := time.Now().Add(5 * time.Second)
 	for pr.p.Status().State != StateInSync { // a checkpoint committed on this connection
@@ -143,13 +154,21 @@ func TestHybridPairOverLoopback(t *testing.T) {
 	if st.Mode != ModeHybrid || st.Log == nil || st.Log.Records < 2 {
 		t.Fatalf("backup status %+v log %+v", st, st.Log)
 	}
-	pr.proxy.cut.Store(true)
+	if killed {
+		pr.proxy.refuse.Store(true)
+		pr.proxy.reset(t)
+	} else {
+		pr.proxy.cut.Store(true)
+	}
 	select {
 	case <-pr.b.Promoted():
 	case <-time.After(5 * time.Second):
 		t.Fatal("no decision about the silent primary")
 	}
 	st = pr.b.Status()
+	if killed != strings.Contains(st.Reason, "without a goodbye") {
+		t.Errorf("reason after the failover: %q", st.Reason)
+	}
 	if st.State != StatePrimaryAfterFailover || st.Failover == nil || st.Failover.Replay == nil {
 		t.Fatalf("backup after the primary's silence: %s (%s), failover %+v", st.State, st.Reason, st.Failover)
 	}
@@ -175,4 +194,44 @@ func TestHybridPairOverLoopback(t *testing.T) {
 	if injected != rp.Inputs {
 		t.Errorf("%d inputs injected between the restore and the network, the report says %d: %v", injected, rp.Inputs, events)
 	}
+}
+
+// TestHybridLogAckStall: the backup committed a checkpoint but stops
+// acknowledging the log (its heartbeats would still come): once a record
+// has waited longer than the bound, the primary goes degraded, naming the
+// stall, and only then releases.
+func TestHybridLogAckStall(t *testing.T) {
+	rec := newRecorder()
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	const bound = 300 * time.Millisecond
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: ModeHybrid, Epoch: time.Minute, AckTimeout: bound},
+		Packets: pk, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts = o
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "send:1")
+	snd.ack(1, nil)
+	taggedAt := time.Now()
+	if _, err := pk.hooks.Tag([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "release-all") // its record is never acknowledged
+	if waited := time.Since(taggedAt); waited < bound {
+		t.Errorf("degraded %s after the record, bound %s", waited, bound)
+	}
+	if st := p.Status(); st.State != StateDegraded || !strings.Contains(st.Reason, "input log records unacknowledged") {
+		t.Fatalf("state %q reason %q", st.State, st.Reason)
+	}
+	checkOrder(t, rec.list(), []string{"goodbye:degraded", "release-all"}, []string{"release-output:1"})
 }

@@ -5,6 +5,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"slices"
@@ -29,6 +30,7 @@ type cuttableProxy struct {
 	cut        atomic.Bool
 	cutReturn  atomic.Bool
 	cutForward atomic.Bool
+	refuse     atomic.Bool // close new connections at once
 	mu         sync.Mutex
 	conns      []net.Conn
 }
@@ -53,6 +55,10 @@ func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
 			if err != nil {
 				return
 			}
+			if p.refuse.Load() {
+				c.Close()
+				continue
+			}
 			b, err := net.Dial("tcp", backend)
 			if err != nil {
 				c.Close()
@@ -66,6 +72,20 @@ func newCuttableProxy(t *testing.T, backend string) *cuttableProxy {
 		}
 	}()
 	return p
+}
+
+// reset ends every connection through the proxy with a TCP reset on both
+// sides: what a middlebox does, or the kernel of a process that was killed.
+func (p *cuttableProxy) reset(t *testing.T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+			t.Errorf("resetting a proxied connection: %v", err)
+		}
+		c.Close()
+	}
+	p.conns = nil
 }
 
 func (p *cuttableProxy) pipe(dst, src net.Conn, cutDir *atomic.Bool) {
@@ -155,7 +175,8 @@ func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 
 // TestPairOverLoopback runs a Primary (fake container and gate) against a
 // real Backup over the real TLS peer channel: checkpoints are committed
-// and acknowledged, output released; a clean Close does not promote;
+// and acknowledged, output released; a clean Close says goodbye and does
+// not promote;
 // silence (the proxy swallows everything) promotes.
 func TestPairOverLoopback(t *testing.T) {
 	for _, tc := range []struct {
@@ -185,6 +206,9 @@ func TestPairOverLoopback(t *testing.T) {
 			st := b.Status()
 			if promoted := st.State == StatePrimaryAfterFailover; promoted != tc.wantPromote {
 				t.Fatalf("backup state %q (%s), want promoted %v; events %v", st.State, st.Reason, tc.wantPromote, rec.list())
+			}
+			if !tc.wantPromote && (st.State != StateDisconnected || !strings.Contains(st.Reason, "said goodbye (shutdown")) {
+				t.Errorf("after a clean close the backup is %q: %q", st.State, st.Reason)
 			}
 			if tc.wantPromote {
 				checkOrder(t, rec.list(), []string{"prepare-restore", "restore:" + itoa(st.Failover.Epoch), "network-up"}, nil)
@@ -289,5 +313,71 @@ func TestPairSupersededPrimaryStops(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if ev := rec.list(); slices.Contains(ev, "release-all") || slices.ContainsFunc(ev, func(e string) bool { return strings.HasPrefix(e, "resume:") }) {
 		t.Errorf("superseded primary released its output or re-paired: %v", ev)
+	}
+}
+
+// TestPairConnectionLostWithoutGoodbye: the primary's connection ends by a
+// reset, no goodbye. If the primary cannot come back (its process is gone:
+// the proxy refuses it), the backup promotes once the detection bound has
+// passed since the last frame, and says why. If it dials again at once (a
+// reset on the path of a live primary), the backup does not promote, the
+// primary never goes degraded (nothing released unreplicated) and is in
+// sync again after a full checkpoint. A primary whose packet gate fails
+// (failed, output dropped) closes without a goodbye: the backup takes over.
+func TestPairConnectionLostWithoutGoodbye(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		comesBack   bool
+		gateFails   bool
+		wantPromote bool
+	}{
+		{name: "primary gone: promotes after the bound", comesBack: false, wantPromote: true},
+		{name: "primary dials again at once: no promotion", comesBack: true, wantPromote: false},
+		{name: "primary's gate fails: promotes", comesBack: true, gateFails: true, wantPromote: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr := startPairOverLoopback(t)
+			p, b, proxy, rec := pr.p, pr.b, pr.proxy, pr.rec
+			rec.waitFor(t, "release-output:3")
+			proxy.refuse.Store(!tc.comesBack)
+			lostAt := time.Now()
+			if tc.gateFails {
+				pr.packets.failed <- errors.New("queue reader stopped")
+			} else {
+				proxy.reset(t)
+			}
+			select {
+			case <-b.Promoted():
+			case <-time.After(time.Second):
+			}
+			st := b.Status()
+			if promoted := st.State == StatePrimaryAfterFailover; promoted != tc.wantPromote {
+				t.Fatalf("backup state %q (%s), want promoted %v; primary %q (%s)", st.State, st.Reason, tc.wantPromote, p.Status().State, p.Status().Reason)
+			}
+			if tc.wantPromote {
+				if !strings.Contains(st.Reason, "without a goodbye") {
+					t.Errorf("reason after the failover does not say what failed: %q", st.Reason)
+				}
+				// Bound: 10 ms × 3 from the last frame, which came at most a
+				// heartbeat before the reset.
+				if f := st.Failover; f == nil || f.DetectionMS < 30 || f.LastHeard.Add(30*time.Millisecond).Before(lostAt.Add(-15*time.Millisecond)) {
+					t.Errorf("failover %+v: not after the detection bound", f)
+				}
+				if ps := p.Status(); tc.gateFails && ps.State != StateFailed {
+					t.Errorf("primary with a failed gate: %q (%s)", ps.State, ps.Reason)
+				}
+				return
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for ps, bs := p.Status(), b.Status(); ps.State != StateInSync || bs.State != StateInSync || ps.Redials != 1; ps, bs = p.Status(), b.Status() {
+				if time.Now().After(deadline) {
+					t.Fatalf("not in sync again: primary %q (%s, %d redials), backup %q (%s)", ps.State, ps.Reason, ps.Redials, bs.State, bs.Reason)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if ev := rec.list(); slices.Contains(ev, "release-all") {
+				t.Errorf("primary released its output unreplicated across the reset: %v", ev)
+			}
+		})
 	}
 }

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/iorrc/rrc/replication/peer"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/wire"
 )
 
 // PrimaryOptions is what the primary's engine needs besides the container.
@@ -57,12 +59,14 @@ type Primary struct {
 	acked      uint64               // newest wire epoch acknowledged
 	ackedTaken time.Time            // when that checkpoint was taken
 	ackedAt    time.Time
+	answeredAt time.Time // the backup's last answer (ack or nack) on this connection
 	epochs     uint64
 	skipped    uint64
 	deferred   uint64
 	failed     uint64
 	nacks      uint64
 	repairs    uint64 // times replication resumed after degraded
+	redials    uint64 // times a lost connection was replaced at once, without degraded
 	repairing  string // what re-pairing is doing, or why its last attempt failed
 	pause      window
 	hold       window // input held per epoch
@@ -139,17 +143,32 @@ func tlsDialer(addr string, creds *peertls.Credentials) DialFunc {
 // epoch is checkpointed at once: the initial full checkpoint. Start returns
 // once the loop runs; Status says when the backup is in sync.
 func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
-	sender, err := p.opts.Dial(ctx, p.peerOptions())
+	// ctx bounds the dial, not the connection, which lives as long as the
+	// loop: ended with ctx, it would close without a goodbye, and the
+	// backup would take over a container stopped on purpose.
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopDial := context.AfterFunc(ctx, cancel)
+	sender, err := p.opts.Dial(loopCtx, p.peerOptions())
+	if !stopDial() && err == nil {
+		sender.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
+		cancel()
 		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
 	}
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.mu.Lock()
+	if !p.sm.to(StateSyncing, "") { // stopped meanwhile
+		state := p.sm.state
+		p.mu.Unlock()
+		sender.Close()
+		cancel()
+		return fmt.Errorf("primary engine: %s before it started", state)
+	}
 	p.ck, p.sender, p.cancel = ck, sender, cancel
 	// The gate numbers epochs from 1; the backup may already hold some
 	// (a restarted primary): wire epochs continue above them.
 	p.offset = sender.BackupCommitted()
-	p.sm.to(StateSyncing, "")
 	if p.hybrid != nil {
 		p.hybrid.restart(p.offset) // the gate's epoch 1 is open
 	}
@@ -230,33 +249,113 @@ func (p *Primary) repair(ctx context.Context) bool {
 			backoff = min(2*backoff, repairBackoffMax)
 			continue
 		}
-		p.mu.Lock()
-		if p.sm.state != StateDegraded || !p.sm.to(StateSyncing, "") { // closed, failed or superseded meanwhile
-			p.mu.Unlock()
-			sender.Close()
+		if !p.adopt(sender, StateDegraded) {
 			return false
 		}
-		// From here every packet is held again: it belongs to the open epoch,
-		// which the coming full checkpoint seals.
-		open := p.gate.Resume()
-		if bc := sender.BackupCommitted(); open+p.offset <= bc {
-			p.offset = bc - open + 1 // wire epochs must go on above what it holds
-		}
-		if p.hybrid != nil {
-			p.hybrid.restart(open - 1 + p.offset)
-		}
-		select { // a failure reported by the old connection is history
-		case <-p.peerFailed:
-		default:
-		}
-		p.sender, p.repairing = sender, ""
-		p.taken = map[uint64]time.Time{}
+		p.mu.Lock()
 		p.repairs++
 		p.mu.Unlock()
 		p.log.Info("re-paired with the backup: output held again, sending a full checkpoint",
 			"attempt", attempt, "backup_committed", sender.BackupCommitted())
 		return true
 	}
+}
+
+// redial dials the backup once, at once, after a connection that ended by
+// EOF or a reset rather than by the backup's silence: the backup may be
+// fine and the path merely reset. Output stays held meanwhile. The backup
+// takes such an end for its primary's failure once the detection bound has
+// passed without a new connection (Backup.onDisconnected), so the dial is
+// given that bound; if it fails, the primary goes degraded as for a lost
+// backup. It reports whether replication goes on.
+func (p *Primary) redial(ctx context.Context, reason string) bool {
+	select {
+	case <-p.peerFailed: // a failure reported by the old connection is history
+	default:
+	}
+	opts := p.peerOptions()
+	opts.HandshakeTimeout = max(p.cfg.Heartbeat*time.Duration(p.cfg.HeartbeatMisses), redialMin)
+	p.log.Warn("connection to the backup lost; dialling it again at once, output held", "reason", reason)
+	sender, err := p.opts.Dial(ctx, opts)
+	if err != nil {
+		p.log.Warn("dialling the backup again at once failed", "err", err)
+		return false
+	}
+	if !p.adopt(sender, StateSyncing, StateInSync) {
+		return false
+	}
+	p.mu.Lock()
+	p.redials++
+	p.mu.Unlock()
+	p.log.Info("reconnected to the backup without going degraded: sending a full checkpoint", "backup_committed", sender.BackupCommitted())
+	return true
+}
+
+// redialMin is the least time redial gives a dial: TCP, the TLS handshake
+// and Hellos, on a loaded host.
+const redialMin = 100 * time.Millisecond
+
+// adopt makes sender the connection to the backup if the primary is still
+// in one of the states from (not closed, failed or superseded meanwhile):
+// output is held again and epochs go on above what this backup holds.
+func (p *Primary) adopt(sender CheckpointSender, from ...State) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Contains(from, p.sm.state) || !p.sm.to(StateSyncing, "") {
+		sender.Close()
+		return false
+	}
+	// From here every packet is held again: it belongs to the open epoch,
+	// which the coming full checkpoint seals.
+	open := p.gate.Resume()
+	if bc := sender.BackupCommitted(); open+p.offset <= bc {
+		p.offset = bc - open + 1 // wire epochs must go on above what it holds
+	}
+	if p.hybrid != nil {
+		p.hybrid.restart(open - 1 + p.offset)
+	}
+	select { // a failure reported by the old connection is history
+	case <-p.peerFailed:
+	default:
+	}
+	p.sender, p.repairing = sender, ""
+	p.taken = map[uint64]time.Time{}
+	p.answeredAt = time.Time{}
+	return true
+}
+
+// ackStall says whether an acknowledgement has been outstanding longer
+// than Config.AckTimeout: a checkpoint the backup has not answered since
+// it was taken (nor anything else since then), or in hybrid mode a log
+// record it has not acknowledged. Its heartbeats may still come (its
+// reader or disk is stuck): the output would be held for ever. The caller
+// treats it as the backup's failure.
+func (p *Primary) ackStall(now time.Time) (reason string, stalled bool) {
+	bound := p.cfg.AckTimeout
+	p.mu.Lock()
+	var oldest uint64
+	var oldestAt time.Time
+	for e, at := range p.taken {
+		if oldestAt.IsZero() || at.Before(oldestAt) {
+			oldest, oldestAt = e, at
+		}
+	}
+	since := oldestAt
+	if p.answeredAt.After(since) {
+		since = p.answeredAt // it answers, if slowly: wait from its last answer
+	}
+	p.mu.Unlock()
+	if !oldestAt.IsZero() && now.Sub(since) > bound {
+		return fmt.Sprintf("acknowledgement stalled: checkpoint %d taken %s ago is not acknowledged and the backup has answered nothing for %s (bound %s): its reader or disk is stuck",
+			oldest, now.Sub(oldestAt).Round(time.Millisecond), now.Sub(since).Round(time.Millisecond), bound), true
+	}
+	if p.hybrid != nil {
+		if st := p.hybrid.log.Stats(); !st.OldestUnacked.IsZero() && now.Sub(st.OldestUnacked) > bound {
+			return fmt.Sprintf("acknowledgement stalled: %d input log records unacknowledged, the oldest for %s (bound %s): the backup's reader or disk is stuck",
+				st.Unacked, now.Sub(st.OldestUnacked).Round(time.Millisecond), bound), true
+		}
+	}
+	return "", false
 }
 
 func (p *Primary) setRepairing(s string) {
@@ -280,6 +379,7 @@ func (p *Primary) onAck(a peer.Ack) {
 	defer p.mu.Unlock()
 	taken, known := p.taken[a.Epoch]
 	delete(p.taken, a.Epoch)
+	p.answeredAt = a.At
 	if a.Err == nil {
 		for e := range p.taken { // aborted transfers are never answered
 			if e < a.Epoch {
@@ -341,6 +441,17 @@ func (p *Primary) degrade(reason string) bool {
 	}
 	sender := p.sender
 	p.mu.Unlock()
+	if sender != nil {
+		select {
+		case <-sender.Done(): // that connection has ended: nobody to tell
+		default:
+			// Before anything is released: a backup that hears it knows
+			// its checkpoint is stale and does not take over.
+			if err := sender.Goodbye(wire.GoodbyeDegraded, reason); err != nil {
+				p.log.Warn("the backup was not told that this primary runs on degraded", "err", err)
+			}
+		}
+	}
 	p.log.Error("replication lost; running degraded (unreplicated), output released", "reason", reason)
 	if err := p.gate.ReleaseAll(); err != nil {
 		p.log.Error("releasing held output in degraded mode", "err", err)
@@ -374,7 +485,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs,
+		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
@@ -394,21 +505,37 @@ func (p *Primary) Status() Status {
 	return s
 }
 
-// Close stops replication and removes everything the engine made: the
-// epoch loop, the peer connection, the CRIU service, the rules and queues
-// (held packets are dropped with the queues: the container is going away).
+// Close stops replication on a normal shutdown (StopShutdown); see Stop.
 func (p *Primary) Close(ctx context.Context) error {
+	return p.Stop(ctx, StopShutdown, "the primary's engine was closed")
+}
+
+// Stop stops replication on purpose and removes everything the engine
+// made: it tells the backup why (a goodbye, so that it does not take
+// over), then ends the epoch loop, the peer connection, the CRIU service,
+// the rules and queues (held packets are dropped with the queues: the
+// container is going away). Only the first call does anything.
+func (p *Primary) Stop(ctx context.Context, reason StopReason, message string) error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		cancel, sender, ck, started := p.cancel, p.sender, p.ck, p.cancel != nil
-		p.sm.to(StateClosed, "")
+		// Closed first: the loop, seeing the connection end, must not go
+		// degraded and release what it holds.
+		p.sm.to(StateClosed, "stopped on purpose ("+reason.String()+"): "+message)
 		p.mu.Unlock()
 		var errs []error
 		if started {
-			cancel()
 			if sender != nil {
-				sender.Close()
+				select {
+				case <-sender.Done(): // that connection has ended: nobody to tell
+				default:
+					// Before the loop ends: its end closes the connection.
+					if err := sender.Goodbye(reason, message); err != nil {
+						p.log.Warn("the backup was not told that this primary stops on purpose; it may take over", "err", err)
+					}
+				}
 			}
+			cancel()
 			select {
 			case <-p.done:
 			case <-ctx.Done():

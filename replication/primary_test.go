@@ -71,20 +71,20 @@ func TestPrimaryEpochLoop(t *testing.T) {
 				[]string{"release-output:1", "release-all"}, StateInSync
 		},
 	}, {
-		name:    "send failure never releases output, then degrades",
+		name:    "send failure never releases output, then degrades, the backup told first",
 		sendErr: errors.New("connection reset"),
 		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
-			s.rec.waitFor(t, "close-peer")
-			return []string{"send-failed:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+			s.rec.waitFor(t, "release-all")
+			return []string{"send-failed:1", "goodbye:degraded", "close-peer", "release-all"}, []string{"release-output:1"}, StateDegraded
 		},
 	}, {
 		name: "peer failure degrades: everything released, unreplicated",
 		script: func(t *testing.T, p *Primary, s *fakeSender) ([]string, []string, State) {
 			s.rec.waitFor(t, "send:1")
 			s.opts.OnPeerFailed(peer.PeerFailure{Reason: "silent", LastHeard: time.Now().Add(-90 * time.Millisecond), DetectedAt: time.Now()})
-			s.rec.waitFor(t, "close-peer")
+			s.rec.waitFor(t, "release-all")
 			s.ack(1, nil) // a late answer changes nothing
-			return []string{"send:1", "release-all", "close-peer"}, []string{"release-output:1"}, StateDegraded
+			return []string{"send:1", "goodbye:degraded", "close-peer", "release-all"}, []string{"release-output:1"}, StateDegraded
 		},
 	}, {
 		name: "failed checkpoint sends nothing; its output goes with the next",
@@ -200,5 +200,87 @@ func TestStatusJSON(t *testing.T) {
 	var back Status
 	if err := json.Unmarshal(b, &back); err != nil || back.Failover.RestoreMS != 80 {
 		t.Errorf("round trip: %+v, %v", back, err)
+	}
+}
+
+// TestPrimaryAckStall: the backup's heartbeats would keep coming, but it
+// stops acknowledging (its reader or disk stuck). Once the oldest
+// outstanding checkpoint has waited longer than the bound with no answer
+// since, the primary treats the backup as failed: it says goodbye, then
+// goes degraded and releases its output, with a reason naming the stall.
+// An answered checkpoint resets the wait.
+func TestPrimaryAckStall(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	const bound = 300 * time.Millisecond
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute, AckTimeout: bound},
+		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts = o
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "send:1")
+	time.Sleep(bound / 2)
+	snd.ack(1, nil) // answered in time
+	p.loopTickForTest()
+	rec.waitFor(t, "send:2")
+	sentAt := time.Now()
+	rec.waitFor(t, "release-all") // 2 is never answered
+	waited := time.Since(sentAt)
+	st := p.Status()
+	if st.State != StateDegraded || !strings.Contains(st.Reason, "acknowledgement stalled: checkpoint 2") {
+		t.Fatalf("state %q reason %q", st.State, st.Reason)
+	}
+	if waited < bound || waited > bound+time.Second {
+		t.Errorf("degraded %s after the unanswered checkpoint, bound %s", waited, bound)
+	}
+	checkOrder(t, rec.list(), []string{"release-output:1", "send:2", "goodbye:degraded", "release-all"}, []string{"release-output:2"})
+}
+
+// TestPrimaryConnectionOutlivesStartContext: the context given to Start
+// bounds the dial only. The shim cancels it before it stops the engine on
+// a Delete; had the connection ended with it, it would have closed without
+// a goodbye and the backup would have taken over a deleted container.
+func TestPrimaryConnectionOutlivesStartContext(t *testing.T) {
+	rec := newRecorder()
+	snd := &fakeSender{rec: rec}
+	snd.done = make(chan struct{})
+	var dialCtx context.Context
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute},
+		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
+		Dial: func(ctx context.Context, o peer.Options) (CheckpointSender, error) {
+			snd.opts, dialCtx = o, ctx
+			return snd, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.Start(ctx, &fakeCheckpointer{rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "send:1")
+	cancel()
+	time.Sleep(20 * time.Millisecond)
+	if dialCtx.Err() != nil {
+		t.Fatal("the connection's context ended with Start's")
+	}
+	if err := p.Stop(context.Background(), StopDeleted, "container deleted"); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, rec.list(), []string{"send:1", "goodbye:deleted", "close-peer"}, nil)
+	if st := p.Status(); st.State != StateClosed || !strings.Contains(st.Reason, "deleted") {
+		t.Errorf("state %q reason %q", st.State, st.Reason)
 	}
 }

@@ -17,12 +17,13 @@ import (
 // primaryTransitions is the primary's state machine.
 //
 //	starting → syncing → in-sync → degraded → syncing (re-paired) …
+//	syncing, in-sync → syncing (a lost connection dialled again at once)
 //	any live state → superseded (the backup took over) | failed | closed
 func primaryTransitions() map[State][]State {
 	return map[State][]State{
 		StateStarting:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
-		StateSyncing:    {StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
-		StateInSync:     {StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateSyncing:    {StateSyncing, StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateInSync:     {StateSyncing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateDegraded:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
 		StateSuperseded: {StateSuperseded, StateFailed, StateClosed},
 		StateFailed:     {StateFailed, StateClosed},
@@ -33,13 +34,16 @@ func primaryTransitions() map[State][]State {
 // backupTransitions is the backup's state machine.
 //
 //	starting → syncing → in-sync → promoting → primary-after-failover | failed
+//	in-sync → primary-lost (connection ended, no goodbye) → promoting (silent
+//	  for the detection bound) | syncing (the primary reconnected in time)
 //	syncing, in-sync → disconnected → syncing (the primary reconnected)
 //	waiting states → closed; a promotion is never cut short
 func backupTransitions() map[State][]State {
 	return map[State][]State{
 		StateStarting:             {StateSyncing, StateClosed},
 		StateSyncing:              {StateInSync, StateDisconnected, StateClosed},
-		StateInSync:               {StateSyncing, StateDisconnected, StatePromoting, StateClosed},
+		StateInSync:               {StateSyncing, StateDisconnected, StatePrimaryLost, StatePromoting, StateClosed},
+		StatePrimaryLost:          {StateSyncing, StatePromoting, StateClosed},
 		StateDisconnected:         {StateSyncing, StateClosed},
 		StatePromoting:            {StatePrimaryAfterFailover, StateFailed},
 		StatePrimaryAfterFailover: nil,

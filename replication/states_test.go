@@ -13,7 +13,7 @@ import (
 // there while the ones that would break an invariant are not.
 func TestStateTables(t *testing.T) {
 	known := map[State]bool{StateStarting: true, StateSyncing: true, StateInSync: true, StateDegraded: true,
-		StateSuperseded: true, StateDisconnected: true, StatePromoting: true, StatePrimaryAfterFailover: true,
+		StateSuperseded: true, StateDisconnected: true, StatePrimaryLost: true, StatePromoting: true, StatePrimaryAfterFailover: true,
 		StateFailed: true, StateClosed: true}
 	tables := map[Role]map[State][]State{RolePrimary: primaryTransitions(), RoleBackup: backupTransitions()}
 	for role, table := range tables {
@@ -44,6 +44,8 @@ func TestStateTables(t *testing.T) {
 		{RolePrimary, StateFailed, StateSuperseded, false, "failed is final but for close"},
 		{RolePrimary, StateClosed, StateFailed, false, "closed is final"},
 		{RolePrimary, StateStarting, StateInSync, false, "in sync only after an acknowledged checkpoint"},
+		{RolePrimary, StateInSync, StateSyncing, true, "a lost connection dialled again at once"},
+		{RolePrimary, StateSuperseded, StateSyncing, false, "a superseded copy never dials again"},
 		{RoleBackup, StateInSync, StatePromoting, true, "primary failed while in sync"},
 		{RoleBackup, StateSyncing, StatePromoting, false, "never promote a checkpoint of an earlier connection"},
 		{RoleBackup, StateDisconnected, StatePromoting, false, "a disconnected backup is not protected"},
@@ -51,6 +53,14 @@ func TestStateTables(t *testing.T) {
 		{RoleBackup, StatePromoting, StatePrimaryAfterFailover, true, "restored"},
 		{RoleBackup, StatePrimaryAfterFailover, StateClosed, false, "the restored container is the service"},
 		{RoleBackup, StateDisconnected, StateSyncing, true, "the primary reconnected"},
+		{RoleBackup, StateInSync, StatePrimaryLost, true, "connection ended without a goodbye"},
+		{RoleBackup, StatePrimaryLost, StatePromoting, true, "silent for the detection bound after the connection ended"},
+		{RoleBackup, StatePrimaryLost, StateSyncing, true, "the primary re-dialled within the bound"},
+		{RoleBackup, StatePrimaryLost, StateClosed, true, "closed while waiting out the bound"},
+		{RoleBackup, StateSyncing, StatePrimaryLost, false, "a backup not in sync has nothing consistent to wait for"},
+		{RoleBackup, StateDisconnected, StatePrimaryLost, false, "a goodbye is final for that connection"},
+		{RoleBackup, StatePrimaryLost, StateDisconnected, false, "a lost primary is a failure until it reconnects"},
+		{RolePrimary, StateInSync, StatePrimaryLost, false, "only the backup waits for its primary"},
 	}
 	for _, tc := range tests {
 		m := newStateMachine(tables[tc.role], time.Now)

@@ -26,9 +26,15 @@ const (
 	// failed and replaced: its output stays held for good (fencing).
 	StateSuperseded State = "superseded"
 	// StateDisconnected: backup whose primary went away without failing
-	// (closed the connection, or failed before the backup was in sync):
+	// (said goodbye, or failed before the backup was in sync):
 	// not protected, nothing to promote; it waits for the primary.
 	StateDisconnected State = "disconnected"
+	// StatePrimaryLost: backup in sync whose primary's connection ended
+	// without a goodbye (EOF, reset, TLS error: a killed or crashed shim
+	// on a live host, or the network): it waits out the failure detector's
+	// bound from the last frame, then promotes unless the primary has
+	// reconnected.
+	StatePrimaryLost State = "primary-lost"
 	// StatePromoting: the backup declared the primary failed and restores.
 	StatePromoting State = "promoting"
 	// StatePrimaryAfterFailover: the backup's restored container is the service.
@@ -64,6 +70,7 @@ type Status struct {
 	FailedEpochs   uint64 `json:"failed_epochs,omitempty"`   // checkpoints that failed (output stays held)
 	Nacks          uint64 `json:"nacks,omitempty"`           // checkpoints the backup refused
 	Repairs        uint64 `json:"repairs,omitempty"`         // primary: times re-paired after degraded
+	Redials        uint64 `json:"redials,omitempty"`         // primary: lost connections replaced at once, output held (not degraded)
 
 	PauseMS       Summary `json:"pause_ms,omitzero"`             // freeze → thaw, recent epochs
 	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`        // inbound packets held per epoch

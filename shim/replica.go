@@ -202,8 +202,29 @@ func (r *replica) publishStatus(ctx context.Context) error {
 	return nil
 }
 
+// stopPrimary ends a primary's replication on purpose (a goodbye: its
+// backup does not take over) and leaves the rest to close. A start still
+// being retried is stopped first, so that it cannot start the engine again.
+func (r *replica) stopPrimary(ctx context.Context, why replication.StopReason, message string) {
+	if r.primary == nil {
+		return
+	}
+	r.mu.Lock()
+	stop, done := r.stopStart, r.startDone
+	r.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	if err := r.primary.Stop(ctx, why, message); err != nil {
+		log.G(ctx).WithError(err).Warn("stopping replication")
+	}
+}
+
 // close removes everything the replica made, in reverse order; idempotent.
-func (r *replica) close(ctx context.Context) error {
+// why is told to the backup of a primary (a goodbye): it does not take
+// over a container stopped on purpose.
+func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 	r.closeOnce.Do(func() {
 		close(r.closed)
 		var errs []error
@@ -215,7 +236,7 @@ func (r *replica) close(ctx context.Context) error {
 			<-done
 		}
 		if r.primary != nil {
-			if err := r.primary.Close(ctx); err != nil {
+			if err := r.primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
 				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))
 			}
 		}

@@ -61,7 +61,7 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	rep.bundle, rep.runcRoot = r.Bundle, runcRoot(ns, r.Options)
 	defer func() {
 		if retErr != nil {
-			if err := rep.close(context.WithoutCancel(ctx)); err != nil {
+			if err := rep.close(context.WithoutCancel(ctx), replication.StopShutdown); err != nil {
 				log.G(ctx).WithError(err).Error("cleanup after failed create")
 			}
 		}

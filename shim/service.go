@@ -30,6 +30,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/shim/settings"
 )
 
@@ -175,7 +176,8 @@ func (s *TaskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 	}
 	if rep := s.replica(r.ID); rep != nil && r.ExecID == "" {
 		s.forget(r.ID)
-		if err := rep.close(ctx); err != nil {
+		// Deleted through containerd (after a kill, or its end): on purpose.
+		if err := rep.close(ctx, replication.StopDeleted); err != nil {
 			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s deleted, but replication cleanup failed: %w", r.ID, err))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/iorrc/rrc/replication"
@@ -47,7 +48,7 @@ func (s *TaskService) deleteStandby(ctx context.Context, rep *replica) (_ *taskA
 	}
 	snap := rep.standby.snapshot()
 	s.forget(rep.id)
-	if err := rep.close(ctx); err != nil {
+	if err := rep.close(ctx, replication.StopDeleted); err != nil {
 		return nil, true, errgrpc.ToGRPC(fmt.Errorf("container %s: deleting standby task: %w", rep.id, err))
 	}
 	s.publish(rep, &eventstypes.TaskDelete{ContainerID: rep.id, ID: rep.id, Pid: uint32(snap.Pid),
@@ -152,6 +153,12 @@ func (s *TaskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyp
 				ExitStatus: uint32(snap.Status), ExitedAt: protobuf.ToTimestamp(snap.ExitedAt)})
 			return &emptypb.Empty{}, nil
 		}
+	}
+	if rep := s.replica(r.ID); rep != nil && r.ExecID == "" && r.Signal == uint32(unix.SIGKILL) {
+		// The container ends on purpose: its backup must not take it
+		// over, even if this shim dies before the Delete. Other signals
+		// may be caught; their goodbye waits for the Delete.
+		rep.stopPrimary(withID(ctx, r.ID), replication.StopDeleted, fmt.Sprintf("container %s killed through containerd (SIGKILL)", r.ID))
 	}
 	return s.TTRPCTaskService.Kill(ctx, r)
 }

@@ -52,6 +52,9 @@ func detailLines(id string, st status.Published) []string {
 			out = append(out, fmt.Sprintf("%s: %s mode log held: %d records, %d bytes, up to %s", id, e.Mode, l.Records, l.Bytes, l.Acked))
 		}
 	}
+	if e.Redials > 0 {
+		out = append(out, fmt.Sprintf("%s: connection to the backup lost and dialled again at once %d time(s), output held", id, e.Redials))
+	}
 	if e.Repairs > 0 {
 		out = append(out, fmt.Sprintf("%s: re-paired with a backup %d time(s) after running degraded", id, e.Repairs))
 	}

@@ -33,6 +33,22 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second
 )
 
+// Disconnect says how a primary connection ended (Receiver).
+type Disconnect struct {
+	Err error
+	// Lost: the connection ended from the primary's side or the network
+	// (EOF, reset, TLS error, a frame cut short; ErrConnectionLost), not
+	// by this side or a refused frame. Goodbye says whether the primary
+	// meant it.
+	Lost    bool
+	Goodbye *GoodbyeError // nil: the primary said no goodbye
+	// LastHeard is when bytes from the primary last arrived; Timeout the
+	// failure detector's bound on this connection: with no goodbye, the
+	// primary counts as failed once it has been silent that long.
+	LastHeard time.Time
+	Timeout   time.Duration
+}
+
 // Options configure one side of the channel of one pair.
 type Options struct {
 	Pair            string    // pair name, the same on both sides
@@ -61,7 +77,7 @@ type Options struct {
 	// primary connection; a replaced connection's OnDisconnected comes
 	// before its successor's OnConnected. They must not block.
 	OnConnected    func()
-	OnDisconnected func(error)
+	OnDisconnected func(Disconnect)
 	// OnLog (Receiver, hybrid mode) takes a batch of the input log whose
 	// first record is index first after the checkpoint of epoch, and returns
 	// the position the log is held up to, which is acknowledged; an error

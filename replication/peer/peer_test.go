@@ -688,3 +688,86 @@ func TestServeStopsWithConnectedPrimary(t *testing.T) {
 		t.Fatal("primary did not see the end")
 	}
 }
+
+// TestConnectionEnd: the backup learns how each connection ended — a
+// goodbye (not lost, with its reason), or a close without one (lost) —
+// with the last time it heard the primary and its own detection bound:
+// the primary announced heartbeats every 2 ms, which must not make the
+// backup's bound 6 ms.
+func TestConnectionEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		goodbye bool
+	}{{"goodbye", true}, {"closed without goodbye", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			bopts := baseOptions(t, primaryName)
+			bopts.Heartbeat, bopts.HeartbeatMisses = 50*time.Millisecond, 3
+			ended := make(chan Disconnect, 1)
+			bopts.OnDisconnected = func(d Disconnect) { ended <- d }
+			addr, _, _, _ := startBackup(t, bopts, e.backup, t.TempDir())
+			popts := baseOptions(t, backupName)
+			popts.Heartbeat, popts.HeartbeatMisses = 2*time.Millisecond, 30 // its own bound covers the backup's 50 ms
+			s := dial(t, addr, e.primary, popts)
+			time.Sleep(20 * time.Millisecond)
+			closedAt := time.Now()
+			if tc.goodbye {
+				if err := s.Goodbye(wire.GoodbyeDeleted, "container deleted"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				s.s.conn.Close() // as the kernel of a killed process does
+			}
+			var d Disconnect
+			select {
+			case d = <-ended:
+			case <-time.After(2 * time.Second):
+				t.Fatal("the backup did not see the connection end")
+			}
+			if tc.goodbye {
+				if d.Lost || d.Goodbye == nil || d.Goodbye.Reason != wire.GoodbyeDeleted || d.Goodbye.Message != "container deleted" {
+					t.Fatalf("after a goodbye: %+v (goodbye %+v)", d, d.Goodbye)
+				}
+			} else if !d.Lost || d.Goodbye != nil || !errors.Is(d.Err, ErrConnectionLost) {
+				t.Fatalf("after a close without goodbye: %+v", d)
+			}
+			if d.Timeout != 150*time.Millisecond {
+				t.Errorf("detection bound %s, want the backup's own 50ms × 3", d.Timeout)
+			}
+			if d.LastHeard.After(time.Now()) || closedAt.Sub(d.LastHeard) > 50*time.Millisecond {
+				t.Errorf("last heard %s, closed at %s", d.LastHeard, closedAt)
+			}
+		})
+	}
+}
+
+// TestPeerHeartbeatBeyondBoundRefused: a primary announcing heartbeats
+// rarer than the backup's whole detection bound would make every gap a
+// failure, or let it stretch the bound; the backup refuses it.
+func TestPeerHeartbeatBeyondBoundRefused(t *testing.T) {
+	e := newEnv(t)
+	bopts := baseOptions(t, primaryName)
+	bopts.Heartbeat, bopts.HeartbeatMisses = 30*time.Millisecond, 3
+	var connected atomic.Bool
+	bopts.OnConnected = func() { connected.Store(true) }
+	addr, _, _, _ := startBackup(t, bopts, e.backup, t.TempDir())
+	popts := baseOptions(t, backupName)
+	popts.Heartbeat = time.Second
+	var told atomic.Value
+	popts.hooks = &testHooks{frameIn: func(f wire.Frame) {
+		if f.Type == wire.TypeError {
+			if e, err := wire.DecodeError(f.Payload); err == nil {
+				told.Store(e.Message)
+			}
+		}
+	}}
+	s := dial(t, addr, e.primary, popts) // its side of the handshake is done before the backup's check
+	select {
+	case <-s.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("a primary announcing 1s heartbeats was kept by a backup with a 90ms bound")
+	}
+	if msg, _ := told.Load().(string); connected.Load() || !strings.Contains(msg, "failure detection bound") {
+		t.Fatalf("connected %v; the primary was told %q", connected.Load(), msg)
+	}
+}

@@ -131,7 +131,9 @@ func (r *Receiver) serveConn(ctx context.Context, raw net.Conn) {
 	err := s.run(in.handle)
 	in.discard(fmt.Sprintf("connection ended: %v", err))
 	if r.opts.OnDisconnected != nil {
-		r.opts.OnDisconnected(err)
+		d := Disconnect{Err: err, Lost: errors.Is(err, ErrConnectionLost), LastHeard: s.det.last(), Timeout: s.det.Timeout()}
+		errors.As(err, &d.Goodbye)
+		r.opts.OnDisconnected(d)
 	}
 	close(s.released)
 }
@@ -199,6 +201,13 @@ func (in *inbound) handle(f wire.Frame) error {
 			return err
 		}
 		in.discard("primary aborted: " + a.Reason)
+	case wire.TypeGoodbye:
+		g, err := wire.DecodeGoodbye(f.Payload)
+		if err != nil {
+			return err
+		}
+		in.s.log.Info("the primary said goodbye: it stops on purpose", "reason", g.Reason, "message", g.Message, "epoch", f.Epoch)
+		return &GoodbyeError{Reason: g.Reason, Message: g.Message}
 	case wire.TypeError:
 		e, err := wire.DecodeError(f.Payload)
 		if err != nil {

@@ -140,6 +140,17 @@ func (x *Sender) Close() error {
 	return nil
 }
 
+// Goodbye tells the backup that this primary stops on purpose, so that it
+// does not take over, and ends the session. It waits for the write at most
+// goodbyeTimeout (a backup that is gone takes it at once or never).
+// Checkpoints and log frames still queued are not sent: the Goodbye goes on
+// the control lane, and nothing may follow it.
+func (x *Sender) Goodbye(reason wire.GoodbyeReason, message string) error {
+	err := x.s.sayGoodbye(reason, message)
+	x.Close()
+	return err
+}
+
 // Send transfers checkpoint c. It returns once every frame of it has been
 // handed to the connection's writer (not when the backup has it: use
 // WaitAck or OnAck for that), so the engine can let the container run

@@ -21,6 +21,22 @@ import (
 // ErrClosed is the error of a session closed locally.
 var ErrClosed = errors.New("peer connection closed")
 
+// ErrConnectionLost wraps the end of a session that came from the peer's
+// side or the network — EOF, a reset, a TLS error, a frame cut short —
+// rather than from this side or a frame that broke the protocol. Without a
+// Goodbye before it, that is how a primary whose host stays up fails.
+var ErrConnectionLost = errors.New("connection to the peer lost")
+
+// GoodbyeError ends a session whose peer said it stops on purpose.
+type GoodbyeError struct {
+	Reason  wire.GoodbyeReason
+	Message string
+}
+
+func (e *GoodbyeError) Error() string {
+	return fmt.Sprintf("the peer said goodbye (%s): %s", e.Reason, e.Message)
+}
+
 // outFrame is a frame queued for the writer. done, if set, receives the
 // write's result.
 type outFrame struct {
@@ -59,6 +75,11 @@ type session struct {
 	// queuedLog counts log frames queued and not written yet: a log frame
 	// is written directly only when none is, so the log stays in order.
 	queuedLog atomic.Int64
+	// saidGoodbye is set once a Goodbye is written: nothing may follow it
+	// (guarded by writeMu).
+	saidGoodbye bool
+	// det watches the peer; set by run.
+	det *FailureDetector
 
 	latestEpoch  atomic.Uint64 // the epoch this side's heartbeats carry
 	lastPeerSent atomic.Int64  // SentAt of the peer's last heartbeat, echoed back
@@ -146,14 +167,33 @@ func (s *session) handshake(myEpoch uint64) error {
 		s.refuse(0, code, problem)
 		return fmt.Errorf("refusing peer: %s", problem)
 	}
+	if bound := s.opts.Heartbeat * time.Duration(s.opts.HeartbeatMisses); h.Heartbeat > bound {
+		// Its heartbeats could not keep this side's detector satisfied:
+		// every silence between two would be a failure.
+		problem = fmt.Sprintf("peer announces heartbeats every %s, longer than this side's failure detection bound %s (%s × %d)",
+			h.Heartbeat, bound, s.opts.Heartbeat, s.opts.HeartbeatMisses)
+		s.refuse(0, wire.CodePair, problem)
+		return fmt.Errorf("refusing peer: %s", problem)
+	}
 	s.hello, s.peerEpoch = h, f.Epoch
 	return nil
+}
+
+// detectionInterval is the heartbeat interval this side's failure detector
+// counts misses of: the peer's announced interval, but never less than this
+// side's own. The peer must not set how fast it is declared failed (an
+// interval of a nanosecond would make every pause a failure) nor stretch it
+// beyond this side's bound (the handshake refuses an interval longer than
+// this side's whole timeout).
+func (s *session) detectionInterval() time.Duration {
+	return max(s.hello.Heartbeat, s.opts.Heartbeat)
 }
 
 // run starts heartbeats and the failure detector, and reads frames into
 // handle until the connection ends. handle runs on the reader goroutine.
 func (s *session) run(handle func(wire.Frame) error) error {
-	det := NewFailureDetector(s.hello.Heartbeat, s.opts.HeartbeatMisses, s.tcp)
+	det := NewFailureDetector(s.detectionInterval(), s.opts.HeartbeatMisses, s.tcp)
+	s.det = det
 	s.wg.Add(2)
 	go s.heartbeatLoop()
 	go func() {
@@ -164,6 +204,13 @@ func (s *session) run(handle func(wire.Frame) error) error {
 			if s.opts.OnPeerFailed != nil {
 				s.opts.OnPeerFailed(f)
 			}
+			if s.role == wire.RolePrimary {
+				// The primary gives up on this backup and runs on without
+				// it: a backup that still hears it must not take over.
+				if err := s.sayGoodbye(wire.GoodbyeDegraded, "the primary declared this backup failed: "+f.Reason); err != nil {
+					s.log.Warn("the backup was not told that this primary gives up on it", "err", err)
+				}
+			}
 			s.close(fmt.Errorf("peer failed: %s", f.Reason))
 		}
 	}()
@@ -171,10 +218,13 @@ func (s *session) run(handle func(wire.Frame) error) error {
 		f, err := s.rd.Next()
 		if err != nil {
 			if s.ctx.Err() == nil {
-				if errors.Is(err, io.EOF) {
-					err = fmt.Errorf("peer closed the connection: %w", err)
-				} else if isProtocolErr(err) {
+				switch {
+				case errors.Is(err, io.EOF):
+					err = fmt.Errorf("%w: peer closed the connection: %w", ErrConnectionLost, err)
+				case isProtocolErr(err):
 					s.refuse(0, wire.CodeProtocol, err.Error())
+				default: // a reset, a TLS error, a frame cut short
+					err = fmt.Errorf("%w: %w", ErrConnectionLost, err)
 				}
 			}
 			s.close(err)
@@ -276,15 +326,38 @@ func (s *session) writeLoop() {
 		if f.done != nil {
 			f.done <- err
 		}
+		if errors.Is(err, errAfterGoodbye) {
+			continue // dropped: the session is ending
+		}
 		if err != nil {
-			s.close(fmt.Errorf("writing %s: %w", f.typ, err))
+			s.writeFailed(f.typ, err)
 			return
 		}
 	}
 }
 
+// writeFailed ends the session after a failed write: the connection is
+// lost, unless this side ended it.
+func (s *session) writeFailed(t wire.Type, err error) {
+	if errors.Is(err, errAfterGoodbye) {
+		return // whoever said it ends the session, with its own reason
+	}
+	if errors.Is(err, ErrClosed) {
+		s.close(err)
+		return
+	}
+	s.close(fmt.Errorf("%w: writing %s: %w", ErrConnectionLost, t, err))
+}
+
+// errAfterGoodbye refuses a frame after this side's Goodbye.
+var errAfterGoodbye = fmt.Errorf("%w: this side said goodbye", ErrClosed)
+
 // writeFrame encodes f into buf and writes it; the caller holds writeMu.
 func (s *session) writeFrame(buf []byte, f outFrame) ([]byte, error) {
+	if s.saidGoodbye {
+		return buf, errAfterGoodbye
+	}
+	s.saidGoodbye = f.typ == wire.TypeGoodbye
 	buf = s.enc.Append(buf[:0], f.typ, f.epoch, f.payload)
 	if h := s.opts.hooks; h != nil && h.frame != nil {
 		h.frame(f.typ, buf)
@@ -310,7 +383,7 @@ func (s *session) writeDirect(t wire.Type, epoch uint64, payload []byte) (ok boo
 	}
 	s.directBuf, err = s.writeFrame(s.directBuf, outFrame{typ: t, epoch: epoch, payload: payload})
 	if err != nil {
-		s.close(fmt.Errorf("writing %s: %w", t, err))
+		s.writeFailed(t, err)
 	}
 	return true, err
 }
@@ -382,6 +455,34 @@ func (s *session) refuse(epoch uint64, code wire.ErrorCode, msg string) {
 	s.log.Warn("refusing", "code", code, "epoch", epoch, "reason", msg)
 	s.tell(epoch, code, msg, time.Second)
 }
+
+// sayGoodbye writes a Goodbye, after which nothing more is written; the
+// caller then ends the session. It writes on the caller's goroutine, so
+// that its result is the write's, whatever the reader sees next (the peer
+// closes as soon as it reads it), and gives the write goodbyeTimeout: a
+// peer that is gone takes it at once or never, and a write stuck behind a
+// peer that stopped reading gives up with it.
+func (s *session) sayGoodbye(reason wire.GoodbyeReason, message string) error {
+	if err := s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)); err != nil {
+		return fmt.Errorf("saying goodbye to the peer: %w", err)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("saying goodbye to the peer: %w", s.Err())
+	}
+	var err error
+	s.directBuf, err = s.writeFrame(s.directBuf, outFrame{typ: wire.TypeGoodbye, epoch: s.latestEpoch.Load(),
+		payload: wire.Goodbye{Reason: reason, Message: message}.Append(nil)})
+	if err != nil {
+		s.writeFailed(wire.TypeGoodbye, err)
+		return fmt.Errorf("saying goodbye to the peer: %w", err)
+	}
+	s.log.Info("said goodbye to the peer", "reason", reason, "message", message)
+	return nil
+}
+
+const goodbyeTimeout = 200 * time.Millisecond
 
 // tell sends an Error (epoch 0: about the whole connection) and waits for
 // its write at most timeout.

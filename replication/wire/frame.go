@@ -20,7 +20,9 @@ const Magic uint32 = 0x52524350
 
 // Version is the protocol version this package speaks. A frame of any other
 // version is refused: versions are negotiated in Hello before they differ.
-const Version uint8 = 2
+// Version 3 added Goodbye: a version-2 primary never says it, so a version-3
+// backup would take each of its deliberate stops for a failure.
+const Version uint8 = 3
 
 // HeaderSize is the size of the fixed frame header.
 const HeaderSize = 40
@@ -52,6 +54,9 @@ const (
 	TypeLogAck    Type = 10
 	// TypeCheckpointCopy is the part of a delta checkpoint taken from its base.
 	TypeCheckpointCopy Type = 11
+	// TypeGoodbye is the primary's last frame before a deliberate stop: a
+	// connection that ends without it ended by a failure.
+	TypeGoodbye Type = 12
 )
 
 var typeNames = [...]string{
@@ -66,10 +71,11 @@ var typeNames = [...]string{
 	TypeLogRecord:       "LogRecord",
 	TypeLogAck:          "LogAck",
 	TypeCheckpointCopy:  "CheckpointCopy",
+	TypeGoodbye:         "Goodbye",
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeCheckpointCopy }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeGoodbye }
 
 func (t Type) String() string {
 	if t.Known() {

@@ -6,8 +6,10 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzReader feeds arbitrary streams to the strict reader: it must never
@@ -19,6 +21,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeCheckpointBegin, 2, beginP), fr(TypeCheckpointCopy, 2, copyP),
 		fr(TypeCheckpointEnd, 2, endP)), uint8(RolePrimary))
 	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeAck, 1, Ack{}.Append(nil))), uint8(RoleBackup))
+	f.Add(stream(fr(TypeHello, 0, helloP), fr(TypeCheckpointBegin, 1, beginP), fr(TypeGoodbye, 1, byeP)), uint8(RolePrimary))
 	f.Add([]byte("RRCP"), uint8(RolePrimary))
 	f.Fuzz(func(t *testing.T, in []byte, role uint8) {
 		r := NewReader(bytes.NewReader(in), ReaderOptions{Pair: testPair, PeerRole: Role(role), MaxPayload: 1 << 16})
@@ -130,4 +133,17 @@ func FuzzDecodeLogRecord(f *testing.F) {
 func FuzzDecodeLogAck(f *testing.F) {
 	f.Add(LogAck{Index: 1}.Append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) { roundTrip(t, in, DecodeLogAck) })
+}
+
+func FuzzDecodeGoodbye(f *testing.F) {
+	f.Add(byeP)
+	f.Add(Goodbye{Reason: GoodbyeShutdown}.Append(nil))
+	f.Add(Goodbye{Reason: GoodbyeDemoted, Message: "planned switchover"}.Append(nil))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		roundTrip(t, in, DecodeGoodbye)
+		g, err := DecodeGoodbye(in)
+		if err == nil && (g.Reason.String() == fmt.Sprintf("GoodbyeReason(%d)", uint8(g.Reason)) || !utf8.ValidString(g.Message)) {
+			t.Fatalf("accepted a goodbye that breaks the rules: %+v", g)
+		}
+	})
 }

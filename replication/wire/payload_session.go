@@ -235,3 +235,55 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s
 }
+
+// GoodbyeReason says why the primary stops on purpose.
+type GoodbyeReason uint8
+
+const (
+	// GoodbyeDeleted: the container was killed or deleted through containerd.
+	GoodbyeDeleted GoodbyeReason = 1
+	// GoodbyeShutdown: the engine was closed on a normal shutdown.
+	GoodbyeShutdown GoodbyeReason = 2
+	// GoodbyeDemoted: a planned demotion; the service moves on by other means.
+	GoodbyeDemoted GoodbyeReason = 3
+	// GoodbyeDegraded: the primary gave up on this backup and runs on
+	// unreplicated; the backup's checkpoint is stale from now on.
+	GoodbyeDegraded GoodbyeReason = 4
+)
+
+var goodbyeNames = map[GoodbyeReason]string{GoodbyeDeleted: "deleted", GoodbyeShutdown: "shutdown", GoodbyeDemoted: "demoted", GoodbyeDegraded: "degraded"}
+
+func (r GoodbyeReason) String() string {
+	if n, ok := goodbyeNames[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("GoodbyeReason(%d)", uint8(r))
+}
+
+// Goodbye is the primary's last frame before it closes the connection on
+// purpose; the backup then does not take over. The header's epoch is the
+// last checkpoint epoch the primary sent. Nothing may follow it.
+type Goodbye struct {
+	Reason  GoodbyeReason
+	Message string
+}
+
+func (g Goodbye) Append(dst []byte) []byte {
+	dst = append(dst, byte(g.Reason))
+	return appendStr(dst, truncateUTF8(g.Message, MaxMessageLen))
+}
+
+func DecodeGoodbye(b []byte) (Goodbye, error) {
+	d := decoder{what: "Goodbye", b: b}
+	g := Goodbye{Reason: GoodbyeReason(d.u8("reason"))}
+	g.Message = d.str("message", MaxMessageLen)
+	if err := d.done(); err != nil {
+		return Goodbye{}, err
+	}
+	if _, ok := goodbyeNames[g.Reason]; !ok {
+		d.fail("reason %d", uint8(g.Reason))
+	} else if !utf8.ValidString(g.Message) {
+		d.fail("message is not UTF-8")
+	}
+	return g, d.err
+}

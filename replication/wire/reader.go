@@ -25,8 +25,8 @@ type ReaderOptions struct {
 // top of the frame format: a Hello first and only once, sequence numbers
 // 1, 2, 3, ... without gaps, checkpoint frames in Begin, (Chunk|Copy)*, End|Abort
 // order with strictly increasing checkpoint epochs, Ack epochs strictly
-// increasing, heartbeat epochs never decreasing, and only the frame types
-// the peer's role sends. The first error is final: a stream that broke a
+// increasing, heartbeat epochs never decreasing, nothing after a Goodbye,
+// and only the frame types the peer's role sends. The first error is final: a stream that broke a
 // rule cannot be trusted to be aligned any more.
 type Reader struct {
 	r    *bufio.Reader
@@ -37,6 +37,7 @@ type Reader struct {
 
 	seq          uint64
 	helloSeen    bool
+	goodbyeSeen  bool
 	inCheckpoint bool
 	ckptEpoch    uint64 // epoch of the last CheckpointBegin
 	ackEpoch     uint64
@@ -104,7 +105,8 @@ func isEOF(err error) bool { return errors.Is(err, io.EOF) || errors.Is(err, io.
 // allowed lists the frame types each role writes.
 var allowed = map[Role]map[Type]bool{
 	RolePrimary: {TypeHello: true, TypeHeartbeat: true, TypeCheckpointBegin: true, TypeCheckpointChunk: true,
-		TypeCheckpointEnd: true, TypeCheckpointAbort: true, TypeError: true, TypeLogRecord: true, TypeCheckpointCopy: true},
+		TypeCheckpointEnd: true, TypeCheckpointAbort: true, TypeError: true, TypeLogRecord: true, TypeCheckpointCopy: true,
+		TypeGoodbye: true},
 	RoleBackup: {TypeHello: true, TypeHeartbeat: true, TypeAck: true, TypeError: true, TypeLogAck: true},
 }
 
@@ -126,7 +128,14 @@ func (r *Reader) check(h Header) error {
 		r.helloSeen = true
 		return nil
 	}
+	if r.goodbyeSeen {
+		return fmt.Errorf("%w: %s after Goodbye (sequence %d)", ErrUnexpectedFrame, h.Type, h.Seq)
+	}
 	switch h.Type {
+	case TypeGoodbye:
+		// A transfer may be open: the goodbye goes on the control lane,
+		// ahead of the rest of the checkpoint, which is then never sent.
+		r.goodbyeSeen = true
 	case TypeHello:
 		return fmt.Errorf("%w: second Hello (sequence %d)", ErrUnexpectedFrame, h.Seq)
 	case TypeHeartbeat:

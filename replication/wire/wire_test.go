@@ -34,6 +34,7 @@ var (
 	beginP = CheckpointBegin{TotalSize: 3, FileCount: 1}.Append(nil)
 	chunkP = CheckpointChunk{Path: "a/b.img", Mode: 0o600, FileSize: 3, Data: []byte("abc")}.Append(nil)
 	endP   = CheckpointEnd{}.Append(nil)
+	byeP   = Goodbye{Reason: GoodbyeDeleted, Message: "container deleted"}.Append(nil)
 	copyP  = CheckpointCopy{Path: "a/a.img", Mode: 0o600, FileSize: BlockSize, Length: BlockSize, BasePath: "a/a.img"}.Append(nil)
 )
 
@@ -92,6 +93,12 @@ func TestReaderStreams(t *testing.T) {
 		{"heartbeat back", stream(fr(TypeHello, 0, helloP), fr(TypeHeartbeat, 4, hbP), fr(TypeHeartbeat, 3, hbP)), RolePrimary, ErrEpochOrder},
 		{"ack order", stream(fr(TypeHello, 0, helloP), fr(TypeAck, 4, Ack{}.Append(nil)), fr(TypeAck, 4, Ack{}.Append(nil))), RoleBackup, ErrEpochOrder},
 		{"ack ok", stream(fr(TypeHello, 0, helloP), fr(TypeAck, 4, Ack{}.Append(nil)), fr(TypeAck, 5, Ack{}.Append(nil))), RoleBackup, nil},
+		{"goodbye last", stream(fr(TypeHello, 0, helloP), fr(TypeHeartbeat, 1, hbP), fr(TypeGoodbye, 1, byeP)), RolePrimary, nil},
+		{"goodbye mid-transfer", stream(fr(TypeHello, 0, helloP), fr(TypeCheckpointBegin, 2, beginP), fr(TypeGoodbye, 1, byeP)), RolePrimary, nil},
+		{"frame after goodbye", stream(fr(TypeHello, 0, helloP), fr(TypeGoodbye, 1, byeP), fr(TypeHeartbeat, 1, hbP)), RolePrimary, ErrUnexpectedFrame},
+		{"second goodbye", stream(fr(TypeHello, 0, helloP), fr(TypeGoodbye, 1, byeP), fr(TypeGoodbye, 1, byeP)), RolePrimary, ErrUnexpectedFrame},
+		{"goodbye from backup", stream(fr(TypeHello, 0, helloP), fr(TypeGoodbye, 0, byeP)), RoleBackup, ErrUnexpectedFrame},
+		{"goodbye before hello", stream(fr(TypeGoodbye, 0, byeP)), RolePrimary, ErrUnexpectedFrame},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +154,15 @@ func TestPayloadRoundTrips(t *testing.T) {
 	if got, err := DecodeLogAck(LogAck{Index: 4}.Append(nil)); err != nil || got.Index != 4 {
 		t.Errorf("LogAck: %+v %v", got, err)
 	}
+	for _, g := range []Goodbye{{Reason: GoodbyeDeleted, Message: "container deleted"}, {Reason: GoodbyeShutdown}, {Reason: GoodbyeDemoted, Message: "é"}, {Reason: GoodbyeDegraded, Message: "backup silent"}} {
+		if got, err := DecodeGoodbye(g.Append(nil)); err != nil || got != g {
+			t.Errorf("Goodbye %+v: %+v %v", g, got, err)
+		}
+	}
+	long := Goodbye{Reason: GoodbyeShutdown, Message: strings.Repeat("é", MaxMessageLen)}
+	if got, err := DecodeGoodbye(long.Append(nil)); err != nil || len(got.Message) > MaxMessageLen {
+		t.Errorf("long Goodbye: %d bytes, %v", len(got.Message), err)
+	}
 }
 
 func TestPayloadRejects(t *testing.T) {
@@ -187,6 +203,13 @@ func TestPayloadRejects(t *testing.T) {
 		{"error code 0", func(b []byte) error { _, err := DecodeError(b); return err }, Error{}.Append(nil)},
 		{"log index 0", func(b []byte) error { _, err := DecodeLogRecord(b); return err }, LogRecord{}.Append(nil)},
 		{"logack index 0", func(b []byte) error { _, err := DecodeLogAck(b); return err }, LogAck{}.Append(nil)},
+		{"goodbye empty", decodeGoodbye, nil},
+		{"goodbye reason 0", decodeGoodbye, Goodbye{Message: "x"}.Append(nil)},
+		{"goodbye unknown reason", decodeGoodbye, Goodbye{Reason: 5}.Append(nil)},
+		{"goodbye trailing", decodeGoodbye, append(Goodbye{Reason: GoodbyeShutdown}.Append(nil), 0)},
+		{"goodbye message short", decodeGoodbye, Goodbye{Reason: GoodbyeShutdown, Message: "abc"}.Append(nil)[:4]},
+		{"goodbye not utf-8", decodeGoodbye, Goodbye{Reason: GoodbyeShutdown, Message: "\xff\xfe"}.Append(nil)},
+		{"goodbye message too long", decodeGoodbye, append([]byte{byte(GoodbyeShutdown), 0x10, 0x01}, make([]byte, MaxMessageLen+1)...)},
 	}
 	for _, tc := range tests {
 		if err := tc.decode(tc.in); !errors.Is(err, ErrMalformed) {
@@ -196,6 +219,8 @@ func TestPayloadRejects(t *testing.T) {
 }
 
 func decodeCopy(b []byte) error { _, err := DecodeCheckpointCopy(b); return err }
+
+func decodeGoodbye(b []byte) error { _, err := DecodeGoodbye(b); return err }
 
 // The digest depends on the content, not on how it was fed: any split of
 // Write calls, or the digests of whole blocks given with AddBlock, give the

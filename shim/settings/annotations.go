@@ -103,6 +103,10 @@ func annotationTable() []annotation {
 			}
 			return nil
 		}},
+		{replication.FieldAckTimeout, replication.DefaultAckTimeout.String(), fmt.Sprintf("an acknowledgement from the backup outstanding longer than this is a backup failure, %s to %s", replication.MinAckTimeout, replication.MaxAckTimeout), func(c *replication.Config, v string) (err error) {
+			c.AckTimeout, err = parseDuration(v)
+			return err
+		}},
 		{replication.FieldServiceIP, "(none: the container's own network)", "service address with prefix, kept across failover, e.g. 10.77.0.200/24", func(c *replication.Config, v string) error {
 			ip, ipnet, err := net.ParseCIDR(v)
 			if err != nil {

@@ -37,7 +37,7 @@ func TestParseAnnotations(t *testing.T) {
 		}},
 		{name: "primary defaults", in: primary, check: func(t *testing.T, c *replication.Config) {
 			if c.Role != replication.RolePrimary || c.Mode != replication.ModeEpoch || c.Epoch != replication.DefaultEpoch ||
-				c.Heartbeat != 30*time.Millisecond || c.HeartbeatMisses != 3 || c.Pair != "ctr1" || c.Service != nil {
+				c.Heartbeat != 30*time.Millisecond || c.HeartbeatMisses != 3 || c.AckTimeout != 5*time.Second || c.Pair != "ctr1" || c.Service != nil {
 				t.Fatalf("unexpected defaults: %+v", c)
 			}
 		}},
@@ -76,6 +76,12 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "epoch negative", in: with(primary, "io.rrc.epoch", "-5ms"), wantErr: []string{"io.rrc.epoch", "positive"}},
 		{name: "epoch too short", in: with(primary, "io.rrc.epoch", "1ms"), wantErr: []string{"io.rrc.epoch", "outside"}},
 		{name: "heartbeat too long", in: with(primary, "io.rrc.heartbeat", "1m"), wantErr: []string{"io.rrc.heartbeat", "outside"}},
+		{name: "ack timeout set", in: with(primary, "io.rrc.ack-timeout", "12s"), check: func(t *testing.T, c *replication.Config) {
+			if c.AckTimeout != 12*time.Second {
+				t.Fatalf("ack timeout %s", c.AckTimeout)
+			}
+		}},
+		{name: "ack timeout too short", in: with(primary, "io.rrc.ack-timeout", "10ms"), wantErr: []string{"io.rrc.ack-timeout", "outside"}},
 		{name: "misses zero", in: with(primary, "io.rrc.heartbeat-misses", "0"), wantErr: []string{"io.rrc.heartbeat-misses", "at least 1"}},
 		{name: "misses word", in: with(primary, "io.rrc.heartbeat-misses", "three"), wantErr: []string{"io.rrc.heartbeat-misses", "whole number"}},
 		{name: "service ip no prefix", in: with(primary, "io.rrc.service-ip", "10.77.0.200", "io.rrc.service-link", "eth0"), wantErr: []string{"io.rrc.service-ip", "prefix length"}},
