@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 
-	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	corex86 "github.com/checkpoint-restore/go-criu/v7/crit/images/core-x86"
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iorrc/rrc/runtime/criuimage"

@@ -78,53 +78,55 @@ func cgroupTasks(t *testing.T, dir string) []int {
 	return tids
 }
 
-// workloadEnv makes the test binary run workload instead of the tests.
-const workloadEnv = "RRC_FASTDUMP_WORKLOAD"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(workloadEnv) == "1" {
-		workload()
-	}
-	os.Exit(m.Run())
-}
-
-// workload keeps several threads busy with integer and floating-point work
-// and system calls, so that a stop finds them in user mode and in the
-// kernel, with live FPU state. It never returns.
-func workload() {
-	for i := 0; i < 4; i++ {
-		go func(i int) {
-			runtime.LockOSThread()
-			x := float64(i) + 0.5
-			for n := 0; ; n++ {
-				x = x*1.0000001 + 0.25
-				if n%100000 == 0 {
-					time.Sleep(time.Millisecond)
-				}
-			}
-		}(i)
-	}
-	select {}
-}
-
-// startWorkload starts the test binary as workload in the cgroup, and waits
-// for its threads.
+// startWorkload builds testdata/workload (without the race detector, whose
+// runtime keeps making mappings) and starts it in the cgroup.
 func startWorkload(t *testing.T, cgroup string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), workloadEnv+"=1")
+	bin := filepath.Join(t.TempDir(), "workload")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/workload").CombinedOutput(); err != nil {
+		t.Fatalf("build the workload: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		// A frozen process cannot die: thawed first, also after a
+		// failure inside the freeze.
+		setFreezer(t, cgroup, "THAWED")
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
 	if err := os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100 && len(cgroupTasks(t, cgroup)) < 5; i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSteady(t, cmd.Process.Pid, cgroup)
 	return cmd
+}
+
+// waitSteady waits until the workload's threads and mappings stay the same
+// for half a second: the fast path rightly refuses changed ones, and the Go
+// runtime still makes some after start-up.
+func waitSteady(t *testing.T, pid int, cgroup string) {
+	t.Helper()
+	state := func() string {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(cgroupTasks(t, cgroup)) + string(maps)
+	}
+	last, since := state(), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if s := state(); s != last {
+			last, since = s, time.Now()
+		} else if time.Since(since) > 500*time.Millisecond && len(cgroupTasks(t, cgroup)) >= 5 {
+			return
+		}
+	}
+	t.Fatalf("the workload's threads or mappings kept changing for 20 s")
 }
 
 func criuDump(t *testing.T, pid int, dir string, args ...string) {

@@ -359,3 +359,42 @@ func notExistChanged(err error) error {
 	}
 	return err
 }
+
+// PageRun is a run of pages CRIU would dump, alike in whether each must be
+// copied now.
+type PageRun struct {
+	Range
+	// Changed: written since the last Reset, not write-tracked, or
+	// swapped out (CRIU's dirty pages, as criu-written.so reports them);
+	// otherwise the page is as it was at the last Reset.
+	Changed bool
+}
+
+// Dumpable calls fn, in address order, with the runs of pages in
+// [start, end) that CRIU dumps of a private mapping: present or swapped,
+// neither the zero page nor the page cache's (CRIU's own PAGEMAP_SCAN
+// query). Call it while the process is stopped.
+func (t *Tracker) Dumpable(start, end uint64, fn func(PageRun)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return fmt.Errorf("read dumpable pages of %d: %w", t.pid, os.ErrClosed)
+	}
+	q := scanQuery{
+		inverted: pageIsPFNZero | pageIsFile, mask: pageIsPFNZero | pageIsFile,
+		anyof: pageIsPresent | pageIsSwapped,
+		ret:   pageIsPresent | pageIsWritten | pageIsWPAllowed,
+	}
+	err := pagemapScanAll(t.pagemap.Fd(), start, end, q, t.buf, func(r pageRegion) bool {
+		c := r.Categories
+		fn(PageRun{Range{r.Start, r.End}, c&pageIsWritten != 0 || c&pageIsWPAllowed == 0 || c&pageIsPresent == 0})
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("read dumpable pages of %d (PAGEMAP_SCAN): %w", t.pid, scanErr(err))
+	}
+	if err := t.checkAlive(); err != nil {
+		return fmt.Errorf("read dumpable pages of %d: %w", t.pid, err)
+	}
+	return nil
+}

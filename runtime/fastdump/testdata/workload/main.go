@@ -1,0 +1,41 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+// Command workload is the fast path's test subject: it keeps several threads
+// busy with floating-point work and system calls, so that a stop finds them
+// in user mode and in the kernel with live FPU state, and writes into memory
+// it allocated once, so that its mappings stay as they are. It never exits.
+package main
+
+import (
+	"runtime"
+	"time"
+)
+
+func main() {
+	mem := make([]byte, 16<<20)
+	for i := range mem {
+		mem[i] = byte(i)
+	}
+	go func() {
+		for n := 0; ; n++ {
+			mem[(n*7919*4096+n)%len(mem)]++
+			if n%64 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			runtime.LockOSThread()
+			x := float64(i) + 0.5
+			for n := 0; ; n++ {
+				x = x*1.0000001 + 0.25
+				if n%100000 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}(i)
+	}
+	select {}
+}
