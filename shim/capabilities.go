@@ -4,6 +4,7 @@
 package shim
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -67,4 +68,15 @@ func capabilitySets(spec *specs.Spec, c string) []string {
 		}
 	}
 	return in
+}
+
+// refuseExecGateBypass applies refuseGateBypass to an exec's process (the
+// JSON of a runtime-spec Process, as containerd sends it): a process
+// started later in the container must not get what its init was refused.
+func refuseExecGateBypass(process []byte, path string) error {
+	var p specs.Process
+	if err := json.Unmarshal(process, &p); err != nil {
+		return fmt.Errorf("read the exec's process spec: %w", err)
+	}
+	return refuseGateBypass(&specs.Spec{Process: &p}, path)
 }

@@ -59,3 +59,26 @@ func TestRefuseGateBypass(t *testing.T) {
 		t.Errorf("spec without a process: %v", err)
 	}
 }
+
+func TestRefuseExecGateBypass(t *testing.T) {
+	for _, tc := range []struct {
+		name, process string
+		want          string // substring of the error; "": accepted
+	}{
+		{name: "the container's dropped set", process: `{"args":["sh"],"capabilities":{"bounding":["CAP_CHOWN"],"effective":["CAP_CHOWN"]}}`},
+		{name: "no capabilities", process: `{"args":["sh"]}`},
+		{name: "exec adds CAP_NET_RAW", process: `{"args":["sh"],"capabilities":{"bounding":["CAP_CHOWN","CAP_NET_RAW"],"permitted":["CAP_NET_RAW"]}}`, want: "CAP_NET_RAW (bounding, permitted)"},
+		{name: "exec adds CAP_NET_ADMIN as ambient", process: `{"args":["sh"],"capabilities":{"ambient":["CAP_NET_ADMIN"]}}`, want: "CAP_NET_ADMIN (ambient)"},
+		{name: "not a process", process: `[1,2]`, want: "read the exec's process spec"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := refuseExecGateBypass([]byte(tc.process), "/run/netns/x")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
