@@ -70,6 +70,16 @@ const (
 	MinHeartbeat       = time.Millisecond
 	MaxHeartbeat       = 10 * time.Second
 	MaxHeartbeatMisses = 1000
+	// A primary whose checkpoints keep failing (output held, nothing
+	// committed) goes failing after DefaultFailingAfterFailures
+	// consecutive failures, or once they have gone on for
+	// DefaultFailingAfter: 1 s of failures at the default epoch, and a
+	// bound in time for long epochs (hybrid mode's 1 s).
+	DefaultFailingAfterFailures = 10
+	DefaultFailingAfter         = 5 * time.Second
+	MaxFailingAfterFailures     = 1_000_000
+	MinFailingAfter             = 10 * time.Millisecond
+	MaxFailingAfter             = time.Hour
 )
 
 // Config is what one shim needs to replicate one container.
@@ -86,7 +96,13 @@ type Config struct {
 	// hybrid mode of the input log — outstanding longer than this is a
 	// failure of the backup, as its silence would be.
 	AckTimeout time.Duration
-	Service    *servicenet.Settings // nil: the container's own network namespace is used as is
+	// FailingAfterFailures and FailingAfter bound a run of failed
+	// checkpoints (failed or refused by the backup, none acknowledged in
+	// between) before the primary goes failing: that many, or for that
+	// long since the first of them.
+	FailingAfterFailures int
+	FailingAfter         time.Duration
+	Service              *servicenet.Settings // nil: the container's own network namespace is used as is
 
 	// PeerName is the identity the peer's TLS certificate must carry (a DNS
 	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it
@@ -132,6 +148,12 @@ func (c Config) WithDefaults() Config {
 	if c.AckTimeout == 0 {
 		c.AckTimeout = DefaultAckTimeout
 	}
+	if c.FailingAfterFailures == 0 {
+		c.FailingAfterFailures = DefaultFailingAfterFailures
+	}
+	if c.FailingAfter == 0 {
+		c.FailingAfter = DefaultFailingAfter
+	}
 	return c
 }
 
@@ -174,6 +196,12 @@ func (c *Config) Validate() error {
 	if c.AckTimeout < MinAckTimeout || c.AckTimeout > MaxAckTimeout {
 		errs = append(errs, &FieldError{Field: FieldAckTimeout, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.AckTimeout, MinAckTimeout, MaxAckTimeout)})
 	}
+	if c.FailingAfterFailures < 1 || c.FailingAfterFailures > MaxFailingAfterFailures {
+		errs = append(errs, &FieldError{Field: FieldFailingAfterFailures, Msg: fmt.Sprintf("%d is outside [1, %d]", c.FailingAfterFailures, MaxFailingAfterFailures)})
+	}
+	if c.FailingAfter < MinFailingAfter || c.FailingAfter > MaxFailingAfter {
+		errs = append(errs, &FieldError{Field: FieldFailingAfter, Msg: fmt.Sprintf("%s is outside [%s, %s]", c.FailingAfter, MinFailingAfter, MaxFailingAfter)})
+	}
 	if c.Service != nil {
 		if c.Service.Address == nil {
 			errs = append(errs, &FieldError{Field: FieldServiceIP, Msg: "required with a service network"})
@@ -189,19 +217,21 @@ func (c *Config) Validate() error {
 type Field string
 
 const (
-	FieldRole            Field = "role"
-	FieldPair            Field = "pair"
-	FieldPeer            Field = "peer"
-	FieldListen          Field = "listen"
-	FieldMode            Field = "mode"
-	FieldEpoch           Field = "epoch"
-	FieldHeartbeat       Field = "heartbeat"
-	FieldHeartbeatMisses Field = "heartbeat-misses"
-	FieldAckTimeout      Field = "ack-timeout"
-	FieldServiceIP       Field = "service-ip"
-	FieldServiceMAC      Field = "service-mac"
-	FieldServiceLink     Field = "service-link"
-	FieldPeerName        Field = "peer-name"
+	FieldRole                 Field = "role"
+	FieldPair                 Field = "pair"
+	FieldPeer                 Field = "peer"
+	FieldListen               Field = "listen"
+	FieldMode                 Field = "mode"
+	FieldEpoch                Field = "epoch"
+	FieldHeartbeat            Field = "heartbeat"
+	FieldHeartbeatMisses      Field = "heartbeat-misses"
+	FieldAckTimeout           Field = "ack-timeout"
+	FieldFailingAfterFailures Field = "failing-after-failures"
+	FieldFailingAfter         Field = "failing-after"
+	FieldServiceIP            Field = "service-ip"
+	FieldServiceMAC           Field = "service-mac"
+	FieldServiceLink          Field = "service-link"
+	FieldPeerName             Field = "peer-name"
 )
 
 // FieldError is a problem with one setting.

@@ -241,7 +241,8 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 
 func (p *Primary) checkpointFailed(sealed uint64, err error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.failed++
-	p.mu.Unlock()
-	p.log.Error("checkpoint failed; output stays held until a later checkpoint is acknowledged", "sealed_epoch", sealed, "err", err)
+	p.log.Error("checkpoint failed; output stays held until a later checkpoint is acknowledged", "sealed_epoch", sealed, "consecutive_failures", p.streak+1, "err", err)
+	p.failureLocked(err)
 }

@@ -232,9 +232,17 @@ func startTestPrimary(t *testing.T, epoch time.Duration, pk PacketPath, ck Check
 // startTestPrimaryMode is startTestPrimary in a given mode.
 func startTestPrimaryMode(t *testing.T, mode Mode, epoch time.Duration, pk PacketPath, ck Checkpointer, snd *fakeSender) *Primary {
 	t.Helper()
+	return startTestPrimaryConfig(t, Config{Mode: mode, Epoch: epoch}, pk, ck, snd)
+}
+
+// startTestPrimaryConfig is startTestPrimary with cfg's settings (role,
+// pair and peer are the tests').
+func startTestPrimaryConfig(t *testing.T, cfg Config, pk PacketPath, ck Checkpointer, snd *fakeSender) *Primary {
+	t.Helper()
 	snd.done = make(chan struct{})
+	cfg.Role, cfg.Pair, cfg.Peer = RolePrimary, "pair1", "192.0.2.2:7000"
 	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: mode, Epoch: epoch},
+		Config:  cfg,
 		Packets: pk, WorkDir: t.TempDir(),
 		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
 			snd.opts = o

@@ -82,7 +82,8 @@ func (p *Primary) pumpLog(ctx context.Context) {
 			return
 		}
 		p.mu.Lock()
-		sender, live := p.sender, p.sm.state == StateSyncing || p.sm.state == StateInSync
+		// Failing checkpoints do not stop the log: it covers the output.
+		sender, live := p.sender, p.sm.state == StateSyncing || p.sm.state == StateInSync || p.sm.state == StateFailing
 		p.mu.Unlock()
 		if !live || sender == nil {
 			p.hybrid.log.Ack(b.Last())
@@ -151,7 +152,7 @@ func (p *Primary) hybridCommittedLocked(epoch uint64) {
 func (p *Primary) releaseHybridLocked() {
 	h := p.hybrid
 	switch p.sm.state {
-	case StateSyncing, StateInSync:
+	case StateSyncing, StateInSync, StateFailing: // failing checkpoints: the log still covers the output
 	default:
 		return // degraded (passing), superseded, failed or closed
 	}

@@ -235,3 +235,41 @@ func TestHybridLogAckStall(t *testing.T) {
 	}
 	checkOrder(t, rec.list(), []string{"goodbye:degraded", "release-all"}, []string{"release-output:1"})
 }
+
+// TestHybridFailingKeepsTheLog: in hybrid mode a primary whose checkpoints
+// keep failing goes failing but goes on sending the log, and releases an
+// output once the backup holds the log up to it.
+func TestHybridFailingKeepsTheLog(t *testing.T) {
+	rec := newRecorder()
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	snd := &fakeSender{rec: rec}
+	ck := &fakeCheckpointer{rec: rec, fail: map[int]bool{2: true}}
+	p := startTestPrimaryConfig(t, Config{Mode: ModeHybrid, Epoch: time.Minute, FailingAfterFailures: 1}, pk, ck, snd)
+	rec.waitFor(t, "send:1")
+	snd.ack(1, nil)
+	p.loopTickForTest()
+	waitPrimary(t, p, func(s Status) bool { return s.State == StateFailing })
+	seq, err := pk.hooks.Tag([]byte("reply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var sent string
+	for sent == "" {
+		for _, e := range rec.list() {
+			if strings.HasPrefix(e, "log:") && strings.HasSuffix(e, "."+strconv.FormatUint(seq, 10)+"+1") {
+				sent = e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("failing: the output's record was not sent: %v", rec.list())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	epoch, _ := strconv.ParseUint(strings.TrimPrefix(strings.Split(sent, ".")[0], "log:"), 10, 64)
+	snd.opts.OnLogAck(epoch, seq)
+	rec.waitFor(t, "release-output:"+strconv.FormatUint(seq, 10))
+	if st := p.Status(); st.State != StateFailing || st.ConsecutiveFailures != 1 {
+		t.Errorf("state %q with %d consecutive failures; want failing, 1", st.State, st.ConsecutiveFailures)
+	}
+}

@@ -65,15 +65,20 @@ type Primary struct {
 	deferred   uint64
 	failed     uint64
 	nacks      uint64
-	repairs    uint64 // times replication resumed after degraded
-	redials    uint64 // times a lost connection was replaced at once, without degraded
-	repairing  string // what re-pairing is doing, or why its last attempt failed
-	pause      window
-	hold       window // input held per epoch
-	bytes      window
-	sentBytes  window // checkpoint content sent over the wire (the rest was copied from the base)
-	memCopied  window // memory CRIU copied inside the pause
-	ackLat     window
+	// The current run of failed or refused checkpoints (none acknowledged
+	// since): its length, when it began and the newest error.
+	streak      uint64
+	streakSince time.Time
+	lastFailure string
+	repairs     uint64 // times replication resumed after degraded
+	redials     uint64 // times a lost connection was replaced at once, without degraded
+	repairing   string // what re-pairing is doing, or why its last attempt failed
+	pause       window
+	hold        window // input held per epoch
+	bytes       window
+	sentBytes   window // checkpoint content sent over the wire (the rest was copied from the base)
+	memCopied   window // memory CRIU copied inside the pause
+	ackLat      window
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
@@ -281,7 +286,7 @@ func (p *Primary) redial(ctx context.Context, reason string) bool {
 		p.log.Warn("dialling the backup again at once failed", "err", err)
 		return false
 	}
-	if !p.adopt(sender, StateSyncing, StateInSync) {
+	if !p.adopt(sender, StateSyncing, StateInSync, StateFailing) { // failing: output held as in-sync
 		return false
 	}
 	p.mu.Lock()
@@ -396,7 +401,8 @@ func (p *Primary) onAck(a peer.Ack) {
 		if errors.As(a.Err, &nack) {
 			// The output stays held; a later acknowledged epoch releases it.
 			p.nacks++
-			p.log.Warn("backup refused a checkpoint; its output waits for the next", "epoch", a.Epoch, "err", a.Err)
+			p.log.Error("backup refused a checkpoint; its output waits for the next", "epoch", a.Epoch, "consecutive_failures", p.streak+1, "err", a.Err)
+			p.failureLocked(a.Err)
 		}
 		return
 	}
@@ -416,8 +422,37 @@ func (p *Primary) onAck(a peer.Ack) {
 		p.ackedTaken = taken
 		p.ackLat.add(ms(a.At.Sub(taken)))
 	}
-	if p.sm.to(StateInSync, "") { // only from syncing
-		p.log.Info("backup in sync", "epoch", a.Epoch)
+	after := p.streak
+	p.streak, p.lastFailure = 0, ""
+	if p.sm.to(StateInSync, "") { // from syncing or failing
+		p.log.Info("backup in sync", "epoch", a.Epoch, "after_failed_checkpoints", after)
+	}
+}
+
+// failureLocked counts a failed or refused checkpoint in the current run
+// and, past the configured bound (Config.FailingAfterFailures or
+// FailingAfter since the run began), moves to failing so that the operator
+// sees it. Nothing here releases output: it stays held (fail closed) until
+// a checkpoint is acknowledged.
+func (p *Primary) failureLocked(err error) {
+	now := p.now()
+	if p.streak == 0 {
+		p.streakSince = now
+	}
+	p.streak++
+	p.lastFailure = err.Error()
+	lasted := now.Sub(p.streakSince)
+	if p.streak < uint64(p.cfg.FailingAfterFailures) && lasted < p.cfg.FailingAfter {
+		return
+	}
+	held := "output held until one is acknowledged"
+	if p.hybrid != nil {
+		held = "the log a failover would replay grows until one is acknowledged"
+	}
+	entering := p.sm.state != StateFailing
+	reason := fmt.Sprintf("%d consecutive checkpoints failed in %s, %s; last: %s", p.streak, lasted.Round(time.Millisecond), held, p.lastFailure)
+	if p.sm.to(StateFailing, reason) && entering { // not from degraded, superseded, failed, closed
+		p.log.Error("checkpoints keep failing: state failing", "consecutive_failures", p.streak, "for", lasted, "bound_failures", p.cfg.FailingAfterFailures, "bound_time", p.cfg.FailingAfter, "err", err)
 	}
 }
 
@@ -440,6 +475,8 @@ func (p *Primary) degrade(reason string) bool {
 		return false
 	}
 	sender := p.sender
+	// Output is released: a run of failed checkpoints no longer holds it.
+	p.streak, p.lastFailure = 0, ""
 	p.mu.Unlock()
 	if sender != nil {
 		select {
@@ -488,6 +525,7 @@ func (p *Primary) Status() Status {
 		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
+		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
 		MemoryCopiedPerEpoch: p.memCopied.summary(),
 		Gate: &GateStatus{

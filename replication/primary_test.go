@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -282,5 +283,99 @@ func TestPrimaryConnectionOutlivesStartContext(t *testing.T) {
 	checkOrder(t, rec.list(), []string{"send:1", "goodbye:deleted", "close-peer"}, nil)
 	if st := p.Status(); st.State != StateClosed || !strings.Contains(st.Reason, "deleted") {
 		t.Errorf("state %q reason %q", st.State, st.Reason)
+	}
+}
+
+// TestPrimaryFailing: a run of failed or refused checkpoints is counted in
+// the status; past the bound (count or time) the primary goes failing,
+// output stays held, and the next acknowledged checkpoint makes it in-sync.
+func TestPrimaryFailing(t *testing.T) {
+	nack := &peer.NackError{Epoch: 2, Code: wire.CodeCorrupt, Message: "digest mismatch"}
+	tests := []struct {
+		name     string
+		failures int           // FailingAfterFailures
+		after    time.Duration // FailingAfter
+		nacks    bool          // the backup refuses the checkpoints instead of the checkpointer failing them
+		runs     int           // failures in a row after the first ack
+		gap      time.Duration // between them
+		want     State
+	}{
+		{name: "below the bound: in sync, counted", failures: 3, after: time.Hour, runs: 2, want: StateInSync},
+		{name: "count bound reached", failures: 3, after: time.Hour, runs: 3, want: StateFailing},
+		{name: "past the count bound", failures: 3, after: time.Hour, runs: 5, want: StateFailing},
+		{name: "time bound reached", failures: 1000, after: 20 * time.Millisecond, runs: 2, gap: 40 * time.Millisecond, want: StateFailing},
+		{name: "time bound not reached", failures: 1000, after: time.Hour, runs: 4, want: StateInSync},
+		{name: "refused by the backup", failures: 2, after: time.Hour, nacks: true, runs: 2, want: StateFailing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			fail := map[int]bool{}
+			if !tc.nacks {
+				for i := 2; i < 2+tc.runs; i++ {
+					fail[i] = true
+				}
+			}
+			ck := &fakeCheckpointer{rec: rec, fail: fail}
+			snd := &fakeSender{rec: rec}
+			pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+			p := startTestPrimaryConfig(t, Config{Epoch: time.Minute, FailingAfterFailures: tc.failures, FailingAfter: tc.after}, pk, ck, snd)
+			rec.waitFor(t, "send:1")
+			snd.ack(1, nil)
+			for i := 2; i < 2+tc.runs; i++ {
+				time.Sleep(tc.gap)
+				p.loopTickForTest()
+				if tc.nacks {
+					rec.waitFor(t, fmt.Sprintf("send:%d", i))
+					snd.ack(uint64(i), nack)
+				}
+				want := uint64(i - 1)
+				waitPrimary(t, p, func(s Status) bool { return s.ConsecutiveFailures == want })
+			}
+			st := p.Status()
+			if st.State != tc.want {
+				t.Errorf("after %d failures: state %q (reason %q), want %q", tc.runs, st.State, st.Reason, tc.want)
+			}
+			if st.ConsecutiveFailures != uint64(tc.runs) || st.LastFailure == "" {
+				t.Errorf("status: %d consecutive failures, last %q; want %d and the error", st.ConsecutiveFailures, st.LastFailure, tc.runs)
+			}
+			lastErr := "injected failure"
+			if tc.nacks {
+				lastErr = "digest mismatch"
+			}
+			if !strings.Contains(st.LastFailure, lastErr) || (tc.want == StateFailing && !strings.Contains(st.Reason, lastErr)) {
+				t.Errorf("status does not carry the last error %q: last %q, reason %q", lastErr, st.LastFailure, st.Reason)
+			}
+			// Fail closed: nothing after epoch 1 was released meanwhile.
+			never := []string{"release-all"}
+			for i := 2; i < 2+tc.runs; i++ {
+				never = append(never, fmt.Sprintf("release-output:%d", i))
+			}
+			checkOrder(t, rec.list(), nil, never)
+
+			// One acknowledged checkpoint ends the run.
+			next := 2 + tc.runs
+			p.loopTickForTest()
+			rec.waitFor(t, fmt.Sprintf("send:%d", next))
+			snd.ack(uint64(next), nil)
+			st = p.Status()
+			if st.State != StateInSync || st.ConsecutiveFailures != 0 || st.LastFailure != "" || st.Reason != "" {
+				t.Errorf("after an acknowledged checkpoint: state %q reason %q, %d consecutive failures (last %q); want in-sync, none",
+					st.State, st.Reason, st.ConsecutiveFailures, st.LastFailure)
+			}
+			checkOrder(t, rec.list(), []string{fmt.Sprintf("release-output:%d", next)}, []string{"release-all"})
+		})
+	}
+}
+
+// waitPrimary waits until p's status satisfies cond.
+func waitPrimary(t *testing.T, p *Primary, cond func(Status) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond(p.Status()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out; status %+v", p.Status())
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

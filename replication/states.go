@@ -18,12 +18,14 @@ import (
 //
 //	starting → syncing → in-sync → degraded → syncing (re-paired) …
 //	syncing, in-sync → syncing (a lost connection dialled again at once)
+//	syncing, in-sync → failing (checkpoints keep failing; output held) → in-sync (one acknowledged)
 //	any live state → superseded (the backup took over) | failed | closed
 func primaryTransitions() map[State][]State {
 	return map[State][]State{
 		StateStarting:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
-		StateSyncing:    {StateSyncing, StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
-		StateInSync:     {StateSyncing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateSyncing:    {StateSyncing, StateInSync, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateInSync:     {StateSyncing, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
+		StateFailing:    {StateFailing, StateSyncing, StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateDegraded:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
 		StateSuperseded: {StateSuperseded, StateFailed, StateClosed},
 		StateFailed:     {StateFailed, StateClosed},

@@ -12,7 +12,7 @@ import (
 // successor is a known state, and the transitions the engine relies on are
 // there while the ones that would break an invariant are not.
 func TestStateTables(t *testing.T) {
-	known := map[State]bool{StateStarting: true, StateSyncing: true, StateInSync: true, StateDegraded: true,
+	known := map[State]bool{StateStarting: true, StateSyncing: true, StateInSync: true, StateDegraded: true, StateFailing: true,
 		StateSuperseded: true, StateDisconnected: true, StatePrimaryLost: true, StatePromoting: true, StatePrimaryAfterFailover: true,
 		StateFailed: true, StateClosed: true}
 	tables := map[Role]map[State][]State{RolePrimary: primaryTransitions(), RoleBackup: backupTransitions()}
@@ -46,6 +46,14 @@ func TestStateTables(t *testing.T) {
 		{RolePrimary, StateStarting, StateInSync, false, "in sync only after an acknowledged checkpoint"},
 		{RolePrimary, StateInSync, StateSyncing, true, "a lost connection dialled again at once"},
 		{RolePrimary, StateSuperseded, StateSyncing, false, "a superseded copy never dials again"},
+		{RolePrimary, StateInSync, StateFailing, true, "checkpoints keep failing"},
+		{RolePrimary, StateSyncing, StateFailing, true, "the first checkpoints keep failing"},
+		{RolePrimary, StateFailing, StateFailing, true, "the reason is updated with the count"},
+		{RolePrimary, StateFailing, StateInSync, true, "a checkpoint was acknowledged"},
+		{RolePrimary, StateFailing, StateDegraded, true, "backup lost while failing"},
+		{RolePrimary, StateFailing, StateSyncing, true, "a lost connection dialled again at once: output still held"},
+		{RolePrimary, StateDegraded, StateFailing, false, "a degraded primary's output flows: nothing is held to alarm about"},
+		{RolePrimary, StateSuperseded, StateFailing, false, "a superseded copy stays superseded"},
 		{RoleBackup, StateInSync, StatePromoting, true, "primary failed while in sync"},
 		{RoleBackup, StateSyncing, StatePromoting, false, "never promote a checkpoint of an earlier connection"},
 		{RoleBackup, StateDisconnected, StatePromoting, false, "a disconnected backup is not protected"},

@@ -22,6 +22,11 @@ const (
 	// StateDegraded: primary running unreplicated (peer lost); output
 	// flows; it keeps trying to re-pair.
 	StateDegraded State = "degraded"
+	// StateFailing: primary whose checkpoints keep failing (or being
+	// refused by the backup) past the configured bound: its output stays
+	// held (fail closed) until a checkpoint is acknowledged, which makes it
+	// in-sync again.
+	StateFailing State = "failing"
 	// StateSuperseded: primary told by its backup that it was declared
 	// failed and replaced: its output stays held for good (fencing).
 	StateSuperseded State = "superseded"
@@ -69,8 +74,12 @@ type Status struct {
 	DeferredEpochs uint64 `json:"deferred_epochs,omitempty"` // checkpoints taken late: the previous one was still being sent at the tick
 	FailedEpochs   uint64 `json:"failed_epochs,omitempty"`   // checkpoints that failed (output stays held)
 	Nacks          uint64 `json:"nacks,omitempty"`           // checkpoints the backup refused
-	Repairs        uint64 `json:"repairs,omitempty"`         // primary: times re-paired after degraded
-	Redials        uint64 `json:"redials,omitempty"`         // primary: lost connections replaced at once, output held (not degraded)
+	// ConsecutiveFailures: checkpoints failed or refused since the last
+	// acknowledged one (primary); LastFailure: the newest one's error.
+	ConsecutiveFailures uint64 `json:"consecutive_failures,omitempty"`
+	LastFailure         string `json:"last_failure,omitempty"`
+	Repairs             uint64 `json:"repairs,omitempty"` // primary: times re-paired after degraded
+	Redials             uint64 `json:"redials,omitempty"` // primary: lost connections replaced at once, output held (not degraded)
 
 	PauseMS       Summary `json:"pause_ms,omitzero"`             // freeze → thaw, recent epochs
 	InputHoldMS   Summary `json:"input_hold_ms,omitzero"`        // inbound packets held per epoch

@@ -52,6 +52,11 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	if cfg.Mode == replication.ModeHybrid && adoptPath != "" {
 		return nil, hybridNeedsGate("the spec names a network namespace of its own (" + adoptPath + ")")
 	}
+	if plan == netnsAdopt {
+		if err := refuseGateBypass(spec, adoptPath); err != nil {
+			return nil, fmt.Errorf("annotation %srole=%s: %v: %w", settings.AnnotationPrefix, cfg.Role, err, errdefs.ErrFailedPrecondition)
+		}
+	}
 	log.G(ctx).WithField("role", cfg.Role).WithField("pair", cfg.Pair).Info("creating replicated container")
 
 	rep := newReplica(ns, r.ID, cfg, host)

@@ -212,6 +212,13 @@ func (s *TaskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 	if err := s.notStandby(r.ID, "exec"); err != nil {
 		return nil, err
 	}
+	if rep := s.replica(r.ID); rep != nil && rep.sn != nil && r.Spec != nil {
+		if _, gated := rep.sn.Gate(); !gated {
+			if err := refuseExecGateBypass(r.Spec.GetValue(), rep.sn.NetnsPath()); err != nil {
+				return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: exec %s: %v: %w", r.ID, r.ExecID, err, errdefs.ErrFailedPrecondition))
+			}
+		}
+	}
 	return s.TTRPCTaskService.Exec(ctx, r)
 }
 

@@ -44,6 +44,11 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f, memory copied in the pause %.0f)",
 			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean, e.MemoryCopiedPerEpoch.Mean))
 	}
+	if e.ConsecutiveFailures > 0 {
+		// The alarm: output is held by failed checkpoints (state failing
+		// once past the bound, io.rrc.failing-after[-failures]).
+		out = append(out, fmt.Sprintf("%s: ALARM: %d checkpoint(s) failed in a row, none acknowledged since; last: %s", id, e.ConsecutiveFailures, e.LastFailure))
+	}
 	if l := e.Log; l != nil {
 		if e.Role == replication.RolePrimary {
 			out = append(out, fmt.Sprintf("%s: %s mode log: %d records, %d bytes in %d batches (%.0f bytes/s), round trip ms mean %.2f p90 %.2f, %d unacknowledged (oldest %.1f ms), appended %s, backup holds %s, last checkpoint at epoch %d",

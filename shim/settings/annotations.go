@@ -107,6 +107,21 @@ func annotationTable() []annotation {
 			c.AckTimeout, err = parseDuration(v)
 			return err
 		}},
+		{replication.FieldFailingAfterFailures, fmt.Sprint(replication.DefaultFailingAfterFailures), "failed checkpoints in a row (none acknowledged) before the primary goes failing", func(c *replication.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("not a whole number")
+			}
+			c.FailingAfterFailures = n
+			if n < 1 {
+				return errors.New("must be at least 1")
+			}
+			return nil
+		}},
+		{replication.FieldFailingAfter, replication.DefaultFailingAfter.String(), fmt.Sprintf("how long failed checkpoints may go on in a row before the primary goes failing, %s to %s", replication.MinFailingAfter, replication.MaxFailingAfter), func(c *replication.Config, v string) (err error) {
+			c.FailingAfter, err = parseDuration(v)
+			return err
+		}},
 		{replication.FieldServiceIP, "(none: the container's own network)", "service address with prefix, kept across failover, e.g. 10.77.0.200/24", func(c *replication.Config, v string) error {
 			ip, ipnet, err := net.ParseCIDR(v)
 			if err != nil {

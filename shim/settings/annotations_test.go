@@ -37,7 +37,8 @@ func TestParseAnnotations(t *testing.T) {
 		}},
 		{name: "primary defaults", in: primary, check: func(t *testing.T, c *replication.Config) {
 			if c.Role != replication.RolePrimary || c.Mode != replication.ModeEpoch || c.Epoch != replication.DefaultEpoch ||
-				c.Heartbeat != 30*time.Millisecond || c.HeartbeatMisses != 3 || c.AckTimeout != 5*time.Second || c.Pair != "ctr1" || c.Service != nil {
+				c.Heartbeat != 30*time.Millisecond || c.HeartbeatMisses != 3 || c.AckTimeout != 5*time.Second || c.Pair != "ctr1" || c.Service != nil ||
+				c.FailingAfterFailures != replication.DefaultFailingAfterFailures || c.FailingAfter != replication.DefaultFailingAfter {
 				t.Fatalf("unexpected defaults: %+v", c)
 			}
 		}},
@@ -84,6 +85,15 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "ack timeout too short", in: with(primary, "io.rrc.ack-timeout", "10ms"), wantErr: []string{"io.rrc.ack-timeout", "outside"}},
 		{name: "misses zero", in: with(primary, "io.rrc.heartbeat-misses", "0"), wantErr: []string{"io.rrc.heartbeat-misses", "at least 1"}},
 		{name: "misses word", in: with(primary, "io.rrc.heartbeat-misses", "three"), wantErr: []string{"io.rrc.heartbeat-misses", "whole number"}},
+		{name: "failing bounds set", in: with(primary, "io.rrc.failing-after-failures", "50", "io.rrc.failing-after", "1m"), check: func(t *testing.T, c *replication.Config) {
+			if c.FailingAfterFailures != 50 || c.FailingAfter != time.Minute {
+				t.Fatalf("failing bounds: %d, %s; want 50, 1m", c.FailingAfterFailures, c.FailingAfter)
+			}
+		}},
+		{name: "failing after zero failures", in: with(primary, "io.rrc.failing-after-failures", "0"), wantErr: []string{"io.rrc.failing-after-failures", "at least 1"}},
+		{name: "failing after too many failures", in: with(primary, "io.rrc.failing-after-failures", "2000000"), wantErr: []string{"io.rrc.failing-after-failures", "outside"}},
+		{name: "failing after a bare number", in: with(primary, "io.rrc.failing-after", "5"), wantErr: []string{"io.rrc.failing-after", "unit"}},
+		{name: "failing after too long", in: with(primary, "io.rrc.failing-after", "2h"), wantErr: []string{"io.rrc.failing-after", "outside"}},
 		{name: "service ip no prefix", in: with(primary, "io.rrc.service-ip", "10.77.0.200", "io.rrc.service-link", "eth0"), wantErr: []string{"io.rrc.service-ip", "prefix length"}},
 		{name: "service ip without link", in: with(primary, "io.rrc.service-ip", "10.77.0.200/24"), wantErr: []string{"io.rrc.service-link", "required"}},
 		{name: "service link without ip", in: with(primary, "io.rrc.service-link", "eth0"), wantErr: []string{"io.rrc.service-ip", "required"}},

@@ -35,7 +35,9 @@ func TestAdoptedNetnsThroughContainerd(t *testing.T) {
 		ns[h] = cniNetns(t, l, h, serviceIP, gateway)
 	}
 	listen := l.IP("b") + ":7100"
-	b.must(ctx, "run", "-d", "--runtime", rrc, "--with-ns", "network:"+ns["b"],
+	// The gate sits inside an adopted namespace: containerd's default
+	// CAP_NET_RAW would let the container go around it, and is refused.
+	b.must(ctx, "run", "-d", "--runtime", rrc, "--with-ns", "network:"+ns["b"], "--cap-drop", "CAP_NET_RAW",
 		"--annotation", "io.rrc.role=backup", "--annotation", "io.rrc.listen="+listen,
 		"--annotation", "io.rrc.peer-name="+l.IP("a"), redis, id)
 	if st := b.taskStatus(ctx, id); st != "RUNNING" {
@@ -44,7 +46,7 @@ func TestAdoptedNetnsThroughContainerd(t *testing.T) {
 	if out := ipIn(t, ns["b"], "link", "show", "eth0"); strings.Contains(out, ",UP") {
 		t.Fatalf("standby: b's adopted eth0 is up:\n%s", out)
 	}
-	a.must(ctx, "run", "-d", "--runtime", rrc, "--with-ns", "network:"+ns["a"],
+	a.must(ctx, "run", "-d", "--runtime", rrc, "--with-ns", "network:"+ns["a"], "--cap-drop", "CAP_NET_RAW",
 		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer="+listen, redis, id)
 	waitStatus(t, l, "a", id, "primary in sync", 30*time.Second, isState(replication.StateInSync))
 	waitStatus(t, l, "b", id, "backup in sync", 10*time.Second, isState(replication.StateInSync))

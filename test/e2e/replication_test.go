@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/iorrc/rrc/test/prereq"
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/shim/status"
 	"github.com/iorrc/rrc/test/lab"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 // TestReplicationThroughContainerd runs Redis replicated from lab host a to
@@ -93,6 +93,7 @@ type pairSpec struct {
 	serviceIP string   // without prefix length; the lab's /24
 	listen    string   // the backup's io.rrc.listen, host:port
 	extra     []string // more ctr run arguments for both sides (annotations)
+	args      []string // the container's command, if not the image's
 }
 
 // annotations are the ctr run arguments both sides of p share.
@@ -111,7 +112,7 @@ func (rl replicationLab) startPair(ctx context.Context, t *testing.T, p pairSpec
 	a := host{t: t, lab: l, name: "a"}
 	rl.startBackup(ctx, t, p)
 	a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
-		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer=" + p.listen}, p.annotations()...), p.image, p.id)...)
+		"--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer=" + p.listen}, p.annotations()...), append([]string{p.image, p.id}, p.args...)...)...)
 	inSync := func(s status.Published) bool { return s.Engine.State == replication.StateInSync }
 	waitStatus(t, l, "a", p.id, "primary in sync", 30*time.Second, inSync)
 	waitStatus(t, l, "b", p.id, "backup in sync", 10*time.Second, inSync)
@@ -131,7 +132,7 @@ func (rl replicationLab) startBackup(ctx context.Context, t *testing.T, p pairSp
 	b := host{t: t, lab: rl.l, name: "b"}
 	b.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc,
 		"--annotation", "io.rrc.role=backup", "--annotation", "io.rrc.listen=" + p.listen,
-		"--annotation", "io.rrc.peer-name=" + rl.l.IP("a")}, p.annotations()...), p.image, p.id)...)
+		"--annotation", "io.rrc.peer-name=" + rl.l.IP("a")}, p.annotations()...), append([]string{p.image, p.id}, p.args...)...)...)
 	if st := b.taskStatus(ctx, p.id); st != "RUNNING" {
 		t.Fatalf("backup's standby task: %q, want RUNNING", st)
 	}
