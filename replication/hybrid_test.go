@@ -4,7 +4,6 @@
 package replication
 
 import (
-	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -203,23 +202,9 @@ func testHybridPairOverLoopback(t *testing.T, killed bool) {
 func TestHybridLogAckStall(t *testing.T) {
 	rec := newRecorder()
 	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
-	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	snd := &fakeSender{rec: rec}
 	const bound = 300 * time.Millisecond
-	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Mode: ModeHybrid, Epoch: time.Minute, AckTimeout: bound},
-		Packets: pk, WorkDir: t.TempDir(),
-		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
-			snd.opts = o
-			return snd, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close(context.Background()) })
-	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
-		t.Fatal(err)
-	}
+	p := startTestPrimaryConfig(t, Config{Mode: ModeHybrid, Epoch: time.Minute, AckTimeout: bound}, pk, &fakeCheckpointer{rec: rec}, snd)
 	rec.waitFor(t, "send:1")
 	snd.ack(1, nil)
 	taggedAt := time.Now()

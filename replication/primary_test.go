@@ -212,23 +212,10 @@ func TestStatusJSON(t *testing.T) {
 // An answered checkpoint resets the wait.
 func TestPrimaryAckStall(t *testing.T) {
 	rec := newRecorder()
-	snd := &fakeSender{rec: rec, done: make(chan struct{})}
+	snd := &fakeSender{rec: rec}
 	const bound = 300 * time.Millisecond
-	p, err := NewPrimary(context.Background(), PrimaryOptions{
-		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.2:7000", Epoch: time.Minute, AckTimeout: bound},
-		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
-		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
-			snd.opts = o
-			return snd, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close(context.Background()) })
-	if err := p.Start(context.Background(), &fakeCheckpointer{rec: rec}); err != nil {
-		t.Fatal(err)
-	}
+	p := startTestPrimaryConfig(t, Config{Epoch: time.Minute, AckTimeout: bound},
+		&fakePackets{rec: rec, failed: make(chan error, 1)}, &fakeCheckpointer{rec: rec}, snd)
 	rec.waitFor(t, "send:1")
 	time.Sleep(bound / 2)
 	snd.ack(1, nil) // answered in time

@@ -204,20 +204,26 @@ func (r *replica) publishStatus(ctx context.Context) error {
 
 // stopPrimary ends a primary's replication on purpose (a goodbye: its
 // backup does not take over) and leaves the rest to close. A start still
-// being retried is stopped first, so that it cannot start the engine again.
+// being retried is stopped first.
 func (r *replica) stopPrimary(ctx context.Context, why replication.StopReason, message string) {
 	if r.primary == nil {
 		return
 	}
+	r.stopStarting()
+	if err := r.primary.Stop(ctx, why, message); err != nil {
+		log.G(ctx).WithError(err).Warn("stopping replication")
+	}
+}
+
+// stopStarting stops a start of the primary's replication still being
+// retried, and waits for it, so that it cannot start the engine again.
+func (r *replica) stopStarting() {
 	r.mu.Lock()
 	stop, done := r.stopStart, r.startDone
 	r.mu.Unlock()
 	if stop != nil {
 		stop()
 		<-done
-	}
-	if err := r.primary.Stop(ctx, why, message); err != nil {
-		log.G(ctx).WithError(err).Warn("stopping replication")
 	}
 }
 
@@ -228,13 +234,7 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 	r.closeOnce.Do(func() {
 		close(r.closed)
 		var errs []error
-		r.mu.Lock()
-		stop, done := r.stopStart, r.startDone
-		r.mu.Unlock()
-		if stop != nil {
-			stop()
-			<-done
-		}
+		r.stopStarting()
 		if r.primary != nil {
 			if err := r.primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
 				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))
