@@ -4,6 +4,7 @@
 package fastdump
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,14 +81,18 @@ func cgroupTasks(t *testing.T, dir string) []int {
 
 // startWorkload builds testdata/workload (without the race detector, whose
 // runtime keeps making mappings) and starts it in the cgroup.
-func startWorkload(t *testing.T, cgroup string) *exec.Cmd {
+func startWorkload(t *testing.T, cgroup string, args ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "workload")
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/workload").CombinedOutput(); err != nil {
 		t.Fatalf("build the workload: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +107,7 @@ func startWorkload(t *testing.T, cgroup string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	waitSteady(t, cmd.Process.Pid, cgroup)
-	return cmd
+	return cmd, bufio.NewReader(stdout)
 }
 
 // waitSteady waits until the workload's threads and mappings stay the same
@@ -153,7 +158,7 @@ func TestPatchedCoreMatchesCRIU(t *testing.T) {
 		t.Skip("x86-64 registers only")
 	}
 	cg := freezerCgroup(t)
-	cmd := startWorkload(t, cg)
+	cmd, _ := startWorkload(t, cg)
 	pid := cmd.Process.Pid
 	tmp := t.TempDir()
 	before, after := filepath.Join(tmp, "before"), filepath.Join(tmp, "after")

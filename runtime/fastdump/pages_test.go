@@ -26,7 +26,7 @@ func TestPagesMatchCRIU(t *testing.T) {
 	prereq.Root(t, "ptrace, cgroups and CRIU")
 	prereq.Commands(t, "criu")
 	cg := freezerCgroup(t)
-	cmd := startWorkload(t, cg)
+	cmd, _ := startWorkload(t, cg)
 	pid := cmd.Process.Pid
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

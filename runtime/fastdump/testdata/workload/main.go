@@ -4,15 +4,43 @@
 // Command workload is the fast path's test subject: it keeps several threads
 // busy with floating-point work and system calls, so that a stop finds them
 // in user mode and in the kernel with live FPU state, and writes into memory
-// it allocated once, so that its mappings stay as they are. It never exits.
+// it allocated once, so that its mappings stay as they are. With -listen it
+// also accepts TCP connections, never reads from them and writes 8 MB to
+// each, so that both queues of each hold data. It never exits.
 package main
 
 import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
 	"runtime"
 	"time"
 )
 
 func main() {
+	listen := flag.String("listen", "", "TCP address to accept connections on; its port is printed")
+	flag.Parse()
+	if *listen != "" {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false) // CRIU cannot dump MPTCP sockets
+		l, err := lc.Listen(context.Background(), "tcp4", *listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go c.Write(make([]byte, 8<<20)) // blocks once the peer's window is shut
+			}
+		}()
+	}
 	mem := make([]byte, 16<<20)
 	for i := range mem {
 		mem[i] = byte(i)

@@ -1,0 +1,136 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package fastdump
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	tcpstream "github.com/checkpoint-restore/go-criu/v7/crit/images/tcp-stream"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/test/prereq"
+)
+
+// TestTCPMatchesCRIU: a program holds three TCP connections whose receive
+// queues hold bytes it never read and whose send queues hold megabytes the
+// peer never read; stopped, each connection is captured through a
+// duplicate of its socket, and CRIU's dump of the same stopped state must
+// hold the same entry and the same queue bytes (the TCP timestamp, a clock,
+// may only have moved on).
+func TestTCPMatchesCRIU(t *testing.T) {
+	prereq.Root(t, "pidfd_getfd, TCP repair, cgroups and CRIU")
+	prereq.Commands(t, "criu")
+	cg := freezerCgroup(t)
+	cmd, out := startWorkload(t, cg, "-listen", "127.0.0.1:0")
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strings.TrimSpace(line)
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(bytes.Repeat([]byte{byte('a' + i)}, 1000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // everything sent is acknowledged, the windows shut
+	pid := cmd.Process.Pid
+
+	setFreezer(t, cg, "FROZEN")
+	got := captureSockets(t, pid)
+	dir := filepath.Join(t.TempDir(), "criu")
+	criuDump(t, pid, dir, "--freeze-cgroup", cg, "--tcp-established", "--network-lock", "skip")
+	setFreezer(t, cg, "THAWED")
+	if len(got) != 3 {
+		t.Fatalf("%d connections captured, want 3", len(got))
+	}
+	for ino, s := range got {
+		want, recvq, sendq := readTCPStream(t, filepath.Join(dir, fmt.Sprintf("tcp-stream-%x.img", ino)))
+		if w, g := want.GetTimestamp(), s.Entry.GetTimestamp(); g > w || w-g > 5000 {
+			t.Errorf("socket %d: TCP timestamp %d, CRIU's %d", ino, g, w)
+		}
+		e := proto.Clone(s.Entry).(*tcpstream.TcpStreamEntry)
+		e.Timestamp = want.Timestamp
+		if !proto.Equal(e, want) {
+			t.Errorf("socket %d:\n got %v\nwant %v", ino, e, want)
+		}
+		s.Entry = e
+		if img, err := s.Image(); err != nil || !bytes.Equal(img, mustRead(t, filepath.Join(dir, fmt.Sprintf("tcp-stream-%x.img", ino)))) {
+			t.Errorf("socket %d: the image differs from CRIU's file (%v)", ino, err)
+		}
+		if !bytes.Equal(s.RecvQ, recvq) || !bytes.Equal(s.SendQ, sendq) {
+			t.Errorf("socket %d: queues of %d and %d bytes, CRIU's %d and %d", ino, len(s.RecvQ), len(s.SendQ), len(recvq), len(sendq))
+		}
+		if len(s.RecvQ) < 1000 || len(s.SendQ) == 0 {
+			t.Errorf("socket %d: queues of %d and %d bytes: the test meant both to hold data", ino, len(s.RecvQ), len(s.SendQ))
+		}
+		t.Logf("socket %d: receive queue %d bytes, send queue %d (%d unsent)", ino, len(s.RecvQ), len(s.SendQ), s.Entry.GetUnsqLen())
+	}
+}
+
+// captureSockets captures every established TCP socket of pid, by inode.
+func captureSockets(t *testing.T, pid int) map[uint64]TCPStream {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]TCPStream{}
+	for _, e := range ents {
+		n, _ := strconv.Atoi(e.Name())
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		protocol, perr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		if unix.Fstat(fd, &st) == nil && perr == nil && protocol == unix.IPPROTO_TCP {
+			if info, err := unix.GetsockoptTCPInfo(fd, unix.SOL_TCP, unix.TCP_INFO); err == nil && info.State == tcpEstablished {
+				s, err := CaptureTCP(fd)
+				if err != nil {
+					t.Fatalf("socket %d: %v", st.Ino, err)
+				}
+				got[st.Ino] = s
+			}
+		}
+		unix.Close(fd)
+	}
+	return got
+}
+
+// readTCPStream decodes a tcp-stream image CRIU wrote.
+func readTCPStream(t *testing.T, path string) (*tcpstream.TcpStreamEntry, []byte, []byte) {
+	t.Helper()
+	b := mustRead(t, path)
+	if len(b) < 12 || binary.LittleEndian.Uint32(b[4:]) != tcpStreamMagic {
+		t.Fatalf("%s: not a tcp-stream image", path)
+	}
+	n := binary.LittleEndian.Uint32(b[8:])
+	var e tcpstream.TcpStreamEntry
+	if err := proto.Unmarshal(b[12:12+n], &e); err != nil {
+		t.Fatal(err)
+	}
+	rest := b[12+n:]
+	in := e.GetInqLen()
+	return &e, rest[:in], rest[in:]
+}
