@@ -6,6 +6,7 @@ package fastdump
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,10 +75,13 @@ func (s *Stopped) Wait(timeout time.Duration) error {
 }
 
 // waitThread polls for a state change of tid until the deadline: a thread
-// frozen by its cgroup has none to report yet.
+// frozen by its cgroup has none to report yet. A running thread stops
+// within microseconds, so the first polls only yield the processor; Go's
+// sleeps are far coarser.
 func waitThread(tid int, until time.Time) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
-	for delay := 10 * time.Microsecond; ; delay = min(2*delay, time.Millisecond) {
+	delay := 20 * time.Microsecond
+	for i := 0; ; i++ {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return ws, fmt.Errorf("wait: %w", err)
@@ -88,7 +92,12 @@ func waitThread(tid int, until time.Time) (unix.WaitStatus, error) {
 		if time.Now().After(until) {
 			return ws, errors.New("no stop before the deadline")
 		}
+		if i < 200 {
+			runtime.Gosched()
+			continue
+		}
 		time.Sleep(delay)
+		delay = min(2*delay, time.Millisecond)
 	}
 }
 

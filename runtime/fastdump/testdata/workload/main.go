@@ -5,8 +5,9 @@
 // busy with floating-point work and system calls, so that a stop finds them
 // in user mode and in the kernel with live FPU state, and writes into memory
 // it allocated once, so that its mappings stay as they are. With -listen it
-// also accepts TCP connections, never reads from them and writes 8 MB to
-// each, so that both queues of each hold data. It never exits.
+// also accepts TCP connections, never reads from them and writes 8 MB (or
+// -write bytes) to each, so that both queues of each hold data. It never
+// exits.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 
 func main() {
 	listen := flag.String("listen", "", "TCP address to accept connections on; its port is printed")
+	write := flag.Int("write", 8<<20, "bytes written to each connection accepted")
 	flag.Parse()
 	if *listen != "" {
 		var lc net.ListenConfig
@@ -37,7 +39,7 @@ func main() {
 				if err != nil {
 					return
 				}
-				go c.Write(make([]byte, 8<<20)) // blocks once the peer's window is shut
+				go c.Write(make([]byte, *write)) // blocks once the peer's window is shut
 			}
 		}()
 	}
