@@ -80,11 +80,14 @@ func cgroupTasks(t *testing.T, dir string) []int {
 }
 
 // startWorkload builds testdata/workload (without the race detector, whose
-// runtime keeps making mappings) and starts it in the cgroup.
+// runtime keeps making mappings, and without cgo) and starts it in the
+// cgroup.
 func startWorkload(t *testing.T, cgroup string, args ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "workload")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/workload").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "./testdata/workload")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // no C library: its allocator maps memory at will
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the workload: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, args...)
