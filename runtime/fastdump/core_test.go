@@ -5,6 +5,7 @@ package fastdump
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -199,12 +200,20 @@ func TestPatchedCoreMatchesCRIU(t *testing.T) {
 	setFreezer(t, cg, "THAWED")
 
 	layout := readXstateLayout()
+	compared := 0
 	for _, th := range threads {
 		name := fmt.Sprintf("core-%d.img", th.Tid)
 		prev, err := os.ReadFile(filepath.Join(before, name))
+		if errors.Is(err, os.ErrNotExist) {
+			// A thread the Go runtime started since: the fast path
+			// falls back to CRIU for it; nothing to patch here.
+			t.Logf("thread %d is new since the first dump", th.Tid)
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		compared++
 		patched, err := PatchCore(prev, th, th.Tid == pid, layout)
 		if err != nil {
 			t.Fatal(err)
@@ -223,7 +232,10 @@ func TestPatchedCoreMatchesCRIU(t *testing.T) {
 			t.Logf("thread %d: registers did not change between the dumps", th.Tid)
 		}
 	}
-	t.Logf("%d threads compared", len(threads))
+	if compared < 5 {
+		t.Errorf("%d threads compared of %d", compared, len(threads))
+	}
+	t.Logf("%d threads compared", compared)
 }
 
 func mustRead(t *testing.T, path string) []byte {
