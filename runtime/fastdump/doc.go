@@ -11,8 +11,8 @@
 // ptrace (no code runs in the container), each thread's registers, FPU and
 // extended state and signal mask patched into CRIU's core image, a
 // process's memory written as an incremental dump over the previous image,
-// and a TCP connection's tcp-stream image read through a duplicate of its
-// socket.
+// a TCP connection's tcp-stream image read through a duplicate of its
+// socket, and a pipe's bytes copied without taking them.
 // Nothing in the engine uses it yet.
 //
 // Everything that ptraces must run on one locked OS thread of a process

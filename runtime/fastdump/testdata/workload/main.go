@@ -6,8 +6,8 @@
 // in user mode and in the kernel with live FPU state, and writes into memory
 // it allocated once, so that its mappings stay as they are. With -listen it
 // also accepts TCP connections, never reads from them and writes 8 MB (or
-// -write bytes) to each, so that both queues of each hold data. It never
-// exits.
+// -write bytes) to each, so that both queues of each hold data; with -pipe
+// it holds a pipe with bytes in it. It never exits.
 package main
 
 import (
@@ -23,7 +23,21 @@ import (
 func main() {
 	listen := flag.String("listen", "", "TCP address to accept connections on; its port is printed")
 	write := flag.Int("write", 8<<20, "bytes written to each connection accepted")
+	piped := flag.Int("pipe", 0, "bytes left unread in a pipe it holds both ends of")
 	flag.Parse()
+	if *piped > 0 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if _, err := w.Write(make([]byte, *piped)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer runtime.KeepAlive(r)
+		defer runtime.KeepAlive(w)
+	}
 	if *listen != "" {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(false) // CRIU cannot dump MPTCP sockets
