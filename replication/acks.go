@@ -1,0 +1,133 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/iorrc/rrc/replication/peer"
+)
+
+// ackStall says whether an acknowledgement has been outstanding longer
+// than Config.AckTimeout: a checkpoint the backup has not answered since
+// it was taken (nor anything else since then), or in hybrid mode a log
+// record it has not acknowledged. Its heartbeats may still come (its
+// reader or disk is stuck): the output would be held for ever. The caller
+// treats it as the backup's failure.
+func (p *Primary) ackStall(now time.Time) (reason string, stalled bool) {
+	bound := p.cfg.AckTimeout
+	p.mu.Lock()
+	var oldest uint64
+	var oldestAt time.Time
+	for e, at := range p.taken {
+		if oldestAt.IsZero() || at.Before(oldestAt) {
+			oldest, oldestAt = e, at
+		}
+	}
+	since := oldestAt
+	if p.answeredAt.After(since) {
+		since = p.answeredAt // it answers, if slowly: wait from its last answer
+	}
+	p.mu.Unlock()
+	if !oldestAt.IsZero() && now.Sub(since) > bound {
+		return fmt.Sprintf("acknowledgement stalled: checkpoint %d taken %s ago is not acknowledged and the backup has answered nothing for %s (bound %s): its reader or disk is stuck",
+			oldest, now.Sub(oldestAt).Round(time.Millisecond), now.Sub(since).Round(time.Millisecond), bound), true
+	}
+	if p.hybrid != nil {
+		if st := p.hybrid.log.Stats(); !st.OldestUnacked.IsZero() && now.Sub(st.OldestUnacked) > bound {
+			return fmt.Sprintf("acknowledgement stalled: %d input log records unacknowledged, the oldest for %s (bound %s): the backup's reader or disk is stuck",
+				st.Unacked, now.Sub(st.OldestUnacked).Round(time.Millisecond), bound), true
+		}
+	}
+	return "", false
+}
+
+// degradeLater asks the loop to go degraded; callbacks must not block.
+func (p *Primary) degradeLater(reason string) {
+	select {
+	case p.peerFailed <- reason:
+	default: // one reason pending is enough
+	}
+}
+
+// onAck runs on the peer reader goroutine for every answer of the backup.
+// Output of an epoch is released here and nowhere else (but ReleaseAll).
+func (p *Primary) onAck(a peer.Ack) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	taken, known := p.taken[a.Epoch]
+	delete(p.taken, a.Epoch)
+	p.answeredAt = a.At
+	if a.Err == nil {
+		for e := range p.taken { // aborted transfers are never answered
+			if e < a.Epoch {
+				delete(p.taken, e)
+			}
+		}
+	}
+	switch p.sm.state {
+	case StateDegraded, StateClosed, StateSuperseded:
+		return
+	}
+	if a.Err != nil {
+		var nack *peer.NackError
+		if errors.As(a.Err, &nack) {
+			// The output stays held; a later acknowledged epoch releases it.
+			p.nacks++
+			p.log.Error("backup refused a checkpoint; its output waits for the next", "epoch", a.Epoch, "consecutive_failures", p.streak+1, "err", a.Err)
+			p.failureLocked(a.Err)
+		}
+		return
+	}
+	if a.Epoch <= p.acked || a.Epoch <= p.offset {
+		return
+	}
+	if p.hybrid != nil {
+		p.hybridCommittedLocked(a.Epoch)
+	} else if err := p.gate.Release(a.Epoch - p.offset); err != nil {
+		// Nothing was released; a later ack retries (Release covers
+		// every earlier epoch).
+		p.log.Error("releasing output of an acknowledged epoch", "epoch", a.Epoch, "err", err)
+		return
+	}
+	p.acked, p.ackedAt = a.Epoch, a.At
+	if known {
+		p.ackedTaken = taken
+		p.ackLat.add(ms(a.At.Sub(taken)))
+	}
+	after := p.streak
+	p.streak, p.lastFailure = 0, ""
+	if p.sm.to(StateInSync, "") { // from syncing or failing
+		p.log.Info("backup in sync", "epoch", a.Epoch, "after_failed_checkpoints", after)
+	}
+}
+
+// failureLocked counts a failed or refused checkpoint in the current run
+// and, past the configured bound (Config.FailingAfterFailures or
+// FailingAfter since the run began), moves to failing so that the operator
+// sees it. Nothing here releases output: it stays held (fail closed) until
+// a checkpoint is acknowledged.
+func (p *Primary) failureLocked(err error) {
+	now := p.now()
+	if p.streak == 0 {
+		p.streakSince = now
+	}
+	p.streak++
+	p.lastFailure = err.Error()
+	lasted := now.Sub(p.streakSince)
+	if p.streak < uint64(p.cfg.FailingAfterFailures) && lasted < p.cfg.FailingAfter {
+		return
+	}
+	held := "output held until one is acknowledged"
+	if p.hybrid != nil {
+		held = "the log a failover would replay grows until one is acknowledged"
+	}
+	entering := p.sm.state != StateFailing
+	reason := fmt.Sprintf("%d consecutive checkpoints failed in %s, %s; last: %s", p.streak, lasted.Round(time.Millisecond), held, p.lastFailure)
+	if p.sm.to(StateFailing, reason) && entering { // not from degraded, superseded, failed, closed
+		p.log.Error("checkpoints keep failing: state failing", "consecutive_failures", p.streak, "for", lasted, "bound_failures", p.cfg.FailingAfterFailures, "bound_time", p.cfg.FailingAfter, "err", err)
+	}
+}
