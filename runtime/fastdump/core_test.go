@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"google.golang.org/protobuf/proto"
 
@@ -24,25 +26,42 @@ import (
 	"github.com/iorrc/rrc/test/prereq"
 )
 
-// freezerCgroup makes a cgroup v1 freezer cgroup for the test.
+// freezerCgroup makes a cgroup v1 freezer cgroup for the test, named after
+// the test process; those of test processes gone (a test binary killed on a
+// timeout runs no clean-up) are emptied and removed first.
 func freezerCgroup(t *testing.T) string {
 	t.Helper()
 	prereq.Path(t, "/sys/fs/cgroup/freezer", "the cgroup v1 freezer")
+	stale, _ := filepath.Glob("/sys/fs/cgroup/freezer/rrcfastdump-*")
+	for _, d := range stale {
+		owner, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "rrcfastdump-"))
+		if err == nil && unix.Kill(owner, 0) == nil {
+			continue // a test running now
+		}
+		removeCgroup(t, d)
+	}
 	dir := fmt.Sprintf("/sys/fs/cgroup/freezer/rrcfastdump-%d", os.Getpid())
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		setFreezer(t, dir, "THAWED")
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cgroup %s not removed", dir)
-	})
+	t.Cleanup(func() { removeCgroup(t, dir) })
 	return dir
+}
+
+// removeCgroup thaws a test cgroup, kills what is left in it and removes it.
+func removeCgroup(t *testing.T, dir string) {
+	t.Helper()
+	setFreezer(t, dir, "THAWED")
+	for _, pid := range cgroupTasks(t, dir) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	for i := 0; i < 100; i++ {
+		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("cgroup %s not removed", dir)
 }
 
 func setFreezer(t *testing.T, dir, state string) {
