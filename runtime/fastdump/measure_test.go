@@ -6,7 +6,6 @@
 package fastdump
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -48,12 +47,7 @@ func TestMeasureCapture(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	pid := cmd.Process.Pid
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(pidfd)
-	socks := tcpSockets(t, pid, pidfd) // kept from one round to the next, as the fast path will
+	socks := tcpSockets(t, pid) // kept from one round to the next, as the fast path will
 	runtime.LockOSThread()
 	times := map[string][]time.Duration{}
 	lap := func(k string, since time.Time) time.Time {
@@ -128,25 +122,20 @@ func envInt(name string, def int) int {
 }
 
 // tcpSockets returns duplicates of pid's established TCP sockets.
-func tcpSockets(t *testing.T, pid, pidfd int) []int {
+func tcpSockets(t *testing.T, pid int) []int {
 	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	ds, err := OpenDescriptors(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var fds []int
-	for _, e := range ents {
-		n, _ := strconv.Atoi(e.Name())
-		fd, err := unix.PidfdGetfd(pidfd, n, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info, err := unix.GetsockoptTCPInfo(fd, unix.SOL_TCP, unix.TCP_INFO); err == nil && info.State == tcpEstablished {
-			fds = append(fds, fd)
-			t.Cleanup(func() { unix.Close(fd) })
+	for _, d := range ds {
+		if info, err := unix.GetsockoptTCPInfo(d.Dup, unix.SOL_TCP, unix.TCP_INFO); err == nil && info.State == tcpEstablished {
+			fds = append(fds, d.Dup)
+			t.Cleanup(func() { unix.Close(d.Dup) })
 			continue
 		}
-		unix.Close(fd)
+		unix.Close(d.Dup)
 	}
 	return fds
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -55,42 +53,26 @@ func TestPipesMatchCRIU(t *testing.T) {
 // each pipe once.
 func capturePipes(t *testing.T, pid int) []PipeData {
 	t.Helper()
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	ds, err := OpenDescriptors(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(pidfd)
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fds []int
-	for _, e := range ents {
-		n, _ := strconv.Atoi(e.Name())
-		fds = append(fds, n)
-	}
-	sort.Ints(fds)
+	defer CloseDescriptors(ds)
 	var out []PipeData
 	seen := map[uint32]bool{}
-	for _, n := range fds {
-		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, n))
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, n))
-		if err != nil || !strings.HasPrefix(link, "pipe:") {
+	for _, d := range ds {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, d.FD))
+		if !strings.HasPrefix(link, "pipe:") {
 			continue
 		}
-		fi, err := ParseFDInfo(info)
+		fl, err := unix.FcntlInt(uintptr(d.Dup), unix.F_GETFL, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+		if fl&unix.O_ACCMODE == unix.O_WRONLY {
 			continue // CRIU dumps a pipe's bytes from its read end
 		}
-		fd, err := unix.PidfdGetfd(pidfd, n, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := CapturePipe(fd)
-		unix.Close(fd)
+		p, err := CapturePipe(d.Dup)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,9 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,35 +92,26 @@ func TestTCPMatchesCRIU(t *testing.T) {
 // captureSockets captures every established TCP socket of pid, by inode.
 func captureSockets(t *testing.T, pid int) map[uint64]TCPStream {
 	t.Helper()
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	ds, err := OpenDescriptors(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(pidfd)
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer CloseDescriptors(ds)
 	got := map[uint64]TCPStream{}
-	for _, e := range ents {
-		n, _ := strconv.Atoi(e.Name())
-		fd, err := unix.PidfdGetfd(pidfd, n, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, d := range ds {
 		var st unix.Stat_t
-		protocol, perr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-		if unix.Fstat(fd, &st) == nil && perr == nil && protocol == unix.IPPROTO_TCP {
-			if info, err := unix.GetsockoptTCPInfo(fd, unix.SOL_TCP, unix.TCP_INFO); err == nil && info.State == tcpEstablished {
-				s, err := CaptureTCP(fd)
-				if err != nil {
-					t.Fatalf("socket %d: %v", st.Ino, err)
-				}
-
-				got[st.Ino] = s
-			}
+		protocol, perr := unix.GetsockoptInt(d.Dup, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		if unix.Fstat(d.Dup, &st) != nil || perr != nil || protocol != unix.IPPROTO_TCP {
+			continue
 		}
-		unix.Close(fd)
+		if info, err := unix.GetsockoptTCPInfo(d.Dup, unix.SOL_TCP, unix.TCP_INFO); err != nil || info.State != tcpEstablished {
+			continue
+		}
+		s, err := CaptureTCP(d.Dup)
+		if err != nil {
+			t.Fatalf("socket %d: %v", st.Ino, err)
+		}
+		got[st.Ino] = s
 	}
 	return got
 }
