@@ -149,6 +149,16 @@ func readQueue(fd, queue, n int) ([]byte, uint32, error) {
 	return buf[:n], uint32(seq), nil
 }
 
+// getsockoptBytes0 asks for an option's length only (no buffer), as
+// SO_GET_FILTER answers.
+func getsockoptBytes0(fd, level, opt int, length *uint32) error {
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), 0, uintptr(unsafe.Pointer(length)), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func getsockoptBytes(fd, level, opt int, b []byte) error {
 	l := uint32(len(b))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&l)), 0)

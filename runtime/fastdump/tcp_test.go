@@ -13,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
 	tcpstream "github.com/checkpoint-restore/go-criu/v7/crit/images/tcp-stream"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/iorrc/rrc/runtime/criuimage"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -50,12 +53,18 @@ func TestTCPMatchesCRIU(t *testing.T) {
 	pid := cmd.Process.Pid
 
 	setFreezer(t, cg, "FROZEN")
-	got := captureSockets(t, pid)
+	got, opts := captureSockets(t, pid)
 	dir := filepath.Join(t.TempDir(), "criu")
 	criuDump(t, pid, dir, "--freeze-cgroup", cg, "--tcp-established", "--network-lock", "skip")
 	setFreezer(t, cg, "THAWED")
 	if len(got) != 3 {
 		t.Fatalf("%d connections captured, want 3", len(got))
+	}
+	criuOpts := criuSocketOptions(t, dir)
+	for ino, o := range opts {
+		if !proto.Equal(o, criuOpts[ino]) {
+			t.Errorf("socket %d: options\n got %v\nwant %v", ino, o, criuOpts[ino])
+		}
 	}
 	for ino, s := range got {
 		want, recvq, sendq := readTCPStream(t, filepath.Join(dir, fmt.Sprintf("tcp-stream-%x.img", ino)))
@@ -90,14 +99,14 @@ func TestTCPMatchesCRIU(t *testing.T) {
 }
 
 // captureSockets captures every established TCP socket of pid, by inode.
-func captureSockets(t *testing.T, pid int) map[uint64]TCPStream {
+func captureSockets(t *testing.T, pid int) (map[uint64]TCPStream, map[uint64]*skopts.SkOptsEntry) {
 	t.Helper()
 	ds, err := OpenDescriptors(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer CloseDescriptors(ds)
-	got := map[uint64]TCPStream{}
+	got, opts := map[uint64]TCPStream{}, map[uint64]*skopts.SkOptsEntry{}
 	for _, d := range ds {
 		var st unix.Stat_t
 		protocol, perr := unix.GetsockoptInt(d.Dup, unix.SOL_SOCKET, unix.SO_PROTOCOL)
@@ -112,8 +121,32 @@ func captureSockets(t *testing.T, pid int) map[uint64]TCPStream {
 			t.Fatalf("socket %d: %v", st.Ino, err)
 		}
 		got[st.Ino] = s
+		if opts[st.Ino], err = SocketOptions(d.Dup, unix.AF_INET); err != nil {
+			t.Fatalf("socket %d: %v", st.Ino, err)
+		}
 	}
-	return got
+	return got, opts
+}
+
+// criuSocketOptions returns the options of each inet socket in CRIU's
+// files.img, by inode.
+func criuSocketOptions(t *testing.T, dir string) map[uint64]*skopts.SkOptsEntry {
+	t.Helper()
+	r, err := criuimage.DecodeRecords(mustRead(t, filepath.Join(dir, "files.img")), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]*skopts.SkOptsEntry{}
+	for _, rec := range r.Entries {
+		var fe fdinfo.FileEntry
+		if err := proto.Unmarshal(rec, &fe); err != nil {
+			t.Fatal(err)
+		}
+		if isk := fe.GetIsk(); isk != nil {
+			out[uint64(isk.GetIno())] = isk.GetOpts()
+		}
+	}
+	return out
 }
 
 // readTCPStream decodes a tcp-stream image CRIU wrote.
