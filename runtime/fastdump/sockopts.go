@@ -10,6 +10,7 @@ import (
 
 	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -95,4 +96,26 @@ func filterLength(fd int) (int, error) {
 		return 0, fmt.Errorf("SO_GET_FILTER: %w", err)
 	}
 	return int(n), nil
+}
+
+// TCPOptions reads a TCP socket's options as CRIU's dump_tcp_opts does and
+// returns them encoded as its tcp_opts_entry (each field only when not
+// zero, as CRIU writes them): field 20 of the socket's inetsk entry, which
+// the image definitions this module has do not know.
+func TCPOptions(fd int) ([]byte, error) {
+	var b []byte
+	for _, o := range []struct {
+		num protowire.Number
+		opt int
+	}{{1, unix.TCP_CORK}, {2, unix.TCP_NODELAY}, {3, unix.TCP_KEEPCNT}, {4, unix.TCP_KEEPIDLE}, {5, unix.TCP_KEEPINTVL}} {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_TCP, o.opt)
+		if err != nil {
+			return nil, fmt.Errorf("TCP option %d: %w", o.opt, err)
+		}
+		if v != 0 {
+			b = protowire.AppendTag(b, o.num, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(uint32(v)))
+		}
+	}
+	return b, nil
 }

@@ -17,6 +17,7 @@ import (
 	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
 	tcpstream "github.com/checkpoint-restore/go-criu/v7/crit/images/tcp-stream"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iorrc/rrc/runtime/criuimage"
@@ -62,8 +63,12 @@ func TestTCPMatchesCRIU(t *testing.T) {
 	}
 	criuOpts := criuSocketOptions(t, dir)
 	for ino, o := range opts {
-		if !proto.Equal(o, criuOpts[ino]) {
-			t.Errorf("socket %d: options\n got %v\nwant %v", ino, o, criuOpts[ino])
+		w := criuOpts[ino]
+		if !proto.Equal(o.sock, w.sock) {
+			t.Errorf("socket %d: options\n got %v\nwant %v", ino, o.sock, w.sock)
+		}
+		if !bytes.Equal(o.tcp, w.tcp) || len(o.tcp) == 0 {
+			t.Errorf("socket %d: TCP options %x, CRIU's %x (Go's sockets have some set)", ino, o.tcp, w.tcp)
 		}
 	}
 	for ino, s := range got {
@@ -99,14 +104,14 @@ func TestTCPMatchesCRIU(t *testing.T) {
 }
 
 // captureSockets captures every established TCP socket of pid, by inode.
-func captureSockets(t *testing.T, pid int) (map[uint64]TCPStream, map[uint64]*skopts.SkOptsEntry) {
+func captureSockets(t *testing.T, pid int) (map[uint64]TCPStream, map[uint64]socketOpts) {
 	t.Helper()
 	ds, err := OpenDescriptors(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer CloseDescriptors(ds)
-	got, opts := map[uint64]TCPStream{}, map[uint64]*skopts.SkOptsEntry{}
+	got, opts := map[uint64]TCPStream{}, map[uint64]socketOpts{}
 	for _, d := range ds {
 		var st unix.Stat_t
 		protocol, perr := unix.GetsockoptInt(d.Dup, unix.SOL_SOCKET, unix.SO_PROTOCOL)
@@ -121,30 +126,60 @@ func captureSockets(t *testing.T, pid int) (map[uint64]TCPStream, map[uint64]*sk
 			t.Fatalf("socket %d: %v", st.Ino, err)
 		}
 		got[st.Ino] = s
-		if opts[st.Ino], err = SocketOptions(d.Dup, unix.AF_INET); err != nil {
+		var o socketOpts
+		if o.sock, err = SocketOptions(d.Dup, unix.AF_INET); err != nil {
 			t.Fatalf("socket %d: %v", st.Ino, err)
 		}
+		if o.tcp, err = TCPOptions(d.Dup); err != nil {
+			t.Fatalf("socket %d: %v", st.Ino, err)
+		}
+		opts[st.Ino] = o
 	}
 	return got, opts
 }
 
+// socketOpts are a socket's options and its TCP options (encoded).
+type socketOpts struct {
+	sock *skopts.SkOptsEntry
+	tcp  []byte
+}
+
 // criuSocketOptions returns the options of each inet socket in CRIU's
-// files.img, by inode.
-func criuSocketOptions(t *testing.T, dir string) map[uint64]*skopts.SkOptsEntry {
+// files.img, by inode; the TCP options are field 20 of the entry.
+func criuSocketOptions(t *testing.T, dir string) map[uint64]socketOpts {
 	t.Helper()
 	r, err := criuimage.DecodeRecords(mustRead(t, filepath.Join(dir, "files.img")), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[uint64]*skopts.SkOptsEntry{}
+	out := map[uint64]socketOpts{}
 	for _, rec := range r.Entries {
 		var fe fdinfo.FileEntry
 		if err := proto.Unmarshal(rec, &fe); err != nil {
 			t.Fatal(err)
 		}
-		if isk := fe.GetIsk(); isk != nil {
-			out[uint64(isk.GetIno())] = isk.GetOpts()
+		isk := fe.GetIsk()
+		if isk == nil {
+			continue
 		}
+		o := socketOpts{sock: isk.GetOpts()}
+		for b := []byte(isk.ProtoReflect().GetUnknown()); len(b) > 0; {
+			num, typ, n := protowire.ConsumeTag(b)
+			if n < 0 {
+				t.Fatal(protowire.ParseError(n))
+			}
+			b = b[n:]
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				t.Fatal(protowire.ParseError(m))
+			}
+			if num == 20 && typ == protowire.BytesType {
+				v, _ := protowire.ConsumeBytes(b)
+				o.tcp = v
+			}
+			b = b[m:]
+		}
+		out[uint64(isk.GetIno())] = o
 	}
 	return out
 }
