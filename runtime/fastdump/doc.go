@@ -11,8 +11,9 @@
 // ptrace (no code runs in the container), each thread's registers, FPU and
 // extended state and signal mask patched into CRIU's core image, a
 // process's memory written as an incremental dump over the previous image,
-// a TCP connection's tcp-stream image read through a duplicate of its
-// socket, and a pipe's bytes copied without taking them.
+// a TCP connection's tcp-stream image and options read through a duplicate
+// of its socket and patched into files.img, and a pipe's bytes copied
+// without taking them.
 // Nothing in the engine uses it yet.
 //
 // Everything that ptraces must run on one locked OS thread of a process

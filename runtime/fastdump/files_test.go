@@ -1,0 +1,145 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package fastdump
+
+import (
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/iorrc/rrc/runtime/criuimage"
+	"github.com/iorrc/rrc/test/prereq"
+)
+
+// TestPatchedFilesMatchCRIU: after a first CRIU dump, the program's three
+// connections have options changed (a receive buffer, keep-alive off,
+// Nagle on again); the files image of the first dump patched with the
+// options read now must hold, for each connection, CRIU's entry of a
+// second dump of the same frozen state, field for field.
+func TestPatchedFilesMatchCRIU(t *testing.T) {
+	prereq.Root(t, "pidfd_getfd, cgroups and CRIU")
+	prereq.Commands(t, "criu")
+	cg := freezerCgroup(t)
+	cmd, out := startWorkload(t, cg, "-listen", "127.0.0.1:0", "-write", "0")
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp4", "127.0.0.1:"+strings.TrimSpace(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	time.Sleep(200 * time.Millisecond)
+	pid := cmd.Process.Pid
+	tmp := t.TempDir()
+	before, after := filepath.Join(tmp, "before"), filepath.Join(tmp, "after")
+	tcpArgs := []string{"--tcp-established", "--network-lock", "skip"}
+	criuDump(t, pid, before, tcpArgs...)
+
+	// The program changes its options (through our duplicates: the same sockets).
+	ds, err := OpenDescriptors(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseDescriptors(ds)
+	var conns []int
+	for _, d := range ds {
+		if info, err := unix.GetsockoptTCPInfo(d.Dup, unix.SOL_TCP, unix.TCP_INFO); err == nil && info.State == tcpEstablished {
+			conns = append(conns, d.Dup)
+		}
+	}
+	if len(conns) != 3 {
+		t.Fatalf("%d connections, want 3", len(conns))
+	}
+	for i, set := range []struct{ level, opt, v int }{
+		{unix.SOL_SOCKET, unix.SO_RCVBUF, 300000}, {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0}, {unix.SOL_TCP, unix.TCP_NODELAY, 0},
+	} {
+		if err := unix.SetsockoptInt(conns[i], set.level, set.opt, set.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setFreezer(t, cg, "FROZEN")
+	socks := map[uint64]InetSocket{}
+	for _, fd := range conns {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		o, err := SocketOptions(fd, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcp, err := TCPOptions(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks[st.Ino] = InetSocket{Opts: o, TCPOpts: tcp}
+	}
+	criuDump(t, pid, after, append(tcpArgs, "--freeze-cgroup", cg)...)
+	setFreezer(t, cg, "THAWED")
+
+	patched, err := PatchInetSockets(mustRead(t, filepath.Join(before, "files.img")), socks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want, old := connEntries(t, patched), connEntries(t, mustRead(t, filepath.Join(after, "files.img"))), connEntries(t, mustRead(t, filepath.Join(before, "files.img")))
+	if len(want) != 3 {
+		t.Fatalf("CRIU's second dump has %d connections", len(want))
+	}
+	changed := 0
+	for ino, w := range want {
+		if !proto.Equal(got[ino], w) {
+			t.Errorf("socket %d:\n got %v\nwant %v", ino, got[ino], w)
+		}
+		if !proto.Equal(old[ino], w) {
+			changed++
+		}
+	}
+	if changed != 3 {
+		t.Errorf("%d of 3 entries changed between CRIU's dumps: the test meant to change all", changed)
+	}
+
+	delete(socks, firstKey(socks))
+	if _, err := PatchInetSockets(mustRead(t, filepath.Join(before, "files.img")), socks); !errors.Is(err, ErrChanged) {
+		t.Errorf("a connection of the image missing now: %v, want ErrChanged", err)
+	}
+}
+
+// connEntries returns the connected TCP sockets' entries of a files image.
+func connEntries(t *testing.T, img []byte) map[uint64]*fdinfo.FileEntry {
+	t.Helper()
+	r, err := criuimage.DecodeRecords(img, filesMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]*fdinfo.FileEntry{}
+	for _, rec := range r.Entries {
+		fe := &fdinfo.FileEntry{}
+		if err := proto.Unmarshal(rec, fe); err != nil {
+			t.Fatal(err)
+		}
+		if isk := fe.GetIsk(); isk != nil && isk.GetDstPort() != 0 {
+			out[uint64(isk.GetIno())] = fe
+		}
+	}
+	return out
+}
+
+func firstKey(m map[uint64]InetSocket) uint64 {
+	for k := range m {
+		return k
+	}
+	return 0
+}
