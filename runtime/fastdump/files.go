@@ -6,6 +6,7 @@ package fastdump
 import (
 	"fmt"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/eventpoll"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -87,4 +88,62 @@ func replaceField(b []byte, num protowire.Number, v []byte) []byte {
 	out = append(out, b...)
 	out = protowire.AppendTag(out, num, protowire.BytesType)
 	return protowire.AppendBytes(out, v)
+}
+
+// fdinfoMagic is FDINFO_MAGIC, the second word of fdinfo-<n>.img.
+const fdinfoMagic = 0x56213732
+
+// PatchEpolls returns files.img (whole file, of the previous checkpoint)
+// with each epoll instance of the process watching what it watches now:
+// fdinfoImg is the process's fdinfo-<n>.img of the same checkpoint (which
+// of its descriptors is which files.img entry), targets reads an epoll
+// descriptor's targets now (ParseFDInfo of /proc/<pid>/fdinfo/<fd>).
+func PatchEpolls(filesImg, fdinfoImg []byte, targets func(fd int) ([]EpollTarget, error)) ([]byte, error) {
+	fds, err := criuimage.DecodeRecords(fdinfoImg, fdinfoMagic)
+	if err != nil {
+		return nil, fmt.Errorf("fdinfo image: %w", err)
+	}
+	epollFD := map[uint32]int{} // files.img id → descriptor
+	for i, rec := range fds.Entries {
+		var e fdinfo.FdinfoEntry
+		if err := proto.Unmarshal(rec, &e); err != nil {
+			return nil, fmt.Errorf("fdinfo image entry %d: %w", i, err)
+		}
+		if e.GetType() == fdinfo.FdTypes_EVENTPOLL {
+			epollFD[e.GetId()] = int(e.GetFd())
+		}
+	}
+	r, err := criuimage.DecodeRecords(filesImg, filesMagic)
+	if err != nil {
+		return nil, fmt.Errorf("files image: %w", err)
+	}
+	for i, rec := range r.Entries {
+		var fe fdinfo.FileEntry
+		if err := proto.Unmarshal(rec, &fe); err != nil {
+			return nil, fmt.Errorf("files image entry %d: %w", i, err)
+		}
+		ep := fe.GetEpfd()
+		if ep == nil {
+			continue
+		}
+		fd, ok := epollFD[ep.GetId()]
+		if !ok {
+			return nil, fmt.Errorf("epoll instance %d is no descriptor of this process: %w", ep.GetId(), ErrUnsupported)
+		}
+		ts, err := targets(fd)
+		if err != nil {
+			return nil, fmt.Errorf("epoll descriptor %d: %w", fd, err)
+		}
+		ep.Tfd = ep.Tfd[:0]
+		for _, t := range ts {
+			ep.Tfd = append(ep.Tfd, &eventpoll.EventpollTfdEntry{
+				Id: proto.Uint32(0), Tfd: proto.Uint32(uint32(t.TFD)), Events: proto.Uint32(t.Events), Data: proto.Uint64(t.Data),
+				Dev: proto.Uint32(t.Dev), Inode: proto.Uint64(t.Ino), Pos: proto.Uint64(uint64(t.Pos)),
+			})
+		}
+		if r.Entries[i], err = (proto.MarshalOptions{Deterministic: true}).Marshal(&fe); err != nil {
+			return nil, fmt.Errorf("files image entry %d: %w", i, err)
+		}
+	}
+	return r.Encode(), nil
 }

@@ -5,7 +5,9 @@ package fastdump
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,4 +144,75 @@ func firstKey(m map[uint64]InetSocket) uint64 {
 		return k
 	}
 	return 0
+}
+
+// TestPatchedEpollMatchesCRIU: the program keeps changing how its epoll
+// instance watches a pipe; the files image of a first CRIU dump, patched
+// with the registrations read from /proc while frozen, must hold the epoll
+// entries of CRIU's dump of the same frozen state.
+func TestPatchedEpollMatchesCRIU(t *testing.T) {
+	prereq.Root(t, "cgroups and CRIU")
+	prereq.Commands(t, "criu")
+	cg := freezerCgroup(t)
+	cmd, _ := startWorkload(t, cg, "-epoll")
+	pid := cmd.Process.Pid
+	tmp := t.TempDir()
+	before, after := filepath.Join(tmp, "before"), filepath.Join(tmp, "after")
+	criuDump(t, pid, before)
+	time.Sleep(50 * time.Millisecond) // the registration changes meanwhile
+
+	setFreezer(t, cg, "FROZEN")
+	fdinfoImgs, err := filepath.Glob(filepath.Join(before, "fdinfo-*.img"))
+	if err != nil || len(fdinfoImgs) != 1 {
+		t.Fatalf("fdinfo images of the first dump: %v %v", fdinfoImgs, err)
+	}
+	patched, err := PatchEpolls(mustRead(t, filepath.Join(before, "files.img")), mustRead(t, fdinfoImgs[0]), func(fd int) ([]EpollTarget, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			return nil, err
+		}
+		fi, err := ParseFDInfo(b)
+		return fi.Epoll, err
+	})
+	criuDump(t, pid, after, "--freeze-cgroup", cg)
+	setFreezer(t, cg, "THAWED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want, old := epollEntries(t, patched), epollEntries(t, mustRead(t, filepath.Join(after, "files.img"))), epollEntries(t, mustRead(t, filepath.Join(before, "files.img")))
+	if len(want) == 0 {
+		t.Fatal("no epoll instance in CRIU's dump")
+	}
+	changed := 0
+	for id, w := range want {
+		if !proto.Equal(got[id], w) {
+			t.Errorf("epoll %d:\n got %v\nwant %v", id, got[id], w)
+		}
+		if !proto.Equal(old[id], w) {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Errorf("no epoll entry changed between CRIU's dumps: the test meant one to")
+	}
+}
+
+// epollEntries returns the epoll instances' entries of a files image, by id.
+func epollEntries(t *testing.T, img []byte) map[uint32]*fdinfo.FileEntry {
+	t.Helper()
+	r, err := criuimage.DecodeRecords(img, filesMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint32]*fdinfo.FileEntry{}
+	for _, rec := range r.Entries {
+		fe := &fdinfo.FileEntry{}
+		if err := proto.Unmarshal(rec, fe); err != nil {
+			t.Fatal(err)
+		}
+		if fe.GetEpfd() != nil {
+			out[fe.GetId()] = fe
+		}
+	}
+	return out
 }

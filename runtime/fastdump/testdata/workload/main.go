@@ -7,7 +7,8 @@
 // it allocated once, so that its mappings stay as they are. With -listen it
 // also accepts TCP connections, never reads from them and writes 8 MB (or
 // -write bytes) to each, so that both queues of each hold data; with -pipe
-// it holds a pipe with bytes in it. It never exits.
+// it holds a pipe with bytes in it; with -epoll it keeps changing an epoll
+// registration. It never exits.
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +26,11 @@ func main() {
 	listen := flag.String("listen", "", "TCP address to accept connections on; its port is printed")
 	write := flag.Int("write", 8<<20, "bytes written to each connection accepted")
 	piped := flag.Int("pipe", 0, "bytes left unread in a pipe it holds both ends of")
+	epoll := flag.Bool("epoll", false, "keep changing how an epoll instance of its own watches a pipe")
 	flag.Parse()
+	if *epoll {
+		go changeEpoll()
+	}
 	if *piped > 0 {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -82,4 +88,35 @@ func main() {
 		}(i)
 	}
 	select {}
+}
+
+// changeEpoll registers a pipe's read end with an epoll instance and
+// changes the registration's events and data every millisecond.
+func changeEpoll() {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
+	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, p[0], &ev); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for n := int32(1); ; n++ {
+		ev.Events, ev.Fd = syscall.EPOLLIN, n
+		if n%2 == 0 {
+			ev.Events |= syscall.EPOLLPRI
+		}
+		if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_MOD, p[0], &ev); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
