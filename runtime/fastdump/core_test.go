@@ -99,18 +99,36 @@ func cgroupTasks(t *testing.T, dir string) []int {
 	return tids
 }
 
-// startWorkload builds testdata/workload (without the race detector, whose
-// runtime keeps making mappings, and without cgo) and starts it in the
+// The workload, built once for the package's tests by TestMain.
+var workloadBin string
+var workloadErr error
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fastdump-workload-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workloadBin = filepath.Join(dir, "workload")
+	build := exec.Command("go", "build", "-o", workloadBin, "./testdata/workload")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // no C library: its allocator maps memory at will
+	if out, err := build.CombinedOutput(); err != nil {
+		workloadErr = fmt.Errorf("build the workload: %w\n%s", err, out)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startWorkload starts testdata/workload (built without the race
+// detector, whose runtime keeps making mappings, and without cgo) in the
 // cgroup.
 func startWorkload(t *testing.T, cgroup string, args ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "workload")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/workload")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0") // no C library: its allocator maps memory at will
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the workload: %v\n%s", err, out)
+	if workloadErr != nil {
+		t.Fatal(workloadErr)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(workloadBin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
