@@ -9,6 +9,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/eventpoll"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -33,38 +34,31 @@ type InetSocket struct {
 // side shut down, or the error wraps ErrChanged: a socket opened or closed,
 // or a connection closing, makes a full dump.
 func PatchInetSockets(img []byte, socks map[uint64]InetSocket) ([]byte, error) {
-	r, err := criuimage.DecodeRecords(img, filesMagic)
-	if err != nil {
-		return nil, fmt.Errorf("files image: %w", err)
-	}
 	seen := 0
-	for i, rec := range r.Entries {
-		var fe fdinfo.FileEntry
-		if err := proto.Unmarshal(rec, &fe); err != nil {
-			return nil, fmt.Errorf("files image entry %d: %w", i, err)
-		}
+	out, err := patchEntries(img, func(fe *fdinfo.FileEntry) (bool, error) {
 		isk := fe.GetIsk()
-		if isk == nil || isk.GetProto() != 6 || isk.GetDstPort() == 0 {
-			continue // not a connected TCP socket: a listener is as it was
+		if isk == nil || isk.GetProto() != unix.IPPROTO_TCP || isk.GetDstPort() == 0 {
+			return false, nil // not a connected TCP socket: a listener is as it was
 		}
 		s, ok := socks[uint64(isk.GetIno())]
 		if !ok {
-			return nil, fmt.Errorf("socket %d of the previous checkpoint is gone: %w", isk.GetIno(), ErrChanged)
+			return false, fmt.Errorf("socket %d of the previous checkpoint is gone: %w", isk.GetIno(), ErrChanged)
 		}
 		if isk.GetState() != tcpEstablished || isk.Shutdown != nil {
-			return nil, fmt.Errorf("socket %d was not an open connection (state %d): %w", isk.GetIno(), isk.GetState(), ErrChanged)
+			return false, fmt.Errorf("socket %d was not an open connection (state %d): %w", isk.GetIno(), isk.GetState(), ErrChanged)
 		}
 		seen++
 		isk.Opts = s.Opts
 		isk.ProtoReflect().SetUnknown(replaceField(isk.ProtoReflect().GetUnknown(), tcpOptsField, s.TCPOpts))
-		if r.Entries[i], err = (proto.MarshalOptions{Deterministic: true}).Marshal(&fe); err != nil {
-			return nil, fmt.Errorf("files image entry %d: %w", i, err)
-		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if seen != len(socks) {
 		return nil, fmt.Errorf("%d connections, %d in the previous checkpoint: %w", len(socks), seen, ErrChanged)
 	}
-	return r.Encode(), nil
+	return out, nil
 }
 
 // replaceField returns the unknown fields b with field num (bytes) set to
@@ -93,26 +87,65 @@ func replaceField(b []byte, num protowire.Number, v []byte) []byte {
 // fdinfoMagic is FDINFO_MAGIC, the second word of fdinfo-<n>.img.
 const fdinfoMagic = 0x56213732
 
-// PatchEpolls returns files.img (whole file, of the previous checkpoint)
-// with each epoll instance of the process watching what it watches now:
-// fdinfoImg is the process's fdinfo-<n>.img of the same checkpoint (which
-// of its descriptors is which files.img entry), targets reads an epoll
-// descriptor's targets now (ParseFDInfo of /proc/<pid>/fdinfo/<fd>).
-func PatchEpolls(filesImg, fdinfoImg []byte, targets func(fd int) ([]EpollTarget, error)) ([]byte, error) {
+// OpenFile is what changes of an open regular file's files.img entry: its
+// position, its flags (O_CLOEXEC is not kept, as CRIU does not keep it) and
+// its size, which the restore checks when CRIU recorded it.
+type OpenFile struct {
+	Pos   int64
+	Flags uint32
+	Size  int64
+}
+
+// PatchRegFiles returns files.img (whole file, of the previous checkpoint)
+// with each regular file the process has open (not only mapped) as it is
+// now: fdinfoImg is the process's fdinfo-<n>.img of the same checkpoint,
+// state reads a descriptor's position, flags and size now.
+func PatchRegFiles(filesImg, fdinfoImg []byte, state func(fd int) (OpenFile, error)) ([]byte, error) {
+	regFD, err := descriptorsOf(fdinfoImg, fdinfo.FdTypes_REG)
+	if err != nil {
+		return nil, err
+	}
+	return patchEntries(filesImg, func(fe *fdinfo.FileEntry) (bool, error) {
+		reg := fe.GetReg()
+		fd, open := regFD[fe.GetId()]
+		if reg == nil || !open {
+			return false, nil
+		}
+		st, err := state(fd)
+		if err != nil {
+			return false, fmt.Errorf("file descriptor %d: %w", fd, err)
+		}
+		reg.Pos, reg.Flags = proto.Uint64(uint64(st.Pos)), proto.Uint32(st.Flags&^unix.O_CLOEXEC)
+		if reg.Size != nil {
+			reg.Size = proto.Uint64(uint64(st.Size))
+		}
+		return true, nil
+	})
+}
+
+// descriptorsOf maps the files.img ids of the descriptors of one kind in
+// an fdinfo-<n>.img to their numbers.
+func descriptorsOf(fdinfoImg []byte, kind fdinfo.FdTypes) (map[uint32]int, error) {
 	fds, err := criuimage.DecodeRecords(fdinfoImg, fdinfoMagic)
 	if err != nil {
 		return nil, fmt.Errorf("fdinfo image: %w", err)
 	}
-	epollFD := map[uint32]int{} // files.img id → descriptor
+	out := map[uint32]int{}
 	for i, rec := range fds.Entries {
 		var e fdinfo.FdinfoEntry
 		if err := proto.Unmarshal(rec, &e); err != nil {
 			return nil, fmt.Errorf("fdinfo image entry %d: %w", i, err)
 		}
-		if e.GetType() == fdinfo.FdTypes_EVENTPOLL {
-			epollFD[e.GetId()] = int(e.GetFd())
+		if e.GetType() == kind {
+			out[e.GetId()] = int(e.GetFd())
 		}
 	}
+	return out, nil
+}
+
+// patchEntries decodes files.img, lets patch change each entry (it says
+// whether it did) and encodes it again.
+func patchEntries(filesImg []byte, patch func(*fdinfo.FileEntry) (bool, error)) ([]byte, error) {
 	r, err := criuimage.DecodeRecords(filesImg, filesMagic)
 	if err != nil {
 		return nil, fmt.Errorf("files image: %w", err)
@@ -122,17 +155,42 @@ func PatchEpolls(filesImg, fdinfoImg []byte, targets func(fd int) ([]EpollTarget
 		if err := proto.Unmarshal(rec, &fe); err != nil {
 			return nil, fmt.Errorf("files image entry %d: %w", i, err)
 		}
+		changed, err := patch(&fe)
+		if err != nil {
+			return nil, err
+		}
+		if !changed {
+			continue
+		}
+		if r.Entries[i], err = (proto.MarshalOptions{Deterministic: true}).Marshal(&fe); err != nil {
+			return nil, fmt.Errorf("files image entry %d: %w", i, err)
+		}
+	}
+	return r.Encode(), nil
+}
+
+// PatchEpolls returns files.img (whole file, of the previous checkpoint)
+// with each epoll instance of the process watching what it watches now:
+// fdinfoImg is the process's fdinfo-<n>.img of the same checkpoint (which
+// of its descriptors is which files.img entry), targets reads an epoll
+// descriptor's targets now (ParseFDInfo of /proc/<pid>/fdinfo/<fd>).
+func PatchEpolls(filesImg, fdinfoImg []byte, targets func(fd int) ([]EpollTarget, error)) ([]byte, error) {
+	epollFD, err := descriptorsOf(fdinfoImg, fdinfo.FdTypes_EVENTPOLL)
+	if err != nil {
+		return nil, err
+	}
+	return patchEntries(filesImg, func(fe *fdinfo.FileEntry) (bool, error) {
 		ep := fe.GetEpfd()
 		if ep == nil {
-			continue
+			return false, nil
 		}
 		fd, ok := epollFD[ep.GetId()]
 		if !ok {
-			return nil, fmt.Errorf("epoll instance %d is no descriptor of this process: %w", ep.GetId(), ErrUnsupported)
+			return false, fmt.Errorf("epoll instance %d is no descriptor of this process: %w", ep.GetId(), ErrUnsupported)
 		}
 		ts, err := targets(fd)
 		if err != nil {
-			return nil, fmt.Errorf("epoll descriptor %d: %w", fd, err)
+			return false, fmt.Errorf("epoll descriptor %d: %w", fd, err)
 		}
 		ep.Tfd = ep.Tfd[:0]
 		for _, t := range ts {
@@ -141,9 +199,6 @@ func PatchEpolls(filesImg, fdinfoImg []byte, targets func(fd int) ([]EpollTarget
 				Dev: proto.Uint32(t.Dev), Inode: proto.Uint64(t.Ino), Pos: proto.Uint64(uint64(t.Pos)),
 			})
 		}
-		if r.Entries[i], err = (proto.MarshalOptions{Deterministic: true}).Marshal(&fe); err != nil {
-			return nil, fmt.Errorf("files image entry %d: %w", i, err)
-		}
-	}
-	return r.Encode(), nil
+		return true, nil
+	})
 }

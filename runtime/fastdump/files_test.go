@@ -216,3 +216,73 @@ func epollEntries(t *testing.T, img []byte) map[uint32]*fdinfo.FileEntry {
 	}
 	return out
 }
+
+// TestPatchedRegFilesMatchCRIU: the program keeps writing to a file; the
+// files image of a first CRIU dump, patched with the descriptor's position,
+// flags and size read while frozen, must hold the file's entry of CRIU's
+// dump of the same frozen state.
+func TestPatchedRegFilesMatchCRIU(t *testing.T) {
+	prereq.Root(t, "cgroups and CRIU")
+	prereq.Commands(t, "criu")
+	cg := freezerCgroup(t)
+	tmp := t.TempDir()
+	cmd, _ := startWorkload(t, cg, "-file", filepath.Join(tmp, "written"))
+	pid := cmd.Process.Pid
+	before, after := filepath.Join(tmp, "before"), filepath.Join(tmp, "after")
+	criuDump(t, pid, before)
+	time.Sleep(50 * time.Millisecond) // it writes on
+
+	setFreezer(t, cg, "FROZEN")
+	fdinfoImgs, err := filepath.Glob(filepath.Join(before, "fdinfo-*.img"))
+	if err != nil || len(fdinfoImgs) != 1 {
+		t.Fatalf("fdinfo images of the first dump: %v %v", fdinfoImgs, err)
+	}
+	patched, err := PatchRegFiles(mustRead(t, filepath.Join(before, "files.img")), mustRead(t, fdinfoImgs[0]), func(fd int) (OpenFile, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			return OpenFile{}, err
+		}
+		fi, err := ParseFDInfo(b)
+		if err != nil {
+			return OpenFile{}, err
+		}
+		st, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			return OpenFile{}, err
+		}
+		return OpenFile{Pos: fi.Pos, Flags: fi.Flags, Size: st.Size()}, nil
+	})
+	criuDump(t, pid, after, "--freeze-cgroup", cg)
+	setFreezer(t, cg, "THAWED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(tmp, "written")
+	got, want, old := regEntry(t, patched, name), regEntry(t, mustRead(t, filepath.Join(after, "files.img")), name), regEntry(t, mustRead(t, filepath.Join(before, "files.img")), name)
+	if !proto.Equal(got, want) {
+		t.Errorf("file entry:\n got %v\nwant %v", got, want)
+	}
+	if proto.Equal(old, want) || want.GetReg().GetPos() == 0 {
+		t.Errorf("the file's entry did not change between CRIU's dumps (position %d): the test meant it to", want.GetReg().GetPos())
+	}
+}
+
+// regEntry returns the files image entry of the open file name.
+func regEntry(t *testing.T, img []byte, name string) *fdinfo.FileEntry {
+	t.Helper()
+	r, err := criuimage.DecodeRecords(img, filesMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range r.Entries {
+		fe := &fdinfo.FileEntry{}
+		if err := proto.Unmarshal(rec, fe); err != nil {
+			t.Fatal(err)
+		}
+		if fe.GetReg().GetName() == name {
+			return fe
+		}
+	}
+	t.Fatalf("no entry for %s", name)
+	return nil
+}

@@ -8,7 +8,7 @@
 // also accepts TCP connections, never reads from them and writes 8 MB (or
 // -write bytes) to each, so that both queues of each hold data; with -pipe
 // it holds a pipe with bytes in it; with -epoll it keeps changing an epoll
-// registration. It never exits.
+// registration; with -file it keeps writing to a file. It never exits.
 package main
 
 import (
@@ -27,7 +27,23 @@ func main() {
 	write := flag.Int("write", 8<<20, "bytes written to each connection accepted")
 	piped := flag.Int("pipe", 0, "bytes left unread in a pipe it holds both ends of")
 	epoll := flag.Bool("epoll", false, "keep changing how an epoll instance of its own watches a pipe")
+	file := flag.String("file", "", "a file it keeps writing to, a byte a millisecond")
 	flag.Parse()
+	if *file != "" {
+		f, err := os.OpenFile(*file, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			for {
+				if _, err := f.Write([]byte{'x'}); err != nil {
+					os.Exit(1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
 	if *epoll {
 		go changeEpoll()
 	}
