@@ -40,7 +40,7 @@ type replica struct {
 
 	netnsDir string // per-container servicenet dir (a shared bind mount)
 	sn       *servicenet.ServiceNetwork
-	workDir  string // <state_dir>/work/<ns>/<id>: what the backup's restore prepares
+	workDir  string // work/<ns>/<id> under the state_dir setting: what the backup's restore prepares
 	unmount  func() error
 
 	primary *replication.Primary

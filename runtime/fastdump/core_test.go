@@ -5,6 +5,7 @@ package fastdump
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +23,7 @@ import (
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/criuimage"
 	"github.com/iorrc/rrc/test/prereq"
 )
@@ -64,22 +66,21 @@ func removeCgroup(t *testing.T, dir string) {
 	t.Errorf("cgroup %s not removed", dir)
 }
 
+// setFreezer freezes ("FROZEN") or thaws the test cgroup with the
+// checkpointer's own Freezer.
 func setFreezer(t *testing.T, dir, state string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(state), 0); err != nil {
+	f := &criu.Freezer{Dir: dir}
+	ctx := context.Background()
+	var err error
+	if state == "FROZEN" {
+		err = f.Freeze(ctx)
+	} else {
+		err = f.Thaw(ctx)
+	}
+	if err != nil {
 		t.Fatalf("freezer %s: %v", state, err)
 	}
-	for i := 0; i < 10000; i++ {
-		b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.TrimSpace(string(b)) == state {
-			return
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	t.Fatalf("freezer never reached %s", state)
 }
 
 func cgroupTasks(t *testing.T, dir string) []int {
@@ -195,9 +196,6 @@ func criuDump(t *testing.T, pid int, dir string, args ...string) {
 func TestPatchedCoreMatchesCRIU(t *testing.T) {
 	prereq.Root(t, "ptrace, cgroups and CRIU")
 	prereq.Commands(t, "criu")
-	if runtime.GOARCH != "amd64" {
-		t.Skip("x86-64 registers only")
-	}
 	cg := freezerCgroup(t)
 	cmd, _ := startWorkload(t, cg)
 	pid := cmd.Process.Pid

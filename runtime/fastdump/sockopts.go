@@ -91,8 +91,8 @@ func SocketOptions(fd, family int) (*skopts.SkOptsEntry, error) {
 // filterLength is the length of the socket's BPF filter (SO_GET_FILTER
 // with no buffer), 0 without one.
 func filterLength(fd int) (int, error) {
-	var n uint32
-	if err := getsockoptBytes0(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, &n); err != nil {
+	n, err := getsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, nil)
+	if err != nil {
 		return 0, fmt.Errorf("SO_GET_FILTER: %w", err)
 	}
 	return int(n), nil

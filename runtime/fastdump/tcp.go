@@ -62,7 +62,7 @@ func CaptureTCP(fd int) (TCPStream, error) {
 
 func captureRepairing(fd int, s *TCPStream) error {
 	var info [232]byte // struct tcp_info; what is read of it is at fixed offsets
-	if err := getsockoptBytes(fd, unix.SOL_TCP, unix.TCP_INFO, info[:]); err != nil {
+	if _, err := getsockoptBytes(fd, unix.SOL_TCP, unix.TCP_INFO, info[:]); err != nil {
 		return fmt.Errorf("TCP_INFO: %w", err)
 	}
 	s.State = info[0]
@@ -105,7 +105,7 @@ func captureRepairing(fd int, s *TCPStream) error {
 		e.Timestamp = proto.Uint32(uint32(ts))
 	}
 	var win [20]byte // struct tcp_repair_window
-	if err := getsockoptBytes(fd, unix.SOL_TCP, unix.TCP_REPAIR_WINDOW, win[:]); err != nil {
+	if _, err := getsockoptBytes(fd, unix.SOL_TCP, unix.TCP_REPAIR_WINDOW, win[:]); err != nil {
 		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 	}
 	le := binary.LittleEndian
@@ -149,23 +149,20 @@ func readQueue(fd, queue, n int) ([]byte, uint32, error) {
 	return buf[:n], uint32(seq), nil
 }
 
-// getsockoptBytes0 asks for an option's length only (no buffer), as
-// SO_GET_FILTER answers.
-func getsockoptBytes0(fd, level, opt int, length *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), 0, uintptr(unsafe.Pointer(length)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-func getsockoptBytes(fd, level, opt int, b []byte) error {
+// getsockoptBytes reads an option into b and returns the length the
+// kernel gave; with an empty b only the length is asked for (as
+// SO_GET_FILTER answers with its instruction count).
+func getsockoptBytes(fd, level, opt int, b []byte) (uint32, error) {
 	l := uint32(len(b))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&l)), 0)
-	if e != 0 {
-		return e
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
 	}
-	return nil
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return l, nil
 }
 
 // Image returns the tcp-stream image: its magic, the entry, the queues.
