@@ -38,6 +38,7 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 	}
 	restorer := &taskRestorer{s: s, rep: rep, req: proto.Clone(r).(*taskAPI.CreateTaskRequest)}
 	sn := rep.sn
+	rep.restoreCache = warmRestoreCache(rep.ctx, rep)
 	var network replication.ServicePromoter = servicenet.StandbyService{NetNS: sn.NetnsPath(), Prefix: prefix, Up: func(ctx context.Context) error {
 		tm, err := sn.Promote(ctx)
 		log.G(ctx).WithField("timings", fmt.Sprintf("%+v", tm)).Info("service address taken over")

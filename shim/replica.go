@@ -49,6 +49,8 @@ type replica struct {
 	// (HeldStandby); after a failover it passes the new primary's traffic.
 	hold    *netfilter.Path
 	standby *standbyTask // the backup's placeholder task
+	// restoreCache is the backup's CRIU kernel-feature cache.
+	restoreCache *restoreCache
 
 	status *status.Publisher
 
@@ -235,6 +237,7 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 		close(r.closed)
 		var errs []error
 		r.stopStarting()
+		r.restoreCache.wait() // it runs in the service namespace, and writes to the work dir
 		if r.primary != nil {
 			if err := r.primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
 				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))

@@ -98,17 +98,20 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 	// runc restore starts synchronously within Start, from the calling
 	// thread, and CRIU inherits runc's namespace.
 	var resp *taskAPI.StartResponse
-	err = launch.InNetns(rep.sn.NetnsPath(), func() error {
-		var err error
-		resp, err = r.s.TTRPCTaskService.Start(ctx, &taskAPI.StartRequest{ID: rep.id})
-		return err
+	env := rep.restoreCache.env()
+	err = r.s.withEnv(env, func() error {
+		return launch.InNetns(rep.sn.NetnsPath(), func() error {
+			var err error
+			resp, err = r.s.TTRPCTaskService.Start(ctx, &taskAPI.StartRequest{ID: rep.id})
+			return err
+		})
 	})
 	if err != nil {
 		err = fmt.Errorf("runc task service start (runc restore) of checkpoint %d: %w%s", c.Epoch, err, r.criuErrors())
 		r.s.deleteRuncTask(ctx, rep.id)
 		return 0, err
 	}
-	log.G(ctx).WithFields(log.Fields{"pid": resp.Pid, "prepare": prepared.Sub(begin).Round(time.Microsecond),
+	log.G(ctx).WithFields(log.Fields{"pid": resp.Pid, "kernel_cache": len(env) > 0, "prepare": prepared.Sub(begin).Round(time.Microsecond),
 		"create": created.Sub(prepared).Round(time.Microsecond), "start": time.Since(created).Round(time.Microsecond)}).
 		Info("restored through the runc task service (prepare: writable layer and CRIU configuration; start: runc restore)")
 	return int(resp.Pid), nil

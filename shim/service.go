@@ -41,6 +41,8 @@ type TaskService struct {
 
 	mu       sync.Mutex
 	replicas map[string]*replica // by container id
+
+	envMu sync.Mutex // withEnv
 }
 
 // NewTaskService wraps a new runc task service.

@@ -159,7 +159,7 @@ func NewCheckpointer(ctx context.Context, cfg CheckpointerConfig) (*Checkpointer
 	if c.mem = c.startMemoryTracking(ctx); c.mem != nil {
 		c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "LD_PRELOAD="+c.mem.cfg.Preload)
 		if c.mem.cfg.KernelCache != "" {
-			c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, "RRC_KDAT_CACHE="+c.mem.cfg.KernelCache)
+			c.cfg.CRIU.Env = append(c.cfg.CRIU.Env, kernelCacheVar+"="+c.mem.cfg.KernelCache)
 		}
 		c.cfg.CRIU.FreezeNotify = true
 		c.cfg.Dump.TrackMem = true

@@ -109,7 +109,13 @@ func checkpointRestoreRedis(t *testing.T, incremental bool) {
 	}
 	hostname := hostnameOf(ctx, t, st.InitPid)
 
-	res, _ := crashAndRestore(ctx, t, l, st, last, "ckpt1-restored")
+	// The incremental run restores as the shim's backup does, with CRIU's
+	// kernel-feature cache (on the image tmpfs, as the shim keeps it).
+	var cache *KernelCache
+	if incremental {
+		cache = &KernelCache{Preload: cfg.Memory.Preload, File: filepath.Join(images, "criu.kdat")}
+	}
+	res, _ := crashAndRestoreWith(ctx, t, l, st, last, "ckpt1-restored", cache)
 	t.Logf("restored pid %d in %v", res.Pid, res.Duration)
 	for _, ns := range []string{"uts", "ipc"} {
 		if sameNS("/proc/self/ns/"+ns, fmt.Sprintf("/proc/%d/ns/%s", res.Pid, ns)) == nil {

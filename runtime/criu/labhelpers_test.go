@@ -119,6 +119,13 @@ func restoreBundle(t *testing.T, config []byte, layers OverlayMount, images, cgr
 // read before the crash. It returns the restore and how long making the
 // bundle took.
 func crashAndRestore(ctx context.Context, t *testing.T, l *lab.Lab, st *RuncState, images, rid string) (RestoreResult, time.Duration) {
+	return crashAndRestoreWith(ctx, t, l, st, images, rid, nil)
+}
+
+// crashAndRestoreWith is crashAndRestore with CRIU's kernel-feature cache
+// written in a's namespace after the restart and used by the restore, whose
+// log must say so.
+func crashAndRestoreWith(ctx context.Context, t *testing.T, l *lab.Lab, st *RuncState, images, rid string, cache *KernelCache) (RestoreResult, time.Duration) {
 	t.Helper()
 	layers, err := ReadOverlayMount(st.Config.Rootfs)
 	if err != nil {
@@ -139,12 +146,23 @@ func crashAndRestore(ctx context.Context, t *testing.T, l *lab.Lab, st *RuncStat
 	prepDur := time.Since(prep)
 	runcRoot := filepath.Join(t.TempDir(), "runc")
 	runcCleanup(t, l.Netns("a"), runcRoot, rid)
+	var env []string
+	if cache != nil {
+		if err := cache.Warm(ctx, CRIUCommand{NetNS: l.Netns("a")}); err != nil {
+			t.Fatal(err)
+		}
+		env = cache.Env()
+	}
+	work := t.TempDir()
 	res, err := Restore(ctx, RestoreConfig{
 		RuncArgv: []string{"nsenter", "--net=" + l.Netns("a"), "runc"},
-		RuncRoot: runcRoot, ID: rid, Bundle: bundle, ImagesDir: images, WorkDir: t.TempDir(),
+		RuncRoot: runcRoot, ID: rid, Bundle: bundle, ImagesDir: images, WorkDir: work, Env: env,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if log, _ := os.ReadFile(filepath.Join(work, "restore.log")); (cache != nil) != strings.Contains(string(log), "Loaded kdat cache") {
+		t.Errorf("restore with the kernel-feature cache %v, but CRIU's log says:\n%s", cache != nil, launch.Tail(string(log), 3000))
 	}
 	return res, prepDur
 }

@@ -53,6 +53,9 @@ type RestoreConfig struct {
 	// first, so that the restored connections retransmit after 200 ms
 	// rather than 1-3 s (PrimeTCPMetrics).
 	NetNS string
+	// Env is added to runc's environment, which CRIU inherits (e.g.
+	// KernelCache.Env).
+	Env []string
 	// Logger receives every log line of Restore (with the attribute
 	// "container" = ID added); default slog.Default().
 	Logger *slog.Logger
@@ -120,6 +123,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	defer os.Remove(out.Name())
 	defer out.Close()
 	cmd := exec.CommandContext(ctx, argv[0], args...)
+	if len(cfg.Env) > 0 {
+		cmd.Env = append(os.Environ(), cfg.Env...)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = orFile(cfg.Stdin, devNull), orFile(cfg.Stdout, out), orFile(cfg.Stderr, out)
 	start := time.Now()
 	wait, err := l.Start(cmd)
