@@ -208,6 +208,48 @@ func TestReplayDivergence(t *testing.T) {
 	}
 }
 
+// TestReplayWaitBounded: a connection that stops answering costs one bound
+// (its later requests do not wait for it again), and however many stop,
+// the waits together take no more than the budget: the rest is fed without
+// waiting, and the connections that did answer still verify.
+func TestReplayWaitBounded(t *testing.T) {
+	var reqs []req
+	for round := 0; round < 3; round++ {
+		for port := uint16(1); port <= 10; port++ {
+			reqs = append(reqs, req{port, string(rune('a' + round))})
+		}
+	}
+	es := logOf(reqs...)
+	s := newEchoServer()
+	s.answer = func(port uint16, p string) string {
+		if port <= 8 {
+			return "" // eight connections never answer again
+		}
+		return "re:" + p
+	}
+	const bound = 100 * time.Millisecond
+	r := newReplayer(es, bound)
+	s.judge = r.judge
+	start := time.Now()
+	rep, err := r.run(context.Background(), s.Inject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	// The budget, the final wait and a margin for a slow machine.
+	if limit := r.budget + bound + 500*time.Millisecond; took > limit {
+		t.Errorf("replay took %v, want at most %v", took, limit)
+	}
+	if rep.Inputs != len(reqs) || rep.Waits != replayBudgetBounds || len(rep.Pending) != 8 || len(rep.Diverged) != 0 {
+		t.Fatalf("report %+v: want every input fed, the budget's waits, the 8 silent ones pending", rep)
+	}
+	for _, k := range rep.Pending {
+		if k.Peer.Port() > 8 {
+			t.Errorf("connection %v answered but is pending", k)
+		}
+	}
+}
+
 // tcpTS builds an IPv4 TCP packet with flags and a timestamp option.
 func tcpTS(src, dst netip.AddrPort, seq, ack uint32, flags uint8, tsval, tsecr uint32, payload string) []byte {
 	opt := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}

@@ -57,6 +57,9 @@ type Verifier struct {
 	// then, by position only: the container must still consume the flow's
 	// inputs one by one, as the primary did.
 	abandoned map[FlowKey]bool
+	// stalled: flows with an output given up (GiveUp) that had not come
+	// out again; Covered no longer waits for their later outputs either.
+	stalled map[FlowKey]bool
 }
 
 // outputRef is one logged output: its flow and its segment there.
@@ -102,7 +105,7 @@ type segCheck struct {
 // NewVerifier prepares the check of a replay of entries (the log after the
 // restored checkpoint, in order); input records are skipped.
 func NewVerifier(entries []Entry) *Verifier {
-	v := &Verifier{flows: map[FlowKey]*flowCheck{}, diverged: map[FlowKey]string{}, abandoned: map[FlowKey]bool{}}
+	v := &Verifier{flows: map[FlowKey]*flowCheck{}, diverged: map[FlowKey]string{}, abandoned: map[FlowKey]bool{}, stalled: map[FlowKey]bool{}}
 	for _, e := range entries {
 		if e.Kind != KindOutput {
 			continue
@@ -267,9 +270,17 @@ func (v *Verifier) Abandon() {
 // sent, and go out only at a retransmission timeout, or never once the
 // client's logged acknowledgement is fed. Waiting the bound before every
 // later input for them made a lighttpd replay take tens of seconds.
-// Their flows stay unverified (Pending) unless the bytes do come out.
+// Their flows stay unverified (Pending) unless the bytes do come out, and
+// Covered no longer waits for their later outputs: a flow whose socket has
+// stopped sending costs one bound, not one per later input.
 func (v *Verifier) GiveUp(n int) {
-	v.covered = max(v.covered, min(n, len(v.order)))
+	n = min(n, len(v.order))
+	for _, r := range v.order[min(v.covered, n):n] {
+		if !r.flow.segs[r.seg].ok {
+			v.stalled[r.flow.key] = true
+		}
+	}
+	v.covered = max(v.covered, n)
 	v.advance()
 }
 
@@ -347,12 +358,12 @@ func (v *Verifier) verified(f *flowCheck) bool {
 
 // advance moves Covered over the outputs that came out again (for a
 // diverged TCP flow: at their positions, reached) and over those of the
-// other diverged flows and the abandoned ones, which will not.
+// other diverged flows, the abandoned and the stalled ones, which will not.
 func (v *Verifier) advance() {
 	for v.covered < len(v.order) {
 		r := v.order[v.covered]
 		_, bad := v.diverged[r.flow.key]
-		skip := bad && (!r.flow.tcp || v.abandoned[r.flow.key])
+		skip := bad && (!r.flow.tcp || v.abandoned[r.flow.key]) || v.stalled[r.flow.key]
 		if !skip && !r.flow.segs[r.seg].ok {
 			return
 		}

@@ -4,6 +4,7 @@
 package hybridlog
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -174,22 +175,35 @@ func TestVerifierDivergedCoverage(t *testing.T) {
 	}
 }
 
-// TestVerifierGiveUp: outputs given up count as covered, and their flow
-// stays pending until its bytes come out.
+// TestVerifierGiveUp: outputs given up count as covered, their flow's
+// later outputs are not waited for (the flow stalled), and the flow stays
+// pending until its bytes come out.
 func TestVerifierGiveUp(t *testing.T) {
-	v := NewVerifier(outputs(seg(1, 100, 0, "queued before"), seg(2, 500, 0, "+OK\r\n"), seg(1, 113, 0, " the seal")))
+	v := NewVerifier(outputs(seg(1, 100, 0, "queued before"), seg(2, 500, 0, "+OK\r\n"), seg(1, 113, 0, " the seal"), seg(2, 505, 0, "+OK\r\n")))
 	v.GiveUp(1)
 	if v.Covered() != 1 {
 		t.Fatalf("covered %d after giving up the first output, want 1", v.Covered())
 	}
-	if got := v.Output(seg(2, 500, 0, "+OK\r\n")); got != Drop || v.Covered() != 2 {
-		t.Fatalf("the other flow: %s, covered %d", got, v.Covered())
+	// Flow 1's next output is not waited for: covered runs on to flow 2's
+	// second one.
+	if got := v.Output(seg(2, 500, 0, "+OK\r\n")); got != Drop || v.Covered() != 3 {
+		t.Fatalf("the other flow: %s, covered %d, want 3", got, v.Covered())
 	}
-	if p := v.Pending(); len(p) != 1 || p[0] != key(1) {
-		t.Fatalf("pending %v, want flow 1 only", p)
+	if p := v.Pending(); len(p) != 2 || !slices.Contains(p, key(1)) {
+		t.Fatalf("pending %v, want flow 1 (and flow 2, its second reply still to come)", p)
 	}
 	// Its bytes do come out after all: verified.
-	if got := v.Output(seg(1, 100, 0, "queued before the seal")); got != Drop || v.Covered() != 3 || len(v.Pending()) != 0 {
+	if got := v.Output(seg(1, 100, 0, "queued before the seal")); got != Drop || v.Covered() != 3 || len(v.Pending()) != 1 {
 		t.Fatalf("flow 1 at last: %s, covered %d, pending %v", got, v.Covered(), v.Pending())
+	}
+	if got := v.Output(seg(2, 505, 0, "+OK\r\n")); got != Drop || v.Covered() != 4 || len(v.Pending()) != 0 {
+		t.Fatalf("flow 2 at last: %s, covered %d, pending %v", got, v.Covered(), v.Pending())
+	}
+	// Giving up outputs that did come out stalls no flow.
+	w := NewVerifier(outputs(seg(1, 100, 0, "a"), seg(2, 500, 0, "b"), seg(1, 101, 0, "c")))
+	w.Output(seg(1, 100, 0, "a"))
+	w.GiveUp(2)
+	if w.Covered() != 2 {
+		t.Fatalf("covered %d after giving up an output of flow 2 only, want 2 (flow 1's next still awaited)", w.Covered())
 	}
 }
