@@ -105,6 +105,14 @@ func (p *Primary) onAck(a peer.Ack) {
 	}
 }
 
+// failingHolds says what waits while checkpoints fail.
+func (p *Primary) failingHolds() string {
+	if p.hybrid != nil {
+		return "the log a failover would replay grows until one is acknowledged"
+	}
+	return "output held until one is acknowledged"
+}
+
 // failureLocked counts a failed or refused checkpoint in the current run
 // and, past the configured bound (Config.FailingAfterFailures or
 // FailingAfter since the run began), moves to failing so that the operator
@@ -121,12 +129,8 @@ func (p *Primary) failureLocked(err error) {
 	if p.streak < uint64(p.cfg.FailingAfterFailures) && lasted < p.cfg.FailingAfter {
 		return
 	}
-	held := "output held until one is acknowledged"
-	if p.hybrid != nil {
-		held = "the log a failover would replay grows until one is acknowledged"
-	}
 	entering := p.sm.state != StateFailing
-	reason := fmt.Sprintf("%d consecutive checkpoints failed in %s, %s; last: %s", p.streak, lasted.Round(time.Millisecond), held, p.lastFailure)
+	reason := fmt.Sprintf("%d consecutive checkpoints failed in %s, %s; last: %s", p.streak, lasted.Round(time.Millisecond), p.failingHolds(), p.lastFailure)
 	if p.sm.to(StateFailing, reason) && entering { // not from degraded, superseded, failed, closed
 		p.log.Error("checkpoints keep failing: state failing", "consecutive_failures", p.streak, "for", lasted, "bound_failures", p.cfg.FailingAfterFailures, "bound_time", p.cfg.FailingAfter, "err", err)
 	}

@@ -211,7 +211,9 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	}
 	// Input is held only from just before the freeze to the thaw; the seal
 	// happens while frozen. Output is never released here.
+	overdue := time.AfterFunc(p.cfg.FailingAfter, func() { p.checkpointOverdue(p.cfg.FailingAfter) })
 	st, err := ck.CheckpointWithHooks(ctx, dir, criu.CheckpointHooks{BeforeFreeze: hold, Frozen: seal, Thawed: release})
+	overdue.Stop()
 	release() // no-op unless a checkpointer broke the Thawed promise
 	taken := p.now()
 	if err == nil && sealed == 0 {
@@ -237,6 +239,20 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	p.log.Debug("checkpoint taken", "epoch", epoch, "wait", st.Wait, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump, "criu_frozen", st.CRIUFrozen,
 		"thaw", st.Thaw, "merge", st.Merge, "pages_copied", st.CRIUPages, "pages_from_parent", st.ParentPages, "bytes", st.ImageBytes)
 	return dir, epoch, true
+}
+
+// checkpointOverdue: a checkpoint has run for the failing bound without
+// returning (CRIU hung, say). That is failing too, not an in-sync primary
+// whose output silently waits; a later acknowledged checkpoint makes it
+// in-sync again, a failure counts as usual.
+func (p *Primary) checkpointOverdue(bound time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	reason := fmt.Sprintf("a checkpoint has been running for %s (io.rrc.failing-after) and has not returned, %s", bound, p.failingHolds())
+	p.lastFailure = reason
+	if p.sm.to(StateFailing, reason) {
+		p.log.Error("checkpoint overdue: state failing", "bound_time", bound)
+	}
 }
 
 func (p *Primary) checkpointFailed(sealed uint64, err error) {

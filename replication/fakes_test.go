@@ -121,6 +121,8 @@ type fakeCheckpointer struct {
 	mu   sync.Mutex
 	n    int
 	fail map[int]bool
+	// hang: checkpoint n waits, frozen, until hang[n] is closed.
+	hang map[int]chan struct{}
 }
 
 func (c *fakeCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, h criu.CheckpointHooks) (criu.CheckpointStats, error) {
@@ -137,6 +139,10 @@ func (c *fakeCheckpointer) CheckpointWithHooks(ctx context.Context, dir string, 
 	defer call(h.Thawed)
 	c.rec.add("freeze")
 	call(h.Frozen)
+	if wait, ok := c.hang[n]; ok {
+		c.rec.add("hang:%d", n)
+		<-wait
+	}
 	if c.fail[n] {
 		c.rec.add("thaw")
 		return criu.CheckpointStats{}, errors.New("criu: injected failure")

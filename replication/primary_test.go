@@ -355,6 +355,36 @@ func TestPrimaryFailing(t *testing.T) {
 	}
 }
 
+// TestPrimaryCheckpointOverdue: a checkpoint that has not returned after
+// the failing bound (CRIU hung) makes the primary failing, with the reason
+// in its status and its output still held; once it returns and is
+// acknowledged the primary is in sync again.
+func TestPrimaryCheckpointOverdue(t *testing.T) {
+	rec := newRecorder()
+	unhang := make(chan struct{})
+	ck := &fakeCheckpointer{rec: rec, hang: map[int]chan struct{}{2: unhang}}
+	snd := &fakeSender{rec: rec}
+	pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+	p := startTestPrimaryConfig(t, Config{Epoch: time.Minute, FailingAfter: 30 * time.Millisecond}, pk, ck, snd)
+	rec.waitFor(t, "send:1")
+	snd.ack(1, nil)
+	waitPrimary(t, p, func(s Status) bool { return s.State == StateInSync })
+	p.loopTickForTest()
+	rec.waitFor(t, "hang:2")
+	waitPrimary(t, p, func(s Status) bool { return s.State == StateFailing })
+	if st := p.Status(); !strings.Contains(st.Reason, "has not returned") || !strings.Contains(st.LastFailure, "io.rrc.failing-after") {
+		t.Errorf("overdue checkpoint: reason %q, last failure %q", st.Reason, st.LastFailure)
+	}
+	close(unhang)
+	rec.waitFor(t, "send:2")
+	snd.ack(2, nil)
+	waitPrimary(t, p, func(s Status) bool { return s.State == StateInSync })
+	if st := p.Status(); st.LastFailure != "" || st.ConsecutiveFailures != 0 {
+		t.Errorf("after the acknowledgement: last failure %q, %d failures", st.LastFailure, st.ConsecutiveFailures)
+	}
+	checkOrder(t, rec.list(), []string{"hang:2", "send:2", "release-output:2"}, []string{"release-all"})
+}
+
 // waitPrimary waits until p's status satisfies cond.
 func waitPrimary(t *testing.T, p *Primary, cond func(Status) bool) {
 	t.Helper()
