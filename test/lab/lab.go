@@ -252,6 +252,15 @@ func (l *Lab) Restart(ctx context.Context, host string) error {
 	return err
 }
 
+// RestartContainerd stops host's containerd with SIGTERM, waits for it to
+// exit and starts it again with the same config file and environment; the
+// host's shims, containers and network namespace are left alone, and the
+// new daemon reconnects to the shims.
+func (l *Lab) RestartContainerd(ctx context.Context, host string) error {
+	_, err := l.Run(ctx, "restart-containerd", host)
+	return err
+}
+
 // Status returns lab.sh status.
 func (l *Lab) Status(ctx context.Context) (string, error) { return l.Run(ctx, "status") }
 

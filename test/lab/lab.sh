@@ -7,7 +7,7 @@
 # each run their own containerd. See docs/LAB.md.
 #
 #   lab.sh up | down | status
-#   lab.sh crash HOST | restart HOST
+#   lab.sh crash HOST | restart HOST | restart-containerd HOST
 #   lab.sh ctr HOST ARGS... | exec HOST CMD... | env HOST | ip HOST
 #
 # Environment: LAB (name prefix, default rrc), LAB_SUBNET (first three octets,
@@ -231,9 +231,8 @@ ctr_h() {
 daemon_up() { ctr --address "$(sock "$1")" version >/dev/null 2>&1; }
 
 start_containerd() {
-	local h=$1 st log pid i
+	local h=$1 st pid
 	st=$(state "$h")
-	log=$st/containerd.log
 	if daemon_up "$h"; then
 		return 0
 	fi
@@ -246,19 +245,30 @@ start_containerd() {
 	fi
 	write_config "$h"
 	mkdir -p "$(root "$h")/tmp"
-	say "containerd $h: $(sock "$h") (log $log)"
-	# setsid: own session, so that a test harness killing its process
-	# group does not take the daemon with it; nsenter --net only (not
-	# ip netns exec, which makes a mount namespace and remounts /sys,
-	# hiding /sys/fs/cgroup).
-	echo "--- $(date -u +%FT%T.%NZ) lab.sh: start containerd" >>"$log"
 	# The shims inherit containerd's environment: their configuration
 	# file and, for a development build, the PATH they are found on.
 	local extra=()
 	[[ -z ${LAB_SHIM_CONFIG:-} ]] || extra+=("RRC_SHIM_CONFIG=${LAB_SHIM_CONFIG//@HOST@/$h}")
 	[[ -z ${LAB_SHIM_PATH:-} ]] || extra+=("PATH=$LAB_SHIM_PATH:$PATH")
+	launch_containerd "$h" start env "${extra[@]}"
+}
+
+# launch_containerd H WHAT ENV-CMD...: runs containerd of H with its
+# config.toml under ENV-CMD (env with the variables it gets) and waits until
+# it answers; WHAT names the start in its log.
+launch_containerd() {
+	local h=$1 what=$2 st log pid i
+	shift 2
+	st=$(state "$h")
+	log=$st/containerd.log
+	say "containerd $h: $(sock "$h") (log $log)"
+	# setsid: own session, so that a test harness killing its process
+	# group does not take the daemon with it; nsenter --net only (not
+	# ip netns exec, which makes a mount namespace and remounts /sys,
+	# hiding /sys/fs/cgroup).
+	echo "--- $(date -u +%FT%T.%NZ) lab.sh: $what containerd" >>"$log"
 	# 9>&-: the daemon must not inherit the lab lock.
-	setsid env "${extra[@]}" nsenter --net="$(nspath "$h")" -- containerd --config "$st/config.toml" \
+	setsid "$@" nsenter --net="$(nspath "$h")" -- containerd --config "$st/config.toml" \
 		</dev/null >>"$log" 2>&1 9>&- &
 	pid=$!
 	echo "$pid" >"$st/containerd.pid"
@@ -275,6 +285,41 @@ start_containerd() {
 	done
 	tail -20 "$log" >&2 || true
 	die "containerd of $h does not answer after 20 s; see $log"
+}
+
+# containerd_pid H: the pid of H's running containerd (from containerd.pid,
+# checked against its --config), "" if none runs.
+containerd_pid() {
+	local st pid line
+	st=$(state "$1")
+	[[ -s $st/containerd.pid ]] || return 0
+	pid=$(cat "$st/containerd.pid")
+	read -r line 2>/dev/null <"/proc/$pid/stat" || return 0
+	# A zombie has exited (its reaper may be slow).
+	line=${line##*) }
+	[[ ${line:0:1} == Z ]] && return 0
+	grep -qF "$st/config.toml" "/proc/$pid/cmdline" 2>/dev/null || return 0
+	echo "$pid"
+}
+
+# stop_containerd H: SIGTERM to H's containerd only, and wait until it has
+# exited. Its shims, containers and network namespace are left alone:
+# containerd does not stop its shims when it stops.
+stop_containerd() {
+	local h=$1 pid i
+	pid=$(containerd_pid "$h")
+	[[ -n $pid ]] || die "containerd of $h does not run (no live pid in $(state "$h")/containerd.pid)"
+	say "containerd $h: SIGTERM to pid $pid"
+	echo "--- $(date -u +%FT%T.%NZ) lab.sh: stop containerd (SIGTERM to $pid)" >>"$(state "$h")/containerd.log"
+	kill -TERM "$pid"
+	for i in $(seq 1 300); do
+		if [[ -z $(containerd_pid "$h") ]]; then
+			say "containerd $h: pid $pid exited"
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "containerd of $h (pid $pid) still runs 30 s after SIGTERM"
 }
 
 build_images() {
@@ -563,6 +608,25 @@ cmd_restart() {
 	say "restart $h: done"
 }
 
+# cmd_restart_containerd H: stops H's containerd gracefully and starts it
+# again with the same config file and the same environment (so its shims'
+# RRC_SHIM_CONFIG and PATH stay as they were); the shims, containers and
+# the netns are not touched, and containerd reconnects to the shims.
+cmd_restart_containerd() {
+	need_root
+	local h=$1 pid envs=()
+	check_host "$h"
+	is_daemon "$h" || die "$h runs no containerd"
+	ns_exists "$h" || die "host $h is down (no netns $(netns "$h"))"
+	[[ -s $(state "$h")/config.toml ]] || die "no containerd config of $h: is lab $LAB up?"
+	pid=$(containerd_pid "$h")
+	[[ -n $pid ]] || die "containerd of $h does not run"
+	mapfile -d '' -t envs <"/proc/$pid/environ"
+	stop_containerd "$h"
+	launch_containerd "$h" restart env -i "${envs[@]}"
+	say "restart-containerd $h: done"
+}
+
 cmd_down() {
 	need_root
 	local t0=$SECONDS h
@@ -629,13 +693,14 @@ main() {
 	[[ $# -ge 1 ]] || usage
 	local c=$1
 	shift
-	case $c in up | down | crash | restart) need_root; mkdir -p /run/lock; lock ;; esac
+	case $c in up | down | crash | restart | restart-containerd) need_root; mkdir -p /run/lock; lock ;; esac
 	case $c in
 	up) cmd_up ;;
 	down) cmd_down ;;
 	status) cmd_status ;;
 	crash) [[ $# == 1 ]] || usage; cmd_crash "$1" ;;
 	restart) [[ $# == 1 ]] || usage; cmd_restart "$1" ;;
+	restart-containerd) [[ $# == 1 ]] || usage; cmd_restart_containerd "$1" ;;
 	env) [[ $# == 1 ]] || usage; cmd_env "$1" ;;
 	ip) [[ $# == 1 ]] || usage; host_ip "$1" ;;
 	ctr)
