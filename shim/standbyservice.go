@@ -200,12 +200,24 @@ func (s *TaskService) notStandby(id, what string) error {
 		id, settings.AnnotationPrefix, replication.RoleBackup, what, errdefs.ErrNotImplemented))
 }
 
-// Pids lists nothing for a placeholder.
+// Pids lists a placeholder's pid (the shim's, as State reports it) until
+// it ends. A restarted containerd takes a shim whose task lists no process
+// for a leaked one (core/runtime/v2 shouldCleanupShim): it would delete the
+// task, close the connection and run the dead-shim cleanup, ending the backup.
 func (s *TaskService) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	if _, ok := s.standbyOf(r.ID, ""); ok {
-		return &taskAPI.PidsResponse{}, nil
+	if rep, ok := s.standbyOf(r.ID, ""); ok {
+		return &taskAPI.PidsResponse{Processes: standbyPids(rep.standby.snapshot())}, nil
 	}
 	return s.TTRPCTaskService.Pids(ctx, r)
+}
+
+// standbyPids is what Pids lists of a placeholder: its pid while it is
+// created or standing by, nothing once it has ended.
+func standbyPids(snap standbySnapshot) []*task.ProcessInfo {
+	if snap.State == standbyExited || snap.Pid <= 0 {
+		return nil
+	}
+	return []*task.ProcessInfo{{Pid: uint32(snap.Pid)}}
 }
 
 func (s *TaskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
