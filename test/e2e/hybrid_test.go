@@ -288,6 +288,11 @@ func TestHybridRedis(t *testing.T) {
 			step: func() error { return w.Run(ctx, 1) }})
 	}
 	r := failOverHybrid(t, l, id, "redis", conns)
+	// The backup wrote CRIU's kernel-feature cache when it started, and the
+	// restore used it (docs/CHECKPOINT.md, "The restore's kernel probing").
+	if log, err := os.ReadFile(l.Log("b")); err != nil || !regexp.MustCompile(`msg="restored through the runc task service[^"]*".*kernel_cache=true`).Match(log) {
+		t.Errorf("b's containerd log has no restore that used CRIU's kernel-feature cache (read: %v)", err)
+	}
 	if len(r.reset) != 0 || r.replay.Reset != 0 {
 		t.Errorf("redis: the replay reset %d connections (%d diverged, %d pending, %d accepted); the clients saw %d resets: a deterministic server's connections must all carry on",
 			r.replay.Reset, r.replay.Diverged, r.replay.Pending, r.replay.Accepted, len(r.reset))
