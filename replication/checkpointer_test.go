@@ -55,6 +55,7 @@ func newFakeCheckpointer(t *testing.T, mode string, startMS int) (ck *criu.Check
 type cgHold struct {
 	rec   *recorder
 	state func() string
+	fakeHold
 }
 
 func (h cgHold) Hold()          { h.rec.add("hold@%s", h.state()) }
@@ -67,7 +68,7 @@ type cgPackets struct {
 }
 
 func (p *cgPackets) Open(context.Context, PacketHooks) (OutputGate, InputHold, error) {
-	return &fakeGate{rec: p.rec, state: p.state}, cgHold{p.rec, p.state}, nil
+	return &fakeGate{rec: p.rec, state: p.state}, cgHold{rec: p.rec, state: p.state}, nil
 }
 func (p *cgPackets) Failed() <-chan error        { return p.failed }
 func (p *cgPackets) Close(context.Context) error { return nil }

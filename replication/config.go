@@ -102,7 +102,12 @@ type Config struct {
 	// long since the first of them.
 	FailingAfterFailures int
 	FailingAfter         time.Duration
-	Service              *servicenet.Settings // nil: the container's own network namespace is used as is
+	// SkipIdle (primary): a tick takes no checkpoint when no packet has
+	// entered or left the container since the last one, which the backup
+	// has committed: no client can tell that state from the container's
+	// since, so it needs no copy (docs/ENGINE.md, "Idle ticks").
+	SkipIdle bool
+	Service  *servicenet.Settings // nil: the container's own network namespace is used as is
 
 	// PeerName is the identity the peer's TLS certificate must carry (a DNS
 	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it
@@ -228,6 +233,7 @@ const (
 	FieldAckTimeout           Field = "ack-timeout"
 	FieldFailingAfterFailures Field = "failing-after-failures"
 	FieldFailingAfter         Field = "failing-after"
+	FieldSkipIdle             Field = "skip-idle"
 	FieldServiceIP            Field = "service-ip"
 	FieldServiceMAC           Field = "service-mac"
 	FieldServiceLink          Field = "service-link"

@@ -49,6 +49,7 @@ type OutputGate interface {
 type InputHold interface {
 	Hold()
 	Release() error
+	Stats() netfilter.HoldStats
 }
 
 // PacketPath puts the container's traffic through the gate: Open binds the

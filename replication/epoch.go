@@ -150,6 +150,9 @@ func (p *Primary) replicate(ctx context.Context) (next afterConnection, reason s
 			}
 			startSend()
 		case <-ticker.C:
+			if !sending && p.idleTick() {
+				continue
+			}
 			if sending {
 				p.mu.Lock()
 				if kicked {
@@ -203,7 +206,9 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		p.mu.Unlock()
 	}
 	var sealErr error
+	var packets uint64
 	seal := func() {
+		packets = p.packetsSeen()
 		sealed = p.gate.Seal()
 		if p.hybrid != nil {
 			sealErr = p.sealLog(sealed + offset)
@@ -230,6 +235,7 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	epoch = sealed + offset
 	p.mu.Lock()
 	p.epoch = epoch
+	p.sealedPackets = packets
 	p.epochs++
 	p.taken[epoch] = taken
 	p.pause.add(ms(st.Pause))
@@ -239,6 +245,33 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	p.log.Debug("checkpoint taken", "epoch", epoch, "wait", st.Wait, "pause", st.Pause, "freeze", st.Freeze, "dump", st.Dump, "criu_frozen", st.CRIUFrozen,
 		"thaw", st.Thaw, "merge", st.Merge, "pages_copied", st.CRIUPages, "pages_from_parent", st.ParentPages, "bytes", st.ImageBytes)
 	return dir, epoch, true
+}
+
+// packetsSeen counts the packets that have left the container (every one
+// the gate was given, whatever became of it) or entered it (delivered or
+// dropped; not those a checkpoint's hold keeps, which enter after it).
+func (p *Primary) packetsSeen() uint64 {
+	g, h := p.gate.Stats(), p.input.Stats()
+	return g.Released + uint64(g.Held) + g.Dropped + h.Accepted + h.Dropped
+}
+
+// idleTick reports (and counts) a tick that needs no checkpoint
+// (Config.SkipIdle): the newest checkpoint is committed, and no packet has
+// entered or left the container since it was sealed. Whatever the container
+// did since is visible to no one; the first packet in or out makes the next
+// tick take a checkpoint, which holds that packet's effect.
+func (p *Primary) idleTick() bool {
+	if !p.cfg.SkipIdle {
+		return false
+	}
+	seen := p.packetsSeen()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.epoch == 0 || p.acked != p.epoch || p.streak > 0 || seen != p.sealedPackets {
+		return false
+	}
+	p.idle++
+	return true
 }
 
 // checkpointOverdue: a checkpoint has run for the failing bound without

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,10 +67,11 @@ func (r *recorder) waitFor(t *testing.T, event string) {
 // fakeGate records the gate calls; with state set, seal records the state
 // the container is in (see adapters_test.go).
 type fakeGate struct {
-	rec   *recorder
-	state func() string
-	mu    sync.Mutex
-	epoch uint64
+	rec     *recorder
+	state   func() string
+	mu      sync.Mutex
+	epoch   uint64
+	traffic *atomic.Uint64 // packets the container sent, as Stats counts them
 }
 
 func (g *fakeGate) Seal() uint64 {
@@ -85,7 +87,12 @@ func (g *fakeGate) Seal() uint64 {
 }
 func (g *fakeGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
 func (g *fakeGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
-func (g *fakeGate) Stats() netfilter.GateStats { return netfilter.GateStats{} }
+func (g *fakeGate) Stats() netfilter.GateStats {
+	if g.traffic == nil {
+		return netfilter.GateStats{}
+	}
+	return netfilter.GateStats{Released: g.traffic.Load()}
+}
 func (g *fakeGate) Resume() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -97,17 +104,21 @@ type fakeHold struct{ rec *recorder }
 
 func (h fakeHold) Hold()          { h.rec.add("hold") }
 func (h fakeHold) Release() error { h.rec.add("release-input"); return nil }
+func (h fakeHold) Stats() netfilter.HoldStats {
+	return netfilter.HoldStats{}
+}
 
 type fakePackets struct {
-	rec    *recorder
-	failed chan error
+	rec     *recorder
+	failed  chan error
+	traffic atomic.Uint64 // packets the container sent (the gate's count)
 	hooks  PacketHooks // what the engine asked for (hybrid mode)
 }
 
 func (p *fakePackets) Open(_ context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {
 	p.hooks = hooks
 	p.rec.add("gate")
-	return &fakeGate{rec: p.rec}, fakeHold{p.rec}, nil
+	return &fakeGate{rec: p.rec, traffic: &p.traffic}, fakeHold{p.rec}, nil
 }
 func (p *fakePackets) Failed() <-chan error { return p.failed }
 func (p *fakePackets) Close(context.Context) error {

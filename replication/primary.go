@@ -61,6 +61,10 @@ type Primary struct {
 	answeredAt time.Time // the backup's last answer (ack or nack) on this connection
 	epochs     uint64
 	skipped    uint64
+	idle       uint64 // ticks without a checkpoint: nothing in or out since the last (SkipIdle)
+	// sealedPackets: the packets that had entered or left the container
+	// when the newest checkpoint was sealed.
+	sealedPackets uint64
 	deferred   uint64
 	failed     uint64
 	nacks      uint64
@@ -284,7 +288,7 @@ func (p *Primary) Status() Status {
 	s := Status{
 		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
-		Epochs: p.epochs, SkippedEpochs: p.skipped, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
+		Epochs: p.epochs, SkippedEpochs: p.skipped, IdleTicks: p.idle, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
 		MemoryCopiedPerEpoch: p.memCopied.summary(),

@@ -385,6 +385,42 @@ func TestPrimaryCheckpointOverdue(t *testing.T) {
 	checkOrder(t, rec.list(), []string{"hang:2", "send:2", "release-output:2"}, []string{"release-all"})
 }
 
+// TestPrimarySkipIdle: with SkipIdle, ticks take no checkpoint while no
+// packet enters or leaves the container after a committed one (counted as
+// idle); the first packet makes the next tick take one. Without it every
+// tick takes one.
+func TestPrimarySkipIdle(t *testing.T) {
+	for _, skip := range []bool{true, false} {
+		t.Run(fmt.Sprintf("skip-idle=%v", skip), func(t *testing.T) {
+			rec := newRecorder()
+			snd := &fakeSender{rec: rec}
+			pk := &fakePackets{rec: rec, failed: make(chan error, 1)}
+			p := startTestPrimaryConfig(t, Config{Epoch: 10 * time.Millisecond, SkipIdle: skip}, pk, &fakeCheckpointer{rec: rec}, snd)
+			rec.waitFor(t, "send:1")
+			snd.ack(1, nil)
+			if !skip {
+				rec.waitFor(t, "send:2")
+				if st := p.Status(); st.IdleTicks != 0 {
+					t.Errorf("%d idle ticks without SkipIdle", st.IdleTicks)
+				}
+				return
+			}
+			waitPrimary(t, p, func(s Status) bool { return s.IdleTicks >= 5 })
+			if st := p.Status(); st.Epochs != 1 || st.State != StateInSync {
+				t.Fatalf("idle: %d checkpoints, state %q; want the first only, in sync", st.Epochs, st.State)
+			}
+			pk.traffic.Add(1) // the container sent a packet
+			rec.waitFor(t, "send:2")
+			snd.ack(2, nil)
+			idle := p.Status().IdleTicks
+			waitPrimary(t, p, func(s Status) bool { return s.IdleTicks >= idle+5 })
+			if st := p.Status(); st.Epochs != 2 {
+				t.Errorf("%d checkpoints, want 2: one more for the packet, none while idle again", st.Epochs)
+			}
+		})
+	}
+}
+
 // waitPrimary waits until p's status satisfies cond.
 func waitPrimary(t *testing.T, p *Primary, cond func(Status) bool) {
 	t.Helper()

@@ -71,6 +71,7 @@ type Status struct {
 
 	Epochs         uint64 `json:"epochs,omitempty"`          // checkpoints taken
 	SkippedEpochs  uint64 `json:"skipped_epochs,omitempty"`  // ticks skipped: a deferred checkpoint was already due
+	IdleTicks      uint64 `json:"idle_ticks,omitempty"`      // ticks without a checkpoint: nothing in or out since the last committed one (io.rrc.skip-idle)
 	DeferredEpochs uint64 `json:"deferred_epochs,omitempty"` // checkpoints taken late: the previous one was still being sent at the tick
 	FailedEpochs   uint64 `json:"failed_epochs,omitempty"`   // checkpoints that failed (output stays held)
 	Nacks          uint64 `json:"nacks,omitempty"`           // checkpoints the backup refused

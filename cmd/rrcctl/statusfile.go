@@ -44,6 +44,10 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f, memory copied in the pause %.0f)",
 			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean, e.MemoryCopiedPerEpoch.Mean))
 	}
+	if e.IdleTicks > 0 {
+		// io.rrc.skip-idle: the lag grows while nothing enters or leaves.
+		out = append(out, fmt.Sprintf("%s: %d tick(s) took no checkpoint: no packet in or out since the last committed one", id, e.IdleTicks))
+	}
 	if e.ConsecutiveFailures > 0 {
 		// The alarm: output is held by failed checkpoints (state failing
 		// once past the bound, io.rrc.failing-after[-failures]).

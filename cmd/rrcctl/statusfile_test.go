@@ -39,6 +39,8 @@ func TestDescribe(t *testing.T) {
 		{"one failure, below the bound", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 9, Epochs: 10, LagMS: 200,
 			ConsecutiveFailures: 1, LastFailure: "criu: dump"}},
 			"in-sync", "9", "200ms", []string{"c: ALARM: 1 checkpoint(s) failed in a row"}},
+		{"idle ticks", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 9, Epochs: 9, IdleTicks: 40, LagMS: 4100}},
+			"in-sync", "9", "4100ms", []string{"c: 40 tick(s) took no checkpoint: no packet in or out since the last committed one"}},
 		{"re-paired", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RolePrimary, State: replication.StateInSync, CommittedEpoch: 30, LagMS: 120, Epochs: 31, Repairs: 1}},
 			"in-sync", "30", "120ms", []string{"c: re-paired with a backup 1 time(s)"}},
 		{"backup disconnected", status.Published{UpdatedAt: now, Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateDisconnected, CommittedEpoch: 12,

@@ -122,6 +122,17 @@ func annotationTable() []annotation {
 			c.FailingAfter, err = parseDuration(v)
 			return err
 		}},
+		{replication.FieldSkipIdle, "false", "true: a tick takes no checkpoint while no packet has entered or left the container since the last committed one", func(c *replication.Config, v string) error {
+			switch v {
+			case "true":
+				c.SkipIdle = true
+			case "false":
+				c.SkipIdle = false
+			default:
+				return errors.New(`neither "true" nor "false"`)
+			}
+			return nil
+		}},
 		{replication.FieldServiceIP, "(none: the container's own network)", "service address with prefix, kept across failover, e.g. 10.77.0.200/24", func(c *replication.Config, v string) error {
 			ip, ipnet, err := net.ParseCIDR(v)
 			if err != nil {

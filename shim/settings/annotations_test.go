@@ -90,6 +90,17 @@ func TestParseAnnotations(t *testing.T) {
 				t.Fatalf("failing bounds: %d, %s; want 50, 1m", c.FailingAfterFailures, c.FailingAfter)
 			}
 		}},
+		{name: "skip idle", in: with(primary, "io.rrc.skip-idle", "true"), check: func(t *testing.T, c *replication.Config) {
+			if !c.SkipIdle {
+				t.Fatal("io.rrc.skip-idle=true not set")
+			}
+		}},
+		{name: "skip idle default", in: primary, check: func(t *testing.T, c *replication.Config) {
+			if c.SkipIdle {
+				t.Fatal("SkipIdle on by default")
+			}
+		}},
+		{name: "skip idle not a boolean", in: with(primary, "io.rrc.skip-idle", "yes"), wantErr: []string{"io.rrc.skip-idle", `neither "true" nor "false"`}},
 		{name: "failing after zero failures", in: with(primary, "io.rrc.failing-after-failures", "0"), wantErr: []string{"io.rrc.failing-after-failures", "at least 1"}},
 		{name: "failing after too many failures", in: with(primary, "io.rrc.failing-after-failures", "2000000"), wantErr: []string{"io.rrc.failing-after-failures", "outside"}},
 		{name: "failing after a bare number", in: with(primary, "io.rrc.failing-after", "5"), wantErr: []string{"io.rrc.failing-after", "unit"}},

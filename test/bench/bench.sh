@@ -28,6 +28,8 @@
 #      time per request, log bytes per second, pause per checkpoint, and a
 #      failover under steady load split into detection, restore, replay and
 #      network.
+#   5. An idle replicated Redis (test/bench/idle.sh): the whole pair's CPU
+#      with io.rrc.skip-idle false and true.
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
@@ -38,14 +40,16 @@
 #   BENCH_FULL=1   part 2 also at 1 M and 10 M records
 #   BENCH_N10M     checkpoints at 10 M records (default 10; 20 at the others)
 #   BENCH_OUT      the document (default docs/BENCHMARKS.md)
-#   BENCH_PARTS    which parts run (default "redis pause web"); with "web"
-#                  alone only the web section of the document is replaced
+#   BENCH_PARTS    which parts run (default "redis pause web hybrid idle"); without
+#                  "redis" only the sections of the parts that ran are replaced
 #   BENCH_WEB_ROUNDS  rounds of part 3 (default 3)
 #   BENCH_WEB_SECONDS how long the 8 clients fetch per measurement (default 10)
 #   BENCH_HYBRID   configurations of part 4 (default "epoch-100ms hybrid-1s hybrid-300ms": the
 #                  first hybrid one is the default interval, whose targets are computed)
 #   BENCH_HYBRID_ROUNDS rounds of part 4 (default 2)
 #   BENCH_HYBRID_WORKLOADS workloads of part 4 (default "redis memcached")
+#   BENCH_IDLE_ROUNDS  rounds of part 5 (default 2)
+#   BENCH_IDLE_SECONDS how long the pair stays idle per round (default 20)
 # Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
@@ -62,7 +66,7 @@ SECS=${BENCH_SECONDS:-15}
 FULL=${BENCH_FULL:-0}
 N10M=${BENCH_N10M:-10}
 OUT=${BENCH_OUT:-$REPO/docs/BENCHMARKS.md}
-PARTS=${BENCH_PARTS:-redis pause web hybrid}
+PARTS=${BENCH_PARTS:-redis pause web hybrid idle}
 HYB_CONFIGS=${BENCH_HYBRID:-epoch-100ms hybrid-1s hybrid-300ms}
 HYB_ROUNDS=${BENCH_HYBRID_ROUNDS:-2}
 WEB_ROUNDS=${BENCH_WEB_ROUNDS:-3}
@@ -477,6 +481,16 @@ if part hybrid; then
 	LAB_QUIET=1 lab down >/dev/null 2>&1
 fi
 
+# --- part 5: an idle replicated container (issue 18) ---------------------------
+
+source "$HERE/idle.sh"
+if part idle; then
+	say "idle: lab up ($LAB, $LAB_SUBNET.0/24); $IDLE_ROUNDS rounds of [$IDLE_CONFIGS]"
+	lab_fresh
+	idle_rounds
+	LAB_QUIET=1 lab down >/dev/null 2>&1
+fi
+
 # --- part 2: checkpoint pause vs records -----------------------------------------
 
 pause_run() { # KEYS N
@@ -661,7 +675,8 @@ if ! part redis; then
 	# Only the sections of the parts that ran are replaced.
 	part web && replace_section web web_section
 	part hybrid && replace_section hybrid hybrid_section
-	say "wrote the $(part web && echo "web ")$(part hybrid && echo "hybrid ")section(s) of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
+	part idle && replace_section idle idle_section
+	say "wrote the $(part web && echo "web ")$(part hybrid && echo "hybrid ")$(part idle && echo "idle ")section(s) of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
 	exit 0
 fi
 NRR=0
@@ -872,5 +887,6 @@ $PAUSE_10M
 MID4
 	if part web; then echo; web_section; fi
 	if part hybrid; then echo; hybrid_section; fi
+	if part idle; then echo; idle_section; fi
 } >"$OUT"
 say "wrote $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
