@@ -75,6 +75,10 @@ const (
 	// consecutive failures, or once they have gone on for
 	// DefaultFailingAfter: 1 s of failures at the default epoch, and a
 	// bound in time for long epochs (hybrid mode's 1 s).
+	// DefaultSkipIdle is io.rrc.skip-idle's default in the shim (the
+	// zero Config takes every tick's checkpoint): an idle container costs
+	// next to nothing (docs/ENGINE.md, "Idle ticks").
+	DefaultSkipIdle             = true
 	DefaultFailingAfterFailures = 10
 	DefaultFailingAfter         = 5 * time.Second
 	MaxFailingAfterFailures     = 1_000_000

@@ -122,7 +122,7 @@ func annotationTable() []annotation {
 			c.FailingAfter, err = parseDuration(v)
 			return err
 		}},
-		{replication.FieldSkipIdle, "false", "true: a tick takes no checkpoint while no packet has entered or left the container since the last committed one", func(c *replication.Config, v string) error {
+		{replication.FieldSkipIdle, fmt.Sprint(replication.DefaultSkipIdle), "true: a tick takes no checkpoint while no packet has entered or left the container since the last committed one; false: every tick takes one", func(c *replication.Config, v string) error {
 			switch v {
 			case "true":
 				c.SkipIdle = true
@@ -201,7 +201,7 @@ func ParseAnnotations(id string, annotations map[string]string) (*replication.Co
 	for _, a := range annotationTable() {
 		fields[annotationKey(a.field)] = a
 	}
-	var cfg replication.Config
+	cfg := replication.Config{SkipIdle: replication.DefaultSkipIdle}
 	var errs []error
 	reported := map[string]bool{}
 	for _, k := range keys {

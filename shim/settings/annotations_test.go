@@ -90,14 +90,14 @@ func TestParseAnnotations(t *testing.T) {
 				t.Fatalf("failing bounds: %d, %s; want 50, 1m", c.FailingAfterFailures, c.FailingAfter)
 			}
 		}},
-		{name: "skip idle", in: with(primary, "io.rrc.skip-idle", "true"), check: func(t *testing.T, c *replication.Config) {
-			if !c.SkipIdle {
-				t.Fatal("io.rrc.skip-idle=true not set")
+		{name: "every tick a checkpoint", in: with(primary, "io.rrc.skip-idle", "false"), check: func(t *testing.T, c *replication.Config) {
+			if c.SkipIdle {
+				t.Fatal("io.rrc.skip-idle=false not applied")
 			}
 		}},
 		{name: "skip idle default", in: primary, check: func(t *testing.T, c *replication.Config) {
-			if c.SkipIdle {
-				t.Fatal("SkipIdle on by default")
+			if !c.SkipIdle {
+				t.Fatal("SkipIdle off by default")
 			}
 		}},
 		{name: "skip idle not a boolean", in: with(primary, "io.rrc.skip-idle", "yes"), wantErr: []string{"io.rrc.skip-idle", `neither "true" nor "false"`}},

@@ -292,7 +292,8 @@ epoch_round() {
 	[[ $cfg == *-full ]] && incr=false
 	shim_config a "$incr"
 	say "round $round/$ROUNDS: io.rrc.v1 epoch mode, epoch $e, incremental_memory $incr (backup on b, primary on a, service $SVC)"
-	start_pair "$cfg" "$round" "$id" "$IMAGE" --annotation "io.rrc.epoch=$e" -- "${REDIS[@]}" || return 1
+	# Every tick a checkpoint: the commit cycle is measured idle.
+	start_pair "$cfg" "$round" "$id" "$IMAGE" --annotation "io.rrc.epoch=$e" --annotation io.rrc.skip-idle=false -- "${REDIS[@]}" || return 1
 	wait_ping "$SVC" 20 || { round_note "$cfg" "$round" "Redis did not answer on $SVC"; return 1; }
 	say "  in sync; loading $KEYS records"
 	load "$SVC" || { round_note "$cfg" "$round" "loading the records failed"; return 1; }

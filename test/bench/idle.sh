@@ -62,12 +62,12 @@ $LOAD_BEFORE before the run). Redis ($IMAGE, 100,000 records of 100 bytes by DEB
 replicated a → b in epoch mode at 100 ms in the lab (\`$LAB\`), no client at all for
 $IDLE_SECS s after the load's checkpoints: CPU time (user + system) of both hosts' shims and
 of every process they started and waited for (CRIU, nsenter), as a share of one core, with
-\`io.rrc.skip-idle\` false (the default: a checkpoint every tick) and true (no checkpoint
+\`io.rrc.skip-idle\` false (a checkpoint every tick) and true (the default: no checkpoint
 while no packet enters or leaves the container). $IDLE_ROUNDS alternating rounds; means over
 the rounds. Target (issue 18): ≤ 5 % of one core for the whole pair.
 
-| figure | $(for c in $IDLE_CONFIGS; do printf '%s | ' "$c"; done)
-| --- | $(for c in $IDLE_CONFIGS; do printf -- '--- | '; done)
+| figure |$(for c in $IDLE_CONFIGS; do printf ' %s |' "$c"; done)
+| --- |$(for c in $IDLE_CONFIGS; do printf ' --- |'; done)
 IDL
 	line="| pair CPU, % of one core |"
 	for c in $IDLE_CONFIGS; do line+=" $(fmt "$(mean "idle:$c" cpu.pct)") |"; done

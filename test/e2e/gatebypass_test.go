@@ -66,7 +66,8 @@ func gateNamespaceBypass(t *testing.T, rl replicationLab, tool string) {
 	const id = "gate1"
 	serviceIP, clientIP := l.Subnet+".201", l.IP("client")
 	rl.startPair(ctx, t, pairSpec{id: id, image: busybox, serviceIP: serviceIP, listen: l.IP("b") + ":7101",
-		extra: []string{"--cap-add", "CAP_NET_ADMIN", "--annotation", "io.rrc.epoch=" + bypassEpoch.String()},
+		// Every tick a checkpoint: the test times its attempts from a commit.
+		extra: []string{"--cap-add", "CAP_NET_ADMIN", "--annotation", "io.rrc.epoch=" + bypassEpoch.String(), "--annotation", "io.rrc.skip-idle=false"},
 		args:  []string{"sleep", "3600"}})
 	pid := taskPid(t, a.must(ctx, "task", "ls"), id)
 	copyInto(t, tool, pid)
