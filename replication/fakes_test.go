@@ -85,8 +85,8 @@ func (g *fakeGate) Seal() uint64 {
 	}
 	return g.epoch
 }
-func (g *fakeGate) Release(e uint64) error     { g.rec.add("release-output:%d", e); return nil }
-func (g *fakeGate) ReleaseAll() error          { g.rec.add("release-all"); return nil }
+func (g *fakeGate) Release(e uint64) error { g.rec.add("release-output:%d", e); return nil }
+func (g *fakeGate) ReleaseAll() error      { g.rec.add("release-all"); return nil }
 func (g *fakeGate) Stats() netfilter.GateStats {
 	if g.traffic == nil {
 		return netfilter.GateStats{}
@@ -112,7 +112,7 @@ type fakePackets struct {
 	rec     *recorder
 	failed  chan error
 	traffic atomic.Uint64 // packets the container sent (the gate's count)
-	hooks  PacketHooks // what the engine asked for (hybrid mode)
+	hooks   PacketHooks   // what the engine asked for (hybrid mode)
 }
 
 func (p *fakePackets) Open(_ context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {

@@ -65,9 +65,9 @@ type Primary struct {
 	// sealedPackets: the packets that had entered or left the container
 	// when the newest checkpoint was sealed.
 	sealedPackets uint64
-	deferred   uint64
-	failed     uint64
-	nacks      uint64
+	deferred      uint64
+	failed        uint64
+	nacks         uint64
 	// The current run of failed or refused checkpoints (none acknowledged
 	// since): its length, when it began and the newest error.
 	streak      uint64

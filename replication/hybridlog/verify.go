@@ -363,7 +363,7 @@ func (v *Verifier) advance() {
 	for v.covered < len(v.order) {
 		r := v.order[v.covered]
 		_, bad := v.diverged[r.flow.key]
-		skip := bad && (!r.flow.tcp || v.abandoned[r.flow.key]) || v.stalled[r.flow.key]
+		skip := (bad && (!r.flow.tcp || v.abandoned[r.flow.key])) || v.stalled[r.flow.key]
 		if !skip && !r.flow.segs[r.seg].ok {
 			return
 		}
