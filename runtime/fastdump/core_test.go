@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +151,27 @@ func startWorkload(t *testing.T, cgroup string, args ...string) (*exec.Cmd, *buf
 	}
 	waitSteady(t, cmd.Process.Pid, cgroup)
 	return cmd, bufio.NewReader(stdout)
+}
+
+// dialWorkload reads the port a workload started with -listen prints and
+// opens n connections to it, closed when the test ends.
+func dialWorkload(t *testing.T, out *bufio.Reader, n int) []net.Conn {
+	t.Helper()
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strings.TrimSpace(line)
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns[i] = c
+	}
+	return conns
 }
 
 // waitSteady waits until the workload's threads and mappings stay the same

@@ -6,10 +6,8 @@ package fastdump
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,17 +29,7 @@ func TestPatchedFilesMatchCRIU(t *testing.T) {
 	prereq.Commands(t, "criu")
 	cg := freezerCgroup(t)
 	cmd, out := startWorkload(t, cg, "-listen", "127.0.0.1:0", "-write", "0")
-	line, err := out.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		c, err := net.Dial("tcp4", "127.0.0.1:"+strings.TrimSpace(line))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-	}
+	dialWorkload(t, out, 3)
 	time.Sleep(200 * time.Millisecond)
 	pid := cmd.Process.Pid
 	tmp := t.TempDir()

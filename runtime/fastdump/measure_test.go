@@ -6,13 +6,11 @@
 package fastdump
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -34,17 +32,7 @@ func TestMeasureCapture(t *testing.T) {
 	conns, rounds := envInt("RRC_MEASURE_CONNS", 50), envInt("RRC_MEASURE_N", 20)
 	cg := freezerCgroup(t)
 	cmd, out := startWorkload(t, cg, "-listen", "127.0.0.1:0", "-write", "0")
-	line, err := out.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < conns; i++ {
-		c, err := net.Dial("tcp4", "127.0.0.1:"+strings.TrimSpace(line))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-	}
+	dialWorkload(t, out, conns)
 	time.Sleep(200 * time.Millisecond)
 	pid := cmd.Process.Pid
 	socks := tcpSockets(t, pid) // kept from one round to the next, as the fast path will

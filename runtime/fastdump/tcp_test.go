@@ -7,9 +7,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,17 +33,7 @@ func TestTCPMatchesCRIU(t *testing.T) {
 	prereq.Commands(t, "criu")
 	cg := freezerCgroup(t)
 	cmd, out := startWorkload(t, cg, "-listen", "127.0.0.1:0")
-	line, err := out.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strings.TrimSpace(line)
-	for i := 0; i < 3; i++ {
-		c, err := net.Dial("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+	for i, c := range dialWorkload(t, out, 3) {
 		if _, err := c.Write(bytes.Repeat([]byte{byte('a' + i)}, 1000+i)); err != nil {
 			t.Fatal(err)
 		}
