@@ -15,6 +15,8 @@
 #   * criu-written.so, built from contrib/criu-written with gcc: preloaded into CRIU by
 #     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
 #   * golangci-lint (make lint) at a pinned version, built with `go install`;
+#   * the front ends beside ctr, one file each in contrib/setup/frontends: the CNI plugins
+#     (/opt/cni/bin);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
@@ -448,5 +450,10 @@ setup_containerd
 setup_criu
 setup_criu_written
 setup_golangci_lint
+# The front ends beside ctr (CNI plugins, nerdctl, crictl, dockerd): one file each, in order.
+for f in "$SELF_DIR"/frontends/*.sh; do
+	# shellcheck source=/dev/null
+	. "$f"
+done
 check_kernel
 log "done"
