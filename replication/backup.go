@@ -34,6 +34,8 @@ type BackupOptions struct {
 	// Network takes over the service address after the restore.
 	Network ServicePromoter
 	Logger  *slog.Logger
+	// OnTransition: as PrimaryOptions.OnTransition.
+	OnTransition func(Transition)
 }
 
 // Backup holds the primary's last committed checkpoint and, when the
@@ -85,6 +87,7 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	}
 	b := &Backup{opts: opts, cfg: cfg, now: time.Now, sm: newStateMachine(backupTransitions(), time.Now),
 		log: opts.Logger.With("pair", cfg.Pair, "role", "backup"), promoted: make(chan struct{}), serveDone: make(chan struct{})}
+	b.sm.notify = transitionNotifier(opts.OnTransition, cfg.Pair, RoleBackup)
 	store, err := ckptstore.Open(opts.StoreDir, ckptstore.Options{Logger: b.log, Durable: opts.DurableStore})
 	if err != nil {
 		return nil, fmt.Errorf("backup engine: %w", err)
@@ -292,7 +295,7 @@ func (b *Backup) Status() Status {
 	cur, ok := b.store.Current()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, Mode: b.cfg.Mode, Log: b.logStatusLocked(), State: b.sm.state, StateSince: b.sm.since, Reason: b.sm.reason,
+	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, Mode: b.cfg.Mode, Log: b.logStatusLocked(), State: b.sm.state, StateSince: b.sm.since, StateSeconds: b.sm.seconds(), Reason: b.sm.reason,
 		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt

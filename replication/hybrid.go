@@ -33,7 +33,7 @@ type hybrid struct {
 	rate []rateSample
 	// roundTrip: a batch's first record appended → the backup's
 	// acknowledgement of the batch, in ms.
-	roundTrip window
+	roundTrip timings
 }
 
 type rateSample struct {

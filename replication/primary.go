@@ -31,6 +31,10 @@ type PrimaryOptions struct {
 	Logger  *slog.Logger
 	// Dial replaces peer.Dial (tests).
 	Dial DialFunc
+	// OnTransition, if set, is told of every change of state (see
+	// Transition): in order, with the engine's lock held, so it must not
+	// block or call back into the engine.
+	OnTransition func(Transition)
 }
 
 // Primary replicates one container: every epoch it checkpoints the
@@ -76,12 +80,12 @@ type Primary struct {
 	repairs     uint64 // times replication resumed after degraded
 	redials     uint64 // times a lost connection was replaced at once, without degraded
 	repairing   string // what re-pairing is doing, or why its last attempt failed
-	pause       window
-	hold        window // input held per epoch
+	pause       timings
+	hold        timings // input held per epoch
 	bytes       window
 	sentBytes   window // checkpoint content sent over the wire (the rest was copied from the base)
 	memCopied   window // memory CRIU copied inside the pause
-	ackLat      window
+	ackLat      timings
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
@@ -123,6 +127,7 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
+	p.sm.notify = transitionNotifier(opts.OnTransition, cfg.Pair, RolePrimary)
 	if err := os.MkdirAll(opts.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("primary engine: work dir: %w", err)
 	}
@@ -286,7 +291,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
+		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, StateSeconds: p.sm.seconds(), Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, IdleTicks: p.idle, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,

@@ -186,6 +186,42 @@ func TestWindowSummary(t *testing.T) {
 	}
 }
 
+func TestTimingsHistogram(t *testing.T) {
+	tests := []struct {
+		samples    []float64
+		cumulative map[float64]uint64 // bound → samples at or below it
+		count      uint64
+		sum        float64
+	}{
+		{nil, nil, 0, 0},
+		{[]float64{0.05, 0.1, 0.3}, map[float64]uint64{0.1: 2, 0.25: 2, 0.5: 3, 5000: 3}, 3, 0.45},
+		// Above the last bound: counted (+Inf), in no bucket.
+		{[]float64{7, 9000}, map[float64]uint64{5: 0, 10: 1, 5000: 1}, 2, 9007},
+	}
+	for _, tc := range tests {
+		var tm timings
+		for _, v := range tc.samples {
+			tm.add(v)
+		}
+		s := tm.summary()
+		if tc.count == 0 {
+			if s.Histogram != nil {
+				t.Errorf("%v: histogram %+v without samples", tc.samples, s.Histogram)
+			}
+			continue
+		}
+		h := s.Histogram
+		if h == nil || h.Count != tc.count || h.SumMS != tc.sum || len(h.Cumulative) != len(HistogramBoundsMS) {
+			t.Fatalf("%v: histogram %+v", tc.samples, h)
+		}
+		for i, b := range HistogramBoundsMS {
+			if want, ok := tc.cumulative[b]; ok && h.Cumulative[i] != want {
+				t.Errorf("%v: ≤ %v ms: %d, want %d", tc.samples, b, h.Cumulative[i], want)
+			}
+		}
+	}
+}
+
 func TestStatusJSON(t *testing.T) {
 	s := Status{Pair: "p", Role: RoleBackup, State: StatePrimaryAfterFailover, CommittedEpoch: 7,
 		Failover: &FailoverTimings{DetectionMS: 90, RestoreMS: 80}, Restored: &RestoredContainer{ID: "r", Pid: 12, Epoch: 7}}

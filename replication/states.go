@@ -53,6 +53,21 @@ func backupTransitions() map[State][]State {
 	}
 }
 
+// States lists the states of role's side, in the order of its table's
+// keys sorted by name (for a state set in metrics).
+func States(role Role) []State {
+	table := primaryTransitions()
+	if role == RoleBackup {
+		table = backupTransitions()
+	}
+	out := make([]State, 0, len(table))
+	for st := range table {
+		out = append(out, st)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // stateMachine is one side's state, its reason and when it was entered.
 // The owner's mutex guards it.
 type stateMachine struct {
@@ -61,10 +76,37 @@ type stateMachine struct {
 	reason string
 	since  time.Time
 	now    clock
+	// spent is the time spent in each state left so far (the current one's
+	// runs from since): the status's StateSeconds.
+	spent map[State]time.Duration
+	// notify, if set, is told of every change of state, in order, with the
+	// owner's mutex held.
+	notify func(Transition)
+}
+
+// Transition is one change of a side's state, as Options.OnTransition
+// sees it.
+type Transition struct {
+	Pair   string
+	Role   Role
+	From   State
+	To     State
+	Reason string
+	At     time.Time
 }
 
 func newStateMachine(table map[State][]State, now clock) stateMachine {
-	return stateMachine{table: table, state: StateStarting, since: now(), now: now}
+	return stateMachine{table: table, state: StateStarting, since: now(), now: now, spent: map[State]time.Duration{}}
+}
+
+// seconds is the time spent in each state, the current one included.
+func (m *stateMachine) seconds() map[State]float64 {
+	out := make(map[State]float64, len(m.spent)+1)
+	for st, d := range m.spent {
+		out[st] = d.Seconds()
+	}
+	out[m.state] += m.now().Sub(m.since).Seconds()
+	return out
 }
 
 // can reports whether the table allows moving to next.
@@ -78,9 +120,29 @@ func (m *stateMachine) to(next State, reason string) bool {
 	if !m.can(next) {
 		return false
 	}
-	if next != m.state {
-		m.since = m.now()
+	from := m.state
+	if next != from {
+		now := m.now()
+		if m.spent != nil {
+			m.spent[from] += now.Sub(m.since)
+		}
+		m.since = now
 	}
 	m.state, m.reason = next, reason
+	if next != from && m.notify != nil {
+		m.notify(Transition{From: from, To: next, Reason: reason, At: m.since})
+	}
 	return true
+}
+
+// transitionNotifier completes a Transition with the side's pair and role
+// for fn; nil when fn is.
+func transitionNotifier(fn func(Transition), pair string, role Role) func(Transition) {
+	if fn == nil {
+		return nil
+	}
+	return func(t Transition) {
+		t.Pair, t.Role = pair, role
+		fn(t)
+	}
 }

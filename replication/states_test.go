@@ -86,3 +86,48 @@ func TestStateTables(t *testing.T) {
 		}
 	}
 }
+
+// TestStateMachineNotifiesAndTimes: every change of state, and only a
+// change, is told in order; the time spent in each state adds up.
+func TestStateMachineNotifiesAndTimes(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := newStateMachine(primaryTransitions(), func() time.Time { return now })
+	var got []Transition
+	m.notify = transitionNotifier(func(tr Transition) { got = append(got, tr) }, "p1", RolePrimary)
+	steps := []struct {
+		to    State
+		after time.Duration
+	}{
+		{StateSyncing, time.Second},
+		{StateInSync, 2 * time.Second},
+		{StateDegraded, 3 * time.Second},
+		{StateDegraded, time.Second}, // not a successor of itself: refused, not told
+		{StateSyncing, 4 * time.Second},
+		{StateSyncing, time.Second}, // same state, new reason: not told
+	}
+	for _, s := range steps {
+		now = now.Add(s.after)
+		m.to(s.to, "why "+string(s.to))
+	}
+	want := []Transition{
+		{"p1", RolePrimary, StateStarting, StateSyncing, "why syncing", time.Unix(1001, 0)},
+		{"p1", RolePrimary, StateSyncing, StateInSync, "why in-sync", time.Unix(1003, 0)},
+		{"p1", RolePrimary, StateInSync, StateDegraded, "why degraded", time.Unix(1006, 0)},
+		{"p1", RolePrimary, StateDegraded, StateSyncing, "why syncing", time.Unix(1011, 0)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("told %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("transition %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	now = now.Add(2 * time.Second)
+	sec := m.seconds()
+	for st, w := range map[State]float64{StateStarting: 1, StateSyncing: 2 + 1 + 2, StateInSync: 3, StateDegraded: 5} {
+		if sec[st] != w {
+			t.Errorf("seconds in %s: %v, want %v (all: %v)", st, sec[st], w, sec)
+		}
+	}
+}

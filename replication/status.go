@@ -92,6 +92,10 @@ type Status struct {
 	// checkpoint (the rest of the image comes from it, after the thaw).
 	MemoryCopiedPerEpoch Summary `json:"memory_copied_bytes_per_epoch,omitzero"`
 
+	// StateSeconds is the time spent in each state since the side started,
+	// the current one included (time degraded, say).
+	StateSeconds map[State]float64 `json:"state_seconds,omitempty"`
+
 	Gate     *GateStatus        `json:"gate,omitempty"`
 	Log      *LogStatus         `json:"log,omitempty"` // hybrid mode: the input log
 	Failover *FailoverTimings   `json:"failover,omitempty"`
@@ -153,6 +157,58 @@ type Summary struct {
 	Mean float64 `json:"mean"`
 	P90  float64 `json:"p90"`
 	Max  float64 `json:"max"`
+	// Histogram counts every sample since the side started (durations
+	// only): what metrics turn into a Prometheus histogram.
+	Histogram *Histogram `json:"histogram,omitempty"`
+}
+
+// HistogramBoundsMS are the upper bounds of a Histogram's buckets, in
+// milliseconds: from a hybrid round trip's tenths of a millisecond to a
+// failing checkpoint's seconds.
+var HistogramBoundsMS = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000}
+
+// Histogram is a count of samples per bucket since the side started.
+type Histogram struct {
+	// Cumulative[i] counts the samples ≤ HistogramBoundsMS[i] (as
+	// Prometheus counts); Count all of them, SumMS their sum.
+	Cumulative []uint64 `json:"cumulative"`
+	Count      uint64   `json:"count"`
+	SumMS      float64  `json:"sum_ms"`
+}
+
+// timings are durations in milliseconds: the recent window and the
+// histogram since the start.
+type timings struct {
+	window
+	buckets []uint64 // per bucket, not cumulative; one more for +Inf
+	count   uint64
+	sum     float64
+}
+
+func (t *timings) add(v float64) {
+	t.window.add(v)
+	if t.buckets == nil {
+		t.buckets = make([]uint64, len(HistogramBoundsMS)+1)
+	}
+	i, _ := slices.BinarySearch(HistogramBoundsMS, v)
+	t.buckets[i]++
+	t.count++
+	t.sum += v
+}
+
+func (t *timings) summary() Summary {
+	s := t.window.summary()
+	if t.count == 0 {
+		return s
+	}
+	h := Histogram{Cumulative: make([]uint64, len(HistogramBoundsMS)), Count: t.count, SumMS: t.sum}
+	var run uint64
+	for i := range HistogramBoundsMS {
+		run += t.buckets[i]
+		h.Cumulative[i] = run
+	}
+	s.Histogram = &h
+	return s
 }
 
 // window keeps the most recent samples for a Summary.

@@ -64,7 +64,7 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 	}
 	rep.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: rep.cfg, TLS: creds, StoreDir: rep.storeDir(), DurableStore: rep.host.CheckpointFsync, Restorer: restorer, Logger: engineLogger(ctx),
-		Network: network,
+		Network: network, OnTransition: rep.onTransition(),
 	})
 	if err != nil {
 		return fmt.Errorf("backup engine: %w", err)

@@ -53,6 +53,8 @@ type replica struct {
 	restoreCache *restoreCache
 
 	status *status.Publisher
+	// events publishes the engine's changes of state on containerd's bus.
+	events *replicationEvents
 
 	mu        sync.Mutex
 	stopStart context.CancelFunc // ends the primary's connect loop
@@ -110,9 +112,17 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	}
 	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
 		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
-		Packets: replication.NetfilterPath(packets),
+		Packets: replication.NetfilterPath(packets), OnTransition: r.onTransition(),
 	})
 	return err
+}
+
+// onTransition is the engines' OnTransition: nil without events.
+func (r *replica) onTransition() func(replication.Transition) {
+	if r.events == nil {
+		return nil
+	}
+	return r.events.notify
 }
 
 // replicate starts the primary's epoch loop once the container runs. It
@@ -247,6 +257,9 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 			if err := r.backup.Close(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("closing backup engine: %w", err))
 			}
+		}
+		if r.events != nil {
+			r.events.close()
 		}
 		if r.unmount != nil {
 			if err := r.unmount(); err != nil {

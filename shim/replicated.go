@@ -64,6 +64,7 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	// logger (container id) under a context nobody cancels.
 	rep.ctx = log.WithLogger(namespaces.WithNamespace(context.Background(), ns), log.G(ctx))
 	rep.bundle, rep.runcRoot = r.Bundle, runcRoot(ns, r.Options)
+	rep.events = newReplicationEvents(rep.ctx, s.publisher, r.ID, rep.engineStatus)
 	defer func() {
 		if retErr != nil {
 			if err := rep.close(context.WithoutCancel(ctx), replication.StopShutdown); err != nil {

@@ -16,10 +16,10 @@ import (
 const staleAfter = 5 * time.Second
 
 // describe gives the STATE, COMMITTED and LAG columns.
-func describe(st status.Published) (state, committed, lag string) {
+func describe(st status.Published, now time.Time) (state, committed, lag string) {
 	e := st.Engine
 	state = string(e.State)
-	if age := time.Since(st.UpdatedAt); age > staleAfter {
+	if age := now.Sub(st.UpdatedAt); age > staleAfter {
 		state += fmt.Sprintf(" (stale: not updated for %s)", age.Round(time.Second))
 	}
 	committed, lag = "-", "-"

@@ -64,7 +64,7 @@ func TestDescribe(t *testing.T) {
 			"in-sync (stale: not updated for 1m0s)", "-", "-", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			state, committed, lag := describe(tc.st)
+			state, committed, lag := describe(tc.st, time.Now())
 			if state != tc.state || committed != tc.committed || lag != tc.lag {
 				t.Errorf("describe = %q %q %q, want %q %q %q", state, committed, lag, tc.state, tc.committed, tc.lag)
 			}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -63,6 +64,9 @@ type Config struct {
 	// UffdHelper makes the tracking userfaultfd inside the container's
 	// processes (installed by make install).
 	UffdHelper string `toml:"uffd_helper"`
+	// MetricsAddress is where `rrcctl metrics`, the host's one metrics
+	// server, serves Prometheus metrics of every replicated container.
+	MetricsAddress string `toml:"metrics_address"`
 }
 
 // DefaultConfig is what applies when no file exists.
@@ -76,6 +80,7 @@ func DefaultConfig() Config {
 		IncrementalMemory: true,
 		CRIUWrittenLib:    "/usr/local/lib/rrc/criu-written.so",
 		UffdHelper:        "/usr/local/bin/rrc-uffd",
+		MetricsAddress:    "127.0.0.1:9595",
 	}
 }
 
@@ -132,6 +137,11 @@ func (c Config) Validate() error {
 	}
 	if c.CRIUNice < -20 || c.CRIUNice > 19 {
 		errs = append(errs, fmt.Errorf("criu_nice: %d is outside [-20, 19]", c.CRIUNice))
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_address: %q is not host:port: %w", c.MetricsAddress, err))
+		}
 	}
 	if c.IncrementalMemory && (c.CRIUWrittenLib == "" || c.UffdHelper == "") {
 		errs = append(errs, errors.New("incremental_memory: needs criu_written_lib and uffd_helper"))

@@ -74,6 +74,12 @@ key_file = "/etc/rrc/host-key.pem"
 		}},
 		{name: "relative helper", path: write("helper.toml", "uffd_helper = \"rrc-uffd\"\n"), wantErr: "uffd_helper: \"rrc-uffd\" is not an absolute path"},
 		{name: "incremental without library", path: write("nolib.toml", "criu_written_lib = \"\"\n"), wantErr: "incremental_memory: needs criu_written_lib"},
+		{name: "metrics address", path: write("metrics.toml", "metrics_address = \"0.0.0.0:9100\"\n"), check: func(t *testing.T, c Config) {
+			if c.MetricsAddress != "0.0.0.0:9100" {
+				t.Fatalf("metrics_address: %q", c.MetricsAddress)
+			}
+		}},
+		{name: "bad metrics address", path: write("metrics-bad.toml", "metrics_address = \"9100\"\n"), wantErr: "metrics_address: \"9100\" is not host:port"},
 		{name: "bad toml", path: write("bad.toml", "state_dir = \n"), wantErr: "bad.toml"},
 		{name: "wrong type", path: write("type.toml", "criu_nice = \"high\"\n"), wantErr: "type.toml"},
 	}

@@ -127,12 +127,37 @@ func (p *Publisher) Stop() error {
 	return nil
 }
 
+// List reads every status file under stateDir, of every namespace; a file
+// that cannot be read (removed meanwhile, half written by an old shim) is
+// left out and its error returned beside the others.
+func List(stateDir string) ([]Published, []error) {
+	paths, err := filepath.Glob(filepath.Join(stateDir, "status", "*", "*.json"))
+	if err != nil {
+		return nil, []error{fmt.Errorf("list status files: %w", err)}
+	}
+	var out []Published
+	var errs []error
+	for _, p := range paths {
+		st, err := Read(p)
+		if err != nil {
+			if !errors.Is(err, errNoFile) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		out = append(out, st)
+	}
+	return out, errs
+}
+
+var errNoFile = errors.New("no status file")
+
 // Read reads a status file.
 func Read(path string) (Published, error) {
 	var st Published
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return st, errors.New("no status file")
+		return st, errNoFile
 	}
 	if err != nil {
 		return st, err

@@ -42,6 +42,8 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	b := host{t: t, lab: l, name: "b"}
 	const id = "r1"
 	serviceIP := subnet + ".200"
+	eventsA, eventsB := watchEvents(ctx, t, l, "a"), watchEvents(ctx, t, l, "b")
+	metricsB := serveMetrics(t, l, bin, dir, "b")
 	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
 
 	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
@@ -73,6 +75,7 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	if !strings.Contains(out, "primary-after-failover") || !strings.Contains(out, "failover from epoch") {
 		t.Errorf("rrcctl status on b after the failover:\n%s", out)
 	}
+	checkOperatorViews(ctx, t, rl, id, eventsA, eventsB, metricsB)
 
 	// The restored container is a runc task like any other: exec runs
 	// (TestRestoredTaskThroughContainerd goes through the other calls).
