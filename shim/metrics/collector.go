@@ -75,9 +75,20 @@ func Handler(stateDir string) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
+// allDescs is every metric the collector may send.
+var allDescs = []*prometheus.Desc{
+	descState, descStateSeconds, descStatusAge, descEpoch, descCommitted, descLag, descCheckpoints,
+	descFailed, descNacks, descDeferred, descSkipped, descStreak, descRepairs, descRedials, descPause,
+	descAck, descInputHold, descBytes, descSent, descHeld, descHeldBytes, descOldestHeld,
+	descReleased, descDropped, descLogRecords, descLogBytes, descLogUnacked, descLogOldest,
+	descLogRoundTrip, descFailovers, descFailoverStep, descScrapeErrors,
+}
+
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
+	for _, d := range allDescs {
+		ch <- d
+	}
 }
 
 // Collect reads the status files and sends their metrics.
