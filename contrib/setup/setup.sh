@@ -56,6 +56,8 @@ APT_PKGS=(
 	lighttpd tcpdump
 	# the multi-threaded cache image of the lab (rrc.local/memcached)
 	memcached
+	# the demo scrapes the metrics endpoint as an operator would
+	curl
 )
 CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a

@@ -23,6 +23,7 @@ MODE=${DEMO_MODE:-epoch}
 hybrid() { [[ $MODE == hybrid ]]; }
 DEMO=$(mktemp -d /tmp/rrcdemo.XXXXXX)
 CLIENT_PID=
+WATCH_PIDS=() # ctr events and rrcctl metrics on b
 
 step() { printf '\n== %s\n' "$*"; }
 say() { printf '%s\n' "$*"; }
@@ -48,7 +49,9 @@ wait_state() { # HOST STATE SECONDS
 client_lines() { sed -n "$1,\$p" "$DEMO/client.log" | grep '^client: [0-9]' || true; }
 
 cleanup() {
-	local rc=$?
+	local rc=$? p
+	for p in "${WATCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${WATCH_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [[ -n $CLIENT_PID ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then
 		kill "$CLIENT_PID" 2>/dev/null || true
 		wait "$CLIENT_PID" 2>/dev/null || true
@@ -102,6 +105,23 @@ step "2. the lab up (each containerd gets its host's file as RRC_SHIM_CONFIG)"
 export LAB_SHIM_CONFIG=$DEMO/@HOST@.toml
 LAB_QUIET=1 lab up
 lab status 2>&1 | sed 's/^/  /' | head -8
+
+say "An operator's windows on b, left running: containerd's events, and the"
+say "host's metrics endpoint (docs/OPERATIONS.md):"
+say "  \$ ctr events &"
+say "  \$ rrcctl metrics -listen 127.0.0.1:0 &"
+ctr --address "/run/$LAB/b/containerd.sock" events >"$DEMO/events-b.log" 2>&1 &
+WATCH_PIDS+=($!)
+rrcctl -config "$DEMO/b.toml" metrics -listen 127.0.0.1:0 2>"$DEMO/metrics.log" &
+WATCH_PIDS+=($!)
+METRICS=
+for _ in $(seq 1 50); do
+	METRICS=$(grep -o 'http://[0-9.:]*/metrics' "$DEMO/metrics.log" || true)
+	[[ -n $METRICS ]] && break
+	sleep 0.1
+done
+[[ -n $METRICS ]] || { say "demo: rrcctl metrics did not start:"; cat "$DEMO/metrics.log"; exit 1; }
+say "  metrics of b at $METRICS"
 
 # Both sides: the service address on the hosts' eth0; heartbeats at their
 # defaults (30 ms, failure after 3 missed).
@@ -190,6 +210,10 @@ say "detection: from the last heartbeat heard from a to declaring a failed;"
 say "restore: CRIU restores Redis and its TCP connections from the last"
 say "checkpoint; network: the service address comes up on b (gratuitous ARP)."
 hybrid && say "replay: before the network, b fed the restored Redis what the log holds after the checkpoint and checked that its replies were the ones a had given."
+say "on b: the replication events ctr events printed (since step 2):"
+grep -a ' /rrc/' "$DEMO/events-b.log" | sed 's/^[^ ]* \([^ ]*\) [^ ]* [^ ]* [^ ]* /  \1 /' | cut -c1-240
+say "on b: \$ curl -s $METRICS | grep -e '^rrc_failover' -e '^rrc_state{.*} 1\$'"
+curl -s "$METRICS" | grep -e '^rrc_failover' -e '^rrc_state{.*} 1$' | sed 's/^/  /'
 say "b's task is now the restored Redis (its pid above). It runs alone now,"
 say "without a backup, so its replies are no longer held: 20 rounds a second."
 status b | grep 'failover from epoch' >"$DEMO/failover" || true
