@@ -6,7 +6,9 @@
 # from host a (primary) to host b (backup), a client keeping one connection
 # busy, host a crashed, the client carrying on against the restored Redis on
 # b, the failover timeline. Leaves the machine as it found it (KEEP_LAB=1
-# keeps the lab up to look around; DEMO_MODE=hybrid runs it in hybrid mode).
+# keeps the lab up to look around; DEMO_MODE=hybrid runs it in hybrid mode;
+# the picture of the replies across the failover goes to DEMO_PICTURES, default
+# /tmp/rrc-demo).
 # See docs/DEMO.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +24,7 @@ MODE=${DEMO_MODE:-epoch}
 [[ $MODE == epoch || $MODE == hybrid ]] || { echo "demo: DEMO_MODE=$MODE: epoch or hybrid" >&2; exit 2; }
 hybrid() { [[ $MODE == hybrid ]]; }
 DEMO=$(mktemp -d /tmp/rrcdemo.XXXXXX)
+PICTURES=${DEMO_PICTURES:-/tmp/rrc-demo} # kept after the demo
 CLIENT_PID=
 WATCH_PIDS=() # ctr events and rrcctl metrics on b
 
@@ -175,7 +178,7 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 go build -o "$DEMO/client" "$REPO/test/demo/client"
-"$DEMO/client" -netns "/run/netns/$LAB-client" -addr "$SVC:6379" >"$DEMO/client.log" 2>&1 &
+"$DEMO/client" -netns "/run/netns/$LAB-client" -addr "$SVC:6379" -samples "$DEMO/replies.csv" >"$DEMO/client.log" 2>&1 &
 CLIENT_PID=$!
 sleep "$RUN_BEFORE_CRASH"
 client_lines 1
@@ -260,3 +263,14 @@ read -r gap_ms gap_from gap_to <<<"$gap"
 say "Whatever the client waits beyond the failover is TCP: a request lost with"
 say "a is resent on the client's retransmission timer (200 ms, then doubling),"
 say "not the moment b comes up (docs/DEMO.md)."
+
+step "10. the picture"
+# unix_ms TIME: TIME (HH:MM:SS.mmm today, or RFC 3339) in Unix milliseconds.
+unix_ms() { date -u -d "$1" +%s%3N; }
+mkdir -p "$PICTURES"
+go build -o "$DEMO/plot" "$REPO/test/plot"
+"$DEMO/plot" timeline -out "$PICTURES/failover.png" -title "io.rrc.v1 demo ($MODE mode): each reply's latency, host a crashed" \
+	-mark "crash of a=$(unix_ms "$crash_at")" \
+	-mark "b declares a failed=$(echo "$(unix_ms "$heard") + $det" | bc)" \
+	-mark "b serves=$(echo "$(unix_ms "$heard") + $tot" | bc)" "$DEMO/replies.csv"
+say "each reply's latency over time, with the crash and the failover: $PICTURES/failover.png"

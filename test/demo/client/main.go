@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,15 +36,16 @@ func main() {
 	addr := flag.String("addr", "", "Redis address, host:port")
 	every := flag.Duration("every", 50*time.Millisecond, "time between rounds (INCR + SET)")
 	duration := flag.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+	samples := flag.String("samples", "", "at the end, write each reply's arrival and latency to this CSV file (unix_ms,latency_ms), for test/plot")
 	flag.Parse()
 	if *addr == "" || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	os.Exit(run(*netns, *addr, *every, *duration))
+	os.Exit(run(*netns, *addr, *every, *duration, *samples))
 }
 
-func run(netns, addr string, every, duration time.Duration) int {
+func run(netns, addr string, every, duration time.Duration, samples string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if duration > 0 {
@@ -128,6 +130,11 @@ loop:
 	}
 	mean, p99 := w.Latency()
 	fmt.Printf("  reply latency mean %.1f ms, p99 %.1f ms\n", ms(mean), ms(p99))
+	if samples != "" {
+		if err := writeSamples(samples, w.Replies, w.Lat); err != nil {
+			fmt.Printf("  samples: %v\n", err)
+		}
+	}
 	ok := runErr == nil
 	if runErr != nil {
 		fmt.Printf("  FAILED: the connection broke: %v\n", runErr)
@@ -172,3 +179,13 @@ func trimInt(s string) string {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// writeSamples writes each reply's arrival (unix ms) and latency (ms).
+func writeSamples(path string, at []time.Time, lat []time.Duration) error {
+	var b strings.Builder
+	b.WriteString("unix_ms,latency_ms\n")
+	for i := range min(len(at), len(lat)) {
+		fmt.Fprintf(&b, "%d,%.3f\n", at[i].UnixMilli(), ms(lat[i]))
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
