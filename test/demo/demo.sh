@@ -260,6 +260,14 @@ read -r gap_ms gap_from gap_to <<<"$gap"
 	[[ $gap_to > $crash_at ]] && printf '  %s  the client gets its next reply, on the same connection (%s ms after the last)\n' "$gap_to" "$gap_ms"
 	true
 } | sort -s -k1,1
+declared=$(echo "$(date -u -d "$heard" +%s%3N) + $det" | bc)
+if (($(echo "$declared < $(date -u -d "$crash_at" +%s%3N)" | bc))); then
+	say "demo: FALSE FAILOVER: b declared a failed before the crash. b missed a's heartbeats"
+	say "while a was alive (a machine too loaded for the detection bound, io.rrc.heartbeat x"
+	say "io.rrc.heartbeat-misses); both served until the crash: a split brain that the fencing"
+	say "of a later release is to prevent."
+	exit 1
+fi
 say "Whatever the client waits beyond the failover is TCP: a request lost with"
 say "a is resent on the client's retransmission timer (200 ms, then doubling),"
 say "not the moment b comes up (docs/DEMO.md)."
