@@ -94,7 +94,7 @@ func StartBackup(ctx context.Context, opts BackupOptions) (*Backup, error) {
 	}
 	b.store = store
 	popts := peer.Options{
-		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: cfg.Mode.wire(),
+		Pair: cfg.Pair, PeerName: cfg.PeerName, Mode: cfg.Mode.wire(), Image: cfg.Image,
 		Heartbeat: cfg.Heartbeat, HeartbeatMisses: cfg.HeartbeatMisses, Logger: opts.Logger,
 		OnCommit:       b.onCommit,
 		OnPeerFailed:   b.onPeerFailed,

@@ -112,6 +112,10 @@ type Config struct {
 	// since, so it needs no copy (docs/ENGINE.md, "Idle ticks").
 	SkipIdle bool
 	Service  *servicenet.Settings // nil: the container's own network namespace is used as is
+	// Image is the digest of the image the container runs, "" for none (a
+	// root file system of its own); the peer must run the same (the shim
+	// asks containerd, not an annotation).
+	Image string
 
 	// PeerName is the identity the peer's TLS certificate must carry (a DNS
 	// or IP SAN). Empty on the primary: the host of Peer. The backup needs it

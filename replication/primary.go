@@ -197,7 +197,7 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 // peerOptions are the settings of every connection to the backup.
 func (p *Primary) peerOptions() peer.Options {
 	o := peer.Options{
-		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: p.cfg.Mode.wire(),
+		Pair: p.cfg.Pair, PeerName: p.cfg.ExpectedPeerName(), Mode: p.cfg.Mode.wire(), Image: p.cfg.Image,
 		Heartbeat: p.cfg.Heartbeat, HeartbeatMisses: p.cfg.HeartbeatMisses, Logger: p.opts.Logger,
 		OnAck: p.onAck,
 		OnPeerFailed: func(f peer.PeerFailure) {

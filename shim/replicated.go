@@ -45,6 +45,10 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 		return nil, fmt.Errorf("annotation %srole=%s: replication needs peer TLS in the shim configuration %s: %v: %w",
 			settings.AnnotationPrefix, cfg.Role, settings.ConfigPath(), err, errdefs.ErrFailedPrecondition)
 	}
+	if cfg.Image, err = imageDigest(ctx, s.containerd, ns, r.ID); err != nil {
+		return nil, fmt.Errorf("annotation %srole=%s: the image must be the same on both hosts, and containerd cannot say which it is: %v: %w",
+			settings.AnnotationPrefix, cfg.Role, err, errdefs.ErrFailedPrecondition)
+	}
 	plan, adoptPath, err := planNetns(spec, cfg.Service != nil)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)

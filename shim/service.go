@@ -38,6 +38,9 @@ import (
 type TaskService struct {
 	taskAPI.TTRPCTaskService // the runc task service
 	publisher                shim.Publisher
+	// containerd is containerd's gRPC address: a replicated container's
+	// image digest is asked there.
+	containerd string
 
 	mu       sync.Mutex
 	replicas map[string]*replica // by container id
@@ -45,9 +48,10 @@ type TaskService struct {
 	envMu sync.Mutex // withEnv
 }
 
-// NewTaskService wraps a new runc task service.
-func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*TaskService, error) {
-	s := &TaskService{publisher: publisher, replicas: map[string]*replica{}}
+// NewTaskService wraps a new runc task service; containerdAddress is
+// containerd's gRPC address.
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, containerdAddress string) (*TaskService, error) {
+	s := &TaskService{publisher: publisher, containerd: containerdAddress, replicas: map[string]*replica{}}
 	runc, err := task.NewTaskService(ctx, &runcEvents{Publisher: publisher, s: s}, sd)
 	if err != nil {
 		return nil, err

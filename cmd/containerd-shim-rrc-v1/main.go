@@ -39,7 +39,7 @@ func registerTaskService() {
 			if err != nil {
 				return nil, err
 			}
-			return rrcshim.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			return rrcshim.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service), ic.Properties[plugins.PropertyGRPCAddress])
 		},
 	})
 }

@@ -51,9 +51,12 @@ type Disconnect struct {
 
 // Options configure one side of the channel of one pair.
 type Options struct {
-	Pair            string    // pair name, the same on both sides
-	PeerName        string    // identity the peer's certificate must carry (SAN)
-	Mode            wire.Mode // both sides must run the same mode
+	Pair     string    // pair name, the same on both sides
+	PeerName string    // identity the peer's certificate must carry (SAN)
+	Mode     wire.Mode // both sides must run the same mode
+	// Image is the digest of the image this side's container runs (empty:
+	// none); both sides must run the same.
+	Image           string
 	Heartbeat       time.Duration
 	HeartbeatMisses int
 	// ChunkSize is the file content per CheckpointChunk frame, at most
@@ -146,6 +149,9 @@ func (o Options) validate() error {
 	}
 	if o.Mode != wire.ModeEpoch && o.Mode != wire.ModeHybrid {
 		errs = append(errs, fmt.Errorf("mode %s", o.Mode))
+	}
+	if err := wire.CheckImageDigest(o.Image); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("peer options: %w", err)

@@ -459,18 +459,34 @@ func TestAuthentication(t *testing.T) {
 
 func TestWrongPairRefused(t *testing.T) {
 	e := newEnv(t)
-	addr, _, _, _ := startBackup(t, baseOptions(t, primaryName), e.backup, t.TempDir())
+	bopts := baseOptions(t, primaryName)
+	bopts.Image = "sha256:aaaa"
+	addr, _, _, _ := startBackup(t, bopts, e.backup, t.TempDir())
 	opts := baseOptions(t, backupName)
+	opts.Image = bopts.Image
 	opts.Pair = "memcached-7"
 	if s, err := Dial(context.Background(), addr, e.primary, opts); err == nil {
 		s.Close()
 		t.Fatal("wrong pair accepted")
 	}
 	opts = baseOptions(t, backupName)
+	opts.Image = bopts.Image
 	opts.Mode = wire.ModeHybrid
 	if s, err := Dial(context.Background(), addr, e.primary, opts); err == nil {
 		s.Close()
 		t.Fatal("mode mismatch accepted")
+	}
+	for _, image := range []string{"sha256:bbbb", ""} { // another image; none where the backup has one
+		opts = baseOptions(t, backupName)
+		opts.Image = image
+		s, err := Dial(context.Background(), addr, e.primary, opts)
+		if err == nil {
+			s.Close()
+			t.Fatalf("image %q accepted by a backup of image sha256:aaaa", image)
+		}
+		if !strings.Contains(err.Error(), "same image") {
+			t.Errorf("image %q refused, but not for the image: %v", image, err)
+		}
 	}
 }
 

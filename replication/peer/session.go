@@ -129,7 +129,7 @@ func (s *session) handshake(myEpoch uint64) error {
 	s.wg.Add(1)
 	go s.writeLoop()
 	hello := wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version, Role: s.role, Mode: s.opts.Mode,
-		Heartbeat: s.opts.Heartbeat, Pair: s.opts.Pair}
+		Heartbeat: s.opts.Heartbeat, Pair: s.opts.Pair, Image: s.opts.Image}
 	// Waited for: no frame written directly (writeDirect) may overtake it.
 	if err := s.enqueue(s.ctx, s.control, wire.TypeHello, myEpoch, hello.Append(nil), true); err != nil {
 		return fmt.Errorf("sending Hello: %w", err)
@@ -160,6 +160,10 @@ func (s *session) handshake(myEpoch uint64) error {
 		code, problem = wire.CodePair, fmt.Sprintf("peer is also %s", h.Role)
 	case h.Mode != s.opts.Mode:
 		code, problem = wire.CodePair, fmt.Sprintf("peer runs %s mode, this side %s", h.Mode, s.opts.Mode)
+	case h.Image != s.opts.Image:
+		// A restore of the other's checkpoint onto another image would
+		// run its memory against other files.
+		code, problem = wire.CodePair, fmt.Sprintf("peer's container runs image %s, this side's %s: both must run the same image", orNone(h.Image), orNone(s.opts.Image))
 	case wire.Version < h.MinVersion || wire.Version > h.MaxVersion:
 		code, problem = wire.CodeVersion, fmt.Sprintf("peer speaks versions %d-%d, this side %d", h.MinVersion, h.MaxVersion, wire.Version)
 	}
@@ -543,4 +547,11 @@ func tlsHandshake(ctx context.Context, conn *tls.Conn, opts Options, log *slog.L
 			"subject", st.PeerCertificates[0].Subject.CommonName, "tls", tls.VersionName(st.Version))
 	}
 	return nil
+}
+
+func orNone(image string) string {
+	if image == "" {
+		return "(none: a root file system of its own)"
+	}
+	return image
 }

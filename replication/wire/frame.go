@@ -21,8 +21,9 @@ const Magic uint32 = 0x52524350
 // Version is the protocol version this package speaks. A frame of any other
 // version is refused: versions are negotiated in Hello before they differ.
 // Version 3 added Goodbye: a version-2 primary never says it, so a version-3
-// backup would take each of its deliberate stops for a failure.
-const Version uint8 = 3
+// backup would take each of its deliberate stops for a failure. Version 4
+// added the image digest to Hello.
+const Version uint8 = 4
 
 // HeaderSize is the size of the fixed frame header.
 const HeaderSize = 40

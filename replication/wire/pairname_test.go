@@ -71,3 +71,32 @@ func TestValidCheckpointPath(t *testing.T) {
 		}
 	}
 }
+
+func TestHelloImageDigest(t *testing.T) {
+	tests := []struct {
+		image, wantErr string
+	}{
+		{"", ""},
+		{"sha256:7c3e0d5b9a1f", ""},
+		{"sha512:AbC-_=.+", ""},
+		{"latest", "want algorithm:encoded"},
+		{"sha256:", "want algorithm:encoded"},
+		{":abc", "want algorithm:encoded"},
+		{"sha256:ab/../c", "character '/'"},
+		{"sha256:" + strings.Repeat("a", MaxImageLen), "at most"},
+	}
+	for _, tc := range tests {
+		err := CheckImageDigest(tc.image)
+		if (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("CheckImageDigest(%q) = %v, want %q", tc.image, err, tc.wantErr)
+		}
+		if len(tc.image) > MaxImageLen {
+			continue // refused by the decoder's length bound already
+		}
+		h := Hello{MinVersion: 1, MaxVersion: 1, Role: RoleBackup, Mode: ModeEpoch, Heartbeat: time.Second, Pair: "p", Image: tc.image}
+		got, err := DecodeHello(h.Append(nil))
+		if (err == nil) != (tc.wantErr == "") || err == nil && got.Image != tc.image {
+			t.Errorf("DecodeHello with image %q = %+v, %v", tc.image, got, err)
+		}
+	}
+}

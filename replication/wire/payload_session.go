@@ -6,6 +6,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -57,6 +58,30 @@ type Hello struct {
 	// the other side's failure detector waits for this interval.
 	Heartbeat time.Duration
 	Pair      string
+	// Image is the digest of the image the sender's container runs
+	// ("sha256:…"), empty when it has none (a root file system given as is):
+	// the two sides must run the same.
+	Image string
+}
+
+// MaxImageLen bounds the image digest (an OCI digest: algorithm:encoded).
+const MaxImageLen = 160
+
+// CheckImageDigest says why d is not an OCI digest (empty is allowed).
+func CheckImageDigest(d string) error {
+	if d == "" {
+		return nil
+	}
+	alg, enc, ok := strings.Cut(d, ":")
+	if !ok || alg == "" || enc == "" || len(d) > MaxImageLen {
+		return fmt.Errorf("image digest %q: want algorithm:encoded, at most %d characters", d, MaxImageLen)
+	}
+	for _, c := range []byte(d) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":+._-=", c) >= 0) {
+			return fmt.Errorf("image digest %q: character %q", d, c)
+		}
+	}
+	return nil
 }
 
 // MaxPairLen bounds the pair name (a DNS label).
@@ -84,7 +109,8 @@ func CheckPairName(name string) error {
 func (h Hello) Append(dst []byte) []byte {
 	dst = append(dst, h.MinVersion, h.MaxVersion, byte(h.Role), byte(h.Mode))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Heartbeat))
-	return appendStr(dst, h.Pair)
+	dst = appendStr(dst, h.Pair)
+	return appendStr(dst, h.Image)
 }
 
 func DecodeHello(b []byte) (Hello, error) {
@@ -92,6 +118,7 @@ func DecodeHello(b []byte) (Hello, error) {
 	h := Hello{MinVersion: d.u8("min version"), MaxVersion: d.u8("max version"), Role: Role(d.u8("role")), Mode: Mode(d.u8("mode"))}
 	hb := d.u64("heartbeat")
 	h.Pair = d.str("pair", MaxPairLen)
+	h.Image = d.str("image", MaxImageLen)
 	if err := d.done(); err != nil {
 		return Hello{}, err
 	}
@@ -106,6 +133,8 @@ func DecodeHello(b []byte) (Hello, error) {
 		d.fail("heartbeat %dns", hb)
 	case CheckPairName(h.Pair) != nil:
 		d.fail("%v", CheckPairName(h.Pair))
+	case CheckImageDigest(h.Image) != nil:
+		d.fail("%v", CheckImageDigest(h.Image))
 	}
 	h.Heartbeat = time.Duration(hb)
 	return h, d.err

@@ -29,7 +29,7 @@ func fr(t Type, epoch uint64, payload []byte) func(*Encoder, []byte) []byte {
 }
 
 var (
-	helloP = Hello{MinVersion: 1, MaxVersion: 1, Role: RolePrimary, Mode: ModeEpoch, Heartbeat: 30 * time.Millisecond, Pair: "redis-1"}.Append(nil)
+	helloP = Hello{MinVersion: 1, MaxVersion: 1, Role: RolePrimary, Mode: ModeEpoch, Heartbeat: 30 * time.Millisecond, Pair: "redis-1", Image: "sha256:0a1b"}.Append(nil)
 	hbP    = Heartbeat{SentAt: time.Unix(1, 0)}.Append(nil)
 	beginP = CheckpointBegin{TotalSize: 3, FileCount: 1}.Append(nil)
 	chunkP = CheckpointChunk{Path: "a/b.img", Mode: 0o600, FileSize: 3, Data: []byte("abc")}.Append(nil)
