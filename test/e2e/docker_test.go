@@ -69,6 +69,9 @@ func TestDockerFailover(t *testing.T) {
 	if st := b.taskStatus(ctx, idB); st != "RUNNING" {
 		t.Fatalf("backup's standby task: %q, want RUNNING", st)
 	}
+	// dockerd takes the placeholder's pid (the shim's) for the container's.
+	t.Logf("docker inspect on b before the failover: pid, sandbox: %s; the shim's pid: %d",
+		strings.TrimSpace(db.must(ctx, "inspect", "--format", "{{.State.Pid}} {{.NetworkSettings.SandboxKey}}", name)), findShim(l.Namespace("b"), idB))
 	idA := run(da, "--annotation", "io.rrc.role=primary", "--annotation", "io.rrc.peer="+listen)
 	waitStatus(t, l, "a", idA, "primary in sync", 30*time.Second, isState(replication.StateInSync))
 	waitStatus(t, l, "b", idB, "backup in sync", 10*time.Second, isState(replication.StateInSync))
@@ -156,7 +159,8 @@ type dockerd struct {
 	l    *lab.Lab
 	host string
 	cmd  *exec.Cmd
-	exit chan error
+	done chan struct{} // closed when cmd has exited, with its error in exit
+	exit error
 }
 
 func (d *dockerd) dataRoot() string { return filepath.Join(d.l.Root(d.host), "docker") }
@@ -171,7 +175,7 @@ func startDockerd(ctx context.Context, t *testing.T, l *lab.Lab, h string) *dock
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &dockerd{t: t, l: l, host: h, exit: make(chan error, 1)}
+	d := &dockerd{t: t, l: l, host: h, done: make(chan struct{})}
 	logf, err := os.Create(filepath.Join(l.State(h), "dockerd.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -190,13 +194,12 @@ func startDockerd(ctx context.Context, t *testing.T, l *lab.Lab, h string) *dock
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start dockerd on %s: %v", h, err)
 	}
-	go func() { d.exit <- d.cmd.Wait() }()
+	go func() { d.exit = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(d.stop)
 	if err := lab.WaitFor(30*time.Second, func() error {
 		select {
-		case err := <-d.exit:
-			d.exit <- err
-			return fmt.Errorf("dockerd exited: %v", err)
+		case <-d.done:
+			return fmt.Errorf("dockerd exited: %v", d.exit)
 		default:
 		}
 		_, err := d.docker(ctx, "version")
@@ -213,7 +216,7 @@ func startDockerd(ctx context.Context, t *testing.T, l *lab.Lab, h string) *dock
 func (d *dockerd) stop() {
 	t := d.t
 	select {
-	case <-d.exit:
+	case <-d.done:
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -232,11 +235,11 @@ func (d *dockerd) stop() {
 			t.Errorf("dockerd on %s: SIGTERM: %v", d.host, err)
 		}
 		select {
-		case <-d.exit:
+		case <-d.done:
 		case <-time.After(30 * time.Second):
 			t.Errorf("dockerd on %s still runs 30 s after SIGTERM; killed", d.host)
 			d.cmd.Process.Kill()
-			<-d.exit
+			<-d.done
 		}
 	}
 	if t.Failed() {
