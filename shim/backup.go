@@ -27,7 +27,7 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 	if rep.sn == nil {
 		return fmt.Errorf("annotation %sservice-ip: a backup needs a standby service namespace (its own, or one the spec names)", settings.AnnotationPrefix)
 	}
-	if _, err := upperDir(r.Rootfs); err != nil {
+	if _, err := upperDir(r.Rootfs, r.Bundle); err != nil {
 		return err
 	}
 	// The restore's temporary routes: the service prefix, or for an

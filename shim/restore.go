@@ -61,7 +61,7 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 	// The checkpoint's writable layer goes into the upper dir of the task's
 	// own snapshot before the runc service mounts it.
 	if diff := filepath.Join(c.Dir, criu.RootfsDiffFile); fileExists(diff) {
-		upper, err := upperDir(r.req.Rootfs)
+		upper, err := upperDir(r.req.Rootfs, r.req.Bundle)
 		if err != nil {
 			return 0, err
 		}
@@ -80,6 +80,11 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 			log.G(ctx).WithError(err).Warn("releasing what the restore prepared")
 		}
 	}()
+	if applied, err := criu.MoveNetSysctls(r.req.Bundle, rep.sn.NetnsPath()); err != nil {
+		return 0, fmt.Errorf("preparing the bundle for the restore: %w", err)
+	} else if len(applied) > 0 {
+		log.G(ctx).WithField("sysctls", applied).Info("network sysctls of the spec applied to the standby namespace (runc restore refuses them there)")
+	}
 	// The restored connections' first retransmissions, after 200 ms.
 	criu.PrimeRestoredConnections(rep.sn.NetnsPath(), c.Dir, engineLogger(ctx))
 	prepared := time.Now()
@@ -167,13 +172,34 @@ func holdStdio(req *taskAPI.CreateTaskRequest) (release func(), err error) {
 	return release, nil
 }
 
-// upperDir is the writable directory of the task's overlay rootfs.
-func upperDir(rootfs []*types.Mount) (string, error) {
+// upperDir is the writable directory of the task's overlay rootfs: from the
+// rootfs mounts containerd passed (ctr, CRI), or, when there are none because
+// the front end mounted the rootfs itself (dockerd), from the overlay mounted
+// at the spec's root path. The standby never ran anything in such a mount,
+// so what the restore unpacks into its upper dir is what the overlay shows.
+func upperDir(rootfs []*types.Mount, bundle string) (string, error) {
 	for _, m := range rootfs {
 		for _, o := range m.Options {
 			if v, ok := strings.CutPrefix(o, "upperdir="); ok && v != "" {
 				return v, nil
 			}
+		}
+	}
+	if len(rootfs) == 0 {
+		spec, err := readSpec(bundle)
+		if err != nil {
+			return "", err
+		}
+		if spec.Root != nil && spec.Root.Path != "" {
+			root := spec.Root.Path
+			if !filepath.IsAbs(root) {
+				root = filepath.Join(bundle, root)
+			}
+			upper, err := criu.OverlayUpperdir(root)
+			if err != nil {
+				return "", fmt.Errorf("the backup restores the checkpoint's writable layer into the container's overlay rootfs: %w", err)
+			}
+			return upper, nil
 		}
 	}
 	return "", errors.New("the backup needs an overlay rootfs with an upper dir to restore the checkpoint's writable layer into")

@@ -68,3 +68,88 @@ go_install_pinned() {
 	printf '%s\n' "$version" >"$stamp"
 	log "$name $version installed in $dest (built in $((SECONDS - start)) s)"
 }
+
+# ---------------------------------------------------------------- private apt
+# Packages of Debian releases newer than the system's (trixie, forky), fetched with
+# `apt-get download` through a private apt configuration and unpacked into a prefix of
+# their own: the system's sources, lists, preferences and packages are never touched.
+PRIVATE_APT_DIR=/var/lib/rrc/apt
+PRIVATE_APT_MIRROR=${RRC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PRIVATE_APT_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+PRIVATE_APT_OPTS=(
+	-o "Dir::Etc::SourceList=$PRIVATE_APT_DIR/sources.list"
+	-o Dir::Etc::SourceParts=/dev/null
+	-o "Dir::State::Lists=$PRIVATE_APT_DIR/lists"
+	-o "Dir::Cache=$PRIVATE_APT_DIR/cache"
+	-o Dir::Etc::Preferences=/dev/null
+	-o Dir::Etc::PreferencesParts=/dev/null
+	-o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+	-o Acquire::Languages=none
+)
+
+# Writes the private sources (trixie and forky) and fetches their package lists. Holds a
+# lock on the private configuration until private_apt_done, so that two setups running at
+# once do not share the lists.
+private_apt_update() {
+	[[ -r $PRIVATE_APT_KEYRING ]] || die "$PRIVATE_APT_KEYRING missing (package debian-archive-keyring)"
+	mkdir -p "$PRIVATE_APT_DIR/lists/partial" "$PRIVATE_APT_DIR/cache/archives/partial"
+	exec {PRIVATE_APT_LOCK}>"$PRIVATE_APT_DIR/lock"
+	flock -w 600 "$PRIVATE_APT_LOCK" || die "another setup holds $PRIVATE_APT_DIR/lock"
+	cat >"$PRIVATE_APT_DIR/sources.list" <<-EOS
+		# io.rrc.v1 private apt sources: only used by contrib/setup/setup.sh with
+		# apt-get -o Dir::Etc::SourceList=...; not part of the system's apt configuration.
+		deb [signed-by=$PRIVATE_APT_KEYRING] $PRIVATE_APT_MIRROR trixie main
+		deb [signed-by=$PRIVATE_APT_KEYRING] $PRIVATE_APT_MIRROR forky main
+	EOS
+	quiet "apt-get update of the private trixie/forky lists failed" \
+		apt-get "${PRIVATE_APT_OPTS[@]}" -q update
+}
+
+# The package lists (~40 MB) are only needed for a download: removed, lock released.
+private_apt_done() {
+	rm -rf "$PRIVATE_APT_DIR/lists" "$PRIVATE_APT_DIR/cache"
+	if [[ -n ${PRIVATE_APT_LOCK:-} ]]; then
+		exec {PRIVATE_APT_LOCK}>&-
+		PRIVATE_APT_LOCK=
+	fi
+}
+
+# Version of PKG/RELEASE (e.g. criu/forky) in the private lists, empty if there is none.
+private_apt_version() {
+	apt-cache "${PRIVATE_APT_OPTS[@]}" show "$1" 2>/dev/null | awk '/^Version:/ { print $2; exit }'
+}
+
+# Downloads PKG... (name=version or name/release) and unpacks them into DEST, which must
+# not exist yet, with DEST/MANIFEST listing "package version" of each.
+#   private_apt_unpack DEST PKG...
+private_apt_unpack() {
+	local dest=$1 tmp deb
+	shift
+	tmp=$(mktemp -d /tmp/rrc-setup-debs.XXXXXX)
+	id _apt >/dev/null 2>&1 && chown _apt "$tmp" # let apt's sandbox user write there
+	if ! (cd "$tmp" && quiet "apt-get download of $* failed" \
+		apt-get "${PRIVATE_APT_OPTS[@]}" -q download "$@"); then
+		rm -rf "$tmp"
+		return 1
+	fi
+	mkdir -p "$dest"
+	for deb in "$tmp"/*.deb; do
+		dpkg-deb -x "$deb" "$dest"
+		dpkg-deb -f "$deb" Package Version | awk '{ printf "%s%s", $2, (NR % 2 ? " " : "\n") }' \
+			>>"$dest/MANIFEST"
+	done
+	rm -rf "$tmp"
+	sort -o "$dest/MANIFEST" "$dest/MANIFEST"
+}
+
+# Replaces the directory PREFIX by NEW (same file system), removing the old one.
+#   swap_prefix NEW PREFIX
+swap_prefix() {
+	local new=$1 prefix=$2
+	if [[ -e $prefix ]]; then
+		rm -rf "$prefix.old"
+		mv "$prefix" "$prefix.old"
+	fi
+	mv "$new" "$prefix"
+	rm -rf "$prefix.old"
+}

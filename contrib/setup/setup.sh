@@ -16,7 +16,7 @@
 #     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
 #   * golangci-lint (make lint) at a pinned version, built with `go install`;
 #   * the front ends beside ctr, one file each in contrib/setup/frontends: the CNI plugins
-#     (/opt/cni/bin);
+#     (/opt/cni/bin), dockerd and docker from Debian forky (/opt/rrc/docker);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
@@ -34,9 +34,6 @@ REPO_ROOT=$(cd "$SELF_DIR/../.." && pwd)
 BINDIR=/usr/local/bin
 SBINDIR=/usr/local/sbin
 CRIU_PREFIX=/opt/rrc/criu
-APT_DIR=/var/lib/rrc/apt
-MIRROR=${RRC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 CRIU_MIN=4.2          # 3.17 (bookworm) and 4.1.1 (trixie) do not work on this kernel
 CRIU_TESTED=4.2.1-1   # the forky build that was validated (docs/SETUP.md)
 FORCE_CONTAINERD=0
@@ -61,7 +58,8 @@ APT_PKGS=(
 )
 CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a
-# private apt configuration, unpacked into $CRIU_PREFIX (never installed system-wide).
+# private apt configuration (lib.sh, private_apt_*), unpacked into $CRIU_PREFIX (never
+# installed system-wide).
 CRIU_FORKY=(criu libcompel1 libnet9 libnl-3-200)
 CRIU_TRIXIE=(
 	libc6 libgnutls30t64 libnettle8t64 libhogweed6t64 libunistring5 libnftables1
@@ -209,17 +207,6 @@ setup_containerd() {
 }
 
 # ---------------------------------------------------------------- 3. CRIU
-APT_OPTS=(
-	-o "Dir::Etc::SourceList=$APT_DIR/sources.list"
-	-o Dir::Etc::SourceParts=/dev/null
-	-o "Dir::State::Lists=$APT_DIR/lists"
-	-o "Dir::Cache=$APT_DIR/cache"
-	-o Dir::Etc::Preferences=/dev/null
-	-o Dir::Etc::PreferencesParts=/dev/null
-	-o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
-	-o Acquire::Languages=none
-)
-
 # Library directories of an unpacked prefix, loader first; sets LOADER_DIR and LIB_PATH.
 criu_prefix_paths() {
 	local root=$1 d
@@ -234,23 +221,12 @@ criu_prefix_paths() {
 }
 
 install_criu() {
-	local tmp new deb v p pkgs=() out
+	local new v p pkgs=() out
 	[[ $(dpkg --print-architecture) == amd64 ]] || die "the CRIU prefix is built for amd64 only"
-	[[ -r $KEYRING ]] || die "$KEYRING missing (package debian-archive-keyring)"
 
-	# Private apt configuration: the system's sources, lists and preferences are untouched.
-	mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
-	cat >"$APT_DIR/sources.list" <<-EOF
-		# io.rrc.v1 private apt sources: only used by contrib/setup/setup.sh with
-		# apt-get -o Dir::Etc::SourceList=...; not part of the system's apt configuration.
-		deb [signed-by=$KEYRING] $MIRROR trixie main
-		deb [signed-by=$KEYRING] $MIRROR forky main
-	EOF
-	quiet "apt-get update of the private trixie/forky lists failed" \
-		apt-get "${APT_OPTS[@]}" -q update
-
-	v=$(apt-cache "${APT_OPTS[@]}" show criu/forky 2>/dev/null | awk '/^Version:/ { print $2; exit }')
-	[[ -n $v ]] || die "Debian forky has no criu package (mirror $MIRROR)"
+	private_apt_update
+	v=$(private_apt_version criu/forky)
+	[[ -n $v ]] || die "Debian forky has no criu package (mirror $PRIVATE_APT_MIRROR)"
 	if [[ $v != "$CRIU_TESTED" ]]; then
 		version_ge "$v" "$CRIU_MIN" || die "forky's criu is $v, need >= $CRIU_MIN"
 		warn "forky now ships criu $v; $CRIU_TESTED is the tested one; using $v"
@@ -260,23 +236,11 @@ install_criu() {
 	done
 	for p in "${CRIU_TRIXIE[@]}"; do pkgs+=("$p/trixie"); done
 
-	tmp=$(mktemp -d /tmp/rrc-setup-criu.XXXXXX)
-	CLEANUP+=("rm -rf '$tmp'")
-	mkdir "$tmp/debs"
-	id _apt >/dev/null 2>&1 && chown _apt "$tmp/debs" # let apt's sandbox user write there
-	(cd "$tmp/debs" && quiet "apt-get download of CRIU packages failed" \
-		apt-get "${APT_OPTS[@]}" -q download "${pkgs[@]}")
-
 	new=$CRIU_PREFIX.new
 	rm -rf "$new"
-	mkdir -p "$new"
 	CLEANUP+=("rm -rf '$new'")
-	for deb in "$tmp"/debs/*.deb; do
-		dpkg-deb -x "$deb" "$new"
-		dpkg-deb -f "$deb" Package Version | awk '{ printf "%s%s", $2, (NR % 2 ? " " : "\n") }' \
-			>>"$new/MANIFEST"
-	done
-	sort -o "$new/MANIFEST" "$new/MANIFEST"
+	private_apt_unpack "$new" "${pkgs[@]}"
+	private_apt_done
 	[[ -x $new/usr/sbin/criu ]] || die "criu binary missing from the unpacked packages"
 
 	# Every library must resolve, and from the prefix or the system, before switching over.
@@ -292,12 +256,7 @@ install_criu() {
 		>/dev/null 2>&1 || die "the unpacked criu does not run"
 
 	# Switch the prefix over, then write the wrapper.
-	if [[ -e $CRIU_PREFIX ]]; then
-		rm -rf "$CRIU_PREFIX.old"
-		mv "$CRIU_PREFIX" "$CRIU_PREFIX.old"
-	fi
-	mv "$new" "$CRIU_PREFIX"
-	rm -rf "$CRIU_PREFIX.old"
+	swap_prefix "$new" "$CRIU_PREFIX"
 	mkdir -p "$SBINDIR"
 	cat >"$SBINDIR/.criu.rrc-new" <<-EOF
 		#!/bin/sh
@@ -312,8 +271,6 @@ install_criu() {
 	chmod 0755 "$SBINDIR/.criu.rrc-new"
 	mv -f "$SBINDIR/.criu.rrc-new" "$SBINDIR/criu"
 	hash -r
-	# The trixie/forky package lists (~40 MB) are only needed for the download.
-	rm -rf "$APT_DIR/lists" "$APT_DIR/cache"
 }
 
 setup_criu() {

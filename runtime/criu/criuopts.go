@@ -157,8 +157,17 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 		opts.ExtMnt = append(opts.ExtMnt, &rpc.ExtMountMap{Key: proto.String(dest), Val: proto.String(val)})
 	}
 	for _, m := range st.Config.Mounts {
-		if m.Device == "bind" {
+		switch m.Device {
+		case "bind":
 			addMount(m.Destination, "")
+		case "cgroup":
+			dests, err := cgroupBindDests(st, m.Destination)
+			if err != nil {
+				return nil, err
+			}
+			for _, d := range dests {
+				addMount(d, "")
+			}
 		}
 	}
 	// Masked files are /dev/null bind mounts (masked directories are

@@ -173,6 +173,18 @@ func (l *Lab) logf(format string, args ...any) {
 	}
 }
 
+// ImageDir is the image cache lab.sh builds the images' OCI archives in
+// (busybox.tar, redis.tar, ...): Images, $LAB_IMAGES or lab.sh's default.
+func (l *Lab) ImageDir() string {
+	if l.Images != "" {
+		return l.Images
+	}
+	if d := os.Getenv("LAB_IMAGES"); d != "" {
+		return d
+	}
+	return "/var/cache/rrc-lab-images"
+}
+
 // Env is the environment lab.sh runs with.
 func (l *Lab) Env() []string {
 	env := append(os.Environ(), "LAB="+l.Name, "LAB_SUBNET="+l.Subnet, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1")
