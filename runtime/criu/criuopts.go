@@ -157,8 +157,24 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 		opts.ExtMnt = append(opts.ExtMnt, &rpc.ExtMountMap{Key: proto.String(dest), Val: proto.String(val)})
 	}
 	for _, m := range st.Config.Mounts {
-		if m.Device == "bind" {
+		switch m.Device {
+		case "bind":
 			addMount(m.Destination, "")
+		case "cgroup":
+			// Without a cgroup namespace on cgroup v1, runc mounts a tmpfs
+			// with a bind mount of the container's directory of each
+			// hierarchy (CRI's specs ask for /sys/fs/cgroup, ctr's do
+			// not): external, as runc's checkpoint declares them.
+			if own, _ := st.HasNamespace("NEWCGROUP"); own {
+				continue
+			}
+			hierarchies, err := cgroupV1Hierarchies()
+			if err != nil {
+				return nil, fmt.Errorf("cgroup mount %s: %w", m.Destination, err)
+			}
+			for _, h := range hierarchies {
+				addMount(filepath.Join(m.Destination, h), "")
+			}
 		}
 	}
 	// Masked files are /dev/null bind mounts (masked directories are
