@@ -77,20 +77,3 @@ func TestCreateHybridRefused(t *testing.T) {
 		t.Fatalf("hybrid create: %v", err)
 	}
 }
-
-// TestCreateCRISandboxRefused: a CRI pod's sandbox (pause) container with
-// io.rrc.* annotations (a pod's annotations reach it through
-// pod_annotations) is refused, saying where the annotations belong.
-func TestCreateCRISandboxRefused(t *testing.T) {
-	bundle := t.TempDir()
-	spec := `{"annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.rrc.role": "primary", "io.rrc.peer": "10.0.0.2:7100"}}`
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &TaskService{replicas: map[string]*replica{}}
-	ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
-	_, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "pod1", Bundle: bundle})
-	if err == nil || !strings.Contains(err.Error(), "pod sandbox") || !strings.Contains(err.Error(), "container_annotations") {
-		t.Fatalf("create of an annotated CRI sandbox: %v", err)
-	}
-}

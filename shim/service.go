@@ -135,11 +135,13 @@ func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
-	if cfg.Enabled() && isCRISandbox(spec) {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s is a CRI pod sandbox (pause) with %s* annotations: a pod's annotations reach its sandbox too; "+
-			"put them on the replicated container and list them in the runtime's container_annotations, not pod_annotations: %w", r.ID, settings.AnnotationPrefix, errdefs.ErrInvalidArgument))
-	}
-	if cfg.Enabled() {
+	if cfg.Enabled() && settings.IsCRISandbox(spec.Annotations) {
+		// Kubernetes sets annotations on pods only, and CRI's
+		// pod_annotations hand them to the sandbox as well as to the
+		// pod's containers: they are the containers'. Checked above, so
+		// that a wrong value fails the pod's start.
+		log.G(ctx).WithField("role", cfg.Role).Info("CRI pod sandbox (pause): its io.rrc.* annotations are the pod's, for its containers; the sandbox runs unreplicated")
+	} else if cfg.Enabled() {
 		resp, err := s.createReplicated(ctx, r, spec, *cfg)
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("role", cfg.Role).Error("replicated container not created")
@@ -207,17 +209,6 @@ func (s *TaskService) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) 
 		return &emptypb.Empty{}, nil
 	}
 	return s.TTRPCTaskService.Shutdown(ctx, r)
-}
-
-// criContainerType is the annotation containerd's CRI plugin puts on every
-// spec it makes: "sandbox" for a pod's pause container, "container" for the
-// others (containerd's internal/cri/annotations.ContainerType).
-const criContainerType = "io.kubernetes.cri.container-type"
-
-// isCRISandbox: the spec is a CRI pod's sandbox container, which holds the
-// pod's namespaces and runs nothing to replicate.
-func isCRISandbox(spec *specs.Spec) bool {
-	return spec.Annotations[criContainerType] == "sandbox"
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {

@@ -127,6 +127,8 @@ func printStatus(ctx context.Context, w io.Writer, address, ns, configPath strin
 			repl = "unknown: " + err.Error()
 		} else if cfg, err := settings.ParseAnnotations(c.ID(), spec.Annotations); err != nil {
 			repl = "invalid annotations"
+		} else if cfg.Enabled() && settings.IsCRISandbox(spec.Annotations) {
+			repl = "unreplicated (pod sandbox)"
 		} else if cfg.Enabled() {
 			repl, mode, epoch = string(cfg.Role), string(cfg.Mode), cfg.Epoch.String()
 			peer = cfg.Peer

@@ -36,10 +36,12 @@ const (
 // contrib/config/containerd-cri.toml (handler "rrc", runtime_type io.rrc.v1,
 // runc options from contrib/config/rrc-runc.toml), and crictl runs the pod
 // with that handler on b (backup) and a (primary). CNI gives the pod the same
-// address and MAC on both hosts (macvlan of the host's eth0, static IPAM);
-// the pod's sandbox (pause) runs through io.rrc.v1 unreplicated, the Redis
-// container carries the io.rrc.* annotations, joins the pod's network
-// namespace and is replicated in it (adopted). a crashes while a client
+// address and MAC on both hosts (macvlan of the host's eth0, static IPAM).
+// The io.rrc.* annotations are the pod's, as Kubernetes can only set them
+// (CRI's pod_annotations give them to the sandbox and the container): the
+// pod's sandbox (pause) runs through io.rrc.v1 unreplicated, the Redis
+// container joins the pod's network namespace and is replicated in it
+// (adopted). a crashes while a client
 // talks to the pod address; the connection carries on with b's copy, which
 // crictl then sees running and removes with its pod, leaving nothing.
 func TestCRIFailover(t *testing.T) {
@@ -84,13 +86,14 @@ func TestCRIFailover(t *testing.T) {
 	inSync := isState(replication.StateInSync)
 	waitStatusIn(t, l, "a", criNamespace, ctrA, "primary in sync", 30*time.Second, inSync)
 	waitStatusIn(t, l, "b", criNamespace, ctrB, "backup in sync", 10*time.Second, inSync)
-	for _, h := range []string{"a", "b"} {
-		out := rrcctlIn(t, l, rl.bin, rl.dir, h, criNamespace)
-		t.Logf("rrcctl -n %s status on %s:\n%s", criNamespace, h, out)
-	}
-	// The pause containers are io.rrc.v1 tasks without annotations: runc's
-	// way, no status file.
-	for _, s := range []struct{ h, pod string }{{"a", podA}, {"b", podB}} {
+	// The pause containers carry the pod's annotations too and run
+	// unreplicated: no status file, and rrcctl says why.
+	for _, s := range []struct{ h, pod, ctr string }{{"a", podA, ctrA}, {"b", podB, ctrB}} {
+		out := rrcctlIn(t, l, rl.bin, rl.dir, s.h, criNamespace)
+		t.Logf("rrcctl -n %s status on %s:\n%s", criNamespace, s.h, out)
+		if !rrcctlSays(out, s.ctr, "in-sync") || !lineHas(out, s.pod, "unreplicated (pod sandbox)") {
+			t.Errorf("rrcctl status on %s: want %s in-sync and the sandbox %s unreplicated (pod sandbox):\n%s", s.h, s.ctr, s.pod, out)
+		}
 		if _, err := os.Stat(status.File(l.State(s.h)+"/rrc", criNamespace, s.pod)); !os.IsNotExist(err) {
 			t.Errorf("%s: the pod sandbox %s has a replication status file (%v)", s.h, s.pod, err)
 		}
@@ -244,10 +247,10 @@ func (h criHost) waitNetworkReady(ctx context.Context) {
 }
 
 // runPod runs the Redis pod on the host with the rrc handler (crictl runp
-// --runtime rrc), then creates and starts its Redis container with the
-// io.rrc.* annotations kv (key, value, ...) and the pair name "redis"
-// (CRI's container IDs differ between the hosts). It returns the pod's and
-// the container's IDs.
+// --runtime rrc) and the io.rrc.* annotations kv (key, value, ...) and the
+// pair name "redis" (CRI's container IDs differ between the hosts), then
+// creates and starts its Redis container. It returns the pod's and the
+// container's IDs.
 func (h criHost) runPod(ctx context.Context, kv ...string) (pod, ctr string) {
 	h.t.Helper()
 	ann := map[string]string{"io.rrc.pair": "redis"}
@@ -259,6 +262,7 @@ func (h criHost) runPod(ctx context.Context, kv ...string) (pod, ctr string) {
 	nsOpts := map[string]int{"network": 0, "ipc": 0, "pid": 1}
 	podCfg := map[string]any{
 		"metadata":      map[string]any{"name": "redis", "namespace": "default", "uid": "redis-" + h.name},
+		"annotations":   ann,
 		"log_directory": h.lab.Root(h.name) + "/pods/redis",
 		"linux": map[string]any{
 			// Under the host's cgroup, where lab crash and down find it.
@@ -267,10 +271,9 @@ func (h criHost) runPod(ctx context.Context, kv ...string) (pod, ctr string) {
 		},
 	}
 	ctrCfg := map[string]any{
-		"metadata":    map[string]any{"name": "redis"},
-		"image":       map[string]any{"image": redis},
-		"annotations": ann,
-		"log_path":    "redis.log",
+		"metadata": map[string]any{"name": "redis"},
+		"image":    map[string]any{"image": redis},
+		"log_path": "redis.log",
 		"linux": map[string]any{"security_context": map[string]any{
 			"namespace_options": nsOpts,
 			// The gate sits in the pod's namespace: no way around it.
@@ -331,4 +334,14 @@ func criNothingLeft(t *testing.T, l *lab.Lab, h, pod string) {
 	if m, _ := filepath.Glob("/var/lib/cni/results/*-" + pod + "-*"); len(m) > 0 {
 		t.Errorf("%s: CNI cache of pod %s left after rmp: %v", h, pod, m)
 	}
+}
+
+// lineHas: out has a line that starts with id and contains s.
+func lineHas(out, id, s string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, id+" ") && strings.Contains(line, s) {
+			return true
+		}
+	}
+	return false
 }
