@@ -139,7 +139,13 @@ func (s *TaskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
-	if cfg.Enabled() {
+	if cfg.Enabled() && settings.IsCRISandbox(spec.Annotations) {
+		// Kubernetes sets annotations on pods only, and CRI's
+		// pod_annotations hand them to the sandbox as well as to the
+		// pod's containers: they are the containers'. Checked above, so
+		// that a wrong value fails the pod's start.
+		log.G(ctx).WithField("role", cfg.Role).Info("CRI pod sandbox (pause): its io.rrc.* annotations are the pod's, for its containers; the sandbox runs unreplicated")
+	} else if cfg.Enabled() {
 		resp, err := s.createReplicated(ctx, r, spec, *cfg)
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("role", cfg.Role).Error("replicated container not created")

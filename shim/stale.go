@@ -103,8 +103,9 @@ func cleanupDeadReplica(ctx context.Context, id string) error {
 		return nil //nolint:nilerr // no bundle left: nothing of ours to find from here
 	}
 	cfg, err := settings.ParseAnnotations(id, spec.Annotations)
-	if err != nil || !cfg.Enabled() {
-		// Annotations create refused: the shim never replicated it.
+	if err != nil || !cfg.Enabled() || settings.IsCRISandbox(spec.Annotations) {
+		// Annotations create refused, or a pod sandbox: the shim never
+		// replicated it.
 		return nil //nolint:nilerr // not replicated: nothing of ours to clean
 	}
 	ns, err := namespaces.NamespaceRequired(ctx)

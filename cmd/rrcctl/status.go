@@ -89,6 +89,9 @@ func (s session) view(ctx context.Context, c containerd.Container) containerView
 		return v
 	case !cfg.Enabled():
 		return v
+	case settings.IsCRISandbox(spec.Annotations):
+		v.Replication = "unreplicated (pod sandbox)"
+		return v
 	}
 	d := cfg.WithDefaults()
 	v.Config, v.Settings, v.Replication = &d, settingsOf(d), string(cfg.Role)

@@ -17,6 +17,8 @@
 #   DIR/nondet.tar   rrc.local/nondet:latest  contrib/workloads/nondet, a static Go
 #                    line-protocol server on port 7000 whose TIME and RAND
 #                    replies differ from run to run (built like threadkv)
+#   DIR/pause.tar    rrc.local/pause:latest  contrib/workloads/pause, the sandbox
+#                    container of CRI pods: sleeps until SIGTERM (built like threadkv)
 # An archive is rebuilt only when an input (host binary, builder source, this
 # script) is newer than it. Import with: ctr -n NS images import DIR/redis.tar
 #
@@ -28,7 +30,7 @@
 # GO (go binary).
 set -euo pipefail
 
-[[ $# == 1 && -n $1 ]] || { sed -n '5,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# == 1 && -n $1 ]] || { sed -n '5,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -121,6 +123,13 @@ NONDET=$OUT/.bin/nondet
 build "$OUT/nondet.tar" "$NONDET" -- \
 	-ref rrc.local/nondet:latest -entrypoint /usr/bin/nondet -cmd=-addr,:7000 \
 	"$NONDET:/usr/bin/nondet"
+
+# pause: the sandbox image of containerd's CRI plugin in the lab (LAB_CRI=1),
+# which cannot pull registry.k8s.io/pause here.
+go_workload pause
+PAUSE=$OUT/.bin/pause
+build "$OUT/pause.tar" "$PAUSE" -- \
+	-ref rrc.local/pause:latest -entrypoint /pause "$PAUSE:/pause"
 
 # memcached: Debian's, with several worker threads (-t 4) so that a
 # checkpoint and a replay meet a multi-threaded server; -u root because it

@@ -161,12 +161,19 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 		case "bind":
 			addMount(m.Destination, "")
 		case "cgroup":
-			dests, err := cgroupBindDests(st, m.Destination)
-			if err != nil {
-				return nil, err
+			// Without a cgroup namespace on cgroup v1, runc mounts a tmpfs
+			// with a bind mount of the container's directory of each
+			// hierarchy (CRI's specs ask for /sys/fs/cgroup, ctr's do
+			// not): external, as runc's checkpoint declares them.
+			if own, _ := st.HasNamespace("NEWCGROUP"); own {
+				continue
 			}
-			for _, d := range dests {
-				addMount(d, "")
+			hierarchies, err := cgroupV1Hierarchies()
+			if err != nil {
+				return nil, fmt.Errorf("cgroup mount %s: %w", m.Destination, err)
+			}
+			for _, h := range hierarchies {
+				addMount(filepath.Join(m.Destination, h), "")
 			}
 		}
 	}

@@ -150,6 +150,39 @@ func TestBuildDumpOptionsJoinedNetns(t *testing.T) {
 	}
 }
 
+// A cgroup mount (CRI's specs have one) is, on cgroup v1 without a cgroup
+// namespace, a bind mount per hierarchy: external, as runc declares them.
+func TestBuildDumpOptionsCgroupMount(t *testing.T) {
+	st, err := ParseRuncState([]byte(sampleState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Config.Mounts = append(st.Config.Mounts, RuncMount{Source: "cgroup", Destination: "/sys/fs/cgroup", Device: "cgroup"})
+	old := cgroupV1Hierarchies
+	defer func() { cgroupV1Hierarchies = old }()
+	cgroupV1Hierarchies = func() ([]string, error) { return []string{"cpu,cpuacct", "systemd"}, nil }
+	o, err := BuildDumpOptions(st, DumpOptions{ImagesDir: "/img"}, fakeRootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := extMnts(o)
+	for _, want := range []string{"/sys/fs/cgroup/cpu,cpuacct:/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("ext mounts %v lack %s", got, want)
+		}
+	}
+	// With a cgroup namespace runc mounts the hierarchies for real.
+	st.Config.Namespaces = append(st.Config.Namespaces, RuncNamespace{Type: "NEWCGROUP"})
+	if o, err = BuildDumpOptions(st, DumpOptions{ImagesDir: "/img"}, fakeRootfs); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range extMnts(o) {
+		if strings.HasPrefix(m, "/sys/fs/cgroup/") {
+			t.Errorf("ext mount %s with a cgroup namespace", m)
+		}
+	}
+}
+
 func TestCRIUCommandInNamespaces(t *testing.T) {
 	for _, tc := range []struct {
 		c    CRIUCommand

@@ -182,6 +182,20 @@ func service(c *replication.Config) *servicenet.Settings {
 	return c.Service
 }
 
+// criContainerType is the annotation containerd's CRI plugin puts on every
+// spec it makes: "sandbox" for a pod's pause container, "container" for the
+// others (containerd's internal/cri/annotations.ContainerType).
+const criContainerType = "io.kubernetes.cri.container-type"
+
+// IsCRISandbox reports whether a spec with these annotations is a CRI pod's
+// sandbox (pause) container. It holds the pod's namespaces and runs nothing
+// to replicate; its io.rrc.* annotations, if any, are the pod's (CRI's
+// pod_annotations), meant for the pod's containers, which the shim
+// replicates in the sandbox's network namespace.
+func IsCRISandbox(annotations map[string]string) bool {
+	return annotations[criContainerType] == "sandbox"
+}
+
 // ParseAnnotations reads the io.rrc.* annotations of an OCI spec. It returns
 // a nil Config when the container carries none: the shim then behaves exactly
 // like io.containerd.runc.v2. Every error names the annotation at fault.

@@ -197,3 +197,19 @@ func TestParseAnnotationsPairName(t *testing.T) {
 		})
 	}
 }
+
+func TestIsCRISandbox(t *testing.T) {
+	for _, tc := range []struct {
+		ann  map[string]string
+		want bool
+	}{
+		{map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.rrc.role": "primary"}, true},
+		{map[string]string{"io.kubernetes.cri.container-type": "container", "io.rrc.role": "primary"}, false},
+		{map[string]string{"io.rrc.role": "primary"}, false},
+		{nil, false},
+	} {
+		if got := IsCRISandbox(tc.ann); got != tc.want {
+			t.Errorf("IsCRISandbox(%v) = %v, want %v", tc.ann, got, tc.want)
+		}
+	}
+}

@@ -361,12 +361,18 @@ key_file = %q
 // file, service network, work dirs, runc state of a restore, shim.
 func nothingLeft(t *testing.T, l *lab.Lab, h, id string) {
 	t.Helper()
+	nothingLeftIn(t, l, h, l.Namespace(h), id)
+}
+
+// nothingLeftIn is nothingLeft for a container of containerd namespace ns.
+func nothingLeftIn(t *testing.T, l *lab.Lab, h, ns, id string) {
+	t.Helper()
 	st := l.State(h) + "/rrc"
-	if _, err := os.Stat(status.File(st, l.Namespace(h), id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(status.File(st, ns, id)); !os.IsNotExist(err) {
 		t.Errorf("%s: status file left after delete: %v", h, err)
 	}
 	for _, d := range []string{"netns", "work", "runc", "images", "checkpoints"} {
-		p := filepath.Join(st, d, l.Namespace(h), id)
+		p := filepath.Join(st, d, ns, id)
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s: %s left after delete", h, p)
 		}
@@ -377,7 +383,7 @@ func nothingLeft(t *testing.T, l *lab.Lab, h, id string) {
 		var left []string
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, d := range []string{"netns", "work", "runc", "images", "checkpoints"} {
-				p := filepath.Join(st, d, l.Namespace(h), id)
+				p := filepath.Join(st, d, ns, id)
 				if strings.Contains(line, p+"/") || strings.Contains(line, p+" ") {
 					left = append(left, line)
 					break
@@ -388,7 +394,7 @@ func nothingLeft(t *testing.T, l *lab.Lab, h, id string) {
 			t.Errorf("%s: mounts of %s left under %s: %v", h, id, st, left)
 		}
 	}
-	if err := lab.WaitFor(5*time.Second, func() error { return shimGone(l.Namespace(h), id) }); err != nil {
+	if err := lab.WaitFor(5*time.Second, func() error { return shimGone(ns, id) }); err != nil {
 		t.Error(err)
 	}
 }
@@ -407,7 +413,13 @@ func taskLine(out, id string, pid int, status string) bool {
 // waitStatus waits until host's shim publishes a status of id that satisfies cond.
 func waitStatus(t *testing.T, l *lab.Lab, h, id, what string, timeout time.Duration, cond func(status.Published) bool) status.Published {
 	t.Helper()
-	path := status.File(l.State(h)+"/rrc", l.Namespace(h), id)
+	return waitStatusIn(t, l, h, l.Namespace(h), id, what, timeout, cond)
+}
+
+// waitStatusIn is waitStatus for a container of containerd namespace ns.
+func waitStatusIn(t *testing.T, l *lab.Lab, h, ns, id, what string, timeout time.Duration, cond func(status.Published) bool) status.Published {
+	t.Helper()
+	path := status.File(l.State(h)+"/rrc", ns, id)
 	var last status.Published
 	err := lab.WaitFor(timeout, func() error {
 		b, err := os.ReadFile(path)
@@ -449,12 +461,18 @@ func crashDuring(t *testing.T, l *lab.Lab, h string, delay time.Duration, run fu
 // the connection must survive, nothing acknowledged may be lost.
 func failOver(ctx context.Context, t *testing.T, l *lab.Lab, id string, cl *lab.RedisWorkload) (status.Published, time.Time) {
 	t.Helper()
+	return failOverIn(ctx, t, l, l.Namespace("b"), id, cl)
+}
+
+// failOverIn is failOver for b's container id of containerd namespace ns.
+func failOverIn(ctx context.Context, t *testing.T, l *lab.Lab, ns, id string, cl *lab.RedisWorkload) (status.Published, time.Time) {
+	t.Helper()
 	crashAt := crashDuring(t, l, "a", 150*time.Millisecond, func() {
 		if err := cl.Run(ctx, 25); err != nil {
 			t.Fatalf("across the failover (the connection must survive): %v", err)
 		}
 	})
-	after := waitPromoted(t, l, id)
+	after := waitStatusIn(t, l, "b", ns, id, "promotion", 30*time.Second, isState(replication.StatePrimaryAfterFailover))
 	if err := cl.Run(ctx, 10); err != nil {
 		t.Fatalf("after the failover: %v", err)
 	}
@@ -472,7 +490,13 @@ func waitPromoted(t *testing.T, l *lab.Lab, id string) status.Published {
 
 func rrcctl(t *testing.T, l *lab.Lab, bin, dir, h string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "rrcctl"), "-address", l.Address(h), "-n", l.Namespace(h),
+	return rrcctlIn(t, l, bin, dir, h, l.Namespace(h))
+}
+
+// rrcctlIn is rrcctl status for containerd namespace ns.
+func rrcctlIn(t *testing.T, l *lab.Lab, bin, dir, h, ns string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "rrcctl"), "-address", l.Address(h), "-n", ns,
 		"-config", filepath.Join(dir, h+".toml"), "status")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

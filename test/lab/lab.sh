@@ -18,7 +18,8 @@
 # LAB_SHIM_CONFIG (the io.rrc.v1 shim configuration file of each host's
 # containerd, passed as RRC_SHIM_CONFIG; @HOST@ is substituted, e.g.
 # /tmp/x/@HOST@.toml), LAB_SHIM_PATH (a directory put first on each host's
-# containerd PATH, e.g. a freshly built containerd-shim-rrc-v1).
+# containerd PATH, e.g. a freshly built containerd-shim-rrc-v1), LAB_CRI=1
+# (containerd's CRI plugins enabled, see cri_config).
 set -euo pipefail
 
 LAB=${LAB:-rrc}
@@ -35,6 +36,9 @@ DAEMONS="a b"
 PREFIX=24
 IMAGE_REFS="rrc.local/busybox:latest rrc.local/redis:latest rrc.local/threadkv:latest"
 IMAGE_FILES="busybox.tar redis.tar threadkv.tar lighttpd.tar memcached.tar nondet.tar"
+# LAB_CRI=1: these also go into CRI's containerd namespace.
+CRI_NAMESPACE=k8s.io
+CRI_IMAGE_FILES="pause.tar busybox.tar redis.tar"
 
 # ctr prints a cgroup v1 deprecation warning on every call otherwise.
 export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=${CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS:-1}
@@ -163,10 +167,7 @@ temp = '$rt/tmp'
 imports = []
 oom_score = 0
 disabled_plugins = [
-  'io.containerd.grpc.v1.cri',
-  'io.containerd.cri.v1.images',
-  'io.containerd.cri.v1.runtime',
-  'io.containerd.podsandbox.controller.v1.podsandbox',
+$(cri_plugins_disabled)
   'io.containerd.nri.v1.nri',
   'io.containerd.snapshotter.v1.aufs',
   'io.containerd.snapshotter.v1.btrfs',
@@ -197,6 +198,7 @@ disabled_plugins = [
   [plugins.'io.containerd.internal.v1.opt']
     path = '$rt/opt'
 EOF
+	[[ ${LAB_CRI:-} != 1 ]] || cri_config "$h" >>"$st/config.toml"
 	if [[ -n ${LAB_CONTAINERD_CONFIG:-} ]]; then
 		[[ -r $LAB_CONTAINERD_CONFIG ]] || die "LAB_CONTAINERD_CONFIG=$LAB_CONTAINERD_CONFIG is not readable"
 		{
@@ -206,6 +208,37 @@ EOF
 				-e "s|@STATE@|$st|g" -e "s|@NAMESPACE@|$(cns "$h")|g" "$LAB_CONTAINERD_CONFIG"
 		} >>"$st/config.toml"
 	fi
+}
+
+# cri_plugins_disabled: the CRI plugins are off unless LAB_CRI=1.
+cri_plugins_disabled() {
+	[[ ${LAB_CRI:-} == 1 ]] && return 0
+	printf "  '%s',\n" io.containerd.grpc.v1.cri io.containerd.cri.v1.images \
+		io.containerd.cri.v1.runtime io.containerd.podsandbox.controller.v1.podsandbox
+}
+
+# cri_config H: LAB_CRI=1's settings of H's CRI plugins. Their own state and
+# root are under containerd's (the host's dirs); the pod network namespaces
+# go under the state too (not /run/netns), so crash and down find them; CNI
+# configurations are read from the host's disk, $ROOT/cni/net.d (not
+# /etc/cni/net.d); the sandbox image is the lab's rrc.local/pause. CRI
+# gives the sandbox an oom_score_adj of -998, which a process may set only
+# with CAP_SYS_RESOURCE (runc init fails without it, as in this machine's
+# sandbox): restrict_oom_score_adj keeps it at containerd's own.
+cri_config() {
+	cat <<EOF
+
+# LAB_CRI=1
+[plugins.'io.containerd.cri.v1.runtime']
+  netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/opt/cni/bin']
+    conf_dir = '$(root "$1")/cni/net.d'
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = 'rrc.local/pause:latest'
+EOF
 }
 
 # ctr_h H ARGS: ctr against H's daemon. The stdio FIFOs of the commands that
@@ -339,6 +372,16 @@ import_images() {
 		fi
 		say "import $ref into $h"
 		ctr_h "$h" images import --platform linux/amd64 "$IMAGES/$f" >/dev/null
+	done
+	[[ ${LAB_CRI:-} != 1 ]] || import_cri_images "$h"
+}
+
+# import_cri_images H: LAB_CRI=1: the images CRI uses, in its containerd
+# namespace; CRI's image service sees an image imported there.
+import_cri_images() {
+	local h=$1 f
+	for f in $CRI_IMAGE_FILES; do
+		ctr --address "$(sock "$h")" --namespace "$CRI_NAMESPACE" images import --platform linux/amd64 "$IMAGES/$f" >/dev/null
 	done
 }
 
@@ -499,6 +542,9 @@ remove_shim_leftovers() {
 		for s in "$st/containerd.sock/$ns/$id" "$st/containerd.sock/$ns/$id/debug"; do
 			rm -f "/run/containerd/s/$(printf '%s' "$s" | sha256sum | cut -d' ' -f1)"
 		done
+		# CNI's result cache of a pod sandbox (libcni's, always under
+		# /var/lib/cni): NETWORK-<sandbox id>-IFNAME.
+		rm -f /var/lib/cni/results/*-"$id"-*
 		# A runc restore killed half-way (a backup promoting when its host
 		# crashes) leaves its bind mount of the rootfs at <id>/criu-root.
 		unmount_under "/run/containerd/runc/$ns/$id"
