@@ -27,7 +27,9 @@
 #      p99.9 and 50-client throughput (test/bench/kvclient), the shim's CPU
 #      time per request, log bytes per second, pause per checkpoint, and a
 #      failover under steady load split into detection, restore, replay and
-#      network.
+#      network; pictures (test/plot) in bench/ beside the document: the
+#      latency distributions side by side and each configuration's client
+#      across its failover.
 #   5. An idle replicated Redis (test/bench/idle.sh): the whole pair's CPU
 #      with io.rrc.skip-idle false and true.
 #
@@ -175,6 +177,9 @@ for c in containerd-shim-rrc-v1 rrcctl rrc-uffd; do
 done
 (cd "$REPO" && go build -o "$WORK/bin/webclient" ./test/bench/webclient)
 (cd "$REPO" && go build -o "$WORK/bin/kvclient" ./test/bench/kvclient)
+(cd "$REPO" && go build -o "$WORK/bin/plot" ./test/plot)
+# The pictures go beside the document, in bench/ (the document links them).
+PICTURES=$(dirname "$OUT")/bench
 gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/bin/criu-written.so" "$REPO/contrib/criu-written/criu-written.c" -ldl
 RRCCTL=$WORK/bin/rrcctl
 "$RRCCTL" pki -dir "$WORK/pki" -name "$A" -name "$B" >/dev/null

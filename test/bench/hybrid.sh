@@ -50,7 +50,7 @@ hyb_measure() {
 	local wl=$1 cfg=$1:$2 round=$3 ip=$4 id=${5:-} j m t0 t1 b0 b1 s0 s1 f
 	local kv=(-proto "$(wl_proto "$wl")" -addr "$ip:$(wl_port "$wl")" -keys "$KEYS")
 	j=$WORK/$wl.$2.$round.lat.json
-	kvclient "${kv[@]}" -seconds "$HYB_SECS" >"$j" 2>/dev/null || round_note "$cfg" "$round" "single client: $(jq -r .error "$j" 2>/dev/null)"
+	kvclient "${kv[@]}" -seconds "$HYB_SECS" -samples "$WORK/$wl.$2.$round.lat.csv" >"$j" 2>/dev/null || round_note "$cfg" "$round" "single client: $(jq -r .error "$j" 2>/dev/null)"
 	for m in mean_ms p50_ms p99_ms p999_ms requests; do rec "$cfg" "$round" "lat.$m" "$(jq ".$m" "$j")"; done
 	[[ -n $id ]] && { t0=$(shim_ticks "$id"); f=$(status_file a "$id"); b0=$(jq '.engine.log.bytes // 0' "$f"); s0=$(date +%s.%N); }
 	j=$WORK/$wl.$2.$round.c50.json
@@ -98,9 +98,10 @@ hyb_round() {
 	rrcctl_status a >"$WORK/$cfg.$round.rrcctl-a" 2>&1 || true
 
 	j=$WORK/$wl.$c.$round.fo.json
-	kvclient -proto "$(wl_proto "$wl")" -addr "$SVC:$(wl_port "$wl")" -keys "$KEYS" -seconds 6 >"$j" 2>/dev/null &
+	kvclient -proto "$(wl_proto "$wl")" -addr "$SVC:$(wl_port "$wl")" -keys "$KEYS" -seconds 6 -samples "$WORK/$wl.$c.$round.fo.csv" >"$j" 2>/dev/null &
 	local kc=$!
 	sleep 2
+	date +%s%3N >"$WORK/$wl.$c.$round.crash"
 	lab crash a >/dev/null 2>&1
 	wait "$kc" || round_note "$cfg" "$round" "client across the failover: $(jq -r .error "$j" 2>/dev/null)"
 	if ! wait_status b "$id" '.engine.state == "primary-after-failover"' 30; then
@@ -118,6 +119,7 @@ hyb_round() {
 	rec "$cfg" "$round" fo.records "$(jq '.engine.failover.replay.records // 0' "$f")"
 	rec "$cfg" "$round" fo.reset "$(jq '.engine.failover.replay.reset // 0' "$f")"
 	rec "$cfg" "$round" fo.wait "$(jq .longest_gap_ms "$j")"
+	jq -r '.engine.failover | "\(.last_heard) \(.detection_ms) \(.total_ms)"' "$f" >"$WORK/$wl.$c.$round.fo.times"
 	say "  failover: detection $det ms, restore $rest ms, replay $rep ms ($(jq '.engine.failover.replay.records // 0' "$f") records), network $net ms; longest client wait $(jq .longest_gap_ms "$j") ms"
 	{
 		echo "round $round, $cfg: primary (rrcctl status on a, after the clients):"
@@ -203,6 +205,35 @@ hyb_table() {
 	echo
 }
 
+# hyb_pictures WORKLOAD: the latency distributions of round 1 (one client)
+# side by side, and each replicated configuration's client across its
+# failover; prints the Markdown that shows them.
+hyb_pictures() {
+	local wl=$1 c specs=() heard det tot
+	mkdir -p "$PICTURES"
+	for c in runc $HYB_CONFIGS; do
+		[[ -s $WORK/$wl.$c.1.lat.csv ]] && specs+=("$c=$WORK/$wl.$c.1.lat.csv")
+	done
+	if ((${#specs[@]})) && "$WORK/bin/plot" cdf -out "$PICTURES/$wl-latency.png" \
+		-title "$wl, one client (GET/SET): latency, unreplicated vs each mode" "${specs[@]}"; then
+		echo "![$wl: latency distribution of one client, runc.v2 and each configuration](bench/$wl-latency.png)"
+		echo
+	fi
+	for c in $HYB_CONFIGS; do
+		[[ -s $WORK/$wl.$c.1.fo.csv && -s $WORK/$wl.$c.1.fo.times ]] || continue
+		read -r heard det tot <"$WORK/$wl.$c.1.fo.times"
+		heard=$(date -u -d "$heard" +%s%3N) || continue
+		"$WORK/bin/plot" timeline -out "$PICTURES/$wl-$c-failover.png" \
+			-title "$wl, $c: one client's replies across lab.sh crash a" \
+			-mark "crash of a=$(cat "$WORK/$wl.$c.1.crash")" \
+			-mark "b declares a failed=$(awk -v h="$heard" -v d="$det" 'BEGIN { printf "%d", h + d }')" \
+			-mark "b serves=$(awk -v h="$heard" -v t="$tot" 'BEGIN { printf "%d", h + t }')" \
+			"$WORK/$wl.$c.1.fo.csv" || continue
+		echo "![$wl, $c: each reply's latency across the failover](bench/$wl-$c-failover.png)"
+		echo
+	done
+}
+
 hybrid_section() {
 	local wl
 	echo "<!-- hybrid: begin (written by make bench, part 4) -->"
@@ -223,7 +254,10 @@ primary's shim process over the 50-client run, per request. Failover: one client
 rounds; means over the rounds.
 
 HYB
-	for wl in $HYB_WORKLOADS; do hyb_table "$wl"; done
+	for wl in $HYB_WORKLOADS; do
+		hyb_table "$wl"
+		hyb_pictures "$wl"
+	done
 	if grep -qE '^round [0-9]+, (redis|memcached):' "$NOTES" 2>/dev/null; then
 		echo "Notes:"
 		echo

@@ -6,8 +6,8 @@
 //
 //	plot timeline -out F.png -title T [-mark LABEL=UNIX_MS ...] SAMPLES.csv
 //	    each reply's latency over time (unix_ms,latency_ms), with vertical marks
-//	plot cdf -out F.png -title T NAME=LATENCIES.csv ...
-//	    the latency distribution of each file (one column, ms), log scale
+//	plot cdf -out F.png -title T NAME=SAMPLES.csv ...
+//	    the latency distribution of each file (unix_ms,latency_ms), log scale
 //	plot epochs -out F.png -title T EPOCHS.csv
 //	    per checkpoint: epoch,pause_ms,ack_ms
 package main
@@ -143,11 +143,11 @@ func cdf(specs []string) (*plot.Plot, error) {
 		if !ok {
 			return nil, fmt.Errorf("%q: want NAME=FILE", s)
 		}
-		cols, err := readFile(path, 1)
+		cols, err := readFile(path, 2)
 		if err != nil {
 			return nil, err
 		}
-		l, err := plotter.NewLine(cdfPoints(cols[0]))
+		l, err := plotter.NewLine(cdfPoints(cols[1]))
 		if err != nil {
 			return nil, err
 		}

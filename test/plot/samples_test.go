@@ -70,7 +70,7 @@ func TestPictures(t *testing.T) {
 		return p
 	}
 	samples := write("s.csv", "unix_ms,latency_ms\n1000,1.2\n1050,1.1\n1100,800\n1150,2\n")
-	lat := write("l.csv", "0.2\n0.3\n0.25\n5\n")
+	lat := write("l.csv", "1,0.2\n2,0.3\n3,0.25\n4,5\n")
 	ep := write("e.csv", "epoch,pause_ms,ack_ms\n1,3,5\n2,4,6\n")
 	empty := write("empty.csv", "unix_ms,latency_ms\n")
 	for name, mk := range map[string]func() (*plot.Plot, error){

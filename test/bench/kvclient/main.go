@@ -96,6 +96,7 @@ func main() {
 	secs := flag.Float64("seconds", 0, "how long to send requests (or -n)")
 	keys := flag.Int("keys", 100000, "records there are (key:0 …)")
 	load := flag.Bool("load", false, "write the records first (100 bytes each)")
+	samplesFile := flag.String("samples", "", "also write each reply's arrival and latency to this CSV file (unix_ms,latency_ms), for test/plot")
 	flag.Parse()
 	if *addr == "" || (*n <= 0) == (*secs <= 0) || *conns < 1 || (*proto != "redis" && *proto != "memcache") {
 		fmt.Fprintln(os.Stderr, "kvclient: -addr, -proto redis|memcache, -conns >= 1 and one of -n, -seconds are required")
@@ -115,10 +116,17 @@ func main() {
 	if *load {
 		if err := loadRecords(*addr, *proto, dial, *keys); err != nil {
 			r.Error = "load: " + err.Error()
-			finish(r, nil)
+			finish(r, nil, "")
 		}
 	}
-	finish(run(dial, *conns, *n, time.Duration(*secs*float64(time.Second)), *keys))
+	r, samples := run(dial, *conns, *n, time.Duration(*secs*float64(time.Second)), *keys)
+	finish(r, samples, *samplesFile)
+}
+
+// sample is one reply: when it came, and how long after its request.
+type sample struct {
+	at  time.Time
+	lat time.Duration
 }
 
 // value is a record's 100 bytes.
@@ -168,11 +176,11 @@ func loadRecords(addr, proto string, dial func() (kv, error), n int) error {
 }
 
 // run sends the requests and sums up.
-func run(dial func() (kv, error), conns, n int, d time.Duration, keys int) (result, []time.Duration) {
+func run(dial func() (kv, error), conns, n int, d time.Duration, keys int) (result, []sample) {
 	var (
 		mu   sync.Mutex
 		r    result
-		lat  []time.Duration
+		lat  []sample
 		sent int
 	)
 	start := time.Now()
@@ -196,7 +204,7 @@ func run(dial func() (kv, error), conns, n int, d time.Duration, keys int) (resu
 				return
 			}
 			defer k.Close()
-			var mine []time.Duration
+			var mine []sample
 			last := time.Now()
 			gap, gapEnd := 0.0, int64(0)
 			for i := 0; more(); i++ {
@@ -213,7 +221,7 @@ func run(dial func() (kv, error), conns, n int, d time.Duration, keys int) (resu
 					mu.Unlock()
 					break
 				}
-				mine = append(mine, now.Sub(t))
+				mine = append(mine, sample{now, now.Sub(t)})
 				if g := ms(now.Sub(last)); g > gap {
 					gap, gapEnd = g, now.UnixMilli()
 				}
@@ -233,8 +241,23 @@ func run(dial func() (kv, error), conns, n int, d time.Duration, keys int) (resu
 	return r, lat
 }
 
-// finish prints r with the percentiles of lat and exits.
-func finish(r result, lat []time.Duration) {
+// finish prints r with the percentiles of the samples, writes them to
+// samplesFile if set, and exits.
+func finish(r result, samples []sample, samplesFile string) {
+	if samplesFile != "" {
+		var b strings.Builder
+		b.WriteString("unix_ms,latency_ms\n")
+		for _, s := range samples {
+			fmt.Fprintf(&b, "%d,%.3f\n", s.at.UnixMilli(), ms(s.lat))
+		}
+		if err := os.WriteFile(samplesFile, []byte(b.String()), 0o644); err != nil {
+			r.Error = cmp.Or(r.Error, "samples: "+err.Error())
+		}
+	}
+	lat := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		lat[i] = s.lat
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		var sum time.Duration
