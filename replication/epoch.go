@@ -237,7 +237,7 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	p.epoch = epoch
 	p.sealedPackets = packets
 	p.epochs++
-	p.taken[epoch] = taken
+	p.taken[epoch] = takenCheckpoint{at: taken, pause: st.Pause}
 	p.pause.add(ms(st.Pause))
 	p.bytes.add(float64(st.ImageBytes))
 	p.memCopied.add(float64(st.CRIUPages * uint64(os.Getpagesize())))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,11 +57,11 @@ type Primary struct {
 	sm         stateMachine // guarded by mu
 	ck         Checkpointer
 	sender     CheckpointSender
-	offset     uint64               // wire epoch = gate epoch + offset (the backup may hold epochs already)
-	taken      map[uint64]time.Time // wire epoch → when its checkpoint was taken, until answered
-	epoch      uint64               // newest wire epoch checkpointed
-	acked      uint64               // newest wire epoch acknowledged
-	ackedTaken time.Time            // when that checkpoint was taken
+	offset     uint64                     // wire epoch = gate epoch + offset (the backup may hold epochs already)
+	taken      map[uint64]takenCheckpoint // wire epoch → its checkpoint, until answered
+	epoch      uint64                     // newest wire epoch checkpointed
+	acked      uint64                     // newest wire epoch acknowledged
+	ackedTaken time.Time                  // when that checkpoint was taken
 	ackedAt    time.Time
 	answeredAt time.Time // the backup's last answer (ack or nack) on this connection
 	epochs     uint64
@@ -86,6 +87,7 @@ type Primary struct {
 	sentBytes   window // checkpoint content sent over the wire (the rest was copied from the base)
 	memCopied   window // memory CRIU copied inside the pause
 	ackLat      timings
+	recent      []EpochFigures // the newest acknowledged checkpoints, at most recentEpochs
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
@@ -122,7 +124,7 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 	p := &Primary{
 		opts: opts, cfg: cfg, now: time.Now, packets: opts.Packets, sm: newStateMachine(primaryTransitions(), time.Now),
 		log:        opts.Logger.With("pair", cfg.Pair, "role", "primary"),
-		taken:      map[uint64]time.Time{},
+		taken:      map[uint64]takenCheckpoint{},
 		peerFailed: make(chan string, 1),
 		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
@@ -296,7 +298,7 @@ func (p *Primary) Status() Status {
 		Epochs: p.epochs, SkippedEpochs: p.skipped, IdleTicks: p.idle, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
-		MemoryCopiedPerEpoch: p.memCopied.summary(),
+		MemoryCopiedPerEpoch: p.memCopied.summary(), RecentEpochs: slices.Clone(p.recent),
 		Gate: &GateStatus{
 			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,
 			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),

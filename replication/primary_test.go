@@ -148,6 +148,9 @@ func TestPrimaryStatusAndClose(t *testing.T) {
 	if st.CommittedEpoch != 1 || st.Epoch != 1 || st.PauseMS.N != 1 || st.PauseMS.Mean != 3 || st.BytesPerEpoch.Last != 5 || st.AckMS.N != 1 {
 		t.Errorf("status %+v", st)
 	}
+	if r := st.RecentEpochs; len(r) != 1 || r[0].Epoch != 1 || r[0].PauseMS != 3 || r[0].AckMS != st.AckMS.Last {
+		t.Errorf("recent epochs %+v (ack ms %v)", r, st.AckMS.Last)
+	}
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +186,16 @@ func TestWindowSummary(t *testing.T) {
 	// The last 64 samples: 37..100.
 	if s.N != 64 || s.Last != 100 || s.Max != 100 || s.Mean != 68.5 || s.P90 != 94 {
 		t.Errorf("summary %+v", s)
+	}
+}
+
+func TestRecordEpochKeepsTheNewest(t *testing.T) {
+	var p Primary
+	for e := uint64(1); e <= recentEpochs+10; e++ {
+		p.recordEpoch(EpochFigures{Epoch: e})
+	}
+	if len(p.recent) != recentEpochs || p.recent[0].Epoch != 11 || p.recent[recentEpochs-1].Epoch != recentEpochs+10 {
+		t.Errorf("kept %d, from %d to %d", len(p.recent), p.recent[0].Epoch, p.recent[len(p.recent)-1].Epoch)
 	}
 }
 

@@ -117,7 +117,7 @@ func (p *Primary) adopt(sender CheckpointSender, from ...State) bool {
 	default:
 	}
 	p.sender, p.repairing = sender, ""
-	p.taken = map[uint64]time.Time{}
+	p.taken = map[uint64]takenCheckpoint{}
 	p.answeredAt = time.Time{}
 	return true
 }

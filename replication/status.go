@@ -92,6 +92,10 @@ type Status struct {
 	// checkpoint (the rest of the image comes from it, after the thaw).
 	MemoryCopiedPerEpoch Summary `json:"memory_copied_bytes_per_epoch,omitzero"`
 
+	// RecentEpochs (primary): the newest acknowledged checkpoints, oldest
+	// first, each with its pause and its acknowledgement.
+	RecentEpochs []EpochFigures `json:"recent_epochs,omitempty"`
+
 	// StateSeconds is the time spent in each state since the side started,
 	// the current one included (time degraded, say).
 	StateSeconds map[State]float64 `json:"state_seconds,omitempty"`
@@ -100,6 +104,13 @@ type Status struct {
 	Log      *LogStatus         `json:"log,omitempty"` // hybrid mode: the input log
 	Failover *FailoverTimings   `json:"failover,omitempty"`
 	Restored *RestoredContainer `json:"restored,omitempty"`
+}
+
+// EpochFigures are one acknowledged checkpoint's times.
+type EpochFigures struct {
+	Epoch   uint64  `json:"epoch"`
+	PauseMS float64 `json:"pause_ms"` // freeze → thaw
+	AckMS   float64 `json:"ack_ms"`   // taken → acknowledged
 }
 
 // GateStatus is the output gate's part of the primary's status.

@@ -53,8 +53,9 @@ APT_PKGS=(
 	lighttpd tcpdump
 	# the multi-threaded cache image of the lab (rrc.local/memcached)
 	memcached
-	# the demo scrapes the metrics endpoint as an operator would
-	curl
+	# the demo scrapes the metrics endpoint as an operator would; the demo and
+	# make bench read status files with jq
+	curl jq
 )
 CRIU_WRITTEN_LIB=/usr/local/lib/rrc/criu-written.so
 # CRIU and the libraries bookworm cannot provide: fetched with `apt-get download` from a

@@ -125,6 +125,13 @@ for _ in $(seq 1 50); do
 done
 [[ -n $METRICS ]] || { say "demo: rrcctl metrics did not start:"; cat "$DEMO/metrics.log"; exit 1; }
 say "  metrics of b at $METRICS"
+# Each checkpoint's pause and acknowledgement, for the picture: a's status
+# file keeps the newest 64; copied twice a second, none is missed.
+(
+	f=/run/$LAB/a/rrc/status/$LAB-a/$ID.json
+	while sleep 0.5; do jq -c '.engine.recent_epochs[]?' "$f" 2>/dev/null || true; done
+) >"$DEMO/epochs.jsonl" &
+WATCH_PIDS+=($!)
 
 # Both sides: the service address on the hosts' eth0; heartbeats at their
 # defaults (30 ms, failure after 3 missed).
@@ -282,3 +289,8 @@ go build -o "$DEMO/plot" "$REPO/test/plot"
 	-mark "b declares a failed=$(echo "$(unix_ms "$heard") + $det" | bc)" \
 	-mark "b serves=$(echo "$(unix_ms "$heard") + $tot" | bc)" "$DEMO/replies.csv"
 say "each reply's latency over time, with the crash and the failover: $PICTURES/failover.png"
+jq -r '[.epoch, .pause_ms, .ack_ms] | @csv' "$DEMO/epochs.jsonl" | sort -t, -k1,1n -u >"$DEMO/epochs.csv"
+if [[ -s $DEMO/epochs.csv ]]; then
+	"$DEMO/plot" epochs -out "$PICTURES/epochs.png" -title "io.rrc.v1 demo ($MODE mode): each checkpoint of a, until the crash" "$DEMO/epochs.csv"
+	say "each checkpoint's pause and acknowledgement on a: $PICTURES/epochs.png"
+fi
