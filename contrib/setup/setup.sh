@@ -16,7 +16,7 @@
 #     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
 #   * golangci-lint (make lint) at a pinned version, built with `go install`;
 #   * the front ends beside ctr, one file each in contrib/setup/frontends: the CNI plugins
-#     (/opt/cni/bin);
+#     (/opt/cni/bin), nerdctl (/opt/rrc/nerdctl/bin);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
