@@ -156,9 +156,19 @@ func BuildDumpOptions(st *RuncState, o DumpOptions, rootfsStat func(string) (os.
 		}
 		opts.ExtMnt = append(opts.ExtMnt, &rpc.ExtMountMap{Key: proto.String(dest), Val: proto.String(val)})
 	}
+	userns, _ := st.HasNamespace("NEWUSER")
 	for _, m := range st.Config.Mounts {
-		if m.Device == "bind" {
+		switch m.Device {
+		case "bind":
 			addMount(m.Destination, "")
+		case "cgroup":
+			binds, err := cgroupV1Binds(m.Destination, userns)
+			if err != nil {
+				return nil, err
+			}
+			for _, d := range binds {
+				addMount(d, "")
+			}
 		}
 	}
 	// Masked files are /dev/null bind mounts (masked directories are
