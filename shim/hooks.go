@@ -41,7 +41,7 @@ func networkHooks(spec *specs.Spec) bool {
 // needs one fails instead of configuring the shim's own namespace. Then it
 // takes them out of the spec, which the restore at a promotion runs with:
 // runc restore would run them again, on a namespace they already made.
-func runCreateHooks(ctx context.Context, bundle, id, nsPath string) error {
+func runCreateHooks(ctx context.Context, l launch.Launcher, bundle, id, nsPath string) error {
 	spec, err := readSpec(bundle)
 	if err != nil {
 		return err
@@ -52,7 +52,7 @@ func runCreateHooks(ctx context.Context, bundle, id, nsPath string) error {
 	}
 	hooks := append(append([]specs.Hook{}, spec.Hooks.Prestart...), spec.Hooks.CreateRuntime...) //nolint:staticcheck // Prestart: runc still runs it
 	for _, h := range hooks {
-		if err := runHook(ctx, h, state); err != nil {
+		if err := runHook(ctx, l, h, state); err != nil {
 			return err
 		}
 	}
@@ -68,7 +68,7 @@ func runCreateHooks(ctx context.Context, bundle, id, nsPath string) error {
 // runPoststopHooks runs the spec's poststop hooks, as runc delete would, for
 // a standby task that was never restored (nerdctl releases its CNI network
 // there). Errors are returned, joined; every hook runs.
-func runPoststopHooks(ctx context.Context, bundle, id, nsPath string) error {
+func runPoststopHooks(ctx context.Context, l launch.Launcher, bundle, id, nsPath string) error {
 	spec, err := readSpec(bundle)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ func runPoststopHooks(ctx context.Context, bundle, id, nsPath string) error {
 	}
 	var errs []error
 	for _, h := range spec.Hooks.Poststop {
-		if err := runHook(ctx, h, state); err != nil {
+		if err := runHook(ctx, l, h, state); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -103,8 +103,9 @@ func hookState(spec *specs.Spec, id, bundle, nsPath string, status specs.Contain
 	return state, nil
 }
 
-// runHook runs one OCI hook with the state on its stdin, within its timeout.
-func runHook(ctx context.Context, h specs.Hook, state []byte) error {
+// runHook runs one OCI hook through l with the state on its stdin, within
+// its timeout.
+func runHook(ctx context.Context, l launch.Launcher, h specs.Hook, state []byte) error {
 	if h.Timeout != nil && *h.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
@@ -116,7 +117,7 @@ func runHook(ctx context.Context, h specs.Hook, state []byte) error {
 	}
 	cmd.Env = h.Env
 	cmd.Stdin = bytes.NewReader(state)
-	if _, err := launch.Output(reaperLauncher(), cmd); err != nil {
+	if _, err := launch.Output(l, cmd); err != nil {
 		return fmt.Errorf("OCI hook %s: %w", h.Path, err)
 	}
 	return nil

@@ -89,7 +89,7 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 			}
 		}
 		if plan == netnsHooks {
-			if err := runCreateHooks(ctx, r.Bundle, r.ID, rep.sn.NetnsPath()); err != nil {
+			if err := runCreateHooks(ctx, reaperLauncher(), r.Bundle, r.ID, rep.sn.NetnsPath()); err != nil {
 				return nil, fmt.Errorf("the spec's hooks on the standby namespace: %w", err)
 			}
 			if err := rep.sn.AdoptLinks(true); err != nil {

@@ -51,7 +51,7 @@ func (s *TaskService) deleteStandby(ctx context.Context, rep *replica) (_ *taskA
 	if rep.hooksNetns {
 		// runc never ran this container: its poststop hooks (nerdctl's
 		// CNI release) are the shim's to run, as runc delete would.
-		if err := runPoststopHooks(ctx, rep.bundle, rep.id, rep.sn.NetnsPath()); err != nil {
+		if err := runPoststopHooks(ctx, reaperLauncher(), rep.bundle, rep.id, rep.sn.NetnsPath()); err != nil {
 			log.G(ctx).WithError(err).Warn("poststop hooks of the standby task")
 		}
 	}
