@@ -53,7 +53,11 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 		return nil, hybridNeedsGate("the spec names a network namespace of its own (" + adoptPath + ")")
 	}
 	if plan == netnsAdopt || plan == netnsHooks {
-		if err := refuseGateBypass(spec, adoptPath); err != nil {
+		where := adoptPath
+		if plan == netnsHooks {
+			where = "(made by the shim for the spec's hooks)"
+		}
+		if err := refuseGateBypass(spec, where); err != nil {
 			return nil, fmt.Errorf("annotation %srole=%s: %v: %w", settings.AnnotationPrefix, cfg.Role, err, errdefs.ErrFailedPrecondition)
 		}
 	}

@@ -47,23 +47,41 @@ func TestNerdctlFailover(t *testing.T) {
 	defer cancel()
 	a, b := nerdctlHost{t: t, lab: l, name: "a"}, nerdctlHost{t: t, lab: l, name: "b"}
 	// nerdctl's container IDs are random and 64 characters long: the pair
-	// is named (io.rrc.pair), the same on both hosts.
-	const name, pair = "nredis", "nredis"
+	// is named (io.rrc.pair, here the container's name), the same on both hosts.
+	const name = "nredis"
 	serviceIP, mac := l.Subnet+".212", "02:42:0a:65:00:d4"
 	for _, h := range []nerdctlHost{a, b} {
 		h.createNetwork(ctx)
 	}
 	listen := l.IP("b") + ":7100"
-	run := func(h nerdctlHost, annotations ...string) string {
+	run := func(h nerdctlHost, name, ip string, annotations ...string) string {
 		args := []string{"run", "-d", "--runtime", rrc, "--name", name, "--network", h.network(),
-			"--ip", serviceIP, "--mac-address", mac, "--cap-drop", "NET_RAW", "--cap-drop", "NET_ADMIN",
-			"--annotation", "io.rrc.pair=" + pair}
+			"--ip", ip, "--mac-address", mac, "--cap-drop", "NET_RAW", "--cap-drop", "NET_ADMIN",
+			"--annotation", "io.rrc.pair=" + name}
 		for _, an := range annotations {
 			args = append(args, "--annotation", an)
 		}
 		return strings.TrimSpace(h.must(ctx, append(args, redis)...))
 	}
-	idB := run(b, "io.rrc.role=backup", "io.rrc.listen="+listen, "io.rrc.peer-name="+l.IP("a"))
+
+	// Deleted without a failover, primary first (a goodbye: b does not
+	// take over), then b's standby task: nerdctl's poststop hook releases
+	// each host's address (runc's on a, the shim's on b), nothing is left.
+	const early = "nearly"
+	earlyIP := l.Subnet + ".213"
+	earlyB := run(b, early, earlyIP, "io.rrc.role=backup", "io.rrc.listen="+l.IP("b")+":7101", "io.rrc.peer-name="+l.IP("a"))
+	earlyA := run(a, early, earlyIP, "io.rrc.role=primary", "io.rrc.peer="+l.IP("b")+":7101")
+	waitStatus(t, l, "b", earlyB, "backup in sync", 30*time.Second, isState(replication.StateInSync))
+	for _, h := range []nerdctlHost{a, b} {
+		h.must(ctx, "rm", "-f", early)
+		if _, err := os.Stat(filepath.Join(cniState, "networks", h.network(), earlyIP)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s's CNI address allocation of %s after nerdctl rm -f: %v", h.name, earlyIP, err)
+		}
+	}
+	nothingLeft(t, l, "a", earlyA)
+	nothingLeft(t, l, "b", earlyB)
+
+	idB := run(b, name, serviceIP, "io.rrc.role=backup", "io.rrc.listen="+listen, "io.rrc.peer-name="+l.IP("a"))
 	if st := (host{t: t, lab: l, name: "b"}).taskStatus(ctx, idB); st != "RUNNING" {
 		t.Fatalf("backup's standby task: %q, want RUNNING", st)
 	}
@@ -72,7 +90,7 @@ func TestNerdctlFailover(t *testing.T) {
 	if out := ipAt(t, sn.Netns, "-br", "addr", "show", "eth0"); !strings.Contains(out, serviceIP+"/24") || !strings.Contains(out, "DOWN") {
 		t.Fatalf("standby: b's eth0 should carry %s and be down:\n%s", serviceIP, out)
 	}
-	idA := run(a, "io.rrc.role=primary", "io.rrc.peer="+listen)
+	idA := run(a, name, serviceIP, "io.rrc.role=primary", "io.rrc.peer="+listen)
 	waitStatus(t, l, "a", idA, "primary in sync", 30*time.Second, isState(replication.StateInSync))
 	waitStatus(t, l, "b", idB, "backup in sync", 10*time.Second, isState(replication.StateInSync))
 	for _, h := range []string{"a", "b"} {
