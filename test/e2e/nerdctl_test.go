@@ -41,6 +41,7 @@ const (
 func TestNerdctlFailover(t *testing.T) {
 	prereq.Path(t, nerdctlBin, "nerdctl, installed by make setup (contrib/setup/frontends/20-nerdctl.sh)")
 	prereq.Path(t, filepath.Join(cniBin, "macvlan"), "the CNI plugins, installed by make setup (contrib/setup/frontends/10-cni.sh)")
+	prereq.Commands(t, "unshare", "nsenter")
 	rl := startReplicationLab(t, "rrcnerd", "10.101.0")
 	l := rl.l
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -179,8 +180,8 @@ func (h nerdctlHost) mustRun(cmd *exec.Cmd) string {
 // createNetwork makes the host's macvlan network on its eth0, in the lab's
 // subnet, and removes CNI's state of it at the end of the test (a crashed
 // host never releases its address). nerdctl network create refuses a
-// subnet that an interface of the namespace it runs in has, macvlan or
-// not: it runs in the machine's namespace, where the lab's subnet is not;
+// subnet that an interface of the network namespace it runs in has,
+// macvlan or not: it runs in an empty one (unshare --net), as README says;
 // it only writes the configuration file.
 func (h nerdctlHost) createNetwork(ctx context.Context) {
 	h.t.Helper()
@@ -191,7 +192,7 @@ func (h nerdctlHost) createNetwork(ctx context.Context) {
 			os.Remove(r)
 		}
 	})
-	cmd := exec.CommandContext(ctx, nerdctlBin, append(h.globalArgs(), "network", "create", "-d", "macvlan", "-o", "parent=eth0",
+	cmd := exec.CommandContext(ctx, "unshare", append(append([]string{"--net", nerdctlBin}, h.globalArgs()...), "network", "create", "-d", "macvlan", "-o", "parent=eth0",
 		"--subnet", h.lab.Subnet+".0/24", "--gateway", h.lab.Subnet+".254", h.network())...)
 	h.mustRun(cmd)
 }
