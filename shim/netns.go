@@ -6,8 +6,6 @@ package shim
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -27,6 +25,12 @@ const (
 	// netnsAdopt: the spec names a namespace someone else made (CNI,
 	// nerdctl); the shim adopts it as the service namespace.
 	netnsAdopt
+	// netnsHooks: the spec's hooks make its network in the fresh namespace
+	// runc makes (nerdctl's CNI networks); the shim makes that namespace
+	// itself (empty), points the spec at it and adopts what the hooks put
+	// there: after runc create on the primary, after running them itself
+	// on the backup (runCreateHooks).
+	netnsHooks
 )
 
 // planNetns decides from the spec and the settings. path is the namespace
@@ -41,6 +45,8 @@ func planNetns(spec *specs.Spec, hasServiceIP bool) (plan netnsPlan, path string
 		return netnsCreate, "", nil
 	case ns != "":
 		return netnsAdopt, ns, nil
+	case networkHooks(spec):
+		return netnsHooks, "", nil
 	case own:
 		return 0, "", fmt.Errorf("annotation %srole: the container gets a fresh network namespace that nobody can reach; set %sservice-ip (and %sservice-link) or run it in a CNI network", settings.AnnotationPrefix, settings.AnnotationPrefix, settings.AnnotationPrefix)
 	default:
@@ -64,27 +70,9 @@ func specNetns(spec *specs.Spec) (path string, own bool) {
 }
 
 // setSpecNetns rewrites the bundle's config.json so that the container
-// joins the network namespace at nsPath. It edits the JSON generically so
-// that fields this version of the spec library does not know survive.
+// joins the network namespace at nsPath.
 func setSpecNetns(bundle, nsPath string) error {
-	file := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return fmt.Errorf("read OCI spec to set the network namespace: %w", err)
-	}
-	out, err := withNetns(b, nsPath)
-	if err != nil {
-		return fmt.Errorf("OCI spec %s: %w", file, err)
-	}
-	tmp := file + ".rrc-tmp"
-	if err := os.WriteFile(tmp, out, 0o644); err != nil {
-		return fmt.Errorf("write OCI spec: %w", err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("replace OCI spec: %w", err)
-	}
-	return nil
+	return editSpec(bundle, func(s map[string]any) error { setNetns(s, nsPath); return nil })
 }
 
 // withNetns sets the path of the spec's network namespace, adding the
@@ -94,6 +82,11 @@ func withNetns(spec []byte, nsPath string) ([]byte, error) {
 	if err := json.Unmarshal(spec, &s); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
+	setNetns(s, nsPath)
+	return json.Marshal(s)
+}
+
+func setNetns(s map[string]any, nsPath string) {
 	linux, _ := s["linux"].(map[string]any)
 	if linux == nil {
 		linux = map[string]any{}
@@ -112,5 +105,4 @@ func withNetns(spec []byte, nsPath string) ([]byte, error) {
 		nss = append(nss, map[string]any{"type": string(specs.NetworkNamespace), "path": nsPath})
 	}
 	linux["namespaces"] = nss
-	return json.Marshal(s)
 }

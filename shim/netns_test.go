@@ -19,6 +19,12 @@ func TestPlanNetns(t *testing.T) {
 			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: path}}}}
 	}
 	hostNet := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}}}
+	// nerdctl's CNI networks: a fresh netns and a createRuntime hook.
+	hooked := func(path string) *specs.Spec {
+		s := withNS(path)
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/local/bin/nerdctl", Args: []string{"nerdctl", "internal", "oci-hook", "createRuntime"}}}}
+		return s
+	}
 	for _, tc := range []struct {
 		name      string
 		spec      *specs.Spec
@@ -32,6 +38,9 @@ func TestPlanNetns(t *testing.T) {
 		{name: "service ip and a CNI netns", spec: withNS("/var/run/netns/cni-1"), serviceIP: true, errHas: []string{"io.rrc.service-ip", "/var/run/netns/cni-1"}},
 		{name: "CNI netns adopted", spec: withNS("/var/run/netns/cni-1"), plan: netnsAdopt, path: "/var/run/netns/cni-1"},
 		{name: "fresh netns, unreachable", spec: withNS(""), errHas: []string{"io.rrc.role", "io.rrc.service-ip"}},
+		{name: "fresh netns made by hooks", spec: hooked(""), plan: netnsHooks},
+		{name: "hooks and a netns path: adopted", spec: hooked("/var/run/netns/cni-1"), plan: netnsAdopt, path: "/var/run/netns/cni-1"},
+		{name: "hooks and a service ip", spec: hooked(""), serviceIP: true, plan: netnsCreate},
 		{name: "host network refused", spec: hostNet, errHas: []string{"io.rrc.role", "host's network"}},
 		{name: "no linux section", spec: &specs.Spec{}, errHas: []string{"io.rrc.role", "host's network"}},
 	} {

@@ -39,9 +39,12 @@ type replica struct {
 	runcRoot string // runc --root of the task, as the runc service uses it
 
 	netnsDir string // per-container servicenet dir (a shared bind mount)
-	sn       *servicenet.ServiceNetwork
-	workDir  string // work/<ns>/<id> under the state_dir setting: what the backup's restore prepares
-	unmount  func() error
+	// hooksNetns: the spec's hooks made the network (netnsHooks); a
+	// standby deleted unrestored runs their poststop ones itself.
+	hooksNetns bool
+	sn         *servicenet.ServiceNetwork
+	workDir    string // work/<ns>/<id> under the state_dir setting: what the backup's restore prepares
+	unmount    func() error
 
 	primary *replication.Primary
 	backup  *replication.Backup
@@ -85,6 +88,9 @@ func (r *replica) serviceNetwork(ctx context.Context, plan netnsPlan, adoptPath 
 		r.sn, err = servicenet.Create(ctx, r.id, *r.cfg.Service, standby, opts)
 	case netnsAdopt:
 		r.sn, err = servicenet.Adopt(ctx, adoptPath, standby, opts)
+	case netnsHooks:
+		r.sn, err = servicenet.NewEmpty(ctx, r.id, opts)
+		r.hooksNetns = true
 	}
 	if err != nil {
 		return fmt.Errorf("service network: %w", err)

@@ -56,8 +56,12 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	if cfg.Mode == replication.ModeHybrid && adoptPath != "" {
 		return nil, hybridNeedsGate("the spec names a network namespace of its own (" + adoptPath + ")")
 	}
-	if plan == netnsAdopt {
-		if err := refuseGateBypass(spec, adoptPath); err != nil {
+	if plan == netnsAdopt || plan == netnsHooks {
+		where := adoptPath
+		if plan == netnsHooks {
+			where = "(made by the shim for the spec's hooks)"
+		}
+		if err := refuseGateBypass(spec, where); err != nil {
 			return nil, fmt.Errorf("annotation %srole=%s: %v: %w", settings.AnnotationPrefix, cfg.Role, err, errdefs.ErrFailedPrecondition)
 		}
 	}
@@ -88,8 +92,16 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 	} else {
 		// The spec runc restores with at a promotion names the standby
 		// namespace, as a primary's names its service namespace.
-		if plan == netnsCreate {
+		if plan == netnsCreate || plan == netnsHooks {
 			if err := setSpecNetns(r.Bundle, rep.sn.NetnsPath()); err != nil {
+				return nil, err
+			}
+		}
+		if plan == netnsHooks {
+			if err := runCreateHooks(ctx, reaperLauncher(), r.Bundle, r.ID, rep.sn.NetnsPath()); err != nil {
+				return nil, fmt.Errorf("the spec's hooks on the standby namespace: %w", err)
+			}
+			if err := rep.sn.AdoptLinks(true); err != nil {
 				return nil, err
 			}
 		}
@@ -118,7 +130,7 @@ func (s *TaskService) createReplicated(ctx context.Context, r *taskAPI.CreateTas
 // createPrimary points the spec at the service namespace, creates the
 // container with runc and gates its traffic before it starts.
 func (s *TaskService) createPrimary(ctx context.Context, rep *replica, r *taskAPI.CreateTaskRequest, plan netnsPlan, creds *peertls.Credentials) (*taskAPI.CreateTaskResponse, error) {
-	if plan == netnsCreate {
+	if plan == netnsCreate || plan == netnsHooks {
 		if err := setSpecNetns(r.Bundle, rep.sn.NetnsPath()); err != nil {
 			return nil, err
 		}
@@ -126,6 +138,12 @@ func (s *TaskService) createPrimary(ctx context.Context, rep *replica, r *taskAP
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("runc create: %w", err)
+	}
+	if plan == netnsHooks { // runc ran them: the namespace has its network
+		if err := rep.sn.AdoptLinks(false); err != nil {
+			s.deleteRuncTask(ctx, r.ID)
+			return nil, err
+		}
 	}
 	if err := rep.gate(ctx, creds); err != nil {
 		s.deleteRuncTask(ctx, r.ID)

@@ -48,6 +48,13 @@ func (s *TaskService) deleteStandby(ctx context.Context, rep *replica) (_ *taskA
 	}
 	snap := rep.standby.snapshot()
 	s.forget(rep.id)
+	if rep.hooksNetns {
+		// runc never ran this container: its poststop hooks (nerdctl's
+		// CNI release) are the shim's to run, as runc delete would.
+		if err := runPoststopHooks(ctx, reaperLauncher(), rep.bundle, rep.id, rep.sn.NetnsPath()); err != nil {
+			log.G(ctx).WithError(err).Warn("poststop hooks of the standby task")
+		}
+	}
 	if err := rep.close(ctx, replication.StopDeleted); err != nil {
 		return nil, true, errgrpc.ToGRPC(fmt.Errorf("container %s: deleting standby task: %w", rep.id, err))
 	}

@@ -16,7 +16,8 @@
 #     the shim, it gives CRIU incremental memory dumps on kernels without soft-dirty;
 #   * golangci-lint (make lint) at a pinned version, built with `go install`;
 #   * the front ends beside ctr, one file each in contrib/setup/frontends: the CNI plugins
-#     (/opt/cni/bin), dockerd and docker from Debian forky (/opt/rrc/docker);
+#     (/opt/cni/bin), nerdctl (/opt/rrc/nerdctl/bin), crictl (/opt/rrc/cri-tools/bin),
+#     dockerd and docker from Debian forky (/opt/rrc/docker);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:

@@ -49,9 +49,20 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 	if err := s.disableMPTCP(); err != nil {
 		return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
 	}
+	if err := s.adoptLinks(standby); err != nil {
+		return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+	}
+	s.log.Info("network namespace adopted", "links", s.linkNames(), "standby", standby)
+	return s, nil
+}
+
+// adoptLinks takes every interface of the namespace but loopback as a
+// service link: with standby it is set down (its routes kept for Promote),
+// and its IPv4 addresses get an announcer each.
+func (s *ServiceNetwork) adoptLinks(standby bool) error {
 	links, err := s.handle.LinkList()
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("adopt network namespace %s: list interfaces: %w", nsPath, err)
+		return fmt.Errorf("list interfaces: %w", err)
 	}
 	for _, l := range links {
 		a := l.Attrs()
@@ -61,22 +72,22 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 		sl := serviceLink{name: a.Name, index: a.Index, mac: a.HardwareAddr}
 		if standby {
 			if sl.routes, err = s.keepAcrossDown(a.Name, a.Index); err != nil {
-				return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+				return err
 			}
 			// Down first: until then this copy could answer.
 			if err := s.handle.LinkSetDown(l); err != nil {
-				return nil, fmt.Errorf("adopt network namespace %s: set %s down: %w", nsPath, a.Name, err)
+				return fmt.Errorf("set %s down: %w", a.Name, err)
 			}
 		}
 		addrs, err := s.handle.AddrList(l, netlink.FAMILY_V4)
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, fmt.Errorf("adopt network namespace %s: list addresses of %s: %w", nsPath, a.Name, err)
+			return fmt.Errorf("list addresses of %s: %w", a.Name, err)
 		}
 		if len(a.HardwareAddr) == 6 {
 			for _, addr := range addrs {
-				an, err := openAnnouncer(nsPath, a.Name, a.Index, a.HardwareAddr, addr.IP)
+				an, err := openAnnouncer(s.nsPath, a.Name, a.Index, a.HardwareAddr, addr.IP)
 				if err != nil {
-					return nil, fmt.Errorf("adopt network namespace %s: %w", nsPath, err)
+					return err
 				}
 				sl.announcer = append(sl.announcer, an)
 			}
@@ -84,8 +95,7 @@ func Adopt(ctx context.Context, nsPath string, standby bool, opts Options) (_ *S
 		s.links = append(s.links, sl)
 	}
 	s.standby = standby
-	s.log.Info("network namespace adopted", "links", s.linkNames(), "standby", standby)
-	return s, nil
+	return nil
 }
 
 // keepAcrossDown prepares link name (index) to be set down and up again as

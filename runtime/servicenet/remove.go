@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Remove takes away what Create made: the service interface (and so the
-// veth pair), the namespace bind mount, its file and the owner record. For
+// Remove takes away what Create or NewEmpty made: the service interface (and
+// so the veth pair), the namespace bind mount, its file and the owner record. For
 // an adopted namespace it only stops announcing and lets go of it: the
 // namespace belongs to whoever made it. It is idempotent, and tolerates
 // pieces that are already gone (a crashed host lost its /run).
@@ -48,7 +48,7 @@ func (s *ServiceNetwork) Remove(ctx context.Context) error {
 			s.gate.handle = nil
 		}
 	}
-	if s.adopted {
+	if s.adopted && !s.made {
 		s.removed = true
 		s.log.Info("service network released (adopted namespace left to its owner)", "netns", s.nsPath)
 		return nil

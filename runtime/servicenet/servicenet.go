@@ -20,6 +20,7 @@ type ServiceNetwork struct {
 	nsPath  string
 	dir     string // "" when adopted: the namespace is not ours
 	adopted bool
+	made    bool // adopted, but NewEmpty made the namespace: Remove deletes it
 	// hostNetns and hostLink name the host end of a veth pair; hostLink
 	// is "" for a macvlan or an adopted namespace.
 	hostNetns string
