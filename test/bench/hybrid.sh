@@ -226,8 +226,8 @@ hyb_pictures() {
 		"$WORK/bin/plot" timeline -out "$PICTURES/$wl-$c-failover.png" \
 			-title "$wl, $c: one client's replies across lab.sh crash a" \
 			-mark "crash of a=$(cat "$WORK/$wl.$c.1.crash")" \
-			-mark "b declares a failed=$(awk -v h="$heard" -v d="$det" 'BEGIN { printf "%d", h + d }')" \
-			-mark "b serves=$(awk -v h="$heard" -v t="$tot" 'BEGIN { printf "%d", h + t }')" \
+			-mark "b declares a failed=$(awk -v h="$heard" -v d="$det" 'BEGIN { printf "%.0f", h + d }')" \
+			-mark "b serves=$(awk -v h="$heard" -v t="$tot" 'BEGIN { printf "%.0f", h + t }')" \
 			"$WORK/$wl.$c.1.fo.csv" || continue
 		echo "![$wl, $c: each reply's latency across the failover](bench/$wl-$c-failover.png)"
 		echo
