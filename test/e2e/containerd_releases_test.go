@@ -1,0 +1,95 @@
+// Copyright The io.rrc.v1 Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iorrc/rrc/test/lab"
+	"github.com/iorrc/rrc/test/prereq"
+)
+
+// containerdReleases are the containerd 2.x releases the shim is tested under besides
+// the one pinned in go.mod (/usr/local/bin/containerd, every other test's):
+// contrib/setup/frontends/50-containerd-releases.sh builds each into
+// /opt/rrc/containerd-<release>/bin.
+var containerdReleases = []string{"2.0", "2.1", "2.2", "2.4"}
+
+// TestContainerdReleases replicates Redis from lab host a to host b through ctr under
+// each release's containerd (LAB_CONTAINERD), keeps a client connection busy, crashes a
+// and checks that the client carries on with b's restored container. Before 2.3, the
+// daemons ask for the shim's start in the old way and need the answer in JSON
+// (package shim/legacystart); 2.4 asks in protobuf.
+func TestContainerdReleases(t *testing.T) {
+	for _, release := range containerdReleases {
+		t.Run(release, func(t *testing.T) { testContainerdRelease(t, release) })
+	}
+}
+
+func testContainerdRelease(t *testing.T, release string) {
+	bin := "/opt/rrc/containerd-" + release + "/bin/containerd"
+	prereq.Path(t, bin, "containerd "+release+": make setup")
+	t.Setenv("LAB_CONTAINERD", bin)
+	rl := startReplicationLab(t, "rrcver", "10.104.0")
+	l := rl.l
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a, b := host{t: t, lab: l, name: "a"}, host{t: t, lab: l, name: "b"}
+
+	// The hosts run that release; ctr is the pinned release's.
+	for _, h := range []host{a, b} {
+		if v := serverVersion(h.must(ctx, "version")); !strings.HasPrefix(v, release+".") {
+			t.Fatalf("containerd of %s is %q, want %s.x", h.name, v, release)
+		}
+	}
+	if out, err := exec.Command(bin, "--version").CombinedOutput(); err == nil {
+		t.Logf("%s", out)
+	}
+
+	const id = "rel"
+	svc := l.ServiceIP(0)
+	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: svc, listen: l.IP("b") + ":7100"})
+	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
+	nc, err := lab.DialInNetns(l.Netns("client"), svc+":6379")
+	if err != nil {
+		t.Fatalf("client connect: %v", err)
+	}
+	defer nc.Close()
+	cl := lab.NewRedisWorkload(nc)
+	if err := cl.Run(ctx, 25); err != nil {
+		t.Fatalf("before the crash: %v", err)
+	}
+	after, crashAt := failOver(ctx, t, l, id, cl)
+	f := after.Engine.Failover
+	t.Logf("containerd %s: failover from epoch %d in %.1f ms (detection %.1f ms, restore %.1f ms); first reply %s after the crash; %d INCRs on one connection",
+		release, f.Epoch, f.TotalMS, f.DetectionMS, f.RestoreMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
+
+	// That containerd sees the restored process as the task, and deletes it.
+	rc := after.Engine.Restored
+	if rc == nil || rc.Pid <= 0 {
+		t.Fatalf("no restored container in the status: %+v", after.Engine)
+	}
+	if out := b.must(ctx, "task", "ls"); !taskLine(out, id, rc.Pid, "RUNNING") {
+		t.Errorf("ctr task ls on b does not show the restored pid %d RUNNING:\n%s", rc.Pid, out)
+	}
+	if code := b.killAndDelete(ctx, id, "KILL"); code != 128+9 {
+		t.Errorf("exit status of the restored task killed with KILL: %d, want %d", code, 128+9)
+	}
+	nothingLeft(t, l, "b", id)
+}
+
+// serverVersion is the daemon's version in the output of `ctr version`.
+func serverVersion(out string) string {
+	_, server, _ := strings.Cut(out, "Server:")
+	for _, line := range strings.Split(server, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
