@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,8 @@ var containerdReleases = []string{"2.0", "2.1", "2.2", "2.4"}
 
 // TestContainerdReleases replicates Redis from lab host a to host b through ctr under
 // each release's containerd (LAB_CONTAINERD), keeps a client connection busy, crashes a
-// and checks that the client carries on with b's restored container. Before 2.3, the
+// and checks that the client carries on with b's restored container; first, a container
+// started with runtime options. Before 2.3, the
 // daemons ask for the shim's start in the old way and need the answer in JSON
 // (package shim/legacystart); 2.4 asks in protobuf.
 func TestContainerdReleases(t *testing.T) {
@@ -49,6 +51,19 @@ func testContainerdRelease(t *testing.T, release string) {
 	}
 	if out, err := exec.Command(bin, "--version").CombinedOutput(); err == nil {
 		t.Logf("%s", out)
+	}
+
+	// Runtime options (what CRI and Docker send; ctr's --runtime-config-path): a daemon
+	// before 2.3 passes them to the start action on stdin, where they must not be taken
+	// for a 2.3 daemon's bootstrap parameters (their type URL as the instance id).
+	opts := filepath.Join(t.TempDir(), "runc.toml")
+	writeFile(t, opts, "BinaryName = \"/usr/sbin/runc\"\n")
+	a.must(ctx, "run", "-d", "--runtime", rrc, "--runtime-config-path", opts, busybox, "relopts", "sleep", "1000")
+	if findShim(l.Namespace("a"), "relopts") == 0 {
+		t.Errorf("no shim runs with -id relopts for the container started with runtime options")
+	}
+	if code := a.killAndDelete(ctx, "relopts", "KILL"); code != 128+9 {
+		t.Errorf("exit status of relopts killed with KILL: %d, want %d", code, 128+9)
 	}
 
 	const id = "rel"
