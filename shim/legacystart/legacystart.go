@@ -123,7 +123,8 @@ func Answer(r *bootapi.BootstrapResult) ([]byte, error) {
 }
 
 // Start runs the start action of inv for a daemon before 2.3 with m, as pkg/shim runs
-// it for a newer one, and writes the answer to out.
+// it for a newer one, and writes the answer to out. What pkg/shim sets up before
+// (signals, subreaper, GC) serves the long-running shim, not this helper that spawns it.
 func Start(ctx context.Context, m shim.Shim, inv Invocation, ttrpcAddress string, runtimeOptions []byte, out io.Writer) error {
 	if inv.Namespace == "" {
 		return errors.New("shim namespace cannot be empty")
