@@ -19,7 +19,10 @@
 # containerd, passed as RRC_SHIM_CONFIG; @HOST@ is substituted, e.g.
 # /tmp/x/@HOST@.toml), LAB_SHIM_PATH (a directory put first on each host's
 # containerd PATH, e.g. a freshly built containerd-shim-rrc-v1), LAB_CRI=1
-# (containerd's CRI plugins enabled, see cri_config).
+# (containerd's CRI plugins enabled, see cri_config),
+# LAB_CONTAINERD (the containerd binary the hosts run, default containerd on
+# PATH; its directory goes on containerd's PATH after LAB_SHIM_PATH, so that
+# its release's containerd-shim-runc-v2 is the one found).
 set -euo pipefail
 
 LAB=${LAB:-rrc}
@@ -282,7 +285,10 @@ start_containerd() {
 	# file and, for a development build, the PATH they are found on.
 	local extra=()
 	[[ -z ${LAB_SHIM_CONFIG:-} ]] || extra+=("RRC_SHIM_CONFIG=${LAB_SHIM_CONFIG//@HOST@/$h}")
-	[[ -z ${LAB_SHIM_PATH:-} ]] || extra+=("PATH=$LAB_SHIM_PATH:$PATH")
+	local path=$PATH
+	[[ -z ${LAB_CONTAINERD:-} ]] || path=$(dirname "$LAB_CONTAINERD"):$path
+	[[ -z ${LAB_SHIM_PATH:-} ]] || path=$LAB_SHIM_PATH:$path
+	[[ $path == "$PATH" ]] || extra+=("PATH=$path")
 	launch_containerd "$h" start env "${extra[@]}"
 }
 
@@ -301,7 +307,7 @@ launch_containerd() {
 	# hiding /sys/fs/cgroup).
 	echo "--- $(date -u +%FT%T.%NZ) lab.sh: $what containerd" >>"$log"
 	# 9>&-: the daemon must not inherit the lab lock.
-	setsid "$@" nsenter --net="$(nspath "$h")" -- containerd --config "$st/config.toml" \
+	setsid "$@" nsenter --net="$(nspath "$h")" -- "${LAB_CONTAINERD:-containerd}" --config "$st/config.toml" \
 		</dev/null >>"$log" 2>&1 9>&- &
 	pid=$!
 	echo "$pid" >"$st/containerd.pid"
