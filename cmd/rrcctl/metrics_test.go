@@ -73,7 +73,7 @@ func TestMetricsServiceUnit(t *testing.T) {
 	if url == "" {
 		t.Fatalf("rrcctl metrics: %q", sc.Text())
 	}
-	go io.Copy(io.Discard, stderr)
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)

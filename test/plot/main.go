@@ -44,7 +44,7 @@ func main() {
 	title := fs.String("title", "", "title of the picture")
 	var ms marks
 	fs.Var(&ms, "mark", "timeline: LABEL=UNIX_MS, a vertical line (repeat)")
-	fs.Parse(os.Args[2:])
+	_ = fs.Parse(os.Args[2:]) // ExitOnError: a bad flag exits
 	if *out == "" || fs.NArg() == 0 {
 		fs.Usage()
 		os.Exit(2)
