@@ -90,16 +90,7 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 			}
 		}
 	}()
-	if err := newNetnsFile(s.nsPath); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.openHandle(); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.setLoopbackUp(); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.disableMPTCP(); err != nil {
+	if err := s.makeNamespace(); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
 	if err := s.tuneTCP(); err != nil {
@@ -135,4 +126,19 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 		}
 	}
 	return s, nil
+}
+
+// makeNamespace makes the namespace at s.nsPath with lo up and MPTCP off
+// (CRIU cannot dump MPTCP sockets), and opens the handle on it.
+func (s *ServiceNetwork) makeNamespace() error {
+	if err := newNetnsFile(s.nsPath); err != nil {
+		return err
+	}
+	if err := s.openHandle(); err != nil {
+		return err
+	}
+	if err := s.setLoopbackUp(); err != nil {
+		return err
+	}
+	return s.disableMPTCP()
 }

@@ -62,16 +62,7 @@ func NewEmpty(ctx context.Context, name string, opts Options) (_ *ServiceNetwork
 			}
 		}
 	}()
-	if err := newNetnsFile(s.nsPath); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.openHandle(); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.setLoopbackUp(); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	if err := s.disableMPTCP(); err != nil {
+	if err := s.makeNamespace(); err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
 	s.log.Info("empty network namespace made for the spec's hooks", "netns", s.nsPath)

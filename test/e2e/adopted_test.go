@@ -51,20 +51,8 @@ func TestAdoptedNetnsThroughContainerd(t *testing.T) {
 	waitStatus(t, l, "a", id, "primary in sync", 30*time.Second, isState(replication.StateInSync))
 	waitStatus(t, l, "b", id, "backup in sync", 10*time.Second, isState(replication.StateInSync))
 
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 20); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, crashAt := failOver(ctx, t, l, id, cl)
-	f := after.Engine.Failover
-	t.Logf("failover: restored epoch %d; detection %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash",
-		f.Epoch, f.DetectionMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond))
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 20)
+	failOverLogged(ctx, t, l, l.Namespace("b"), id, cl)
 	if out := ipIn(t, ns["b"], "route", "show", "default"); !strings.Contains(out, "via "+gateway) {
 		t.Errorf("b's adopted namespace after the failover has no default route via %s: %q", gateway, out)
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iorrc/rrc/test/lab"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -85,20 +84,8 @@ func testContainerdRelease(t *testing.T, release string) {
 	const id = "rel"
 	svc := l.ServiceIP(0)
 	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: svc, listen: l.IP("b") + ":7100"})
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), svc+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 25); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, crashAt := failOver(ctx, t, l, id, cl)
-	f := after.Engine.Failover
-	t.Logf("containerd %s: failover from epoch %d in %.1f ms (detection %.1f ms, restore %.1f ms); first reply %s after the crash; %d INCRs on one connection",
-		release, f.Epoch, f.TotalMS, f.DetectionMS, f.RestoreMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
+	cl := redisClient(ctx, t, l, svc+":6379", 25)
+	after := failOverLogged(ctx, t, l, l.Namespace("b"), id, cl)
 
 	// That containerd sees the restored process as the task, and deletes it.
 	rc := after.Engine.Restored

@@ -99,20 +99,8 @@ func TestCRIFailover(t *testing.T) {
 		}
 	}
 
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), podIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect to the pod: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 20); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, crashAt := failOverIn(ctx, t, l, criNamespace, ctrB, cl)
-	f := after.Engine.Failover
-	t.Logf("failover: restored epoch %d; detection %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash; %d INCRs on one connection",
-		f.Epoch, f.DetectionMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
+	cl := redisClient(ctx, t, l, podIP+":6379", 20)
+	failOverLogged(ctx, t, l, criNamespace, ctrB, cl)
 
 	// CRI sees the restored container as the pod's running container.
 	if st := b.containerState(ctx, ctrB); st != "CONTAINER_RUNNING" {

@@ -100,20 +100,8 @@ func TestNerdctlFailover(t *testing.T) {
 		}
 	}
 
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 20); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, crashAt := failOver(ctx, t, l, idB, cl)
-	f := after.Engine.Failover
-	t.Logf("failover: restored epoch %d; detection %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash; %d INCRs on one connection",
-		f.Epoch, f.DetectionMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 20)
+	after := failOverLogged(ctx, t, l, l.Namespace("b"), idB, cl)
 
 	// nerdctl sees the restored process as its container.
 	rc := after.Engine.Restored

@@ -11,7 +11,6 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/shim/status"
-	"github.com/iorrc/rrc/test/lab"
 )
 
 // TestBackupLossAndRepairThroughContainerd: the backup's host crashes under
@@ -31,16 +30,7 @@ func TestBackupLossAndRepairThroughContainerd(t *testing.T) {
 	p := pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"}
 	rl.startPair(ctx, t, p)
 
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 10); err != nil {
-		t.Fatalf("in sync: %v", err)
-	}
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 10)
 
 	// The backup's host fails in the middle of the stream.
 	crashDuring(t, l, "b", 100*time.Millisecond, func() {

@@ -46,20 +46,8 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	metricsB := serveMetrics(t, l, bin, dir, "b")
 	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
 
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 25); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, crashAt := failOver(ctx, t, l, id, cl)
-	f := after.Engine.Failover
-	t.Logf("failover: restored epoch %d; detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash; %d INCRs on one connection",
-		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 25)
+	after := failOverLogged(ctx, t, l, l.Namespace("b"), id, cl)
 
 	// containerd sees the restored process as the task.
 	rc := after.Engine.Restored
@@ -480,6 +468,30 @@ func failOverIn(ctx context.Context, t *testing.T, l *lab.Lab, ns, id string, cl
 		t.Fatal(err)
 	}
 	return after, crashAt
+}
+
+// redisClient connects a Redis client from the lab's client host to addr,
+// once redis-server is past its start-up, and runs rounds on it.
+func redisClient(ctx context.Context, t *testing.T, l *lab.Lab, addr string, rounds int) *lab.RedisWorkload {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
+	nc, err := lab.DialInNetns(l.Netns("client"), addr)
+	if err != nil {
+		t.Fatalf("client connect to %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	cl := lab.NewRedisWorkload(nc)
+	if err := cl.Run(ctx, rounds); err != nil {
+		t.Fatalf("first %d rounds: %v", rounds, err)
+	}
+	return cl
+}
+
+// failOverLogged is failOverIn, with the failover's figures logged.
+func failOverLogged(ctx context.Context, t *testing.T, l *lab.Lab, ns, id string, cl *lab.RedisWorkload) status.Published {
+	t.Helper()
+	after := failOverLogged(ctx, t, l, ns, id, cl)
+	return after
 }
 
 // waitPromoted waits until b's shim says id was promoted.

@@ -39,17 +39,8 @@ func TestRestoredTaskThroughContainerd(t *testing.T) {
 
 	// Every task event b's containerd publishes from here on.
 	evs := watchEvents(ctx, t, l, "b")
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 20); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, _ := failOver(ctx, t, l, id, cl)
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 20)
+	after := failOverLogged(ctx, t, l, l.Namespace("b"), id, cl)
 	rc := after.Engine.Restored
 	if rc == nil || rc.Pid <= 0 {
 		t.Fatalf("no restored container in the status: %+v", after.Engine)
@@ -313,17 +304,8 @@ func TestRestoredTaskDeadShim(t *testing.T) {
 	const id = "rt2"
 	serviceIP := l.Subnet + ".200"
 	rl.startPair(ctx, t, pairSpec{id: id, image: redis, serviceIP: serviceIP, listen: l.IP("b") + ":7100"})
-	time.Sleep(300 * time.Millisecond) // redis-server past its start-up
-	nc, err := lab.DialInNetns(l.Netns("client"), serviceIP+":6379")
-	if err != nil {
-		t.Fatalf("client connect: %v", err)
-	}
-	defer nc.Close()
-	cl := lab.NewRedisWorkload(nc)
-	if err := cl.Run(ctx, 10); err != nil {
-		t.Fatalf("before the crash: %v", err)
-	}
-	after, _ := failOver(ctx, t, l, id, cl)
+	cl := redisClient(ctx, t, l, serviceIP+":6379", 10)
+	after := failOverLogged(ctx, t, l, l.Namespace("b"), id, cl)
 	rc := after.Engine.Restored
 	if rc == nil || rc.Pid <= 0 {
 		t.Fatalf("no restored container in the status: %+v", after.Engine)
