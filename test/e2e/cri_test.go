@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,32 @@ func TestCRIFailover(t *testing.T) {
 	}
 	nothingLeftIn(t, l, "b", criNamespace, ctrB)
 	criNothingLeft(t, l, "b", podB)
+}
+
+// TestRuntimeClassNamesTheCRIHandler: the RuntimeClass users apply
+// (contrib/config/runtimeclass.yaml) names the handler the containerd
+// configuration they copy defines and TestCRIFailover runs pods with.
+func TestRuntimeClassNamesTheCRIHandler(t *testing.T) {
+	contrib := filepath.Join("..", "..", "contrib", "config")
+	rc, err := os.ReadFile(filepath.Join(contrib, "runtimeclass.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^handler:\s*(\S+)\s*$`).FindSubmatch(rc)
+	if m == nil || string(m[1]) != criHandler {
+		t.Fatalf("runtimeclass.yaml: handler %q, want %q", m, criHandler)
+	}
+	if !regexp.MustCompile(`(?m)^kind:\s*RuntimeClass\s*$`).Match(rc) {
+		t.Error("runtimeclass.yaml is not a RuntimeClass")
+	}
+	cfg, err := os.ReadFile(filepath.Join(contrib, "containerd-cri.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime := `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.` + criHandler + `]`
+	if !bytes.Contains(cfg, []byte(runtime)) || !bytes.Contains(cfg, []byte(`runtime_type = "io.rrc.v1"`)) {
+		t.Errorf("containerd-cri.toml does not define %s with runtime_type io.rrc.v1", runtime)
+	}
 }
 
 // criContainerdConfig is the TOML appended to each lab host's containerd
