@@ -62,6 +62,8 @@ hyb_measure() {
 	[[ -n $t0 && -n $t1 ]] && rec "$cfg" "$round" cpu.us "$(awk -v a="$t0" -v b="$t1" -v n="$(jq .requests "$j")" -v h="$CLK_TCK" 'BEGIN { if (n > 0) print (b - a) / h * 1e6 / n }')"
 	rec "$cfg" "$round" log.bps "$(awk -v a="$b0" -v b="$b1" -v s="$s0" -v e="$s1" 'BEGIN { print (b - a) / (e - s) }')"
 	rec "$cfg" "$round" pause "$(jq .engine.pause_ms.mean "$f")"
+	# The newest checkpoints (at most 64), with the 50 clients: for the picture.
+	jq -r '.engine.recent_epochs[]? | [.epoch, .pause_ms, .ack_ms] | @csv' "$f" >"$WORK/$wl.$2.$round.epochs.csv"
 }
 
 # shim_ticks ID: user + system clock ticks of host a's io.rrc.v1 shim of ID.
@@ -206,8 +208,9 @@ hyb_table() {
 }
 
 # hyb_pictures WORKLOAD: the latency distributions of round 1 (one client)
-# side by side, and each replicated configuration's client across its
-# failover; prints the Markdown that shows them.
+# side by side, each replicated configuration's newest checkpoints under the
+# 50 clients, and its client across its failover; prints the Markdown that
+# shows them.
 hyb_pictures() {
 	local wl=$1 c specs=() heard det tot
 	mkdir -p "$PICTURES"
@@ -219,6 +222,13 @@ hyb_pictures() {
 		echo "![$wl: latency distribution of one client, runc.v2 and each configuration](bench/$wl-latency.png)"
 		echo
 	fi
+	for c in $HYB_CONFIGS; do
+		[[ -s $WORK/$wl.$c.1.epochs.csv ]] || continue
+		"$WORK/bin/plot" epochs -out "$PICTURES/$wl-$c-epochs.png" \
+			-title "$wl, $c, 50 clients: the newest checkpoints' pause and acknowledgement" "$WORK/$wl.$c.1.epochs.csv" || continue
+		echo "![$wl, $c: pause and acknowledgement of each checkpoint under 50 clients](bench/$wl-$c-epochs.png)"
+		echo
+	done
 	for c in $HYB_CONFIGS; do
 		[[ -s $WORK/$wl.$c.1.fo.csv && -s $WORK/$wl.$c.1.fo.times ]] || continue
 		read -r heard det tot <"$WORK/$wl.$c.1.fo.times"
