@@ -58,7 +58,7 @@ unit:
 	$(GO) test -count=1 -p 1 -timeout 20m -run 'Lab$$' $(UNIT_PKGS)
 
 e2e: install
-	$(GO) test -count=1 -p 1 -timeout 20m $(E2E_PKGS)
+	$(GO) test -count=1 -p 1 -timeout 30m $(E2E_PKGS)
 
 # containerd's client integration tests with io.containerd.runc.v2 and then
 # io.rrc.v1: fails when io.rrc.v1 fails a test that runc passes.
