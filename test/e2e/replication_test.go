@@ -490,7 +490,10 @@ func redisClient(ctx context.Context, t *testing.T, l *lab.Lab, addr string, rou
 // failOverLogged is failOverIn, with the failover's figures logged.
 func failOverLogged(ctx context.Context, t *testing.T, l *lab.Lab, ns, id string, cl *lab.RedisWorkload) status.Published {
 	t.Helper()
-	after := failOverLogged(ctx, t, l, ns, id, cl)
+	after, crashAt := failOverIn(ctx, t, l, ns, id, cl)
+	f := after.Engine.Failover
+	t.Logf("failover: restored epoch %d; detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms; first reply %s after the crash; %d INCRs on one connection",
+		f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, cl.FirstReplyAfter(crashAt).Round(time.Millisecond), len(cl.Incrs))
 	return after
 }
 
