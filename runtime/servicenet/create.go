@@ -38,17 +38,10 @@ func Create(ctx context.Context, name string, cfg Settings, standby bool, opts O
 	if err != nil {
 		return nil, fmt.Errorf("service network %s: %w", name, err)
 	}
-	if err := validateName(name); err != nil {
-		return nil, fmt.Errorf("service network: %w", err)
+	dir, err := checkOptions(name, &opts)
+	if err != nil {
+		return nil, err
 	}
-	if opts.Dir == "" || !filepath.IsAbs(opts.Dir) {
-		return nil, fmt.Errorf("service network %s: Options.Dir must be an absolute path (got %q)", name, opts.Dir)
-	}
-	if err := validateSchedule(opts.garpSchedule()); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	opts.GARPSchedule = slices.Clone(opts.GARPSchedule) // the caller may reuse its slice
-	dir := filepath.Clean(opts.Dir)
 	s := &ServiceNetwork{
 		name:      name,
 		nsPath:    filepath.Join(dir, name),
@@ -141,4 +134,21 @@ func (s *ServiceNetwork) makeNamespace() error {
 		return err
 	}
 	return s.disableMPTCP()
+}
+
+// checkOptions checks the name and the options Create and NewEmpty share,
+// takes its own copy of the GARP schedule (the caller may reuse its slice)
+// and returns the clean Dir.
+func checkOptions(name string, opts *Options) (string, error) {
+	if err := validateName(name); err != nil {
+		return "", fmt.Errorf("service network: %w", err)
+	}
+	if opts.Dir == "" || !filepath.IsAbs(opts.Dir) {
+		return "", fmt.Errorf("service network %s: Options.Dir must be an absolute path (got %q)", name, opts.Dir)
+	}
+	if err := validateSchedule(opts.garpSchedule()); err != nil {
+		return "", fmt.Errorf("service network %s: %w", name, err)
+	}
+	opts.GARPSchedule = slices.Clone(opts.GARPSchedule)
+	return filepath.Clean(opts.Dir), nil
 }

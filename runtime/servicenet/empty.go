@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 )
 
 // NewEmpty makes the network namespace of container name, bind-mounted at
@@ -21,17 +20,10 @@ import (
 // they made as Adopt does; Remove deletes the namespace as Create's (and
 // CleanupStale after a crashed shim).
 func NewEmpty(ctx context.Context, name string, opts Options) (_ *ServiceNetwork, err error) {
-	if err := validateName(name); err != nil {
-		return nil, fmt.Errorf("service network: %w", err)
+	dir, err := checkOptions(name, &opts)
+	if err != nil {
+		return nil, err
 	}
-	if opts.Dir == "" || !filepath.IsAbs(opts.Dir) {
-		return nil, fmt.Errorf("service network %s: Options.Dir must be an absolute path (got %q)", name, opts.Dir)
-	}
-	if err := validateSchedule(opts.garpSchedule()); err != nil {
-		return nil, fmt.Errorf("service network %s: %w", name, err)
-	}
-	opts.GARPSchedule = slices.Clone(opts.GARPSchedule) // the caller may reuse its slice
-	dir := filepath.Clean(opts.Dir)
 	s := &ServiceNetwork{
 		name:    name,
 		nsPath:  filepath.Join(dir, name),
