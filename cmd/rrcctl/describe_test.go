@@ -15,6 +15,7 @@ import (
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/shim/settings"
 	"github.com/iorrc/rrc/shim/status"
+	"github.com/iorrc/rrc/test/prereq"
 )
 
 func TestDescribeText(t *testing.T) {
@@ -100,10 +101,8 @@ func TestCompletionScript(t *testing.T) {
 	if err := completionCmd([]string{"zsh"}, &b); err == nil {
 		t.Error("completion zsh: no error")
 	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash on PATH")
-	}
+	prereq.Commands(t, "bash") // under CI a missing bash fails
+	bash, _ := prereq.LookPath("bash")
 	script := filepath.Join(t.TempDir(), "rrcctl.bash")
 	if err := os.WriteFile(script, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
