@@ -38,10 +38,12 @@ var ErrStopped = errors.New("netfilter: gate stopped")
 // number of the packet's record in the log); Release(t) then accepts the
 // packets tagged up to t, and there is nothing to seal.
 type OutputGate struct {
-	q   PacketQueue
-	log *slog.Logger
-	now func() time.Time
-	tag Tag
+	q      PacketQueue
+	log    *slog.Logger
+	now    func() time.Time
+	tag    Tag
+	tagged func()
+	drain  func() error // logs the inputs delivered so far, before tagging (hybrid mode)
 
 	mu          sync.Mutex
 	epoch       uint64       // open epoch: packets read now belong to it
@@ -97,9 +99,12 @@ type Tag func(p *Packet) (uint64, error)
 
 // NewTaggedOutputGate returns a gate on q that holds every packet under the
 // tag tag gives it, until Release reaches that tag.
-func NewTaggedOutputGate(q PacketQueue, tag Tag, log *slog.Logger) *OutputGate {
+// tagged, if set, is called on the reader goroutine after each batch it
+// read, outside the gate's lock (hybrid mode sends the batch's log records
+// from there: a reply's record leaves without a goroutine switch).
+func NewTaggedOutputGate(q PacketQueue, tag Tag, tagged func(), log *slog.Logger) *OutputGate {
 	g := NewOutputGate(q, log)
-	g.tag = tag
+	g.tag, g.tagged = tag, tagged
 	return g
 }
 
@@ -108,7 +113,13 @@ func NewTaggedOutputGate(q PacketQueue, tag Tag, log *slog.Logger) *OutputGate {
 // held packets are counted as dropped and the caller closes the queue, which
 // makes the kernel drop them.
 func (g *OutputGate) Run(ctx context.Context) error {
-	err := readLoop(ctx, g.q, g.log, &g.counters, g.admit)
+	err := readLoop(ctx, g.q, g.log, &g.counters, func(pkts []Packet) error {
+		err := g.admit(pkts)
+		if g.tagged != nil {
+			g.tagged()
+		}
+		return err
+	})
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stopped = true
@@ -136,6 +147,13 @@ func (g *OutputGate) admit(pkts []Packet) error {
 			g.bReleased += uint64(pkts[i].Len())
 		}
 		return nil
+	}
+	if g.tag != nil && g.drain != nil {
+		// Every input delivered before these outputs were read goes into
+		// the log before them.
+		if err := g.drain(); err != nil {
+			return err
+		}
 	}
 	now := g.now()
 	for i := range pkts {

@@ -247,7 +247,9 @@ func TestInputHold(t *testing.T) {
 	if acc, v := fq.state(); len(acc) != 3 || v != 1 {
 		t.Fatalf("pass-through: accepted %v with %d verdicts", acc, v)
 	}
-	h.Hold()
+	if err := h.Hold(); err != nil {
+		t.Fatal(err)
+	}
 	h.admit(fq.enqueue(4))
 	h.admit(fq.enqueue(5, 6))
 	if acc, _ := fq.state(); len(acc) != 3 || h.Stats().Held != 3 {
@@ -273,7 +275,7 @@ func TestInputHold(t *testing.T) {
 func TestTaggedGate(t *testing.T) {
 	fq := newFakeQueue()
 	var fail error
-	g := NewTaggedOutputGate(fq, func(p *Packet) (uint64, error) { return uint64(p.ID) + 10, fail }, discardLog())
+	g := NewTaggedOutputGate(fq, func(p *Packet) (uint64, error) { return uint64(p.ID) + 10, fail }, nil, discardLog())
 	if err := g.admit(fq.enqueue(1, 2, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -304,47 +306,47 @@ func TestTaggedGate(t *testing.T) {
 	}
 }
 
-// TestLoggingInputHold: every inbound packet is recorded before the verdict
-// that delivers it; packets held during a freeze are recorded at the
-// release, in order; a packet the queue cut short is refused.
-func TestLoggingInputHold(t *testing.T) {
+// fakeSwitch records a switched hold's switching.
+type fakeSwitch struct {
+	log  []bool
+	fail error
+}
+
+func (f *fakeSwitch) Set(on bool) error {
+	if f.fail != nil {
+		return f.fail
+	}
+	f.log = append(f.log, on)
+	return nil
+}
+func (f *fakeSwitch) Close() error { return nil }
+
+// TestSwitchedInputHold: a switched hold turns the queueing on before it
+// holds and off after it delivered what it held; a hold that cannot switch
+// on does not hold.
+func TestSwitchedInputHold(t *testing.T) {
 	fq := newFakeQueue()
-	var recorded []byte
-	var early []byte // recorded after its own delivery: must stay empty
-	h := NewLoggingInputHold(fq, func(p []byte) error {
-		recorded = append(recorded, p[0])
-		if acc, _ := fq.state(); slices.Contains(acc, uint32(p[0])) {
-			early = append(early, p[0])
-		}
-		return nil
-	}, discardLog())
-	whole := func(ids ...uint32) []Packet {
-		pkts := fq.enqueue(ids...)
-		for i := range pkts {
-			pkts[i].Payload, pkts[i].CapLen = []byte{byte(pkts[i].ID)}, 1
-		}
-		return pkts
-	}
-	if err := h.admit(whole(1, 2)); err != nil {
+	sw := &fakeSwitch{}
+	h := NewSwitchedInputHold(fq, sw, nil, discardLog())
+	if err := h.Hold(); err != nil {
 		t.Fatal(err)
 	}
-	h.Hold()
-	if err := h.admit(whole(3)); err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(recorded) != "[1 2]" {
-		t.Fatalf("recorded %v while holding 3", recorded)
+	h.admit(fq.enqueue(1, 2))
+	if acc, _ := fq.state(); len(acc) != 0 || fmt.Sprint(sw.log) != "[true]" {
+		t.Fatalf("holding: accepted %v, switched %v", acc, sw.log)
 	}
 	if err := h.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.admit(whole(4)); err != nil {
+	h.admit(fq.enqueue(3)) // queued before the switch went off: passes
+	if acc, _ := fq.state(); fmt.Sprint(acc) != "[1 2 3]" || fmt.Sprint(sw.log) != "[true false]" {
+		t.Fatalf("released: accepted %v, switched %v", acc, sw.log)
+	}
+	if err := h.Drain(); err != nil { // no capture: nothing to log
 		t.Fatal(err)
 	}
-	if acc, _ := fq.state(); fmt.Sprint(recorded) != "[1 2 3 4]" || fmt.Sprint(acc) != "[1 2 3 4]" || len(early) != 0 {
-		t.Fatalf("recorded %v, accepted %v, recorded after delivery %v", recorded, acc, early)
-	}
-	if err := h.admit(fq.enqueue(5)); err == nil || !strings.Contains(err.Error(), "cut") {
-		t.Fatalf("a packet cut short: %v", err)
+	sw.fail = errors.New("netlink refused")
+	if err := h.Hold(); err == nil || h.Stats().Holding {
+		t.Fatalf("a hold that cannot switch: %v, stats %+v", err, h.Stats())
 	}
 }

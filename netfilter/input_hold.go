@@ -17,15 +17,15 @@ import (
 // timeout (>= 200 ms); holding costs only the freeze. Outside a hold, packets
 // are accepted as they come, one batch verdict per read batch.
 //
-// A logging hold (NewLoggingInputHold, hybrid mode) also hands every packet
-// to its Record function right before the verdict that delivers it: a
-// packet is in the log before the container can see it. Packets held during
-// a freeze are recorded at the release, after the checkpoint, which is when
-// the container receives them.
+// A switched hold (NewSwitchedInputHold, hybrid mode) has the kernel queue
+// inbound packets only while it holds: outside a freeze they reach the
+// container without a detour through this process, and an InputCapture
+// logs them as they are delivered (Drain).
 type InputHold struct {
-	q      PacketQueue
-	log    *slog.Logger
-	record Record
+	q       PacketQueue
+	log     *slog.Logger
+	sw      HoldSwitch    // nil: every packet is queued
+	capture *InputCapture // logs what is delivered (switched holds)
 
 	rewrite Rewrite // applied to what is accepted outside a hold (SetRewrite)
 
@@ -40,12 +40,11 @@ type InputHold struct {
 	holds     uint64
 	dropped   uint64
 	counters  loopCounters
-	pending   [][]byte // copies of held packets, to record at the release
 }
 
-// Record takes an inbound packet (from its IP header on) before it is
-// delivered. It runs on the hold's reader goroutine (or in Release) and must
-// not keep p. An error stops the hold: the packet is not delivered.
+// Record takes an inbound packet (from its IP header on) before the
+// container can see it. It runs on the goroutine that drains the capture
+// and must not keep p. An error stops the capture.
 type Record func(p []byte) error
 
 // HoldStats is a snapshot of an InputHold.
@@ -68,12 +67,11 @@ func NewInputHold(q PacketQueue, log *slog.Logger) *InputHold {
 	return &InputHold{q: q, log: log}
 }
 
-// NewLoggingInputHold returns an input hold on q that records every packet
-// before delivering it. The queue must copy whole packets (a copy range of
-// the largest packet, and no GSO aggregates beyond it).
-func NewLoggingInputHold(q PacketQueue, record Record, log *slog.Logger) *InputHold {
+// NewSwitchedInputHold returns an input hold on q whose packets the kernel
+// queues only while sw is on, and whose deliveries capture logs.
+func NewSwitchedInputHold(q PacketQueue, sw HoldSwitch, capture *InputCapture, log *slog.Logger) *InputHold {
 	h := NewInputHold(q, log)
-	h.record = record
+	h.sw, h.capture = sw, capture
 	return h
 }
 
@@ -86,7 +84,7 @@ func (h *InputHold) Run(ctx context.Context) error {
 	defer h.mu.Unlock()
 	h.stopped = true
 	h.dropped += uint64(h.held)
-	h.held, h.heldBytes, h.pending = 0, 0, nil
+	h.held, h.heldBytes = 0, 0
 	if err != nil {
 		return fmt.Errorf("input hold: %w", err)
 	}
@@ -97,30 +95,13 @@ func (h *InputHold) admit(pkts []Packet) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	last := pkts[len(pkts)-1].ID
-	if h.record != nil {
-		for i := range pkts {
-			if len(pkts[i].Payload) != pkts[i].Len() {
-				return fmt.Errorf("inbound packet %d of %d bytes cut at %d: it cannot be logged", pkts[i].ID, pkts[i].Len(), len(pkts[i].Payload))
-			}
-		}
-	}
 	if h.holding {
 		h.held += len(pkts)
 		for i := range pkts {
 			h.heldBytes += int64(pkts[i].Len())
-			if h.record != nil {
-				h.pending = append(h.pending, append([]byte(nil), pkts[i].Payload...))
-			}
 		}
 		h.lastHeld = last
 		return nil
-	}
-	if h.record != nil {
-		for i := range pkts {
-			if err := h.record(pkts[i].Payload); err != nil {
-				return fmt.Errorf("logging inbound packet %d: %w", pkts[i].ID, err)
-			}
-		}
 	}
 	if err := acceptRewritten(h.q, pkts, h.rewrite); err != nil {
 		return fmt.Errorf("accept inbound packets: %w", err)
@@ -138,15 +119,23 @@ func (h *InputHold) SetRewrite(rw Rewrite) {
 }
 
 // Hold starts holding inbound packets: call it just before freezing the
-// container. Packets already read but not yet accepted are held too.
-func (h *InputHold) Hold() {
+// container. Packets already read but not yet accepted are held too. A
+// switched hold that cannot switch the queueing on does not hold.
+func (h *InputHold) Hold() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.holding {
-		h.holding = true
-		h.holds++
-		h.since = time.Now()
+	if h.holding {
+		return nil
 	}
+	if h.sw != nil {
+		if err := h.sw.Set(true); err != nil {
+			return fmt.Errorf("hold input: %w", err)
+		}
+	}
+	h.holding = true
+	h.holds++
+	h.since = time.Now()
+	return nil
 }
 
 // Release delivers the held packets, in order, with one batch verdict, and
@@ -158,13 +147,6 @@ func (h *InputHold) Release() error {
 		return fmt.Errorf("release input: %w", ErrStopped)
 	}
 	if h.held > 0 {
-		for len(h.pending) > 0 {
-			if err := h.record(h.pending[0]); err != nil {
-				return fmt.Errorf("logging a held inbound packet: %w", err)
-			}
-			h.pending = h.pending[1:]
-		}
-		h.pending = nil
 		if err := h.q.VerdictBatch(h.lastHeld, Accept); err != nil {
 			return fmt.Errorf("release %d held inbound packets: %w", h.held, err)
 		}
@@ -173,7 +155,24 @@ func (h *InputHold) Release() error {
 		h.held, h.heldBytes = 0, 0
 	}
 	h.holding = false
+	// Packets the kernel queues until the switch is off are accepted as
+	// they come.
+	if h.sw != nil {
+		if err := h.sw.Set(false); err != nil {
+			return fmt.Errorf("release input: %w", err)
+		}
+	}
 	return nil
+}
+
+// Drain logs every inbound packet delivered so far (a switched hold's
+// capture; otherwise there is nothing to log). The gate drains before it
+// logs outputs, the engine before it seals the log at a checkpoint.
+func (h *InputHold) Drain() error {
+	if h.capture == nil {
+		return nil
+	}
+	return h.capture.Drain()
 }
 
 // Stats returns a snapshot of the hold.

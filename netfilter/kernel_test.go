@@ -272,7 +272,9 @@ func TestKernelInputHold(t *testing.T) {
 		t.Fatalf("echo %q", got)
 	}
 
-	c.hold.Hold()
+	if err := c.hold.Hold(); err != nil {
+		t.Fatal(err)
+	}
 	client.Write([]byte("ping"))
 	if !waitFor(time.Second, func() bool { return c.hold.Stats().Held >= 1 }) {
 		t.Fatal("the request never reached the input hold")

@@ -26,11 +26,15 @@ type Path struct {
 	InputQueue  uint16          // default 1 (0 if OutputQueue is 1)
 	Launcher    launch.Launcher // runs iptables; nil: os/exec
 	Logger      *slog.Logger
-	// Tag and Record, if set, make the gate a tagged one and the input hold
-	// a logging one (hybrid mode); the queues then copy whole wire-sized
-	// packets.
+	// Tag and Record, if set, make the gate a tagged one that copies whole
+	// wire-sized packets, and log the input with an InputCapture on
+	// Forward's inner link, the input queue switched on only while it holds
+	// (hybrid mode; it needs Forward).
 	Tag    Tag
 	Record Record
+	// Tagged is called after each batch of outputs Tag tagged
+	// (NewTaggedOutputGate).
+	Tagged func()
 	// WholePackets makes the queues copy whole wire-sized packets without
 	// tagging or logging them (a replay judges them: OutputGate.SetJudge).
 	WholePackets bool
@@ -38,6 +42,8 @@ type Path struct {
 	mu     sync.Mutex
 	outQ   *Queue
 	inQ    *Queue
+	capt   *InputCapture
+	sw     HoldSwitch
 	rules  pathRules
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -61,32 +67,49 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 	var rules pathRules = &Rules{NetNS: n.NetNS, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
 	if f := n.Forward; f != nil {
 		ns = f.NetNS
-		rules = &ForwardRules{NetNS: f.NetNS, Inner: f.Inner, Uplink: f.Uplink, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
+		fr := &ForwardRules{NetNS: f.NetNS, Inner: f.Inner, Uplink: f.Uplink, OutputQueue: n.OutputQueue, InputQueue: in, Launcher: n.Launcher}
+		if n.Record != nil {
+			fr.HoldGroup = HoldGroup
+		}
+		rules = fr
+	} else if n.Record != nil {
+		return nil, nil, errors.New("logging the input needs a forwarding namespace")
 	}
-	n.failed = make(chan error, 2)
-	var qopts QueueOptions
+	n.failed = make(chan error, 3)
+	var outOpts, inOpts QueueOptions
 	if n.Tag != nil || n.Record != nil || n.WholePackets {
-		qopts = QueueOptions{CopyRange: MaxCopyRange, NoGSO: true}
+		outOpts = QueueOptions{CopyRange: MaxCopyRange, NoGSO: true}
+	}
+	if n.WholePackets {
+		inOpts = outOpts
 	}
 	var err error
-	if n.outQ, err = OpenQueue(ctx, ns, n.OutputQueue, qopts); err != nil {
+	if n.outQ, err = OpenQueue(ctx, ns, n.OutputQueue, outOpts); err != nil {
 		return nil, nil, fmt.Errorf("opening output queue in %s: %w", ns, err)
 	}
-	if n.inQ, err = OpenQueue(ctx, ns, in, qopts); err != nil {
-		n.outQ.Close()
-		return nil, nil, fmt.Errorf("opening input queue in %s: %w", ns, err)
+	if n.inQ, err = OpenQueue(ctx, ns, in, inOpts); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("opening input queue in %s: %w", ns, err), n.closeLocked(ctx))
 	}
 	gate := NewOutputGate(n.outQ, log.With("queue", "output"))
 	if n.Tag != nil {
-		gate = NewTaggedOutputGate(n.outQ, n.Tag, log.With("queue", "output"))
+		gate = NewTaggedOutputGate(n.outQ, n.Tag, n.Tagged, log.With("queue", "output"))
 	}
 	hold := NewInputHold(n.inQ, log.With("queue", "input"))
+	runs := []func(context.Context) error{gate.Run, hold.Run}
 	if n.Record != nil {
-		hold = NewLoggingInputHold(n.inQ, n.Record, log.With("queue", "input"))
+		if n.capt, err = OpenInputCapture(ns, n.Forward.Inner, n.Record); err != nil {
+			return nil, nil, errors.Join(err, n.closeLocked(ctx))
+		}
+		if n.sw, err = NewDevGroupSwitch(ns, n.Forward.Uplink); err != nil {
+			return nil, nil, errors.Join(err, n.closeLocked(ctx))
+		}
+		hold = NewSwitchedInputHold(n.inQ, n.sw, n.capt, log.With("queue", "input"))
+		gate.drain = n.capt.Drain
+		runs = []func(context.Context) error{gate.Run, hold.Run, n.capt.Run}
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
-	for _, run := range []func(context.Context) error{gate.Run, hold.Run} {
+	for _, run := range runs {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -150,6 +173,14 @@ func (n *Path) closeLocked(ctx context.Context) error {
 			}
 			*q = nil
 		}
+	}
+	if n.capt != nil {
+		errs = append(errs, n.capt.Close())
+		n.capt = nil
+	}
+	if n.sw != nil {
+		errs = append(errs, n.sw.Close())
+		n.sw = nil
 	}
 	return errors.Join(errs...)
 }

@@ -212,8 +212,11 @@ type ForwardRules struct {
 	Uplink      string // interface toward the LAN
 	OutputQueue uint16
 	InputQueue  uint16
-	NoIPv6      bool
-	Launcher    launch.Launcher
+	// HoldGroup, if set, queues the input only while the uplink is in
+	// this device group (HoldSwitch): -A RRC-IN -m devgroup --src-group G.
+	HoldGroup uint32
+	NoIPv6    bool
+	Launcher  launch.Launcher
 }
 
 func (f *ForwardRules) ns() iptablesNS {
@@ -227,9 +230,13 @@ func (f *ForwardRules) chains() ([]queueChain, error) {
 	if f.OutputQueue == f.InputQueue {
 		return nil, fmt.Errorf("forward rules: output and input share queue %d", f.OutputQueue)
 	}
+	in := queueChain{hook: "PREROUTING", chain: DefaultInputChain, jumpMatch: []string{"-i", f.Uplink}, queue: f.InputQueue}
+	if f.HoldGroup != 0 {
+		in.match = []string{"-m", "devgroup", "--src-group", fmt.Sprintf("%#x", f.HoldGroup)}
+	}
 	return []queueChain{
 		{hook: "PREROUTING", chain: DefaultOutputChain, jumpMatch: []string{"-i", f.Inner}, queue: f.OutputQueue},
-		{hook: "PREROUTING", chain: DefaultInputChain, jumpMatch: []string{"-i", f.Uplink}, queue: f.InputQueue},
+		in,
 	}, nil
 }
 

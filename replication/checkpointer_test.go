@@ -58,7 +58,7 @@ type cgHold struct {
 	fakeHold
 }
 
-func (h cgHold) Hold()          { h.rec.add("hold@%s", h.state()) }
+func (h cgHold) Hold() error    { h.rec.add("hold@%s", h.state()); return nil }
 func (h cgHold) Release() error { h.rec.add("release-input@%s", h.state()); return nil }
 
 type cgPackets struct {

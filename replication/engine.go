@@ -45,10 +45,12 @@ type OutputGate interface {
 }
 
 // InputHold queues inbound packets while the container is frozen
-// (*netfilter.InputHold).
+// (*netfilter.InputHold). In hybrid mode Drain logs the inputs delivered
+// so far.
 type InputHold interface {
-	Hold()
+	Hold() error
 	Release() error
+	Drain() error
 	Stats() netfilter.HoldStats
 }
 
@@ -69,6 +71,7 @@ type PacketPath interface {
 // before it is delivered.
 type PacketHooks struct {
 	Tag    func(packet []byte) (uint64, error)
+	Tagged func() // after each batch of outputs tagged
 	Record func(packet []byte) error
 }
 
@@ -87,7 +90,7 @@ func (p netfilterPackets) Open(ctx context.Context, hooks PacketHooks) (OutputGa
 			return tag(pk.Payload)
 		}
 	}
-	p.Path.Record = hooks.Record
+	p.Path.Record, p.Path.Tagged = hooks.Record, hooks.Tagged
 	g, h, err := p.Path.Open(ctx)
 	if err != nil {
 		return nil, nil, err // typed nils would not compare equal to nil

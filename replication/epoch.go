@@ -186,11 +186,13 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	}
 	var sealed uint64
 	var held time.Time
+	var holdErr error
 	holding := false
 	hold := func() {
 		held = p.now()
-		holding = true
-		p.input.Hold()
+		if holdErr = p.input.Hold(); holdErr == nil {
+			holding = true
+		}
 	}
 	release := func() {
 		if !holding {
@@ -211,7 +213,11 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 		packets = p.packetsSeen()
 		sealed = p.gate.Seal()
 		if p.hybrid != nil {
-			sealErr = p.sealLog(sealed + offset)
+			// The inputs delivered before the freeze are in the state
+			// dumped: they go into the log before the seal.
+			if sealErr = p.input.Drain(); sealErr == nil {
+				sealErr = p.sealLog(sealed + offset)
+			}
 		}
 	}
 	// Input is held only from just before the freeze to the thaw; the seal
@@ -221,6 +227,11 @@ func (p *Primary) checkpoint(ctx context.Context) (dir string, epoch uint64, ok 
 	overdue.Stop()
 	release() // no-op unless a checkpointer broke the Thawed promise
 	taken := p.now()
+	if err == nil && holdErr != nil {
+		// Input reached the frozen container: its sockets may have
+		// changed while they were dumped.
+		err = holdErr
+	}
 	if err == nil && sealed == 0 {
 		err = errors.New("checkpointer did not report the freeze; epoch not sealed")
 	}

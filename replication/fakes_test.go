@@ -102,7 +102,8 @@ func (g *fakeGate) Resume() uint64 {
 
 type fakeHold struct{ rec *recorder }
 
-func (h fakeHold) Hold()          { h.rec.add("hold") }
+func (h fakeHold) Hold() error    { h.rec.add("hold"); return nil }
+func (h fakeHold) Drain() error   { return nil }
 func (h fakeHold) Release() error { h.rec.add("release-input"); return nil }
 func (h fakeHold) Stats() netfilter.HoldStats {
 	return netfilter.HoldStats{}
@@ -116,6 +117,14 @@ type fakePackets struct {
 }
 
 func (p *fakePackets) Open(_ context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {
+	// Each Tag a batch of one, as the gate's reader calls them.
+	if tag, tagged := hooks.Tag, hooks.Tagged; tag != nil && tagged != nil {
+		hooks.Tag = func(pkt []byte) (uint64, error) {
+			seq, err := tag(pkt)
+			tagged()
+			return seq, err
+		}
+	}
 	p.hooks = hooks
 	p.rec.add("gate")
 	return &fakeGate{rec: p.rec, traffic: &p.traffic}, fakeHold{p.rec}, nil

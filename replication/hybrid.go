@@ -6,6 +6,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/iorrc/rrc/replication/hybridlog"
@@ -23,6 +24,7 @@ import (
 // the log, which has its own lock.
 type hybrid struct {
 	log       *hybridlog.Log
+	sendMu    sync.Mutex        // one sender of the log's batches at a time, in order
 	sealSeq   map[uint64]uint64 // wire epoch → last log record before its checkpoint, until answered
 	committed bool              // a checkpoint was committed on this connection
 	coverSeq  uint64            // outputs up to here are in a committed checkpoint's state
@@ -48,15 +50,19 @@ func newHybrid() *hybrid {
 	return &hybrid{log: hybridlog.NewLog(0), sealSeq: map[uint64]uint64{}}
 }
 
-// hooks log the container's packets at the gate.
-func (h *hybrid) hooks(now clock) PacketHooks {
+// hybridHooks log the container's packets at the gate. An output's record
+// is handed to the peer channel by the gate's reader goroutine right after
+// its batch (flushLog); inputs wake pumpLog.
+func (p *Primary) hybridHooks() PacketHooks {
+	h := p.hybrid
 	return PacketHooks{
 		Tag: func(pkt []byte) (uint64, error) {
-			a, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindOutput, At: now(), Digest: hybridlog.Digest(pkt)})
+			a, err := h.log.AppendQuiet(hybridlog.Record{Kind: hybridlog.KindOutput, At: p.now(), Digest: hybridlog.Digest(pkt)})
 			return a.Seq, err
 		},
+		Tagged: p.flushLog,
 		Record: func(pkt []byte) error {
-			_, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: now(), Packet: pkt})
+			_, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: p.now(), Packet: pkt})
 			return err
 		},
 	}
@@ -71,14 +77,41 @@ func (h *hybrid) restart(epoch uint64) {
 	h.committed = false
 }
 
-// pumpLog sends the log's batches on the connection of the moment. While
-// no backup is in sync or syncing (degraded: output passes), they are
-// dropped and counted as acknowledged, so that the log does not grow; a
-// re-pairing restarts it.
+// pumpLog sends the log's batches that no packet reader sent itself.
 func (p *Primary) pumpLog(ctx context.Context) {
+	for p.hybrid.log.Wait(ctx) == nil {
+		p.hybrid.sendMu.Lock()
+		p.sendLogLocked(ctx)
+		p.hybrid.sendMu.Unlock()
+	}
+}
+
+// flushLog sends the log's batches on the caller's goroutine, unless a send
+// is under way: then pumpLog is woken to send them after it.
+func (p *Primary) flushLog() {
+	if !p.hybrid.sendMu.TryLock() {
+		p.hybrid.log.Wake()
+		return
+	}
+	defer p.hybrid.sendMu.Unlock()
+	p.mu.Lock()
+	ctx := p.loopCtx
+	p.mu.Unlock()
+	if ctx == nil {
+		p.hybrid.log.Wake() // not started: pumpLog sends them once it runs
+		return
+	}
+	p.sendLogLocked(ctx)
+}
+
+// sendLogLocked sends every batch the log holds on the connection of the
+// moment, in order (the caller holds hybrid.sendMu). While no backup is in
+// sync or syncing (degraded: output passes), they are dropped and counted
+// as acknowledged, so that the log does not grow; a re-pairing restarts it.
+func (p *Primary) sendLogLocked(ctx context.Context) {
 	for {
-		b, err := p.hybrid.log.Next(ctx)
-		if err != nil {
+		b, ok := p.hybrid.log.Take()
+		if !ok {
 			return
 		}
 		p.mu.Lock()

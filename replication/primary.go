@@ -92,7 +92,8 @@ type Primary struct {
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
 	cancel     context.CancelFunc
-	done       chan struct{} // closed when the loop has ended
+	loopCtx    context.Context // the replication loop's lifetime, once started
+	done       chan struct{}   // closed when the loop has ended
 	closeOnce  sync.Once
 	closeErr   error
 }
@@ -136,7 +137,7 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 	var hooks PacketHooks
 	if cfg.Mode == ModeHybrid {
 		p.hybrid = newHybrid()
-		hooks = p.hybrid.hooks(p.now)
+		hooks = p.hybridHooks()
 	}
 	gate, input, err := opts.Packets.Open(ctx, hooks)
 	if err != nil {
@@ -180,7 +181,7 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 		cancel()
 		return fmt.Errorf("primary engine: %s before it started", state)
 	}
-	p.ck, p.sender, p.cancel = ck, sender, cancel
+	p.ck, p.sender, p.cancel, p.loopCtx = ck, sender, cancel, loopCtx
 	// The gate numbers epochs from 1; the backup may already hold some
 	// (a restarted primary): wire epochs continue above them.
 	p.offset = sender.BackupCommitted()

@@ -177,7 +177,15 @@ func (r *replayer) run(ctx context.Context, inject func([]byte) error) (ReplayRe
 		}
 		rep.Inputs++
 	}
-	if _, err := r.wait(ctx, r.v.Expected()); err != nil {
+	// The last wait also waits for the flows given up on: a restored socket
+	// sends the bytes it holds as sent at its first retransmission timeout
+	// (at least 200 ms after the restore), which the bound alone can miss.
+	settled := func() bool { return r.covered() >= r.v.Expected() && r.pending() == 0 }
+	deadline := time.Now().Add(r.bound)
+	if d := start.Add(replaySettleBounds * r.bound); d.After(deadline) {
+		deadline = d
+	}
+	if _, err := r.waitUntil(ctx, settled, deadline); err != nil {
 		return rep, err
 	}
 	r.mu.Lock()
@@ -270,11 +278,21 @@ func (r *replayer) translator(reset []hybridlog.FlowKey) hybridlog.Translator {
 // replayBudgetBounds is the replay's waiting budget, in bounds.
 const replayBudgetBounds = 5
 
+// replaySettleBounds is how long after its start a replay waits for the
+// outputs of flows given up on, in bounds: past the restored sockets' first
+// retransmission (criu.PrimeTCPMetrics keeps their RTO at 200 ms).
+const replaySettleBounds = 2
+
 // wait waits until want outputs are covered or the bound passes.
 func (r *replayer) wait(ctx context.Context, want int) (bool, error) {
-	timer := time.NewTimer(r.bound)
+	return r.waitUntil(ctx, func() bool { return r.covered() >= want }, time.Now().Add(r.bound))
+}
+
+// waitUntil waits until done or the deadline; ok says whether done.
+func (r *replayer) waitUntil(ctx context.Context, done func() bool, deadline time.Time) (bool, error) {
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	for r.covered() < want {
+	for !done() {
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
@@ -296,6 +314,12 @@ func (r *replayer) giveUp(n int) {
 	defer r.mu.Unlock()
 	r.v.Abandon()
 	r.v.GiveUp(n)
+}
+
+func (r *replayer) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.v.Pending())
 }
 
 func (r *replayer) covered() int {

@@ -106,7 +106,21 @@ func (l *Log) Restart(epoch uint64) {
 // Append adds r and says where it went; it keeps a copy of r's packet. A
 // packet over MaxPacket, or a record of no known kind, is refused: it could
 // not be logged.
-func (l *Log) Append(r Record) (Appended, error) {
+func (l *Log) Append(r Record) (Appended, error) { return l.append(r, true) }
+
+// AppendQuiet is Append without waking Next: the caller hands the record
+// out itself (Take) or, if it cannot, calls Wake.
+func (l *Log) AppendQuiet(r Record) (Appended, error) { return l.append(r, false) }
+
+// Wake makes a waiting Next look for records.
+func (l *Log) Wake() {
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Log) append(r Record, wake bool) (Appended, error) {
 	switch {
 	case r.Kind == KindInput && len(r.Packet) > MaxPacket:
 		return Appended{}, fmt.Errorf("hybridlog: input packet of %d bytes exceeds %d", len(r.Packet), MaxPacket)
@@ -128,9 +142,8 @@ func (l *Log) Append(r Record) (Appended, error) {
 	l.queued++
 	l.records++
 	l.appended = pos
-	select {
-	case l.ready <- struct{}{}:
-	default:
+	if wake {
+		l.Wake()
 	}
 	return Appended{pos, l.records}, nil
 }
@@ -154,19 +167,33 @@ func (l *Log) Seal(epoch uint64) (Appended, error) {
 // one epoch (bounded by MaxBatch records and MaxBatchBytes).
 func (l *Log) Next(ctx context.Context) (Batch, error) {
 	for {
-		l.mu.Lock()
-		if len(l.queue) > 0 {
-			b := l.takeLocked()
-			l.mu.Unlock()
+		if b, ok := l.Take(); ok {
 			return b, nil
 		}
-		l.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return Batch{}, ctx.Err()
-		case <-l.ready:
+		if err := l.Wait(ctx); err != nil {
+			return Batch{}, err
 		}
 	}
+}
+
+// Wait waits until Append or Wake says records may be there.
+func (l *Log) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.ready:
+		return nil
+	}
+}
+
+// Take is Next without the wait: ok is false when no record is there.
+func (l *Log) Take() (b Batch, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) == 0 {
+		return Batch{}, false
+	}
+	return l.takeLocked(), true
 }
 
 func (l *Log) takeLocked() Batch {
@@ -193,10 +220,7 @@ func (l *Log) takeLocked() Batch {
 	l.bytes += uint64(len(b.Data))
 	l.batches++
 	if len(l.queue) > 0 { // more to hand out: the next Next need not wait
-		select {
-		case l.ready <- struct{}{}:
-		default:
-		}
+		l.Wake()
 	}
 	return b
 }
