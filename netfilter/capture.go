@@ -169,6 +169,7 @@ func (c *InputCapture) drainLocked() error {
 	if c.ring == nil {
 		return c.fail(errors.New("input capture closed"))
 	}
+	drained := 0
 	for {
 		st := c.status(c.next)
 		s := atomic.LoadUint32(st)
@@ -186,8 +187,15 @@ func (c *InputCapture) drainLocked() error {
 		atomic.StoreUint32(st, unix.TP_STATUS_KERNEL)
 		c.next = (c.next + 1) % c.frames
 		c.captured++
+		drained++
 	}
-	// A full ring drops the copy and counts it; the counters reset on read.
+	// The kernel drops a copy only when the frame at its head is still
+	// ours, i.e. when every frame filled since the last drain: only a drain
+	// that found the ring full needs to read the drop counter (a syscall;
+	// it resets on read).
+	if drained < c.frames {
+		return nil
+	}
 	st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
 		return c.fail(fmt.Errorf("input capture statistics: %w", err))

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -209,4 +210,47 @@ func tcpChecksumOK(p []byte) bool {
 		sum = sum&0xffff + sum>>16
 	}
 	return sum == 0xffff
+}
+
+// TestKernelInputCaptureFullRing: inputs the ring had no room for were
+// delivered without being logged; the next Drain says so, and so does every
+// Drain after it.
+func TestKernelInputCaptureFullRing(t *testing.T) {
+	requireKernel(t)
+	lab := newGateLab(t)
+	var logged int
+	c, err := OpenInputCapture(lab.gate, "ct0", func([]byte) error { logged++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	inNS(t, lab.client, func() error {
+		// Unconnected: the container's port unreachable errors do not
+		// stop the sending.
+		conn, err := net.ListenPacket("udp", "10.84.1.2:0")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		to := &net.UDPAddr{IP: net.ParseIP("10.84.2.2"), Port: 9}
+		for i := range c.frames + 100 {
+			if _, err := conn.WriteTo([]byte("x"), to); err != nil {
+				return err
+			}
+			if i%100 == 0 { // within the kernel's backlog of 1,000
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	})
+	err = c.Drain()
+	if err == nil || !strings.Contains(err.Error(), "ring was full") {
+		t.Fatalf("Drain after %d packets into a ring of %d frames: %v (logged %d)", c.frames+100, c.frames, err, logged)
+	}
+	if logged != c.frames {
+		t.Fatalf("logged %d, want the ring's %d", logged, c.frames)
+	}
+	if err2 := c.Drain(); err2 == nil {
+		t.Fatal("a failed capture drained again without an error")
+	}
 }

@@ -202,4 +202,3 @@ func epochs(path string) (*plot.Plot, error) {
 	p.Legend.Top = true
 	return p, nil
 }
-
