@@ -189,9 +189,10 @@ func TestFencedPrimaryIsolated(t *testing.T) {
 	if o, _ := fp.w.state(); o != "b backup" {
 		t.Errorf("owner %q after the promotion", o)
 	}
-	if ps := fp.p.Status(); ps.State != StateDegraded || !strings.Contains(ps.Reason, "witness did not record") {
-		t.Errorf("isolated primary %q: %s", ps.State, ps.Reason)
-	}
+	fp.wait(t, "isolated primary degraded, output held", 2*time.Second, func() bool {
+		ps := fp.p.Status()
+		return ps.State == StateDegraded && strings.Contains(ps.Reason, "witness did not record")
+	})
 	if slices.Contains(fp.rec.list(), "release-all") {
 		t.Errorf("isolated primary released its output unreplicated: %v", fp.rec.list())
 	}
