@@ -12,11 +12,12 @@ import (
 	"github.com/iorrc/rrc/replication/witness"
 )
 
-// etcdFence is the engine's Fence on replication/witness: the engine knows
+// EtcdFence is the engine's Fence on replication/witness (the shim's, and the
+// engine's lab tests'): the engine knows
 // nothing of etcd, and witness nothing of the engine.
-type etcdFence struct{ *witness.Etcd }
+type EtcdFence struct{ *witness.Etcd }
 
-func (f etcdFence) Status() replication.FenceStatus {
+func (f EtcdFence) Status() replication.FenceStatus {
 	s := f.Etcd.Status()
 	return replication.FenceStatus{
 		Witness: s.Witness, Key: s.Key, Holder: s.Holder, Lease: s.Lease,
@@ -33,7 +34,7 @@ func (r *replica) openFence(ctx context.Context) error {
 		return fmt.Errorf("witness: %w", err)
 	}
 	if w != nil {
-		r.fence = etcdFence{w}
+		r.fence = EtcdFence{w}
 	}
 	return nil
 }

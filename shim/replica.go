@@ -50,7 +50,7 @@ type replica struct {
 	backup  *replication.Backup
 	// fence is the pair's ownership in the host's witness (zero when
 	// unfenced).
-	fence etcdFence
+	fence EtcdFence
 	// hold is the backup's promotion hold in the gate namespace
 	// (HeldStandby); after a failover it passes the new primary's traffic.
 	hold    *netfilter.Path

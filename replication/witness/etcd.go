@@ -110,10 +110,14 @@ func (e *Etcd) Acquire(ctx context.Context, wait bool) (stale bool, err error) {
 // owner names the holder, rev the revision to watch from. fresh deletes a
 // degraded mark in the same transaction.
 func (e *Etcd) claim(ctx context.Context, fresh bool) (stale bool, owner string, rev int64, err error) {
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	defer cancel()
-	sent := e.now()
-	g, err := e.cli.Grant(rctx, int64(e.cfg.TTL/time.Second))
+	var sent time.Time
+	var g *clientv3.LeaseGrantResponse
+	err = e.retry(ctx, e.cfg.DialTimeout, func(rctx context.Context) error {
+		var err error
+		sent = e.now()
+		g, err = e.cli.Grant(rctx, int64(e.cfg.TTL/time.Second))
+		return err
+	})
 	if err != nil {
 		return false, "", 0, fmt.Errorf("granting a lease: %w", err)
 	}
@@ -122,11 +126,29 @@ func (e *Etcd) claim(ctx context.Context, fresh bool) (stale bool, owner string,
 	if fresh {
 		then = append(then, clientv3.OpDelete(deg))
 	}
-	resp, err := e.cli.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
-		Then(then...).
-		Else(clientv3.OpGet(owner)).Commit()
-	if err != nil || !resp.Succeeded {
+	// A retried transaction is safe: a second one finds the key its first
+	// created with the same lease, and says who owns it.
+	var resp *clientv3.TxnResponse
+	err = e.retry(ctx, e.cfg.DialTimeout, func(rctx context.Context) error {
+		var err error
+		resp, err = e.cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
+			Then(then...).
+			Else(clientv3.OpGet(owner)).Commit()
+		return err
+	})
+	ours := err == nil && resp.Succeeded
+	if err == nil && !resp.Succeeded {
+		// A retry of a transaction that had committed finds its own key.
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if ours = len(kvs) > 0 && kvs[0].Lease == int64(g.ID); ours {
+			stale, err = e.degradedMark(ctx, fresh)
+			ours = err == nil // unknown mark: not safe to own
+		}
+	} else if ours {
+		stale = !fresh && len(resp.Responses[1].GetResponseRange().Kvs) > 0
+	}
+	if !ours {
 		// Not ours (or unknown): the lease must not keep anything alive.
 		rc, rcancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.DialTimeout)
 		if _, rerr := e.cli.Revoke(rc, g.ID); rerr != nil {
@@ -142,12 +164,31 @@ func (e *Etcd) claim(ctx context.Context, fresh bool) (stale bool, owner string,
 		}
 		return false, string(kvs[0].Value), resp.Header.Revision, nil
 	}
-	stale = !fresh && len(resp.Responses[1].GetResponseRange().Kvs) > 0
 	e.mu.Lock()
 	e.lease, e.heldUntil = g.ID, validity(sent, time.Duration(g.TTL)*time.Second, e.cfg.Margin)
 	e.mu.Unlock()
 	e.signal()
 	return stale, "", 0, nil
+}
+
+// degradedMark reads the degraded mark after a claim whose transaction's
+// answer was lost (fresh: deletes it, as the claim would have).
+func (e *Etcd) degradedMark(ctx context.Context, fresh bool) (bool, error) {
+	if fresh {
+		return false, e.retry(ctx, e.cfg.DialTimeout, func(rctx context.Context) error {
+			_, err := e.cli.Delete(rctx, e.cfg.DegradedKey())
+			return err
+		})
+	}
+	var n int64
+	err := e.retry(ctx, e.cfg.DialTimeout, func(rctx context.Context) error {
+		r, err := e.cli.Get(rctx, e.cfg.DegradedKey(), clientv3.WithCountOnly())
+		if err == nil {
+			n = r.Count
+		}
+		return err
+	})
+	return n > 0, err
 }
 
 // waitGone returns once the owner key is deleted after rev (its lease
@@ -210,10 +251,17 @@ func (e *Etcd) renew(ctx context.Context, done chan struct{}) {
 		e.mu.Lock()
 		id := e.lease
 		e.mu.Unlock()
-		rctx, cancel := context.WithTimeout(ctx, every)
-		sent := e.now()
-		resp, err := e.cli.KeepAliveOnce(rctx, id)
-		cancel()
+		var sent time.Time
+		var resp *clientv3.LeaseKeepAliveResponse
+		err := e.retry(ctx, every, func(rctx context.Context) error {
+			var err error
+			sent = e.now()
+			resp, err = e.cli.KeepAliveOnce(rctx, id)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return errFinal{err}
+			}
+			return err
+		})
 		switch {
 		case err == nil && resp.TTL > 0:
 			e.mu.Lock()
@@ -271,6 +319,38 @@ func (e *Etcd) expired(ctx context.Context, id clientv3.LeaseID) {
 	}
 }
 
+// retry runs f until it succeeds, returns an errFinal, or within has
+// passed: each attempt gets a third of it and needs a member that has a
+// leader. A member cut off from the others fails fast then (no leader)
+// instead of holding the request, and the next attempt goes to another
+// member (the client takes them in turn).
+func (e *Etcd) retry(ctx context.Context, within time.Duration, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), max(within/3, 50*time.Millisecond))
+		err := f(actx)
+		acancel()
+		var final errFinal
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &final):
+			return final.error
+		case ctx.Err() != nil:
+			return err
+		}
+		if !sleep(ctx, 10*time.Millisecond) {
+			return err
+		}
+	}
+}
+
+// errFinal ends retry: an answer, not a failure to get one.
+type errFinal struct{ error }
+
+func (e errFinal) Unwrap() error { return e.error }
+
 func (e *Etcd) signal() {
 	select {
 	case e.changed <- struct{}{}:
@@ -315,9 +395,12 @@ func (e *Etcd) MarkDegraded(ctx context.Context, on bool) error {
 	if on {
 		op = clientv3.OpPut(e.cfg.DegradedKey(), fmt.Sprintf("%s at %s", e.cfg.Holder, e.now().UTC().Format(time.RFC3339Nano)))
 	}
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	defer cancel()
-	resp, err := e.cli.Txn(rctx).If(clientv3.Compare(clientv3.LeaseValue(e.cfg.OwnerKey()), "=", id)).Then(op).Commit()
+	var resp *clientv3.TxnResponse
+	err := e.retry(ctx, e.cfg.DialTimeout, func(rctx context.Context) error {
+		var err error
+		resp, err = e.cli.Txn(rctx).If(clientv3.Compare(clientv3.LeaseValue(e.cfg.OwnerKey()), "=", id)).Then(op).Commit()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("witness: writing the degraded mark: %w", err)
 	}
