@@ -12,9 +12,9 @@ import (
 	"github.com/iorrc/rrc/replication/witness"
 )
 
-// EtcdFence is the engine's Fence on replication/witness (the shim's, and the
-// engine's lab tests'): the engine knows
-// nothing of etcd, and witness nothing of the engine.
+// EtcdFence is the engine's Fence on replication/witness (the shim's, and
+// the engine's lab tests'): the engine knows nothing of etcd, and witness
+// nothing of the engine.
 type EtcdFence struct{ *witness.Etcd }
 
 func (f EtcdFence) Status() replication.FenceStatus {
