@@ -30,6 +30,8 @@ const fenceTTL = time.Second
 //  1. the link between a and b only (both reach the witness): the primary
 //     keeps its lease and serves, degraded; the backup declares it failed
 //     but cannot own the pair and never promotes; healed, they re-pair;
+//     a from w, b from w: nothing changes; b from everything: the primary
+//     serves degraded, b cannot own the pair; healed, they re-pair;
 //  2. a from everything: its lease expires, b owns the pair and promotes,
 //     and the client's connection carries on with nothing acknowledged
 //     lost; healed, the old primary learns it was superseded and releases
@@ -103,6 +105,46 @@ func TestFencedPartitionLab(t *testing.T) {
 	r.backup.wait(t, "backup in sync again", 10*time.Second, func(s helperStatus) bool { return s.Engine.State == replication.StateInSync })
 	if err := cl.Run(ctx, 10); err != nil {
 		t.Fatalf("after the peer link healed: %v", err)
+	}
+
+	// 1b. Links that cost the pair nothing: each host's to the witness
+	// host (a member each side still reaches a quorum through the other),
+	// and the backup from everything (it cannot own the pair: no quorum).
+	for _, pc := range []struct {
+		name     string
+		cut      func() error
+		degraded bool // the primary loses its backup
+	}{
+		{"a from w", func() error { return l.Partition(ctx, "a", "w", false) }, false},
+		{"b from w", func() error { return l.Partition(ctx, "b", "w", false) }, false},
+		{"b isolated", func() error { return l.Isolate(ctx, "b") }, true},
+	} {
+		if err := pc.cut(); err != nil {
+			t.Fatal(err)
+		}
+		cut := time.Now()
+		for time.Since(cut) < 3*fenceTTL {
+			if err := cl.Run(ctx, 5); err != nil {
+				t.Fatalf("%s: the client: %v", pc.name, err)
+			}
+		}
+		ps, _ := r.primary.read()
+		bs, _ := r.backup.read()
+		want := replication.StateInSync
+		if pc.degraded {
+			want = replication.StateDegraded
+		}
+		if ps.Engine.State != want || !ps.Engine.Fence.Held || bs.Engine.State == replication.StatePromoting || bs.Engine.State == replication.StatePrimaryAfterFailover {
+			t.Fatalf("%s for %s: primary %s (fence %+v), backup %s (%s)", pc.name, time.Since(cut).Round(time.Millisecond), ps.Engine.State, ps.Engine.Fence, bs.Engine.State, bs.Engine.Reason)
+		}
+		t.Logf("%s for %s: primary %s, lease held (%d lapses); backup %s", pc.name, time.Since(cut).Round(time.Millisecond), ps.Engine.State, ps.Engine.Fence.Lapses, bs.Engine.State)
+		if err := l.Heal(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.primary.wait(t, pc.name+": in sync after the heal", 30*time.Second, func(s helperStatus) bool {
+			return s.Engine.State == replication.StateInSync && s.Engine.Fence != nil && !s.Engine.Fence.Degraded
+		})
+		r.backup.wait(t, pc.name+": backup in sync after the heal", 10*time.Second, func(s helperStatus) bool { return s.Engine.State == replication.StateInSync })
 	}
 
 	// 2. a from everything, the client busy across it.

@@ -29,13 +29,22 @@ func (f EtcdFence) Status() replication.FenceStatus {
 // openFence dials the host's witness for this replica's side, if one is
 // configured (r.fence stays nil otherwise: the pair is unfenced).
 func (r *replica) openFence(ctx context.Context) error {
-	w, err := r.host.Witness.Dial(r.cfg.Pair, string(r.cfg.Role), engineLogger(ctx))
+	c := r.host.Witness
+	if !c.Configured() {
+		return nil
+	}
+	tlsCfg, err := witness.TLSFiles{CA: c.CAFile, Cert: c.CertFile, Key: c.KeyFile}.Load()
 	if err != nil {
 		return fmt.Errorf("witness: %w", err)
 	}
-	if w != nil {
-		r.fence = EtcdFence{w}
+	w, err := witness.Dial(witness.Config{
+		Endpoints: c.Endpoints, TLS: tlsCfg, TTL: c.TTL(), Margin: c.Margin(), Prefix: c.Prefix,
+		Pair: r.cfg.Pair, Holder: c.Holder(string(r.cfg.Role)), Logger: engineLogger(ctx),
+	})
+	if err != nil {
+		return err
 	}
+	r.fence = EtcdFence{w}
 	return nil
 }
 

@@ -6,13 +6,10 @@ package settings
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/iorrc/rrc/replication/witness"
 )
 
 // Witness is the etcd cluster that fences this host's replicated pairs
@@ -66,39 +63,40 @@ func (w Witness) Validate() error {
 	if w.LeaseTTLSeconds < 0 || w.DriftMarginMS < 0 {
 		errs = append(errs, errors.New("witness: lease_ttl_seconds and drift_margin_ms must not be negative"))
 	}
-	cfg := w.config("pair", "primary").WithDefaults()
-	cfg.Endpoints = []string{"x"}
-	if err := cfg.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("witness: %w", err))
+	if ttl := w.LeaseTTLSeconds; ttl != 0 && (ttl < 1 || ttl > 60) {
+		errs = append(errs, fmt.Errorf("witness.lease_ttl_seconds: %d is outside [1, 60]", ttl))
+	}
+	if m := int64(w.DriftMarginMS); m != 0 && m*3 >= w.TTL().Milliseconds()*2 {
+		errs = append(errs, fmt.Errorf("witness.drift_margin_ms: %d is not less than two thirds of the lease's TTL (%s; renewals come every third)", m, w.TTL()))
 	}
 	return errors.Join(errs...)
 }
 
-// config is the witness package's config for one side of pair (without
-// TLS, which Fence loads).
-func (w Witness) config(pair string, role string) witness.Config {
+// TTL is the owner's lease (DefaultWitnessTTL when not set).
+func (w Witness) TTL() time.Duration {
+	if w.LeaseTTLSeconds == 0 {
+		return DefaultWitnessTTL
+	}
+	return time.Duration(w.LeaseTTLSeconds) * time.Second
+}
+
+// Margin is taken off every renewal's validity (a quarter of the TTL when
+// not set).
+func (w Witness) Margin() time.Duration {
+	if w.DriftMarginMS == 0 {
+		return w.TTL() / 4
+	}
+	return time.Duration(w.DriftMarginMS) * time.Millisecond
+}
+
+// Holder names this host's side in the owner key: "<name> <role>".
+func (w Witness) Holder(role string) string {
 	name := w.Name
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	return witness.Config{
-		Endpoints: w.Endpoints, Prefix: w.Prefix, Pair: pair, Holder: name + " " + role,
-		TTL:    time.Duration(w.LeaseTTLSeconds) * time.Second,
-		Margin: time.Duration(w.DriftMarginMS) * time.Millisecond,
-	}
+	return name + " " + role
 }
 
-// Dial makes the etcd fence of one side of pair; nil, nil when no witness
-// is configured.
-func (w Witness) Dial(pair, role string, logger *slog.Logger) (*witness.Etcd, error) {
-	if !w.Configured() {
-		return nil, nil
-	}
-	cfg := w.config(pair, role)
-	tlsCfg, err := witness.TLSFiles{CA: w.CAFile, Cert: w.CertFile, Key: w.KeyFile}.Load()
-	if err != nil {
-		return nil, err
-	}
-	cfg.TLS, cfg.Logger = tlsCfg, logger
-	return witness.Dial(cfg)
-}
+// DefaultWitnessTTL is etcd's least lease with its default raft timing.
+const DefaultWitnessTTL = 2 * time.Second
