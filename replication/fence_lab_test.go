@@ -30,8 +30,9 @@ const fenceTTL = time.Second
 //  1. the link between a and b only (both reach the witness): the primary
 //     keeps its lease and serves, degraded; the backup declares it failed
 //     but cannot own the pair and never promotes; healed, they re-pair;
-//     a from w, b from w: nothing changes; b from everything: the primary
-//     serves degraded, b cannot own the pair; healed, they re-pair;
+//     a from w, b from w: nothing changes; b from everything, and either
+//     direction of the peer link alone: the primary serves degraded, b
+//     never owns the pair; healed, they re-pair;
 //  2. a from everything: its lease expires, b owns the pair and promotes,
 //     and the client's connection carries on with nothing acknowledged
 //     lost; healed, the old primary learns it was superseded and releases
@@ -118,6 +119,12 @@ func TestFencedPartitionLab(t *testing.T) {
 		{"a from w", func() error { return l.Partition(ctx, "a", "w", false) }, false},
 		{"b from w", func() error { return l.Partition(ctx, "b", "w", false) }, false},
 		{"b isolated", func() error { return l.Isolate(ctx, "b") }, true},
+		// One way: the primary stops hearing its backup, which still hears
+		// it (and its goodbye); then the backup stops hearing a primary
+		// that hears it (whose checkpoints go unacknowledged until the ack
+		// bound makes it degraded).
+		{"b to a only", func() error { return l.Partition(ctx, "b", "a", true) }, true},
+		{"a to b only", func() error { return l.Partition(ctx, "a", "b", true) }, true},
 	} {
 		if err := pc.cut(); err != nil {
 			t.Fatal(err)
@@ -128,12 +135,12 @@ func TestFencedPartitionLab(t *testing.T) {
 				t.Fatalf("%s: the client: %v", pc.name, err)
 			}
 		}
-		ps, _ := r.primary.read()
-		bs, _ := r.backup.read()
 		want := replication.StateInSync
 		if pc.degraded {
 			want = replication.StateDegraded
 		}
+		ps := r.primary.wait(t, pc.name+": primary "+string(want), 15*time.Second, func(s helperStatus) bool { return s.Engine.State == want })
+		bs, _ := r.backup.read()
 		if ps.Engine.State != want || !ps.Engine.Fence.Held || bs.Engine.State == replication.StatePromoting || bs.Engine.State == replication.StatePrimaryAfterFailover {
 			t.Fatalf("%s for %s: primary %s (fence %+v), backup %s (%s)", pc.name, time.Since(cut).Round(time.Millisecond), ps.Engine.State, ps.Engine.Fence, bs.Engine.State, bs.Engine.Reason)
 		}

@@ -74,6 +74,7 @@ func Dial(cfg Config) (*Etcd, error) {
 // retries while etcd does not answer, until ctx ends. stale reports a
 // degraded mark left by the previous owner.
 func (e *Etcd) Acquire(ctx context.Context, wait bool) (stale bool, err error) {
+	var lastOwner string
 	for {
 		e.mu.Lock()
 		closed := e.closed
@@ -90,7 +91,10 @@ func (e *Etcd) Acquire(ctx context.Context, wait bool) (stale bool, err error) {
 		case err == nil && !wait:
 			return false, &OwnedError{Key: e.cfg.OwnerKey(), Owner: owner}
 		case err == nil:
-			e.log.Info("waiting for the owner's lease to expire", "owner", owner)
+			if owner != lastOwner {
+				e.log.Info("waiting for the owner's lease to expire", "owner", owner)
+				lastOwner = owner
+			}
 			if err := e.waitGone(ctx, rev); err != nil && ctx.Err() != nil {
 				return false, ctx.Err()
 			}
@@ -192,25 +196,23 @@ func (e *Etcd) degradedMark(ctx context.Context, fresh bool) (bool, error) {
 }
 
 // waitGone returns once the owner key is deleted after rev (its lease
-// expired or was revoked), or the watch failed or ctx ended (the caller
-// claims again either way).
+// expired or was revoked), or the watch failed, or half a TTL has passed,
+// or ctx ended; the caller claims again either way. The bound matters: a
+// watch whose stream went to a member cut off from the others waits for
+// nothing, and even its creation may wait for that member.
 func (e *Etcd) waitGone(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), e.cfg.TTL/2)
 	defer cancel()
 	ch := e.cli.Watch(wctx, e.cfg.OwnerKey(), clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-	// A watch on a member cut off from the others does not fail at once:
-	// claim again now and then.
-	recheck := time.NewTimer(e.cfg.TTL)
-	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-recheck.C:
+		case <-wctx.Done():
 			return nil
 		case w, ok := <-ch:
 			if !ok {
-				return errors.New("watch ended")
+				return nil
 			}
 			if err := w.Err(); err != nil {
 				return err
