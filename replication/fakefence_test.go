@@ -52,6 +52,8 @@ type fakeFence struct {
 	w      *fakeWitness
 	holder string
 	cut    atomic.Bool
+	// failMark fails MarkDegraded alone (renewals go on).
+	failMark atomic.Bool
 
 	mu       sync.Mutex
 	held     time.Time
@@ -155,7 +157,7 @@ func (f *fakeFence) Changed() <-chan struct{} { return f.changed }
 func (f *fakeFence) Lost() <-chan struct{}    { return f.lost }
 
 func (f *fakeFence) MarkDegraded(_ context.Context, on bool) error {
-	if f.cut.Load() {
+	if f.cut.Load() || f.failMark.Load() {
 		return errCut
 	}
 	w := f.w

@@ -203,6 +203,30 @@ func TestFencedPrimaryIsolated(t *testing.T) {
 	}
 }
 
+// TestFencedDegradedRecordedLater: the primary loses its backup while the
+// witness cannot record the degraded run: its output stays held, and is
+// released once a later attempt records it (re-pairing tries again).
+func TestFencedDegradedRecordedLater(t *testing.T) {
+	fp := startFencedPair(t)
+	fp.pf.failMark.Store(true)
+	fp.proxy.cut.Store(true)
+	fp.wait(t, "degraded, output held", 3*time.Second, func() bool {
+		return strings.Contains(fp.p.Status().Reason, "witness did not record")
+	})
+	if slices.Contains(fp.rec.list(), "release-all") {
+		t.Fatalf("released before the witness recorded the degraded run: %v", fp.rec.list())
+	}
+	fp.pf.failMark.Store(false)
+	fp.rec.waitFor(t, "release-all")
+	if _, d := fp.w.state(); d != "a primary" {
+		t.Errorf("released without the mark: %q", d)
+	}
+	if ps := fp.p.Status(); ps.State != StateDegraded || strings.Contains(ps.Reason, "witness did not record") {
+		t.Errorf("primary %q: %s", ps.State, ps.Reason)
+	}
+	fp.notPromoted(t, "primary holding its lease")
+}
+
 // TestFencedBackupWithoutWitness: a backup that cannot reach the witness
 // never promotes, however silent the primary; it does once it can.
 func TestFencedBackupWithoutWitness(t *testing.T) {

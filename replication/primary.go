@@ -89,14 +89,17 @@ type Primary struct {
 	repairing   string // what re-pairing is doing, or why its last attempt failed
 	// marked: the degraded mark is in the witness (cleared once in sync
 	// again).
-	marked    bool
-	pause     timings
-	hold      timings // input held per epoch
-	bytes     window
-	sentBytes window // checkpoint content sent over the wire (the rest was copied from the base)
-	memCopied window // memory CRIU copied inside the pause
-	ackLat    timings
-	recent    []EpochFigures // the newest acknowledged checkpoints, at most recentEpochs
+	marked bool
+	// unrecorded: degraded with its output held, as the witness did not
+	// record the degraded run (re-pairing tries again).
+	unrecorded bool
+	pause      timings
+	hold       timings // input held per epoch
+	bytes      window
+	sentBytes  window // checkpoint content sent over the wire (the rest was copied from the base)
+	memCopied  window // memory CRIU copied inside the pause
+	ackLat     timings
+	recent     []EpochFigures // the newest acknowledged checkpoints, at most recentEpochs
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
@@ -194,7 +197,9 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	}
 	if err != nil {
 		cancel()
-		p.releaseFence(ctx)
+		if ferr := p.releaseFence(ctx); ferr != nil {
+			p.log.Warn("the pair's ownership was not given up; it lapses with its lease", "err", ferr)
+		}
 		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
 	}
 	p.mu.Lock()

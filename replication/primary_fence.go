@@ -6,6 +6,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -53,11 +54,40 @@ func (p *Primary) markDegraded() bool {
 		err = fmt.Errorf("the ownership lapsed while it was recorded (held until %s)", p.fence.HeldUntil().Format(time.RFC3339Nano))
 	}
 	p.mu.Lock()
-	reason := p.sm.reason + "; output held, not released: the witness did not record the degraded run: " + err.Error()
-	p.sm.to(StateDegraded, reason)
+	first := !p.unrecorded
+	if first {
+		p.unrecorded = true
+		p.sm.to(StateDegraded, p.sm.reason+"; "+unrecordedReason+err.Error())
+	}
 	p.mu.Unlock()
-	p.log.Error("not running degraded: the witness did not record it; output held until re-paired", "err", err)
+	if first {
+		p.log.Error("not running degraded: the witness did not record it; output held until it does or the backup is back", "err", err)
+	}
 	return false
+}
+
+const unrecordedReason = "output held, not released: the witness did not record the degraded run: "
+
+// retryDegraded, while re-pairing, tries again to record a degraded run
+// that the witness did not record, and releases the output once it has.
+func (p *Primary) retryDegraded() {
+	p.mu.Lock()
+	pending := p.unrecorded && p.sm.state == StateDegraded
+	p.mu.Unlock()
+	if !pending || !p.markDegraded() {
+		return
+	}
+	p.mu.Lock()
+	p.unrecorded = false
+	if i := strings.Index(p.sm.reason, "; "+unrecordedReason); i >= 0 {
+		p.sm.to(StateDegraded, p.sm.reason[:i])
+	}
+	reason := p.sm.reason
+	p.mu.Unlock()
+	p.log.Error("the witness recorded the degraded run: running degraded, output released", "reason", reason)
+	if err := p.gate.ReleaseAll(); err != nil {
+		p.log.Error("releasing held output in degraded mode", "err", err)
+	}
 }
 
 // clearMarkLocked removes the degraded mark once the backup is in sync
