@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,10 +111,24 @@ const fakeTTL = 300 * time.Millisecond
 
 func startFencedPair(t *testing.T) fencedPair {
 	t.Helper()
+	return startFencedPairMode(t, ModeEpoch)
+}
+
+func startFencedPairMode(t *testing.T, mode Mode) fencedPair {
+	t.Helper()
 	w := newFakeWitness(fakeTTL)
 	pf, bf := w.fence("a primary"), w.fence("b backup")
-	pr := startPair(t, ModeEpoch, pf, bf)
-	pr.rec.waitFor(t, "release-output:3")
+	pr := startPair(t, mode, pf, bf)
+	if mode == ModeEpoch {
+		pr.rec.waitFor(t, "release-output:3")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pr.p.Status().State != StateInSync {
+		if time.Now().After(deadline) {
+			t.Fatalf("primary never in sync: %+v", pr.p.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if o, _ := w.state(); o != "a primary" {
 		t.Fatalf("owner %q after the start", o)
 	}
@@ -287,5 +302,46 @@ func TestFencedPrimaryLapse(t *testing.T) {
 	fp.notPromoted(t, "lapse")
 	if ps := fp.p.Status(); ps.State != StateInSync || !ps.Fence.Held {
 		t.Errorf("primary %q fence %+v", ps.State, ps.Fence)
+	}
+}
+
+// TestFencedHybrid: in hybrid mode too, a reply the backup holds the log
+// of is not released while the primary's fence has lapsed, and is once it
+// is renewed; a primary cut from everything is replaced (the log replayed)
+// only after its lease expired.
+func TestFencedHybrid(t *testing.T) {
+	fp := startFencedPairMode(t, ModeHybrid)
+	fp.pf.cut.Store(true)
+	fp.wait(t, "fence lapsed", 2*time.Second, func() bool { return fp.p.Status().Fence.Lapses == 1 })
+	if err := fp.packets.hooks.Record([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := fp.packets.hooks.Tag([]byte("reply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := "release-output:" + strconv.FormatUint(seq, 10)
+	time.Sleep(200 * time.Millisecond) // the backup holds the log by now
+	if slices.Contains(fp.rec.list(), released) {
+		t.Fatalf("reply released while the fence had lapsed: %v", fp.rec.list())
+	}
+	fp.pf.cut.Store(false)
+	fp.rec.waitFor(t, released)
+
+	cut := time.Now()
+	fp.pf.cut.Store(true)
+	fp.proxy.cut.Store(true)
+	select {
+	case <-fp.b.Promoted():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("backup did not promote: %+v", fp.b.Status())
+	}
+	st := fp.b.Status()
+	if st.State != StatePrimaryAfterFailover || st.Failover.Replay == nil {
+		t.Fatalf("backup %s (%s), failover %+v", st.State, st.Reason, st.Failover)
+	}
+	owned := st.Failover.DetectedAt.Add(time.Duration(st.Failover.FenceMS * float64(time.Millisecond)))
+	if owned.Before(cut.Add(fakeTTL * 2 / 3)) {
+		t.Fatalf("owner %s after the cut: before the lease could expire", owned.Sub(cut))
 	}
 }
