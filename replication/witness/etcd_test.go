@@ -15,7 +15,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
+	"github.com/iorrc/rrc/replication/peertls/pki"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -33,16 +35,29 @@ func freePort(t *testing.T) int {
 }
 
 // startEtcd runs a one-member etcd on loopback for the test (raft timing
-// as in the lab, so that leases of 1 s are granted as asked).
-func startEtcd(t *testing.T) string {
+// as in the lab, so that leases of 1 s are granted as asked); with tls,
+// its clients must present a certificate of the CA, and it returns
+// the client's TLS files.
+func startEtcd(t *testing.T, tls bool) (string, TLSFiles) {
 	t.Helper()
 	prereq.Path(t, etcdBin, "etcd (contrib/setup/etcd.sh)")
-	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	scheme, files := "http", TLSFiles{}
+	var tlsArgs []string
+	if tls {
+		certs, err := pki.Generate(t.TempDir(), "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := certs.Hosts["127.0.0.1"]
+		scheme, files = "https", TLSFiles{CA: certs.CAFile, Cert: h.CertFile, Key: h.KeyFile}
+		tlsArgs = []string{"--cert-file", h.CertFile, "--key-file", h.KeyFile, "--trusted-ca-file", certs.CAFile, "--client-cert-auth"}
+	}
+	client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t))
 	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(etcdBin, "--name", "t", "--data-dir", t.TempDir(),
+	cmd := exec.Command(etcdBin, append([]string{"--name", "t", "--data-dir", t.TempDir(),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "t="+peer,
-		"--heartbeat-interval", "50", "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr")
+		"--heartbeat-interval", "50", "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr"}, tlsArgs...)...)
 	log, err := os.Create(t.TempDir() + "/etcd.log")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +67,11 @@ func startEtcd(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); log.Close() })
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: time.Second})
+	tlsCfg, err := files.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: time.Second, TLS: tlsCfg, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +82,7 @@ func startEtcd(t *testing.T) string {
 		_, err := cli.Get(ctx, "/")
 		cancel()
 		if err == nil {
-			return client
+			return client, files
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(log.Name())
@@ -75,7 +94,16 @@ func startEtcd(t *testing.T) string {
 
 func dialTest(t *testing.T, endpoint, holder string) *Etcd {
 	t.Helper()
-	e, err := Dial(Config{Endpoints: []string{endpoint}, TTL: time.Second, Pair: "p1", Holder: holder, Logger: slog.New(slog.DiscardHandler)})
+	return dialTLS(t, endpoint, holder, TLSFiles{})
+}
+
+func dialTLS(t *testing.T, endpoint, holder string, files TLSFiles) *Etcd {
+	t.Helper()
+	tlsCfg, err := files.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Dial(Config{Endpoints: []string{endpoint}, TLS: tlsCfg, TTL: time.Second, Pair: "p1", Holder: holder, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +116,7 @@ func dialTest(t *testing.T, endpoint, holder string) *Etcd {
 // mark; the old owner learns it lost the pair; a fresh primary clears the
 // mark.
 func TestEtcdOwnership(t *testing.T) {
-	ep := startEtcd(t)
+	ep, _ := startEtcd(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, b := dialTest(t, ep, "a primary"), dialTest(t, ep, "b backup")
@@ -148,6 +176,26 @@ func TestEtcdOwnership(t *testing.T) {
 	d := dialTest(t, ep, "b backup")
 	if stale, err := d.Acquire(ctx, true); err != nil || stale {
 		t.Fatalf("after a fresh primary: stale %v, %v", stale, err)
+	}
+}
+
+// TestEtcdTLS: an etcd that asks for client certificates: a side with
+// the CA and its certificate owns the pair; one without a certificate
+// cannot.
+func TestEtcdTLS(t *testing.T) {
+	ep, files := startEtcd(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := dialTLS(t, ep, "a primary", files)
+	if _, err := a.Acquire(ctx, false); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	if a.Status().Lease == "" {
+		t.Fatalf("no lease: %+v", a.Status())
+	}
+	b := dialTLS(t, ep, "b backup", TLSFiles{CA: files.CA})
+	if _, err := b.Acquire(ctx, false); err == nil {
+		t.Fatal("owned the pair without a client certificate")
 	}
 }
 
