@@ -103,6 +103,7 @@ func (p *Primary) onAck(a peer.Ack) {
 	p.streak, p.lastFailure = 0, ""
 	if p.sm.to(StateInSync, "") { // from syncing or failing
 		p.log.Info("backup in sync", "epoch", a.Epoch, "after_failed_checkpoints", after)
+		p.clearMarkLocked()
 	}
 }
 

@@ -36,6 +36,10 @@ type BackupOptions struct {
 	Logger  *slog.Logger
 	// OnTransition: as PrimaryOptions.OnTransition.
 	OnTransition func(Transition)
+	// Fence, if set, is the pair's ownership in a witness: the backup
+	// promotes only once it owns the pair (backup_fence.go); nil leaves
+	// the pair unfenced.
+	Fence Fence
 }
 
 // Backup holds the primary's last committed checkpoint and, when the
@@ -60,10 +64,13 @@ type Backup struct {
 	sm       stateMachine // guarded by mu
 	conns    uint64       // primary connections so far: a lost one's wait is for its own
 	lostWait *time.Timer  // the wait of primary-lost, stopped by Close
-	commits  uint64
-	bytes    window
-	failover *FailoverTimings
-	restored *RestoredContainer
+	// stopFencing ends a wait for the pair's ownership (the primary
+	// reconnected, or Close); nil when none runs.
+	stopFencing context.CancelFunc
+	commits     uint64
+	bytes       window
+	failover    *FailoverTimings
+	restored    *RestoredContainer
 	// inputLog is hybrid mode's log after the committed checkpoint, for
 	// this connection (nil in epoch mode).
 	inputLog *hybridlog.Store
@@ -143,7 +150,11 @@ func (b *Backup) onConnected() {
 	if b.sm.state == StatePrimaryLost {
 		b.log.Info("the lost primary reconnected within the detection bound: not promoting")
 	}
-	if b.sm.to(StateSyncing, "") && b.cfg.Mode == ModeHybrid { // from starting, in-sync or disconnected
+	if b.sm.state == StateFencing {
+		b.log.Info("the primary reconnected while this backup waited for the pair's ownership: not promoting")
+		b.stopFencing()
+	}
+	if b.sm.to(StateSyncing, "") && b.cfg.Mode == ModeHybrid { // from starting, in-sync, disconnected or fencing
 		b.inputLog = hybridlog.NewStore(b.store.CurrentEpoch())
 	}
 }
@@ -162,6 +173,9 @@ func (b *Backup) onDisconnected(d peer.Disconnect) {
 	defer b.mu.Unlock()
 	switch {
 	case d.Goodbye != nil:
+		if b.sm.state == StateFencing { // it stopped on purpose after all
+			b.stopFencing()
+		}
 		if b.sm.to(StateDisconnected, fmt.Sprintf("the primary said goodbye (%s: %s): it stopped replicating on purpose; the checkpoint held is not promoted until the primary reconnects and a new one is committed",
 			d.Goodbye.Reason, d.Goodbye.Message)) {
 			b.log.Info("primary said goodbye; not promoting, waiting for it to reconnect", "reason", d.Goodbye.Reason, "message", d.Goodbye.Message)
@@ -174,6 +188,9 @@ func (b *Backup) onDisconnected(d peer.Disconnect) {
 			"err", d.Err, "last_heard", d.LastHeard, "timeout", d.Timeout, "deadline", deadline)
 		gen := b.conns
 		b.lostWait = time.AfterFunc(max(deadline.Sub(b.now()), 0), func() { b.primaryLost(gen, d) })
+	case b.sm.state == StateFencing:
+		// The failed primary's connection ends: the wait for the
+		// ownership goes on.
 	default:
 		if b.sm.to(StateDisconnected, fmt.Sprintf("primary disconnected (%v): not protected; the checkpoint held is not promoted until the primary reconnects and a new one is committed", d.Err)) {
 			b.log.Warn("primary disconnected; waiting for it to reconnect", "err", d.Err)
@@ -191,14 +208,18 @@ func (b *Backup) primaryLost(gen uint64, d peer.Disconnect) {
 		Reason: fmt.Sprintf("the connection ended without a goodbye (%v) and nothing came from the primary for %s",
 			d.Err, now.Sub(d.LastHeard).Round(time.Millisecond))}
 	b.mu.Lock()
-	if b.conns != gen || b.sm.state != StatePrimaryLost || !b.sm.to(StatePromoting, f.Reason) {
+	if b.conns != gen || b.sm.state != StatePrimaryLost || !b.sm.to(b.declaredFailedState(), f.Reason) {
+		b.mu.Unlock()
+		return
+	}
+	if b.fenceLocked(f) {
 		b.mu.Unlock()
 		return
 	}
 	b.mu.Unlock()
 	b.log.Error("primary failed: its connection ended without a goodbye and it did not come back within the detection bound; promoting",
 		"last_heard", f.LastHeard, "timeout", f.Timeout, "err", d.Err)
-	go b.promote(f)
+	go b.promote(f, 0)
 }
 
 func (b *Backup) onCommit(c ckptstore.Checkpoint) {
@@ -218,7 +239,7 @@ func (b *Backup) onCommit(c ckptstore.Checkpoint) {
 // connection is closed, whether to promote.
 func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 	b.mu.Lock()
-	if !b.sm.to(StatePromoting, f.Reason) { // only from in-sync
+	if !b.sm.to(b.declaredFailedState(), f.Reason) { // only from in-sync
 		b.log.Error("primary failed before this backup was in sync with it: nothing consistent to take over; not promoting",
 			"state", b.sm.state, "last_heard", f.LastHeard, "reason", f.Reason)
 		if b.sm.state == StateSyncing {
@@ -227,16 +248,20 @@ func (b *Backup) onPeerFailed(f peer.PeerFailure) {
 		b.mu.Unlock()
 		return
 	}
+	if b.fenceLocked(f) {
+		b.mu.Unlock()
+		return
+	}
 	b.mu.Unlock()
 	// Fencing, as far as the channel allows: a primary that was only
 	// silent and reads this stops instead of serving next to us.
 	b.recv.Supersede("the backup declared the primary failed (" + f.Reason + ") and promotes its last checkpoint")
-	go b.promote(f)
+	go b.promote(f, 0)
 }
 
 // promote runs once, when the primary has been declared failed while in
 // sync (state already promoting).
-func (b *Backup) promote(f peer.PeerFailure) {
+func (b *Backup) promote(f peer.PeerFailure, fenced time.Duration) {
 	b.promoteOnce.Do(func() {
 		defer close(b.promoted)
 		// Promotion must not be cut short by whoever started the backup:
@@ -251,6 +276,7 @@ func (b *Backup) promote(f peer.PeerFailure) {
 			current:  b.store.Current,
 			restorer: b.opts.Restorer,
 			network:  b.opts.Network,
+			fenceMS:  ms(fenced),
 		}
 		if b.cfg.Mode == ModeHybrid {
 			// Output beyond the checkpoint was released on the log: the
@@ -296,7 +322,7 @@ func (b *Backup) Status() Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := Status{Pair: b.cfg.Pair, Role: RoleBackup, Mode: b.cfg.Mode, Log: b.logStatusLocked(), State: b.sm.state, StateSince: b.sm.since, StateSeconds: b.sm.seconds(), Reason: b.sm.reason,
-		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored}
+		Epochs: b.commits, BytesPerEpoch: b.bytes.summary(), Failover: b.failover, Restored: b.restored, Fence: b.fenceStatus()}
 	if ok {
 		s.Epoch, s.CommittedEpoch, s.LastCommitAt = cur.Epoch, cur.Epoch, cur.CommittedAt
 		switch b.sm.state {
@@ -323,6 +349,9 @@ func (b *Backup) Close(ctx context.Context) error {
 	b.sm.to(StateClosed, "") // not after a promotion began: that is the service now
 	if b.lostWait != nil {
 		b.lostWait.Stop()
+	}
+	if b.stopFencing != nil {
+		b.stopFencing()
 	}
 	b.mu.Unlock()
 	if promoting {

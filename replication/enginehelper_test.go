@@ -21,6 +21,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/replication/peertls"
+	"github.com/iorrc/rrc/replication/witness"
 	"github.com/iorrc/rrc/runtime/criu"
 	"github.com/iorrc/rrc/runtime/criutest"
 	"github.com/iorrc/rrc/runtime/servicenet"
@@ -52,6 +53,30 @@ type helperArgs struct {
 	Memory                         *criu.MemoryTracking `json:",omitempty"` // incremental dumps, as the shim's default
 	// backup
 	StoreDir, RestoreRuncRoot, RestoreID, RestoreCgroup, RestoreWorkDir string
+	// Witness fences the pair with the lab's etcd (fence_lab_test.go).
+	Witness *witnessArgs `json:",omitempty"`
+}
+
+// witnessArgs name the etcd members and this side's holder name.
+type witnessArgs struct {
+	Endpoints []string
+	Host      string
+	TTL       time.Duration
+}
+
+// fence dials the witness, if the test asked for one (nil otherwise).
+func (h *helper) fence(pair string) (replication.Fence, func(), error) {
+	if h.a.Witness == nil {
+		return nil, func() {}, nil
+	}
+	w, err := witness.Dial(witness.Config{Endpoints: h.a.Witness.Endpoints, TTL: h.a.Witness.TTL, Pair: pair,
+		Holder: h.a.Witness.Host + " " + string(h.a.Role), Logger: h.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return shim.EtcdFence{Etcd: w}, func() {
+		h.cleanup("witness", func() error { return w.Close(context.Background()) })
+	}, nil
 }
 
 // helperStatus is what an engine process publishes in StatusFile.
@@ -234,9 +259,14 @@ func (h *helper) primary(ctx context.Context) error {
 	if g, ok := sn.Gate(); ok {
 		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
 	}
+	fence, closeFence, err := h.fence(cfg.Pair)
+	if err != nil {
+		return err
+	}
+	defer closeFence()
 	opts := replication.PrimaryOptions{
 		Config: cfg, TLS: creds, WorkDir: filepath.Join(h.a.WorkDir, "epochs"), Logger: h.log,
-		Packets: replication.NetfilterPath(packets),
+		Packets: replication.NetfilterPath(packets), Fence: fence,
 	}
 	var inj *injector
 	if h.a.Inject != nil {
@@ -329,9 +359,14 @@ func (h *helper) backup(ctx context.Context) error {
 			network = shim.ReplayStandby{HeldStandby: held, Input: input, Links: links}
 		}
 	}
+	fence, closeFence, err := h.fence(cfg.Pair)
+	if err != nil {
+		return err
+	}
+	defer closeFence()
 	b, err := replication.StartBackup(ctx, replication.BackupOptions{
 		Config: cfg, TLS: creds, StoreDir: h.a.StoreDir, Restorer: restorer, Logger: h.log,
-		Network: network,
+		Network: network, Fence: fence,
 	})
 	if err != nil {
 		return err

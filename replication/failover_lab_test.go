@@ -199,6 +199,10 @@ type redisPair struct {
 	Inject *injectArgs
 	Mode   replication.Mode // "": epoch
 	Epoch  time.Duration    // 0: 100 ms
+	// Witness fences the pair with these etcd endpoints (the lab's).
+	Witness []string
+	// WitnessTTL is the owner's lease (0: witness.DefaultTTL).
+	WitnessTTL time.Duration
 }
 
 // startRedisPair starts both engines (each in its host's netns) and Redis
@@ -218,6 +222,12 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	serviceIP := l.Subnet + ".200"
 	common := helperArgs{Pair: pair, ServiceIP: serviceIP + "/24", ServiceLink: "eth0", CA: certs.CAFile,
 		Epoch: cmp.Or(rp.Epoch, 100*time.Millisecond), Mode: rp.Mode}
+	witnessOf := func(host string) *witnessArgs {
+		if rp.Witness == nil {
+			return nil
+		}
+		return &witnessArgs{Endpoints: rp.Witness, Host: host, TTL: rp.WitnessTTL}
+	}
 
 	ba := common
 	ba.Role, ba.Listen, ba.PeerName = replication.RoleBackup, l.IP("b")+":7100", l.IP("a")
@@ -226,6 +236,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	ba.StoreDir = l.State("b") + "/rrc-store"
 	ba.RestoreRuncRoot, ba.RestoreID = l.State("b")+"/runc-restored", id+"-restored"
 	ba.RestoreCgroup, ba.RestoreWorkDir = "/"+l.Namespace("b")+"/"+id+"-restored", l.State("b")+"/restore"
+	ba.Witness = witnessOf("b")
 	if id != "redis1" { // one store per pair: a new pair starts from nothing
 		ba.StoreDir, ba.RestoreWorkDir = l.State("b")+"/rrc-store-"+id, l.State("b")+"/restore-"+id
 		t.Cleanup(func() { os.RemoveAll(ba.StoreDir); os.RemoveAll(ba.RestoreWorkDir) }) // after the backup's exit
@@ -251,6 +262,7 @@ func startRedisPair(t *testing.T, l *lab.Lab, rp redisPair) *replicatedRedis {
 	pa.RuncRoot, pa.ContainerID = "/run/containerd/runc/"+l.Namespace("a"), id
 	pa.WorkDir = l.State("a") + "/rrc-images"
 	pa.Inject = rp.Inject
+	pa.Witness = witnessOf("a")
 	preload, helper := lab.MemoryTools(t)
 	pa.Memory = &criu.MemoryTracking{Preload: preload, Helper: []string{helper}}
 	primary := startEngine(t, l, "a", pa)

@@ -125,6 +125,12 @@ func startPairOverLoopback(t *testing.T) pairOverLoopback {
 
 func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 	t.Helper()
+	return startPair(t, mode, nil, nil)
+}
+
+// startPair starts the pair with each side's fence (nil: unfenced).
+func startPair(t *testing.T, mode Mode, primaryFence, backupFence Fence) pairOverLoopback {
+	t.Helper()
 	certs, err := pki.Generate(t.TempDir(), "primary", "backup")
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +155,7 @@ func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 	b, err := StartBackup(context.Background(), BackupOptions{
 		Config: Config{Role: RoleBackup, Pair: "p1", Listen: ln.Addr().String(), PeerName: "primary", Mode: mode, Heartbeat: 10 * time.Millisecond},
 		TLS:    bcreds, StoreDir: t.TempDir(), Listener: ln,
-		Restorer: fakeRestorer{rec: rec}, Network: network,
+		Restorer: fakeRestorer{rec: rec}, Network: network, Fence: backupFence,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +167,7 @@ func startPairOverLoopbackMode(t *testing.T, mode Mode) pairOverLoopback {
 	p, err := NewPrimary(context.Background(), PrimaryOptions{
 		Config: Config{Role: RolePrimary, Pair: "p1", Peer: proxy.ln.Addr().String(), PeerName: "backup", Mode: mode,
 			Epoch: 20 * time.Millisecond, Heartbeat: 10 * time.Millisecond},
-		TLS: pcreds, Packets: pk, WorkDir: t.TempDir(),
+		TLS: pcreds, Packets: pk, WorkDir: t.TempDir(), Fence: primaryFence,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,10 @@ type PrimaryOptions struct {
 	// Transition): in order, with the engine's lock held, so it must not
 	// block or call back into the engine.
 	OnTransition func(Transition)
+	// Fence, if set, is the pair's ownership in a witness: output is
+	// released only while it is held (fence.go, docs/FENCING.md); nil
+	// leaves the pair unfenced.
+	Fence Fence
 }
 
 // Primary replicates one container: every epoch it checkpoints the
@@ -51,7 +55,9 @@ type Primary struct {
 	gate    OutputGate
 	input   InputHold
 	packets PacketPath
-	hybrid  *hybrid // hybrid mode, else nil
+	hybrid  *hybrid     // hybrid mode, else nil
+	fence   Fence       // nil: unfenced
+	fgate   *fencedGate // gate under the fence, nil when unfenced
 
 	mu         sync.Mutex
 	sm         stateMachine // guarded by mu
@@ -81,13 +87,19 @@ type Primary struct {
 	repairs     uint64 // times replication resumed after degraded
 	redials     uint64 // times a lost connection was replaced at once, without degraded
 	repairing   string // what re-pairing is doing, or why its last attempt failed
-	pause       timings
-	hold        timings // input held per epoch
-	bytes       window
-	sentBytes   window // checkpoint content sent over the wire (the rest was copied from the base)
-	memCopied   window // memory CRIU copied inside the pause
-	ackLat      timings
-	recent      []EpochFigures // the newest acknowledged checkpoints, at most recentEpochs
+	// marked: the degraded mark is in the witness (cleared once in sync
+	// again).
+	marked bool
+	// unrecorded: degraded with its output held, as the witness did not
+	// record the degraded run (re-pairing tries again).
+	unrecorded bool
+	pause      timings
+	hold       timings // input held per epoch
+	bytes      window
+	sentBytes  window // checkpoint content sent over the wire (the rest was copied from the base)
+	memCopied  window // memory CRIU copied inside the pause
+	ackLat     timings
+	recent     []EpochFigures // the newest acknowledged checkpoints, at most recentEpochs
 
 	peerFailed chan string   // reasons to degrade, from callbacks (never block)
 	kick       chan struct{} // checkpoint now instead of at the next tick
@@ -144,6 +156,11 @@ func NewPrimary(ctx context.Context, opts PrimaryOptions) (*Primary, error) {
 		return nil, fmt.Errorf("primary engine: gating the container's traffic: %w", err)
 	}
 	p.gate, p.input = gate, input
+	if opts.Fence != nil {
+		p.fence = opts.Fence
+		p.fgate = newFencedGate(gate, opts.Fence, p.log, p.now)
+		p.gate = p.fgate
+	}
 	p.log.Info("container traffic gated: output held until acknowledged")
 	return p, nil
 }
@@ -163,6 +180,16 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	// loop: ended with ctx, it would close without a goodbye, and the
 	// backup would take over a container stopped on purpose.
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if p.fence != nil {
+		// Before any output can be released: the other side must not own
+		// the pair (a backup that took over is the service).
+		if _, err := p.fence.Acquire(ctx, false); err != nil {
+			cancel()
+			return fmt.Errorf("primary engine: taking the pair's ownership in the witness: %w", err)
+		}
+		go p.fgate.watch(loopCtx)
+		go p.watchFence(loopCtx)
+	}
 	stopDial := context.AfterFunc(ctx, cancel)
 	sender, err := p.opts.Dial(loopCtx, p.peerOptions())
 	if !stopDial() && err == nil {
@@ -171,6 +198,9 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	}
 	if err != nil {
 		cancel()
+		if ferr := p.releaseFence(ctx); ferr != nil {
+			p.log.Warn("the pair's ownership was not given up; it lapses with its lease", "err", ferr)
+		}
 		return fmt.Errorf("primary engine: connecting to backup %s: %w", p.cfg.Peer, err)
 	}
 	p.mu.Lock()
@@ -261,6 +291,12 @@ func (p *Primary) degrade(reason string) bool {
 			}
 		}
 	}
+	if !p.markDegraded() {
+		if sender != nil {
+			sender.Close()
+		}
+		return true
+	}
 	p.log.Error("replication lost; running degraded (unreplicated), output released", "reason", reason)
 	if err := p.gate.ReleaseAll(); err != nil {
 		p.log.Error("releasing held output in degraded mode", "err", err)
@@ -299,7 +335,7 @@ func (p *Primary) Status() Status {
 		Epochs: p.epochs, SkippedEpochs: p.skipped, IdleTicks: p.idle, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,
 		PauseMS: p.pause.summary(), InputHoldMS: p.hold.summary(), BytesPerEpoch: p.bytes.summary(), SentPerEpoch: p.sentBytes.summary(), AckMS: p.ackLat.summary(),
-		MemoryCopiedPerEpoch: p.memCopied.summary(), RecentEpochs: slices.Clone(p.recent),
+		MemoryCopiedPerEpoch: p.memCopied.summary(), RecentEpochs: slices.Clone(p.recent), Fence: p.fenceStatusLocked(),
 		Gate: &GateStatus{
 			OpenEpoch: g.Epoch, ReleasedEpoch: g.ReleasedEpoch, PassThrough: g.PassThrough,
 			Held: g.Held, HeldBytes: g.HeldBytes, OldestHeldMS: ms(g.OldestHeldAge),
@@ -359,6 +395,10 @@ func (p *Primary) Stop(ctx context.Context, reason StopReason, message string) e
 		}
 		if err := p.packets.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("removing packet gate: %w", err))
+		}
+		if err := p.releaseFence(ctx); err != nil {
+			// Not a failure to clean up: the lease expires by itself.
+			p.log.Warn("the pair's ownership was not given up; it lapses with its lease", "err", err)
 		}
 		p.closeErr = errors.Join(errs...)
 		p.log.Info("primary engine closed", "err", p.closeErr)

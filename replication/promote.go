@@ -52,6 +52,9 @@ type promotion struct {
 	// replayed between the restore and the promotion of the network (which
 	// must then be a ReplayNetwork); nil in epoch mode.
 	inputLog func(epoch uint64) []hybridlog.Entry
+	// fenceMS: declared failed → owner of the pair in the witness (0
+	// unfenced); the promotion's time counts it.
+	fenceMS float64
 }
 
 // replayBound limits each wait of a replay for the outputs that precede an
@@ -60,7 +63,7 @@ type promotion struct {
 const replayBound = 200 * time.Millisecond
 
 func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContainer, FailoverTimings, error) {
-	tm := FailoverTimings{LastHeard: f.LastHeard, DetectedAt: f.DetectedAt, DetectionMS: ms(f.DetectedAt.Sub(f.LastHeard))}
+	tm := FailoverTimings{LastHeard: f.LastHeard, DetectedAt: f.DetectedAt, DetectionMS: ms(f.DetectedAt.Sub(f.LastHeard)), FenceMS: p.fenceMS}
 	log := p.log.With("step", "promote")
 	log.Warn("primary declared failed; promoting", "last_heard", f.LastHeard.Format(time.RFC3339Nano),
 		"detection", f.DetectedAt.Sub(f.LastHeard).Round(time.Microsecond), "reason", f.Reason)
@@ -149,7 +152,7 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 	}
 	tm.TotalMS = ms(end.Sub(f.LastHeard))
 	log.Warn("failover complete: the restored container is the service",
-		"epoch", c.Epoch, "pid", res.Pid, "detection_ms", tm.DetectionMS, "restore_ms", tm.RestoreMS,
+		"epoch", c.Epoch, "pid", res.Pid, "detection_ms", tm.DetectionMS, "fence_ms", tm.FenceMS, "restore_ms", tm.RestoreMS,
 		"network_ms", tm.NetworkMS, "replay_ms", tm.ReplayMS, "total_ms", tm.TotalMS)
 	return res, tm, nil
 }

@@ -37,6 +37,7 @@ func (p *Primary) repair(ctx context.Context) bool {
 			return false
 		case <-time.After(backoff):
 		}
+		p.retryDegraded()
 		p.setRepairing(fmt.Sprintf("dialling the backup at %s (attempt %d)", p.cfg.Peer, attempt))
 		sender, err := p.opts.Dial(ctx, p.peerOptions())
 		if err != nil {
@@ -116,7 +117,7 @@ func (p *Primary) adopt(sender CheckpointSender, from ...State) bool {
 	case <-p.peerFailed:
 	default:
 	}
-	p.sender, p.repairing = sender, ""
+	p.sender, p.repairing, p.unrecorded = sender, "", false
 	p.taken = map[uint64]takenCheckpoint{}
 	p.answeredAt = time.Time{}
 	return true

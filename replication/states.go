@@ -19,6 +19,7 @@ import (
 //	starting → syncing → in-sync → degraded → syncing (re-paired) …
 //	syncing, in-sync → syncing (a lost connection dialled again at once)
 //	syncing, in-sync → failing (checkpoints keep failing; output held) → in-sync (one acknowledged)
+//	degraded → degraded (the witness did not record it: output held instead)
 //	any live state → superseded (the backup took over) | failed | closed
 func primaryTransitions() map[State][]State {
 	return map[State][]State{
@@ -26,7 +27,7 @@ func primaryTransitions() map[State][]State {
 		StateSyncing:    {StateSyncing, StateInSync, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateInSync:     {StateSyncing, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateFailing:    {StateFailing, StateSyncing, StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},
-		StateDegraded:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
+		StateDegraded:   {StateDegraded, StateSyncing, StateSuperseded, StateFailed, StateClosed},
 		StateSuperseded: {StateSuperseded, StateFailed, StateClosed},
 		StateFailed:     {StateFailed, StateClosed},
 		StateClosed:     nil,
@@ -39,13 +40,17 @@ func primaryTransitions() map[State][]State {
 //	in-sync → primary-lost (connection ended, no goodbye) → promoting (silent
 //	  for the detection bound) | syncing (the primary reconnected in time)
 //	syncing, in-sync → disconnected → syncing (the primary reconnected)
+//	fenced (a witness): in-sync, primary-lost → fencing (owning the pair
+//	  first) → promoting | syncing (the primary reconnected) |
+//	  disconnected (the primary had run degraded: the checkpoint is stale)
 //	waiting states → closed; a promotion is never cut short
 func backupTransitions() map[State][]State {
 	return map[State][]State{
 		StateStarting:             {StateSyncing, StateClosed},
 		StateSyncing:              {StateInSync, StateDisconnected, StateClosed},
-		StateInSync:               {StateSyncing, StateDisconnected, StatePrimaryLost, StatePromoting, StateClosed},
-		StatePrimaryLost:          {StateSyncing, StatePromoting, StateClosed},
+		StateInSync:               {StateSyncing, StateDisconnected, StatePrimaryLost, StatePromoting, StateFencing, StateClosed},
+		StatePrimaryLost:          {StateSyncing, StatePromoting, StateFencing, StateClosed},
+		StateFencing:              {StateSyncing, StatePromoting, StateDisconnected, StateClosed},
 		StateDisconnected:         {StateSyncing, StateClosed},
 		StatePromoting:            {StatePrimaryAfterFailover, StateFailed},
 		StatePrimaryAfterFailover: nil,

@@ -13,7 +13,7 @@ import (
 // there while the ones that would break an invariant are not.
 func TestStateTables(t *testing.T) {
 	known := map[State]bool{StateStarting: true, StateSyncing: true, StateInSync: true, StateDegraded: true, StateFailing: true,
-		StateSuperseded: true, StateDisconnected: true, StatePrimaryLost: true, StatePromoting: true, StatePrimaryAfterFailover: true,
+		StateSuperseded: true, StateDisconnected: true, StatePrimaryLost: true, StateFencing: true, StatePromoting: true, StatePrimaryAfterFailover: true,
 		StateFailed: true, StateClosed: true}
 	tables := map[Role]map[State][]State{RolePrimary: primaryTransitions(), RoleBackup: backupTransitions()}
 	for role, table := range tables {
@@ -69,6 +69,14 @@ func TestStateTables(t *testing.T) {
 		{RoleBackup, StateDisconnected, StatePrimaryLost, false, "a goodbye is final for that connection"},
 		{RoleBackup, StatePrimaryLost, StateDisconnected, false, "a lost primary is a failure until it reconnects"},
 		{RolePrimary, StateInSync, StatePrimaryLost, false, "only the backup waits for its primary"},
+		{RoleBackup, StateInSync, StateFencing, true, "fenced: owning the pair before promoting"},
+		{RoleBackup, StatePrimaryLost, StateFencing, true, "fenced: the bound passed after the connection ended"},
+		{RoleBackup, StateFencing, StatePromoting, true, "owner of the pair"},
+		{RoleBackup, StateFencing, StateSyncing, true, "the primary reconnected: it holds its lease"},
+		{RoleBackup, StateFencing, StateDisconnected, true, "the primary had run degraded: stale checkpoint"},
+		{RoleBackup, StateSyncing, StateFencing, false, "never fence for a checkpoint of an earlier connection"},
+		{RoleBackup, StateDisconnected, StateFencing, false, "a disconnected backup is not protected"},
+		{RolePrimary, StateDegraded, StateDegraded, true, "the witness did not record the degraded run: output held instead"},
 	}
 	for _, tc := range tests {
 		m := newStateMachine(tables[tc.role], time.Now)

@@ -40,6 +40,11 @@ const (
 	// bound from the last frame, then promotes unless the primary has
 	// reconnected.
 	StatePrimaryLost State = "primary-lost"
+	// StateFencing: fenced backup that declared its primary failed and
+	// waits to own the pair in the witness (the primary's lease must
+	// expire there) before it promotes; a primary that reconnects
+	// meanwhile ends the wait (docs/FENCING.md).
+	StateFencing State = "fencing"
 	// StatePromoting: the backup declared the primary failed and restores.
 	StatePromoting State = "promoting"
 	// StatePrimaryAfterFailover: the backup's restored container is the service.
@@ -100,6 +105,8 @@ type Status struct {
 	// the current one included (time degraded, say).
 	StateSeconds map[State]float64 `json:"state_seconds,omitempty"`
 
+	// Fence is the pair's ownership in a witness; nil: unfenced.
+	Fence    *FenceStatus       `json:"fence,omitempty"`
 	Gate     *GateStatus        `json:"gate,omitempty"`
 	Log      *LogStatus         `json:"log,omitempty"` // hybrid mode: the input log
 	Failover *FailoverTimings   `json:"failover,omitempty"`
@@ -131,6 +138,9 @@ type FailoverTimings struct {
 	DetectedAt time.Time `json:"detected_at"`
 	// DetectionMS: last heard from the primary → declared failed.
 	DetectionMS float64 `json:"detection_ms"`
+	// FenceMS: declared failed → owner of the pair in the witness (the
+	// primary's lease had to expire there first); 0 when unfenced.
+	FenceMS float64 `json:"fence_ms,omitempty"`
 	// StopMS: closing the peer channel and the listener (nothing more
 	// may commit).
 	StopMS float64 `json:"stop_ms"`

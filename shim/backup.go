@@ -62,9 +62,12 @@ func (s *TaskService) standbyEngine(ctx context.Context, rep *replica, creds *pe
 			network = ReplayStandby{HeldStandby: held, Input: input, Links: links}
 		}
 	}
+	if err := rep.openFence(ctx); err != nil {
+		return err
+	}
 	rep.backup, err = replication.StartBackup(ctx, replication.BackupOptions{
 		Config: rep.cfg, TLS: creds, StoreDir: rep.storeDir(), DurableStore: rep.host.CheckpointFsync, Restorer: restorer, Logger: engineLogger(ctx),
-		Network: network, OnTransition: rep.onTransition(),
+		Network: network, OnTransition: rep.onTransition(), Fence: rep.engineFence(),
 	})
 	if err != nil {
 		return fmt.Errorf("backup engine: %w", err)

@@ -48,6 +48,9 @@ type replica struct {
 
 	primary *replication.Primary
 	backup  *replication.Backup
+	// fence is the pair's ownership in the host's witness (zero when
+	// unfenced).
+	fence EtcdFence
 	// hold is the backup's promotion hold in the gate namespace
 	// (HeldStandby); after a failover it passes the new primary's traffic.
 	hold    *netfilter.Path
@@ -116,9 +119,12 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	if g, ok := r.sn.Gate(); ok {
 		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
 	}
+	if err := r.openFence(ctx); err != nil {
+		return err
+	}
 	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
 		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
-		Packets: replication.NetfilterPath(packets), OnTransition: r.onTransition(),
+		Packets: replication.NetfilterPath(packets), OnTransition: r.onTransition(), Fence: r.engineFence(),
 	})
 	return err
 }
@@ -263,6 +269,9 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 			if err := r.backup.Close(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("closing backup engine: %w", err))
 			}
+		}
+		if err := r.closeFence(ctx); err != nil {
+			errs = append(errs, err)
 		}
 		if r.events != nil {
 			r.events.close()

@@ -40,6 +40,7 @@ func detailLines(id string, st status.Published) []string {
 	if e.Reason != "" {
 		out = append(out, fmt.Sprintf("%s: %s", id, e.Reason))
 	}
+	out = append(out, id+": "+fencing(e))
 	if e.Role == replication.RolePrimary && e.Epochs > 0 {
 		out = append(out, fmt.Sprintf("%s: %d epochs (%d deferred, %d skipped, %d failed), pause ms mean %.1f p90 %.1f, ack ms mean %.1f, bytes/epoch %.0f (sent %.0f, memory copied in the pause %.0f)",
 			id, e.Epochs, e.DeferredEpochs, e.SkippedEpochs, e.FailedEpochs, e.PauseMS.Mean, e.PauseMS.P90, e.AckMS.Mean, e.BytesPerEpoch.Mean, e.SentPerEpoch.Mean, e.MemoryCopiedPerEpoch.Mean))
@@ -68,8 +69,12 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: re-paired with a backup %d time(s) after running degraded", id, e.Repairs))
 	}
 	if f := e.Failover; f != nil {
-		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, stop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
-			id, f.Epoch, f.DetectionMS, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
+		fence := ""
+		if f.FenceMS > 0 {
+			fence = fmt.Sprintf("fence %.1f ms, ", f.FenceMS)
+		}
+		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, %sstop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
+			id, f.Epoch, f.DetectionMS, fence, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
 		if r := f.Replay; r != nil {
 			out = append(out, fmt.Sprintf("%s: replay of the log after the checkpoint: %.1f ms, %d records, %d inputs fed, %d outputs judged, %d waits; connections reset: %d (%d diverged, %d pending); accepted after the checkpoint: %d (%d translated)",
 				id, f.ReplayMS, r.Records, r.Inputs, r.Outputs, r.Waits, r.Reset, r.Diverged, r.Pending, r.Accepted, r.Translated))
@@ -79,4 +84,29 @@ func detailLines(id string, st status.Published) []string {
 		out = append(out, fmt.Sprintf("%s: restored container pid %d from epoch %d", id, r.Pid, r.Epoch))
 	}
 	return out
+}
+
+// fencing says whether a witness fences the pair (docs/FENCING.md) and
+// how this side holds it.
+func fencing(e replication.Status) string {
+	f := e.Fence
+	if f == nil {
+		return "unfenced (no witness: a cut link between the hosts can make both sides serve; docs/FENCING.md)"
+	}
+	switch {
+	case f.Lost:
+		return fmt.Sprintf("fenced by %s (%s): the other side owns the pair", f.Witness, f.Key)
+	case f.Lease == "":
+		return fmt.Sprintf("fenced by %s (%s): this side does not own the pair", f.Witness, f.Key)
+	case !f.Held:
+		return fmt.Sprintf("fenced by %s (lease %s, ttl %.0f ms): LAPSED, not renewed since %s: output held", f.Witness, f.Lease, f.TTLMS, f.HeldUntil.UTC().Format(time.RFC3339Nano))
+	}
+	s := fmt.Sprintf("fenced by %s (lease %s, ttl %.0f ms, held as %q)", f.Witness, f.Lease, f.TTLMS, f.Holder)
+	if f.Lapses > 0 {
+		s += fmt.Sprintf(", lapsed %d time(s)", f.Lapses)
+	}
+	if f.Degraded {
+		s += ", degraded run recorded"
+	}
+	return s
 }

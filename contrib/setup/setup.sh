@@ -18,6 +18,8 @@
 #   * the front ends beside ctr, one file each in contrib/setup/frontends: the CNI plugins
 #     (/opt/cni/bin), nerdctl (/opt/rrc/nerdctl/bin), crictl (/opt/rrc/cri-tools/bin),
 #     dockerd and docker from Debian forky (/opt/rrc/docker);
+#   * etcd and etcdctl from bookworm, unpacked into /opt/rrc/etcd (contrib/setup/etcd.sh),
+#     the witness of fenced pairs that the lab starts (docs/FENCING.md);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
@@ -416,5 +418,8 @@ for f in "$SELF_DIR"/frontends/*.sh; do
 	# shellcheck source=/dev/null
 	. "$f"
 done
+# etcd, the witness of fenced pairs (the lab's LAB_WITNESS=1)
+# shellcheck source=contrib/setup/etcd.sh
+. "$SELF_DIR/etcd.sh"
 check_kernel
 log "done"

@@ -63,7 +63,10 @@ var (
 	descLogOldest    = desc("log_oldest_unacked_seconds", "Hybrid mode: age of the oldest unacknowledged record.")
 	descLogRoundTrip = desc("log_round_trip_seconds", "Hybrid mode: a record appended to the backup's acknowledgement of it.")
 	descFailovers    = desc("failovers_total", "Backup: promotions after the primary failed.")
-	descFailoverStep = desc("failover_phase_seconds", "The last failover, per phase (detection, stop, prepare, restore, replay, network; total: last heard to reachable).", "phase")
+	descFailoverStep = desc("failover_phase_seconds", "The last failover, per phase (detection, fence, stop, prepare, restore, replay, network; total: last heard to reachable).", "phase")
+	descFenced       = desc("fenced", "1 when a witness (etcd) fences the pair, 0 when it is unfenced.")
+	descFenceHeld    = desc("fence_held", "Fenced: 1 while this side surely owns the pair (its lease renewed, less the drift margin).")
+	descFenceLapses  = desc("fence_lapses_total", "Fenced primary: times its ownership could have expired (output held until renewed).")
 	descScrapeErrors = prometheus.NewDesc("rrc_status_read_errors", "Status files that could not be read at this scrape.", nil, nil)
 )
 
@@ -81,7 +84,7 @@ var allDescs = []*prometheus.Desc{
 	descFailed, descNacks, descDeferred, descSkipped, descStreak, descRepairs, descRedials, descPause,
 	descAck, descInputHold, descBytes, descSent, descHeld, descHeldBytes, descOldestHeld,
 	descReleased, descDropped, descLogRecords, descLogBytes, descLogUnacked, descLogOldest,
-	descLogRoundTrip, descFailovers, descFailoverStep, descScrapeErrors,
+	descLogRoundTrip, descFailovers, descFailoverStep, descFenced, descFenceHeld, descFenceLapses, descScrapeErrors,
 }
 
 // Describe sends the descriptions of every metric.
@@ -169,6 +172,19 @@ func collectOne(ch chan<- prometheus.Metric, st status.Published, now time.Time)
 			histogram(descLogRoundTrip, l.RoundTripMS)
 		}
 	}
+	fenced := 0.0
+	if fs := e.Fence; fs != nil {
+		fenced = 1
+		held := 0.0
+		if fs.Held {
+			held = 1
+		}
+		gauge(descFenceHeld, held)
+		if e.Role == replication.RolePrimary {
+			counter(descFenceLapses, float64(fs.Lapses))
+		}
+	}
+	gauge(descFenced, fenced)
 	if e.Role == replication.RoleBackup {
 		n := 0.0
 		if e.Failover != nil {
@@ -177,7 +193,7 @@ func collectOne(ch chan<- prometheus.Metric, st status.Published, now time.Time)
 		counter(descFailovers, n)
 	}
 	if f := e.Failover; f != nil {
-		for phase, msec := range map[string]float64{"detection": f.DetectionMS, "stop": f.StopMS, "prepare": f.PrepareMS,
+		for phase, msec := range map[string]float64{"detection": f.DetectionMS, "fence": f.FenceMS, "stop": f.StopMS, "prepare": f.PrepareMS,
 			"restore": f.RestoreMS, "replay": f.ReplayMS, "network": f.NetworkMS, "total": f.TotalMS} {
 			gauge(descFailoverStep, msec/1000, phase)
 		}

@@ -55,13 +55,14 @@ func TestCollector(t *testing.T) {
 		StateSeconds: map[replication.State]float64{replication.StateInSync: 12.5, replication.StateDegraded: 3},
 		Epoch:        41, CommittedEpoch: 40, LagMS: 150, Epochs: 41, FailedEpochs: 2, IdleTicks: 7,
 		PauseMS: replication.Summary{N: 4, Last: 10, Histogram: hist}, BytesPerEpoch: replication.Summary{Last: 4096},
-		Gate: &replication.GateStatus{Held: 3, HeldBytes: 300, OldestHeldMS: 2, Released: 1000, Dropped: 1},
-		Log:  &replication.LogStatus{Records: 500, Bytes: 64000, Unacked: 2, OldestUnackedMS: 0.5},
+		Gate:  &replication.GateStatus{Held: 3, HeldBytes: 300, OldestHeldMS: 2, Released: 1000, Dropped: 1},
+		Log:   &replication.LogStatus{Records: 500, Bytes: 64000, Unacked: 2, OldestUnackedMS: 0.5},
+		Fence: &replication.FenceStatus{Witness: "etcd", Lease: "694d", Held: true, Lapses: 2},
 	}})
 	writeStatus(t, dir, status.Published{ID: "cache", Namespace: "k8s.io", UpdatedAt: now.Add(-10 * time.Second), Engine: replication.Status{
 		Pair: "cache", Role: replication.RoleBackup, Mode: replication.ModeEpoch, State: replication.StatePrimaryAfterFailover,
 		CommittedEpoch: 99, Epochs: 99,
-		Failover: &replication.FailoverTimings{DetectionMS: 300, RestoreMS: 250, NetworkMS: 5, TotalMS: 600, Epoch: 99},
+		Failover: &replication.FailoverTimings{DetectionMS: 300, FenceMS: 1200, RestoreMS: 250, NetworkMS: 5, TotalMS: 1800, Epoch: 99},
 	}})
 	if err := os.WriteFile(filepath.Join(dir, "status", "default", "torn.json"), []byte(`{"id":`), 0o644); err != nil {
 		t.Fatal(err)
@@ -89,18 +90,29 @@ rrc_checkpoint_pause_seconds_bucket{container="redis",mode="hybrid",namespace="d
 rrc_checkpoint_pause_seconds_bucket{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary",le="+Inf"} 4
 rrc_checkpoint_pause_seconds_sum{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 0.04
 rrc_checkpoint_pause_seconds_count{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 4
-# HELP rrc_failover_phase_seconds The last failover, per phase (detection, stop, prepare, restore, replay, network; total: last heard to reachable).
+# HELP rrc_failover_phase_seconds The last failover, per phase (detection, fence, stop, prepare, restore, replay, network; total: last heard to reachable).
 # TYPE rrc_failover_phase_seconds gauge
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="detection",role="backup"} 0.3
+rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="fence",role="backup"} 1.2
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="network",role="backup"} 0.005
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="prepare",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="replay",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="restore",role="backup"} 0.25
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="stop",role="backup"} 0
-rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="total",role="backup"} 0.6
+rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="total",role="backup"} 1.8
 # HELP rrc_failovers_total Backup: promotions after the primary failed.
 # TYPE rrc_failovers_total counter
 rrc_failovers_total{container="cache",mode="epoch",namespace="k8s.io",pair="cache",role="backup"} 1
+# HELP rrc_fence_held Fenced: 1 while this side surely owns the pair (its lease renewed, less the drift margin).
+# TYPE rrc_fence_held gauge
+rrc_fence_held{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 1
+# HELP rrc_fence_lapses_total Fenced primary: times its ownership could have expired (output held until renewed).
+# TYPE rrc_fence_lapses_total counter
+rrc_fence_lapses_total{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 2
+# HELP rrc_fenced 1 when a witness (etcd) fences the pair, 0 when it is unfenced.
+# TYPE rrc_fenced gauge
+rrc_fenced{container="cache",mode="epoch",namespace="k8s.io",pair="cache",role="backup"} 0
+rrc_fenced{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 1
 # HELP rrc_gate_held_packets Outgoing packets held by the output gate.
 # TYPE rrc_gate_held_packets gauge
 rrc_gate_held_packets{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 3
@@ -127,7 +139,7 @@ rrc_status_read_errors 1
 rrc_ticks_without_checkpoint_total{container="redis",mode="hybrid",namespace="default",pair="redis",reason="busy",role="primary"} 0
 rrc_ticks_without_checkpoint_total{container="redis",mode="hybrid",namespace="default",pair="redis",reason="idle",role="primary"} 7
 `
-	names := []string{"rrc_checkpoint_pause_seconds", "rrc_failover_phase_seconds", "rrc_failovers_total", "rrc_gate_held_packets",
+	names := []string{"rrc_checkpoint_pause_seconds", "rrc_failover_phase_seconds", "rrc_failovers_total", "rrc_fence_held", "rrc_fence_lapses_total", "rrc_fenced", "rrc_gate_held_packets",
 		"rrc_lag_seconds", "rrc_log_unacked_records", "rrc_state_seconds_total", "rrc_status_age_seconds", "rrc_status_read_errors",
 		"rrc_ticks_without_checkpoint_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {

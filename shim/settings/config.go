@@ -67,6 +67,9 @@ type Config struct {
 	// MetricsAddress is where `rrcctl metrics`, the host's one metrics
 	// server, serves Prometheus metrics of every replicated container.
 	MetricsAddress string `toml:"metrics_address"`
+	// Witness fences every replicated pair of this host with an etcd
+	// cluster (docs/FENCING.md); without endpoints, pairs are unfenced.
+	Witness Witness `toml:"witness"`
 }
 
 // DefaultConfig is what applies when no file exists.
@@ -145,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if c.IncrementalMemory && (c.CRIUWrittenLib == "" || c.UffdHelper == "") {
 		errs = append(errs, errors.New("incremental_memory: needs criu_written_lib and uffd_helper"))
+	}
+	if err := c.Witness.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -6,6 +6,7 @@ package settings
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -51,7 +52,7 @@ key_file = "/etc/rrc/host-key.pem"
 			}
 		}},
 		{name: "missing default file", path: filepath.Join(dir, "default-shim.toml"), check: func(t *testing.T, c Config) {
-			if c != DefaultConfig() {
+			if !reflect.DeepEqual(c, DefaultConfig()) {
 				t.Fatalf("want defaults, got %+v", c)
 			}
 		}},

@@ -60,7 +60,7 @@ func TestReplicationThroughContainerd(t *testing.T) {
 	}
 	out := rrcctl(t, l, bin, dir, "b")
 	t.Logf("rrcctl status on b after the failover:\n%s", out)
-	if !strings.Contains(out, "primary-after-failover") || !strings.Contains(out, "failover from epoch") {
+	if !strings.Contains(out, "primary-after-failover") || !strings.Contains(out, "failover from epoch") || !strings.Contains(out, "unfenced") {
 		t.Errorf("rrcctl status on b after the failover:\n%s", out)
 	}
 	checkOperatorViews(ctx, t, rl, id, eventsA, eventsB, metricsB)
@@ -296,6 +296,14 @@ type replicationLab struct {
 // on one machine at once.
 func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	t.Helper()
+	return startReplicationLabWith(t, name, subnet, false)
+}
+
+// startReplicationLabWith is startReplicationLab; with witness, the lab
+// has its etcd (LAB_WITNESS=1) and every host's shim configuration names it
+// with leases of 1 s (docs/FENCING.md).
+func startReplicationLabWith(t *testing.T, name, subnet string, witness bool) replicationLab {
+	t.Helper()
 	prereq.Root(t, "the lab")
 	prereq.Commands(t, "criu", "runc", "iptables")
 	lab.Require(t)
@@ -315,7 +323,7 @@ func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	}
 	for _, h := range []string{"a", "b"} {
 		st := l0.State(h) + "/rrc"
-		writeFile(t, filepath.Join(dir, h+".toml"), fmt.Sprintf(`state_dir = %q
+		conf := fmt.Sprintf(`state_dir = %q
 image_dir = %q
 checkpoint_dir = %q
 criu_nice = 0
@@ -324,7 +332,16 @@ criu_nice = 0
 ca_file = %q
 cert_file = %q
 key_file = %q
-`, st, st+"/images", st+"/checkpoints", certs.CAFile, certs.Hosts[l0.IP(h)].CertFile, certs.Hosts[l0.IP(h)].KeyFile))
+`, st, st+"/images", st+"/checkpoints", certs.CAFile, certs.Hosts[l0.IP(h)].CertFile, certs.Hosts[l0.IP(h)].KeyFile)
+		if witness {
+			conf += fmt.Sprintf(`
+[witness]
+endpoints = ["http://%s:2379", "http://%s:2379", "http://%s:2379"]
+lease_ttl_seconds = 1
+name = %q
+`, l0.IP("a"), l0.IP("b"), l0.IP(lab.WitnessHost), h)
+		}
+		writeFile(t, filepath.Join(dir, h+".toml"), conf)
 	}
 	t.Setenv("LAB_SHIM_PATH", bin)
 	t.Setenv("LAB_SHIM_CONFIG", filepath.Join(dir, "@HOST@.toml"))
@@ -333,7 +350,8 @@ key_file = %q
 			t.Errorf("left behind after lab down: %v", left)
 		}
 	})
-	l := lab.Start(t, name, subnet)
+	l0.Witness = witness
+	l := lab.StartLab(t, l0)
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			for _, h := range []string{"a", "b"} {

@@ -34,10 +34,12 @@ const (
 	DefaultSubnet = "10.77.0"
 )
 
-// Hosts of a lab; DaemonHosts run a containerd.
+// Hosts of a lab; DaemonHosts run a containerd. WitnessHost is there
+// only in a lab with a witness (Lab.Witness).
 var (
 	Hosts       = []string{"a", "b", "client"}
 	DaemonHosts = []string{"a", "b"}
+	WitnessHost = "w"
 )
 
 // Standard images, imported into every daemon host by Up.
@@ -65,6 +67,9 @@ type Lab struct {
 	Images string // LAB_IMAGES: image cache dir ("" = lab.sh default)
 	// Logf, if set, receives lab.sh's progress lines and the commands run.
 	Logf func(format string, args ...any)
+	// Witness: Up adds host w and a three-member etcd on a, b and w
+	// (LAB_WITNESS=1; WitnessEndpoints).
+	Witness bool
 }
 
 // New returns a lab with the given name and subnet ("" = defaults).
@@ -146,8 +151,13 @@ func Require(t testing.TB) {
 // Down at cleanup. Name and subnet as in New.
 func Start(t testing.TB, name, subnet string) *Lab {
 	t.Helper()
+	return StartLab(t, New(name, subnet))
+}
+
+// StartLab is Start with a lab of the caller's (a witness, say).
+func StartLab(t testing.TB, l *Lab) *Lab {
+	t.Helper()
 	Require(t)
-	l := New(name, subnet)
 	l.Logf = t.Logf
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -190,6 +200,9 @@ func (l *Lab) Env() []string {
 	env := append(os.Environ(), "LAB="+l.Name, "LAB_SUBNET="+l.Subnet, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1")
 	if l.Images != "" {
 		env = append(env, "LAB_IMAGES="+l.Images)
+	}
+	if l.Witness {
+		env = append(env, "LAB_WITNESS=1")
 	}
 	if !strings.Contains(os.Getenv("PATH"), "/usr/sbin") {
 		env = append(env, "PATH="+os.Getenv("PATH")+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -324,13 +337,15 @@ func octet(host string) int {
 		return 1
 	case "b":
 		return 2
+	case "w":
+		return 3
 	case "client":
 		return 100
 	}
 	panic("lab: unknown host " + strconv.Quote(host))
 }
 
-// IP is host's LAN address (a=.1, b=.2, client=.100).
+// IP is host's LAN address (a=.1, b=.2, w=.3, client=.100).
 func (l *Lab) IP(host string) string { return fmt.Sprintf("%s.%d", l.Subnet, octet(host)) }
 
 // ServiceIP is the i-th address reserved for container services,
@@ -501,7 +516,7 @@ func (l *Lab) HostLeftovers(host string) []string {
 // Leftovers describes what remains of the whole lab; empty after Down.
 func (l *Lab) Leftovers() []string {
 	var out []string
-	for _, h := range append([]string{"lan"}, Hosts...) {
+	for _, h := range append(append([]string{"lan"}, Hosts...), WitnessHost) {
 		if h != "lan" {
 			out = append(out, l.HostLeftovers(h)...)
 		} else if _, err := os.Lstat(l.Netns(h)); err == nil {
@@ -547,4 +562,36 @@ func WaitFor(timeout time.Duration, cond func() error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Partition drops every frame from host x to host y in the LAN's bridge,
+// and from y to x unless oneway (their containers' links included).
+func (l *Lab) Partition(ctx context.Context, x, y string, oneway bool) error {
+	args := []string{"partition", x, y}
+	if oneway {
+		args = append(args, "oneway")
+	}
+	_, err := l.Run(ctx, args...)
+	return err
+}
+
+// Isolate drops every frame from and to host x.
+func (l *Lab) Isolate(ctx context.Context, x string) error {
+	_, err := l.Run(ctx, "isolate", x)
+	return err
+}
+
+// Heal removes every partition.
+func (l *Lab) Heal(ctx context.Context) error {
+	_, err := l.Run(ctx, "heal")
+	return err
+}
+
+// WitnessEndpoints are the client URLs of the lab's etcd members.
+func (l *Lab) WitnessEndpoints(ctx context.Context) ([]string, error) {
+	out, err := l.Run(ctx, "witness-endpoints")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimSpace(out), ","), nil
 }

@@ -8,6 +8,7 @@
 #
 #   lab.sh up | down | status
 #   lab.sh crash HOST | restart HOST | restart-containerd HOST
+#   lab.sh partition X Y [oneway] | isolate X | heal | witness-endpoints
 #   lab.sh ctr HOST ARGS... | exec HOST CMD... | env HOST | ip HOST
 #
 # Environment: LAB (name prefix, default rrc), LAB_SUBNET (first three octets,
@@ -22,7 +23,8 @@
 # (containerd's CRI plugins enabled, see cri_config),
 # LAB_CONTAINERD (the containerd binary the hosts run, default containerd on
 # PATH; its directory goes on containerd's PATH after LAB_SHIM_PATH, so that
-# its release's containerd-shim-runc-v2 is the one found).
+# its release's containerd-shim-runc-v2 is the one found), LAB_WITNESS=1 (at
+# up: host w and a three-member etcd on a, b and w, see witness.sh).
 set -euo pipefail
 
 LAB=${LAB:-rrc}
@@ -36,6 +38,9 @@ RUNDIR=/run/$LAB
 LAN=$LAB-lan
 HOSTS="a b client"
 DAEMONS="a b"
+# w, the witness host, exists only with LAB_WITNESS=1; down and crash know it
+# always.
+ALL_HOSTS="a b client w"
 PREFIX=24
 IMAGE_REFS="rrc.local/busybox:latest rrc.local/redis:latest rrc.local/threadkv:latest"
 IMAGE_FILES="busybox.tar redis.tar threadkv.tar lighttpd.tar memcached.tar nondet.tar"
@@ -61,7 +66,7 @@ die() { echo "lab[$LAB]: error: $*" >&2; exit 1; }
 
 host_octet() {
 	case $1 in
-	a) echo 1 ;; b) echo 2 ;; client) echo 100 ;;
+	a) echo 1 ;; b) echo 2 ;; w) echo 3 ;; client) echo 100 ;;
 	*) die "unknown host '$1' (hosts: $HOSTS)" ;;
 	esac
 }
@@ -618,6 +623,9 @@ cmd_up() {
 	for h in $DAEMONS; do
 		import_images "$h"
 	done
+	if [[ ${LAB_WITNESS:-} == 1 ]]; then
+		witness_up
+	fi
 	say "up ($((SECONDS - t0)) s): a=$(host_ip a) b=$(host_ip b) client=$(host_ip client)"
 }
 
@@ -657,6 +665,9 @@ cmd_restart() {
 		start_containerd "$h"
 		import_images "$h"
 	fi
+	if witness_on && [[ " $WITNESS_MEMBERS " == *" $h "* ]]; then
+		start_etcd "$h"
+	fi
 	say "restart $h: done"
 }
 
@@ -687,7 +698,7 @@ cmd_down() {
 		say "delete netns $LAN"
 		ip netns delete "$LAN" 2>/dev/null || { umount -l "/run/netns/$LAN" 2>/dev/null; rm -f "/run/netns/$LAN"; }
 	fi
-	for h in $HOSTS; do
+	for h in $ALL_HOSTS; do
 		wipe_volatile "$h"
 	done
 	unmount_under "$LIBDIR" "$RUNDIR"
@@ -699,7 +710,7 @@ cmd_down() {
 cmd_status() {
 	local h pids
 	if ns_exists lan; then echo "lan    $LAN: up"; else echo "lan    $LAN: absent"; fi
-	for h in $HOSTS; do
+	for h in $HOSTS $(witness_on && echo w); do
 		if ! ns_exists "$h"; then
 			printf '%-6s %-15s netns absent\n' "$h" "$(host_ip "$h")"
 			continue
@@ -731,7 +742,7 @@ cmd_env() {
 }
 
 usage() {
-	sed -n '5,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '5,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -745,7 +756,7 @@ main() {
 	[[ $# -ge 1 ]] || usage
 	local c=$1
 	shift
-	case $c in up | down | crash | restart | restart-containerd) need_root; mkdir -p /run/lock; lock ;; esac
+	case $c in up | down | crash | restart | restart-containerd | partition | isolate | heal) need_root; mkdir -p /run/lock; lock ;; esac
 	case $c in
 	up) cmd_up ;;
 	down) cmd_down ;;
@@ -753,6 +764,10 @@ main() {
 	crash) [[ $# == 1 ]] || usage; cmd_crash "$1" ;;
 	restart) [[ $# == 1 ]] || usage; cmd_restart "$1" ;;
 	restart-containerd) [[ $# == 1 ]] || usage; cmd_restart_containerd "$1" ;;
+	partition) [[ $# == 2 || $# == 3 ]] || usage; cmd_partition "$@" ;;
+	isolate) [[ $# == 1 ]] || usage; cmd_isolate "$1" ;;
+	heal) cmd_heal ;;
+	witness-endpoints) witness_on || die "lab $LAB has no witness (LAB_WITNESS=1 at up)"; witness_endpoints ;;
 	env) [[ $# == 1 ]] || usage; cmd_env "$1" ;;
 	ip) [[ $# == 1 ]] || usage; host_ip "$1" ;;
 	ctr)
@@ -771,5 +786,8 @@ main() {
 	*) usage ;;
 	esac
 }
+
+# shellcheck source=test/lab/witness.sh
+. "$HERE/witness.sh"
 
 main "$@"
