@@ -34,6 +34,7 @@ import (
 // stopped (fail closed: the engine stops releasing output on this log).
 type InputCapture struct {
 	record Record
+	logged func() // after each background drain, if set
 	fd     int
 	file   *os.File
 	conn   syscall.RawConn
@@ -67,7 +68,8 @@ const (
 // container). It turns checksum and segmentation offloads off on that link
 // (noSegmentationOffload): each frame holds one wire-sized packet as the
 // container receives it.
-func OpenInputCapture(netns, ifname string, record Record) (*InputCapture, error) {
+// logged, if set, is called after each background drain (Run).
+func OpenInputCapture(netns, ifname string, record Record, logged func()) (*InputCapture, error) {
 	if record == nil {
 		return nil, errors.New("input capture: no record function")
 	}
@@ -89,7 +91,7 @@ func OpenInputCapture(netns, ifname string, record Record) (*InputCapture, error
 	if err != nil {
 		return nil, fmt.Errorf("input capture on %s: %w", ifname, err)
 	}
-	c := &InputCapture{record: record, fd: fd}
+	c := &InputCapture{record: record, logged: logged, fd: fd}
 	if err := c.setup(ifindex, mtu); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("input capture on %s: %w", ifname, err)
@@ -241,6 +243,9 @@ func (c *InputCapture) Run(ctx context.Context) error {
 		}
 		if err := c.Drain(); err != nil {
 			return err
+		}
+		if c.logged != nil {
+			c.logged()
 		}
 		t.Reset(captureLinger)
 		select {

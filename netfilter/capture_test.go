@@ -97,7 +97,7 @@ func TestKernelInputCapture(t *testing.T) {
 			return seq, nil
 		},
 		// Release at once: the test is about what the log sees.
-		Tagged: func() {
+		Logged: func() {
 			mu.Lock()
 			s := seq
 			mu.Unlock()
@@ -219,7 +219,7 @@ func TestKernelInputCaptureFullRing(t *testing.T) {
 	requireKernel(t)
 	lab := newGateLab(t)
 	var logged int
-	c, err := OpenInputCapture(lab.gate, "ct0", func([]byte) error { logged++; return nil })
+	c, err := OpenInputCapture(lab.gate, "ct0", func([]byte) error { logged++; return nil }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,9 +32,10 @@ type Path struct {
 	// (hybrid mode; it needs Forward).
 	Tag    Tag
 	Record Record
-	// Tagged is called after each batch of outputs Tag tagged
-	// (NewTaggedOutputGate).
-	Tagged func()
+	// Logged is called on the goroutine that logged records, after each
+	// batch of outputs Tag tagged and each background drain of the
+	// capture: hybrid mode hands the new records to the peer from there.
+	Logged func()
 	// WholePackets makes the queues copy whole wire-sized packets without
 	// tagging or logging them (a replay judges them: OutputGate.SetJudge).
 	WholePackets bool
@@ -92,12 +93,12 @@ func (n *Path) Open(ctx context.Context) (*OutputGate, *InputHold, error) {
 	}
 	gate := NewOutputGate(n.outQ, log.With("queue", "output"))
 	if n.Tag != nil {
-		gate = NewTaggedOutputGate(n.outQ, n.Tag, n.Tagged, log.With("queue", "output"))
+		gate = NewTaggedOutputGate(n.outQ, n.Tag, n.Logged, log.With("queue", "output"))
 	}
 	hold := NewInputHold(n.inQ, log.With("queue", "input"))
 	runs := []func(context.Context) error{gate.Run, hold.Run}
 	if n.Record != nil {
-		if n.capt, err = OpenInputCapture(ns, n.Forward.Inner, n.Record); err != nil {
+		if n.capt, err = OpenInputCapture(ns, n.Forward.Inner, n.Record, n.Logged); err != nil {
 			return nil, nil, errors.Join(err, n.closeLocked(ctx))
 		}
 		if n.sw, err = NewDevGroupSwitch(ns, n.Forward.Uplink); err != nil {

@@ -71,7 +71,7 @@ type PacketPath interface {
 // before it is delivered.
 type PacketHooks struct {
 	Tag    func(packet []byte) (uint64, error)
-	Tagged func() // after each batch of outputs tagged
+	Logged func() // on the goroutine that logged records, after them
 	Record func(packet []byte) error
 }
 
@@ -90,7 +90,7 @@ func (p netfilterPackets) Open(ctx context.Context, hooks PacketHooks) (OutputGa
 			return tag(pk.Payload)
 		}
 	}
-	p.Path.Record, p.Path.Tagged = hooks.Record, hooks.Tagged
+	p.Path.Record, p.Path.Logged = hooks.Record, hooks.Logged
 	g, h, err := p.Path.Open(ctx)
 	if err != nil {
 		return nil, nil, err // typed nils would not compare equal to nil

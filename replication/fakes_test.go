@@ -117,12 +117,18 @@ type fakePackets struct {
 }
 
 func (p *fakePackets) Open(_ context.Context, hooks PacketHooks) (OutputGate, InputHold, error) {
-	// Each Tag a batch of one, as the gate's reader calls them.
-	if tag, tagged := hooks.Tag, hooks.Tagged; tag != nil && tagged != nil {
+	// Each Tag a batch of one and each Record a drain of one, as the
+	// gate's reader and the capture call them.
+	if tag, record, logged := hooks.Tag, hooks.Record, hooks.Logged; tag != nil && logged != nil {
 		hooks.Tag = func(pkt []byte) (uint64, error) {
 			seq, err := tag(pkt)
-			tagged()
+			logged()
 			return seq, err
+		}
+		hooks.Record = func(pkt []byte) error {
+			err := record(pkt)
+			logged()
+			return err
 		}
 	}
 	p.hooks = hooks

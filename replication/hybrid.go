@@ -50,9 +50,10 @@ func newHybrid() *hybrid {
 	return &hybrid{log: hybridlog.NewLog(0), sealSeq: map[uint64]uint64{}}
 }
 
-// hybridHooks log the container's packets at the gate. An output's record
-// is handed to the peer channel by the gate's reader goroutine right after
-// its batch (flushLog); inputs wake pumpLog.
+// hybridHooks log the container's packets at the gate. The goroutine that
+// logged records hands them to the peer channel right after (flushLog): the
+// gate's reader after each batch of outputs, the capture after each
+// background drain.
 func (p *Primary) hybridHooks() PacketHooks {
 	h := p.hybrid
 	return PacketHooks{
@@ -60,9 +61,9 @@ func (p *Primary) hybridHooks() PacketHooks {
 			a, err := h.log.AppendQuiet(hybridlog.Record{Kind: hybridlog.KindOutput, At: p.now(), Digest: hybridlog.Digest(pkt)})
 			return a.Seq, err
 		},
-		Tagged: p.flushLog,
+		Logged: p.flushLog,
 		Record: func(pkt []byte) error {
-			_, err := h.log.Append(hybridlog.Record{Kind: hybridlog.KindInput, At: p.now(), Packet: pkt})
+			_, err := h.log.AppendQuiet(hybridlog.Record{Kind: hybridlog.KindInput, At: p.now(), Packet: pkt})
 			return err
 		},
 	}
@@ -152,6 +153,7 @@ func (p *Primary) sealLog(epoch uint64) error {
 	if err != nil {
 		return err
 	}
+	p.hybrid.log.Wake() // the inputs drained before the seal: pumpLog sends them
 	bytes := p.hybrid.log.Stats().Bytes
 	p.mu.Lock()
 	h := p.hybrid

@@ -56,7 +56,7 @@ func startEtcd(t *testing.T, tls bool) (string, TLSFiles) {
 	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(etcdBin, append([]string{"--name", "t", "--data-dir", t.TempDir(),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "t="+peer,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "t=" + peer,
 		"--heartbeat-interval", "50", "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr"}, tlsArgs...)...)
 	log, err := os.Create(t.TempDir() + "/etcd.log")
 	if err != nil {
