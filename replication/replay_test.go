@@ -6,6 +6,7 @@ package replication
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"maps"
 	"net/netip"
 	"sync"
@@ -118,11 +119,12 @@ type req = struct {
 	payload string
 }
 
-// TestReplayInterleaving: a late reply holds back the next input until it
-// came out (the log says the reply preceded it); every reply matches what
-// was released, so all are dropped and nothing diverges.
+// TestReplayInterleaving: a late reply holds back the next input of
+// another connection until it came out (the log says the reply preceded
+// it); every reply matches what was released, so all are dropped and
+// nothing diverges.
 func TestReplayInterleaving(t *testing.T) {
-	es := logOf(req{1, "a"}, req{1, "b"}, req{2, "c"})
+	es := logOf(req{1, "a"}, req{2, "b"}, req{3, "c"})
 	s := newEchoServer()
 	s.delay = 20 * time.Millisecond
 	r := newReplayer(es, time.Second)
@@ -146,6 +148,29 @@ func TestReplayInterleaving(t *testing.T) {
 		if keep {
 			t.Errorf("reply %q kept: the clients have it", r)
 		}
+	}
+}
+
+// TestReplayPipelinesAConnection: once the restored connection has sent
+// something, its requests are fed without waiting for its own late replies
+// (up to replayPipeline of them), and the replies still verify.
+func TestReplayPipelinesAConnection(t *testing.T) {
+	es := logOf(req{1, "a"}, req{1, "b"}, req{1, "c"})
+	s := newEchoServer()
+	s.delay = 20 * time.Millisecond
+	r := newReplayer(es, time.Second)
+	s.judge = r.judge
+	rep, err := r.run(context.Background(), s.Inject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Inputs != 3 || rep.Outputs != 3 || rep.Waits != 0 || len(rep.Diverged) != 0 || len(rep.Pending) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if got := fmt.Sprint(s.events[:4]); got != "[in:a out:re:a in:b in:c]" {
+		t.Fatalf("events %v: want the first request answered, then the others fed without waiting", s.events)
 	}
 }
 

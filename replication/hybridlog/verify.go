@@ -390,19 +390,72 @@ func (v *Verifier) Covered() int { return v.covered }
 // Expected is how many of the log's outputs must reappear.
 func (v *Verifier) Expected() int { return len(v.order) }
 
-// OutputsBefore counts, for each entry, the outputs that must reappear
-// among the entries before it: what Covered must reach before an input is
-// fed.
-func OutputsBefore(entries []Entry) []int {
+// OutputsBefore is, for each entry, how many outputs (in log order, as
+// Covered counts them) must have reappeared before it is fed. For an input
+// of a TCP or UDP flow, the outputs of other flows before it, and its own
+// flow's but the last slack of them: a connection's requests are pipelined
+// up to slack answers ahead, which its application reads in order as on
+// the primary, while the interleaving between connections (what one saw of
+// another's effects) is kept. Any other input waits for every output
+// before it. The prefix counts make it conservative: an output of another
+// flow after the input's own answers waits for those answers too.
+func OutputsBefore(entries []Entry, slack int) []int {
 	out := make([]int, len(entries))
 	n := 0
+	// The latest run of outputs of one flow began after n reached runStart.
+	var runKey FlowKey
+	runStart := 0
+	after := map[FlowKey][]int{} // per flow: n after each of its last slack+1 outputs
 	for i, e := range entries {
 		out[i] = n
-		if e.Kind == KindOutput && !(e.Digest.Proto == ProtoTCP && e.Digest.Len == 0 && e.Digest.Flags == 0) {
+		switch {
+		case e.Kind == KindOutput:
+			if e.Digest.Proto == ProtoTCP && e.Digest.Len == 0 && e.Digest.Flags == 0 {
+				continue // pure ACKs are not waited for
+			}
+			k, ok := outputFlow(e.Digest)
+			if !ok || k != runKey {
+				runKey, runStart = k, n
+			}
 			n++
+			if ok {
+				a := append(after[k], n)
+				if len(a) > slack+1 {
+					a = a[1:]
+				}
+				after[k] = a
+			}
+		default:
+			k, ok := inputFlow(e.Packet)
+			if !ok || k != runKey {
+				continue // the last output is another flow's
+			}
+			need := runStart
+			if a := after[k]; len(a) > slack {
+				need = max(need, a[0])
+			}
+			out[i] = need
 		}
 	}
 	return out
+}
+
+// outputFlow is the flow of a logged TCP or UDP output.
+func outputFlow(d OutputDigest) (FlowKey, bool) {
+	if d.Proto != ProtoTCP && d.Proto != ProtoUDP {
+		return FlowKey{}, false
+	}
+	return keyOf(d), true
+}
+
+// inputFlow is the flow of a TCP or UDP input as its outputs name it (from
+// the container's side).
+func inputFlow(p []byte) (FlowKey, bool) {
+	k, ok := SenderFlow(p)
+	if !ok {
+		return FlowKey{}, false
+	}
+	return FlowKey{Proto: k.Proto, Local: k.Peer, Peer: k.Local}, true
 }
 
 // Diverged lists the flows whose replay contradicted what they released,

@@ -4,6 +4,7 @@
 package hybridlog
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -135,11 +136,31 @@ func TestVerifierDatagrams(t *testing.T) {
 	}
 }
 
+// TestOutputsBefore: an input waits for the outputs of other flows before
+// it and for its own flow's but the last slack; pure ACKs never count; an
+// input of no flow waits for everything.
 func TestOutputsBefore(t *testing.T) {
-	es := outputs(seg(1, 0, 0, "a"), seg(1, 1, 0, ""), seg(1, 1, 0, "b"))
-	es = append(es[:2], append([]Entry{{Position{1, 9}, Record{Kind: KindInput}}}, es[2:]...)...)
-	if n := OutputsBefore(es)[2]; n != 1 {
-		t.Fatalf("outputs before the input: %d, want 1 (the pure ACK does not count)", n)
+	in := func(cport uint16) Entry { // a client's request on connection cport
+		return Entry{Record: Record{Kind: KindInput, Packet: tcp4(cli, srv, cport, 6379, 0, 0x18, []byte("x"))}}
+	}
+	out := func(cport uint16, payload string) Entry { return outputs(seg(cport, 0, 0, payload))[0] }
+	icmp := Entry{Record: Record{Kind: KindInput, Packet: []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}}}
+	for _, c := range []struct {
+		name    string
+		entries []Entry
+		slack   int
+		want    []int // for each entry
+	}{
+		{"pure ACK not counted", []Entry{out(1, "a"), out(1, ""), in(2), out(1, "b")}, 0, []int{0, 1, 1, 1}},
+		{"no slack: every output", []Entry{in(1), out(1, "a"), in(1), out(1, "b"), in(1)}, 0, []int{0, 0, 1, 1, 2}},
+		{"own flow pipelined", []Entry{in(1), out(1, "a"), in(1), out(1, "b"), in(1), out(1, "c"), in(1)}, 2, []int{0, 0, 0, 1, 0, 2, 1}},
+		{"other flow waited for", []Entry{in(1), out(1, "a"), in(2), out(2, "b"), in(1)}, 4, []int{0, 0, 1, 1, 2}},
+		{"other flow's run before own", []Entry{out(2, "x"), in(1), out(1, "a"), in(1), out(1, "b"), in(1)}, 4, []int{0, 1, 1, 1, 2, 1}},
+		{"no flow: everything", []Entry{in(1), out(1, "a"), icmp}, 4, []int{0, 0, 1}},
+	} {
+		if got := OutputsBefore(c.entries, c.slack); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
