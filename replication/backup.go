@@ -284,7 +284,7 @@ func (b *Backup) promote(f peer.PeerFailure, fenced time.Duration) {
 			b.mu.Lock()
 			l := b.inputLog
 			b.mu.Unlock()
-			p.inputLog = func(uint64) []hybridlog.Entry { return nil }
+			p.inputLog = func(uint64) ([]hybridlog.Entry, error) { return nil, nil }
 			if l != nil {
 				p.inputLog = l.After
 			}
@@ -368,17 +368,13 @@ func (b *Backup) Close(ctx context.Context) error {
 // onLog takes a batch of the input log (hybrid mode) on the reader
 // goroutine and says how far the log is held.
 func (b *Backup) onLog(epoch, first uint64, data []byte) (uint64, uint64, error) {
-	recs, err := hybridlog.DecodeBatch(data)
-	if err != nil {
-		return 0, 0, err
-	}
 	b.mu.Lock()
 	l := b.inputLog
 	b.mu.Unlock()
 	if l == nil {
 		return 0, 0, errors.New("input log before the connection was set up")
 	}
-	held, err := l.Append(hybridlog.Position{Epoch: epoch, Index: first}, recs)
+	held, err := l.Append(hybridlog.Position{Epoch: epoch, Index: first}, data)
 	return held.Epoch, held.Index, err
 }
 

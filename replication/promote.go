@@ -51,7 +51,7 @@ type promotion struct {
 	// inputLog is, in hybrid mode, the log after the checkpoint of an epoch,
 	// replayed between the restore and the promotion of the network (which
 	// must then be a ReplayNetwork); nil in epoch mode.
-	inputLog func(epoch uint64) []hybridlog.Entry
+	inputLog func(epoch uint64) ([]hybridlog.Entry, error)
 	// fenceMS: declared failed → owner of the pair in the witness (0
 	// unfenced); the promotion's time counts it.
 	fenceMS float64
@@ -98,7 +98,11 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 			log.Error("promotion refused", "err", err)
 			return RestoredContainer{}, tm, err
 		}
-		entries := p.inputLog(c.Epoch)
+		entries, err := p.inputLog(c.Epoch)
+		if err != nil {
+			log.Error("promotion refused: the input log cannot be read", "err", err)
+			return RestoredContainer{}, tm, fmt.Errorf("hybrid mode: %w; nothing restored", err)
+		}
 		rp = newReplayer(entries, replayBound)
 		tm.Replay = &ReplayFigures{Records: len(entries)}
 		// From the restore on: what the restored sockets send at once is

@@ -99,48 +99,64 @@ func AppendBatch(dst []byte, recs []Record) []byte {
 // trailing bytes, no unknown kind, so that a batch has one encoding. The
 // packets alias b.
 func DecodeBatch(b []byte) ([]Record, error) {
+	var recs []Record
+	if _, err := walkBatch(b, func(r Record) { recs = append(recs, r) }); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// CheckBatch checks a batch as strictly as DecodeBatch and counts its
+// records, without keeping them: what a backup does with each batch it
+// stores (it decodes them only to replay).
+func CheckBatch(b []byte) (int, error) { return walkBatch(b, nil) }
+
+// walkBatch decodes b and hands each record to fn (if set); it returns the
+// count.
+func walkBatch(b []byte, fn func(Record)) (int, error) {
 	if len(b) < 2 {
-		return nil, fmt.Errorf("%w: %d bytes, no count", ErrMalformed, len(b))
+		return 0, fmt.Errorf("%w: %d bytes, no count", ErrMalformed, len(b))
 	}
 	n := int(binary.BigEndian.Uint16(b))
 	if n > MaxBatch {
-		return nil, fmt.Errorf("%w: %d records exceed %d", ErrMalformed, n, MaxBatch)
+		return 0, fmt.Errorf("%w: %d records exceed %d", ErrMalformed, n, MaxBatch)
 	}
 	b = b[2:]
-	recs := make([]Record, 0, min(n, len(b)/recordHeader))
 	for i := 0; i < n; i++ {
 		if len(b) < recordHeader {
-			return nil, fmt.Errorf("%w: record %d truncated", ErrMalformed, i)
+			return 0, fmt.Errorf("%w: record %d truncated", ErrMalformed, i)
 		}
 		r := Record{Kind: Kind(b[0]), At: time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9])))}
 		b = b[recordHeader:]
 		switch r.Kind {
 		case KindInput:
 			if len(b) < 4 {
-				return nil, fmt.Errorf("%w: record %d: packet length truncated", ErrMalformed, i)
+				return 0, fmt.Errorf("%w: record %d: packet length truncated", ErrMalformed, i)
 			}
 			l := binary.BigEndian.Uint32(b)
 			if l > MaxPacket || uint64(len(b)-4) < uint64(l) {
-				return nil, fmt.Errorf("%w: record %d: packet of %d bytes (limit %d, %d left)", ErrMalformed, i, l, MaxPacket, len(b)-4)
+				return 0, fmt.Errorf("%w: record %d: packet of %d bytes (limit %d, %d left)", ErrMalformed, i, l, MaxPacket, len(b)-4)
 			}
 			r.Packet = b[4 : 4+l : 4+l]
 			b = b[4+l:]
 		case KindOutput:
 			if len(b) < digestSize {
-				return nil, fmt.Errorf("%w: record %d: digest truncated", ErrMalformed, i)
+				return 0, fmt.Errorf("%w: record %d: digest truncated", ErrMalformed, i)
 			}
 			var err error
 			if r.Digest, err = decodeDigest(b[:digestSize]); err != nil {
-				return nil, fmt.Errorf("%w: record %d: %v", ErrMalformed, i, err)
+				return 0, fmt.Errorf("%w: record %d: %v", ErrMalformed, i, err)
 			}
 			b = b[digestSize:]
 		default:
-			return nil, fmt.Errorf("%w: record %d has unknown kind %d", ErrMalformed, i, r.Kind)
+			return 0, fmt.Errorf("%w: record %d has unknown kind %d", ErrMalformed, i, r.Kind)
 		}
-		recs = append(recs, r)
+		if fn != nil {
+			fn(r)
+		}
 	}
 	if len(b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b))
+		return 0, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b))
 	}
-	return recs, nil
+	return n, nil
 }

@@ -77,6 +77,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		recs, err := DecodeBatch(in)
+		if n, cerr := CheckBatch(in); (cerr == nil) != (err == nil) || (err == nil && n != len(recs)) {
+			t.Fatalf("CheckBatch %d, %v; DecodeBatch %d records, %v", n, cerr, len(recs), err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error without ErrMalformed: %v", err)

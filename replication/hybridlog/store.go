@@ -16,32 +16,39 @@ var ErrGap = errors.New("hybridlog: batch does not continue the log")
 
 // Store is the backup's side: the log from its last committed checkpoint
 // on, in memory (like the checkpoints, it survives one host's failure, not
-// both). Replay reads it after restoring that checkpoint.
+// both). It keeps the batches as they came, checked but encoded: a busy
+// log is a few large byte slices for the garbage collector, not a record
+// object per packet. Replay decodes them after restoring that checkpoint.
 type Store struct {
-	mu     sync.Mutex
-	epochs []epochLog // increasing epochs
-	last   Position   // the last record held
-	bytes  int
+	mu      sync.Mutex
+	batches []storedBatch // in log order
+	last    Position      // the last record held
+	records int
+	bytes   int
 }
 
-// epochLog is the records that follow the checkpoint of one epoch. Their
-// packets are copies: a batch's buffer is not kept.
-type epochLog struct {
-	epoch uint64
-	recs  []Record
+// storedBatch is a batch of records of one epoch, from index first on.
+type storedBatch struct {
+	first Position
+	count int
+	data  []byte // a copy: the frame's buffer is not kept
 }
 
 // NewStore starts an empty log after the checkpoint of epoch.
 func NewStore(epoch uint64) *Store { return &Store{last: Position{epoch, 0}} }
 
-// Append adds a decoded batch whose first record has position first, and
-// returns the position the log is held up to (what to acknowledge). The
-// batch must continue the log: the next index of the same epoch, or index 1
-// of a later one.
-func (s *Store) Append(first Position, recs []Record) (Position, error) {
+// Append checks an encoded batch (CheckBatch) whose first record has
+// position first, keeps a copy, and returns the position the log is held
+// up to (what to acknowledge). The batch must continue the log: the next
+// index of the same epoch, or index 1 of a later one.
+func (s *Store) Append(first Position, batch []byte) (Position, error) {
+	n, err := CheckBatch(batch)
+	if err != nil {
+		return s.Held(), err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(recs) == 0 {
+	if n == 0 {
 		return s.last, fmt.Errorf("%w: empty batch at %s", ErrGap, first)
 	}
 	switch {
@@ -50,19 +57,10 @@ func (s *Store) Append(first Position, recs []Record) (Position, error) {
 	default:
 		return s.last, fmt.Errorf("%w: batch at %s after %s", ErrGap, first, s.last)
 	}
-	if n := len(s.epochs); n == 0 || s.epochs[n-1].epoch != first.Epoch {
-		s.epochs = append(s.epochs, epochLog{epoch: first.Epoch})
-	}
-	e := &s.epochs[len(s.epochs)-1]
-	for _, r := range recs {
-		if r.Packet != nil {
-			r.Packet = append([]byte(nil), r.Packet...)
-			s.bytes += len(r.Packet)
-		}
-		s.bytes += recordHeader + digestSize
-		e.recs = append(e.recs, r)
-	}
-	s.last = Position{first.Epoch, first.Index + uint64(len(recs)) - 1}
+	s.batches = append(s.batches, storedBatch{first: first, count: n, data: append([]byte(nil), batch...)})
+	s.records += n
+	s.bytes += len(batch)
+	s.last = Position{first.Epoch, first.Index + uint64(n) - 1}
 	return s.last, nil
 }
 
@@ -79,34 +77,37 @@ func (s *Store) Committed(epoch uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := 0
-	for i < len(s.epochs) && s.epochs[i].epoch < epoch {
-		for _, r := range s.epochs[i].recs {
-			s.bytes -= recordHeader + digestSize + len(r.Packet)
-		}
+	for i < len(s.batches) && s.batches[i].first.Epoch < epoch {
+		s.records -= s.batches[i].count
+		s.bytes -= len(s.batches[i].data)
 		i++
 	}
-	s.epochs = s.epochs[i:]
+	s.batches = s.batches[i:]
 	if s.last.Epoch < epoch {
 		s.last = Position{epoch, 0}
 	}
 }
 
 // After returns, in order, the records that follow the checkpoint of epoch:
-// what a replay from that checkpoint feeds and checks. The slices are the
-// store's; the caller must not change them.
-func (s *Store) After(epoch uint64) []Entry {
+// what a replay from that checkpoint feeds and checks. Their packets are
+// the store's; the caller must not change them.
+func (s *Store) After(epoch uint64) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Entry
-	for _, e := range s.epochs {
-		if e.epoch < epoch {
+	for _, b := range s.batches {
+		if b.first.Epoch < epoch {
 			continue
 		}
-		for i, r := range e.recs {
-			out = append(out, Entry{Position{e.epoch, uint64(i) + 1}, r})
+		recs, err := DecodeBatch(b.data)
+		if err != nil { // checked when stored: the memory changed under us
+			return nil, fmt.Errorf("hybridlog: stored batch at %s: %w", b.first, err)
+		}
+		for i, r := range recs {
+			out = append(out, Entry{Position{b.first.Epoch, b.first.Index + uint64(i)}, r})
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Entry is a record with its position.
@@ -126,9 +127,5 @@ type StoreStats struct {
 func (s *Store) Stats() StoreStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := StoreStats{Held: s.last, Bytes: s.bytes}
-	for _, e := range s.epochs {
-		st.Records += len(e.recs)
-	}
-	return st
+	return StoreStats{Held: s.last, Records: s.records, Bytes: s.bytes}
 }

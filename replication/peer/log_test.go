@@ -30,11 +30,7 @@ func startHybridPair(t *testing.T) *hybridPair {
 	bopts := baseOptions(t, primaryName)
 	bopts.Mode = wire.ModeHybrid
 	bopts.OnLog = func(epoch, first uint64, data []byte) (uint64, uint64, error) {
-		recs, err := hybridlog.DecodeBatch(data)
-		if err != nil {
-			return 0, 0, err
-		}
-		held, err := h.store.Append(hybridlog.Position{Epoch: epoch, Index: first}, recs)
+		held, err := h.store.Append(hybridlog.Position{Epoch: epoch, Index: first}, data)
 		return held.Epoch, held.Index, err
 	}
 	addr, _, _, _ := startBackup(t, bopts, e.backup, t.TempDir())
@@ -110,7 +106,10 @@ func TestLogTransfer(t *testing.T) {
 	if err := h.sendr.WaitAck(ctx, 2); err != nil {
 		t.Fatalf("checkpoint beside the log: %v", err)
 	}
-	e := h.store.After(1)
+	e, err := h.store.After(1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(e) != 4 || string(e[2].Packet) != "packet 2" || e[3].Position != b.Last() || e[3].Kind != hybridlog.KindOutput {
 		t.Fatalf("store holds %+v", e)
 	}
