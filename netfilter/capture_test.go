@@ -9,8 +9,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -25,20 +23,7 @@ type gateLab struct{ client, gate, container string }
 
 func newGateLab(t *testing.T) gateLab {
 	t.Helper()
-	base := fmt.Sprintf("nfgt-%d-%d", os.Getpid(), nsCounter.Add(1))
-	names := []string{base + "-c", base + "-g", base + "-k"}
-	t.Cleanup(func() {
-		for _, n := range names {
-			if out, err := exec.Command("ip", "netns", "del", n).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", n, err, out)
-			}
-		}
-	})
-	for _, n := range names {
-		sh(t, "ip", "netns", "add", n)
-		sh(t, "ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-		sh(t, "ip", "-n", n, "link", "set", "lo", "up")
-	}
+	names := newNamespaces(t, "nfgt", "c", "g", "k")
 	c, g, k := names[0], names[1], names[2]
 	sh(t, "ip", "-n", c, "link", "add", "eth0", "type", "veth", "peer", "name", "up0", "netns", g)
 	sh(t, "ip", "-n", g, "link", "add", "ct0", "type", "veth", "peer", "name", "eth0", "netns", k)

@@ -442,13 +442,16 @@ func TestKernelOverrunReported(t *testing.T) {
 	}
 }
 
-// newBridgedTrio builds a host namespace with a bridge and two namespaces
-// attached to it by veths: the container (10.83.0.1, host end hc0) and a
-// client (10.83.0.2, host end hp0).
-func newBridgedTrio(t *testing.T) (host, ctr, peer string) {
+// newNamespaces adds a network namespace <prefix>-<pid>-<n>-<suffix> per
+// suffix, IPv6 off (no RS/MLD/DAD chatter) and loopback up, removed at
+// cleanup even on failure; it returns their names.
+func newNamespaces(t *testing.T, prefix string, suffixes ...string) []string {
 	t.Helper()
-	base := fmt.Sprintf("nfqt-%d-%d", os.Getpid(), nsCounter.Add(1))
-	names := []string{base + "-h", base + "-c", base + "-p"}
+	base := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), nsCounter.Add(1))
+	var names []string
+	for _, x := range suffixes {
+		names = append(names, base+"-"+x)
+	}
 	t.Cleanup(func() {
 		for _, n := range names {
 			if out, err := exec.Command("ip", "netns", "del", n).CombinedOutput(); err != nil {
@@ -461,6 +464,15 @@ func newBridgedTrio(t *testing.T) (host, ctr, peer string) {
 		sh(t, "ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 		sh(t, "ip", "-n", n, "link", "set", "lo", "up")
 	}
+	return names
+}
+
+// newBridgedTrio builds a host namespace with a bridge and two namespaces
+// attached to it by veths: the container (10.83.0.1, host end hc0) and a
+// client (10.83.0.2, host end hp0).
+func newBridgedTrio(t *testing.T) (host, ctr, peer string) {
+	t.Helper()
+	names := newNamespaces(t, "nfqt", "h", "c", "p")
 	h := names[0]
 	sh(t, "ip", "netns", "exec", h, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1")
 	sh(t, "ip", "-n", h, "link", "add", "br0", "type", "bridge")

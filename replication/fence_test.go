@@ -146,6 +146,26 @@ func (fp fencedPair) wait(t *testing.T, what string, within time.Duration, cond 
 	}
 }
 
+// isolatePrimary cuts the primary's host from everything and waits for the
+// backup's promotion; it returns when the cut began.
+func (fp fencedPair) isolatePrimary(t *testing.T) time.Time {
+	t.Helper()
+	cut := time.Now()
+	fp.pf.cut.Store(true)
+	fp.proxy.cut.Store(true)
+	fp.promoted(t)
+	return cut
+}
+
+func (fp fencedPair) promoted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-fp.b.Promoted():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("backup did not promote: %+v", fp.b.Status())
+	}
+}
+
 func (fp fencedPair) notPromoted(t *testing.T, what string) {
 	t.Helper()
 	select {
@@ -186,14 +206,7 @@ func TestFencedPeerLinkCut(t *testing.T) {
 // that took. Back, the old primary learns it was superseded.
 func TestFencedPrimaryIsolated(t *testing.T) {
 	fp := startFencedPair(t)
-	cut := time.Now()
-	fp.pf.cut.Store(true)
-	fp.proxy.cut.Store(true)
-	select {
-	case <-fp.b.Promoted():
-	case <-time.After(3 * time.Second):
-		t.Fatalf("backup did not promote: %+v", fp.b.Status())
-	}
+	cut := fp.isolatePrimary(t)
 	st := fp.b.Status()
 	// Owner no sooner than the lease could expire: its last renewal came
 	// at most a third of the TTL before the cut.
@@ -253,11 +266,7 @@ func TestFencedBackupWithoutWitness(t *testing.T) {
 	time.Sleep(4 * fakeTTL)
 	fp.notPromoted(t, "witness unreachable")
 	fp.bf.cut.Store(false)
-	select {
-	case <-fp.b.Promoted():
-	case <-time.After(3 * time.Second):
-		t.Fatalf("backup did not promote once it reached the witness: %+v", fp.b.Status())
-	}
+	fp.promoted(t) // once it reached the witness
 	if st := fp.b.Status(); st.State != StatePrimaryAfterFailover {
 		t.Fatalf("backup %q: %s", st.State, st.Reason)
 	}
@@ -326,14 +335,7 @@ func TestFencedHybrid(t *testing.T) {
 	fp.pf.cut.Store(false)
 	fp.rec.waitFor(t, released)
 
-	cut := time.Now()
-	fp.pf.cut.Store(true)
-	fp.proxy.cut.Store(true)
-	select {
-	case <-fp.b.Promoted():
-	case <-time.After(3 * time.Second):
-		t.Fatalf("backup did not promote: %+v", fp.b.Status())
-	}
+	cut := fp.isolatePrimary(t)
 	st := fp.b.Status()
 	if st.State != StatePrimaryAfterFailover || st.Failover.Replay == nil {
 		t.Fatalf("backup %s (%s), failover %+v", st.State, st.Reason, st.Failover)

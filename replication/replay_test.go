@@ -119,23 +119,30 @@ type req = struct {
 	payload string
 }
 
-// TestReplayInterleaving: a late reply holds back the next input of
-// another connection until it came out (the log says the reply preceded
-// it); every reply matches what was released, so all are dropped and
-// nothing diverges.
-func TestReplayInterleaving(t *testing.T) {
-	es := logOf(req{1, "a"}, req{2, "b"}, req{3, "c"})
+// replayEcho replays es against an echo server whose replies come delay
+// late, and checks that every input was fed and every reply verified.
+func replayEcho(t *testing.T, es []hybridlog.Entry, delay time.Duration) *echoServer {
+	t.Helper()
 	s := newEchoServer()
-	s.delay = 20 * time.Millisecond
+	s.delay = delay
 	r := newReplayer(es, time.Second)
 	s.judge = r.judge
 	rep, err := r.run(context.Background(), s.Inject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Inputs != 3 || rep.Outputs != 3 || rep.Waits != 0 || len(rep.Diverged) != 0 || len(rep.Pending) != 0 {
+	if n := len(es) / 2; rep.Inputs != n || rep.Outputs != n || rep.Waits != 0 || len(rep.Diverged) != 0 || len(rep.Pending) != 0 {
 		t.Fatalf("report %+v", rep)
 	}
+	return s
+}
+
+// TestReplayInterleaving: a late reply holds back the next input of
+// another connection until it came out (the log says the reply preceded
+// it); every reply matches what was released, so all are dropped and
+// nothing diverges.
+func TestReplayInterleaving(t *testing.T) {
+	s := replayEcho(t, logOf(req{1, "a"}, req{2, "b"}, req{3, "c"}), 20*time.Millisecond)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := []string{"in:a", "out:re:a", "in:b", "out:re:b", "in:c", "out:re:c"}
@@ -155,18 +162,7 @@ func TestReplayInterleaving(t *testing.T) {
 // something, its requests are fed without waiting for its own late replies
 // (up to replayPipeline of them), and the replies still verify.
 func TestReplayPipelinesAConnection(t *testing.T) {
-	es := logOf(req{1, "a"}, req{1, "b"}, req{1, "c"})
-	s := newEchoServer()
-	s.delay = 20 * time.Millisecond
-	r := newReplayer(es, time.Second)
-	s.judge = r.judge
-	rep, err := r.run(context.Background(), s.Inject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Inputs != 3 || rep.Outputs != 3 || rep.Waits != 0 || len(rep.Diverged) != 0 || len(rep.Pending) != 0 {
-		t.Fatalf("report %+v", rep)
-	}
+	s := replayEcho(t, logOf(req{1, "a"}, req{1, "b"}, req{1, "c"}), 20*time.Millisecond)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if got := fmt.Sprint(s.events[:4]); got != "[in:a out:re:a in:b in:c]" {
