@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -56,7 +57,7 @@ func TestKernelInputCapture(t *testing.T) {
 	}
 	var checksumErr error
 	var seq uint64
-	var gate *OutputGate
+	var gate atomic.Pointer[OutputGate] // set once Open returned; Logged may run before
 	path := &Path{
 		NetNS:       lab.container,
 		Forward:     &Forward{NetNS: lab.gate, Inner: "ct0", Uplink: "up0"},
@@ -86,17 +87,19 @@ func TestKernelInputCapture(t *testing.T) {
 			mu.Lock()
 			s := seq
 			mu.Unlock()
-			if err := gate.Release(s); err != nil {
-				t.Error(err)
+			if g := gate.Load(); g != nil && s > 0 {
+				if err := g.Release(s); err != nil {
+					t.Error(err)
+				}
 			}
 		},
 	}
 	ctx := context.Background()
-	var hold *InputHold
-	var err error
-	if gate, hold, err = path.Open(ctx); err != nil {
+	g, hold, err := path.Open(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
+	gate.Store(g)
 	t.Cleanup(func() {
 		if err := path.Close(ctx); err != nil {
 			t.Error(err)
