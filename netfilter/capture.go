@@ -45,7 +45,6 @@ type InputCapture struct {
 	frames    int
 	next      int   // the frame to read next
 	err       error // the capture failed: every later Drain returns it
-	captured  uint64
 }
 
 // captureRingBytes is the ring's size. The background drain (Run) empties it
@@ -55,6 +54,11 @@ const (
 	captureRingBytes = 2 << 20
 	captureLinger    = time.Millisecond
 )
+
+// Record takes an inbound packet (from its IP header on) before the
+// container can see it. It runs on the goroutine that drains the capture
+// and must not keep p. An error stops the capture.
+type Record func(p []byte) error
 
 // Packet types and ancillary data offsets of classic BPF (linux/filter.h).
 const (
@@ -161,10 +165,6 @@ func (c *InputCapture) status(i int) *uint32 {
 func (c *InputCapture) Drain() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.drainLocked()
-}
-
-func (c *InputCapture) drainLocked() error {
 	if c.err != nil {
 		return c.err
 	}
@@ -188,7 +188,6 @@ func (c *InputCapture) drainLocked() error {
 		}
 		atomic.StoreUint32(st, unix.TP_STATUS_KERNEL)
 		c.next = (c.next + 1) % c.frames
-		c.captured++
 		drained++
 	}
 	// The kernel drops a copy only when the frame at its head is still
@@ -211,13 +210,6 @@ func (c *InputCapture) drainLocked() error {
 func (c *InputCapture) fail(err error) error {
 	c.err = err
 	return err
-}
-
-// Captured is the number of packets logged so far.
-func (c *InputCapture) Captured() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.captured
 }
 
 // Run drains the ring in the background until ctx is done (nil) or the

@@ -42,7 +42,7 @@ type OutputGate struct {
 	log    *slog.Logger
 	now    func() time.Time
 	tag    Tag
-	tagged func()
+	logged func()       // after each batch read, outside the lock (NewTaggedOutputGate)
 	drain  func() error // logs the inputs delivered so far, before tagging (hybrid mode)
 
 	mu          sync.Mutex
@@ -99,12 +99,12 @@ type Tag func(p *Packet) (uint64, error)
 
 // NewTaggedOutputGate returns a gate on q that holds every packet under the
 // tag tag gives it, until Release reaches that tag.
-// tagged, if set, is called on the reader goroutine after each batch it
+// logged, if set, is called on the reader goroutine after each batch it
 // read, outside the gate's lock (hybrid mode sends the batch's log records
 // from there: a reply's record leaves without a goroutine switch).
-func NewTaggedOutputGate(q PacketQueue, tag Tag, tagged func(), log *slog.Logger) *OutputGate {
+func NewTaggedOutputGate(q PacketQueue, tag Tag, logged func(), log *slog.Logger) *OutputGate {
 	g := NewOutputGate(q, log)
-	g.tag, g.tagged = tag, tagged
+	g.tag, g.logged = tag, logged
 	return g
 }
 
@@ -115,8 +115,8 @@ func NewTaggedOutputGate(q PacketQueue, tag Tag, tagged func(), log *slog.Logger
 func (g *OutputGate) Run(ctx context.Context) error {
 	err := readLoop(ctx, g.q, g.log, &g.counters, func(pkts []Packet) error {
 		err := g.admit(pkts)
-		if g.tagged != nil {
-			g.tagged()
+		if g.logged != nil {
+			g.logged()
 		}
 		return err
 	})

@@ -42,11 +42,6 @@ type InputHold struct {
 	counters  loopCounters
 }
 
-// Record takes an inbound packet (from its IP header on) before the
-// container can see it. It runs on the goroutine that drains the capture
-// and must not keep p. An error stops the capture.
-type Record func(p []byte) error
-
 // HoldStats is a snapshot of an InputHold.
 type HoldStats struct {
 	Holding   bool

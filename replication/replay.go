@@ -6,7 +6,6 @@ package replication
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -114,8 +113,7 @@ func newReplayer(entries []hybridlog.Entry, bound time.Duration) *replayer {
 		progress: make(chan struct{}, 1)}
 	for _, e := range entries {
 		if d := e.Digest; e.Kind == hybridlog.KindOutput && d.Proto == hybridlog.ProtoTCP && d.Flags&hybridlog.FlagSYN != 0 {
-			k := hybridlog.FlowKey{Proto: d.Proto, Local: netip.AddrPortFrom(d.Src, d.SrcPort), Peer: netip.AddrPortFrom(d.Dst, d.DstPort)}
-			r.origSynAck[k] = stamp{at: e.At}
+			r.origSynAck[d.Flow()] = stamp{at: e.At}
 		}
 	}
 	return r
@@ -213,7 +211,7 @@ func (r *replayer) hasSent(p []byte) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, sent := r.sent[hybridlog.FlowKey{Proto: s.Flow.Proto, Local: s.Flow.Peer, Peer: s.Flow.Local}]
+	_, sent := r.sent[s.Flow.Reverse()]
 	return sent
 }
 
@@ -226,7 +224,7 @@ func (r *replayer) input(p []byte) []byte {
 	if !ok {
 		return p
 	}
-	k := hybridlog.FlowKey{Proto: s.Flow.Proto, Local: s.Flow.Peer, Peer: s.Flow.Local}
+	k := s.Flow.Reverse()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if o, ok := r.origSynAck[k]; ok && !o.hasTS && s.Flags&hybridlog.FlagACK != 0 && s.Flags&hybridlog.FlagSYN == 0 {

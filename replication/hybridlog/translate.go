@@ -54,7 +54,7 @@ func (t Translator) Inbound(p []byte) bool {
 	if !ok || p[0]>>4 != 4 {
 		return false
 	}
-	tr, ok := t[FlowKey{Proto: s.Flow.Proto, Local: s.Flow.Peer, Peer: s.Flow.Local}]
+	tr, ok := t[s.Flow.Reverse()]
 	if !ok {
 		return false
 	}

@@ -40,6 +40,10 @@ type FlowKey struct {
 
 func (k FlowKey) String() string { return fmt.Sprintf("%d %s→%s", k.Proto, k.Local, k.Peer) }
 
+// Reverse is the flow as the other end sees it: an input's flow named as
+// its container's outputs name it, and back.
+func (k FlowKey) Reverse() FlowKey { return FlowKey{Proto: k.Proto, Local: k.Peer, Peer: k.Local} }
+
 // Verifier checks the outputs of a replay against the output records of the
 // log (the digests of what the primary released). TCP flows are compared
 // as byte streams: replayed bytes are placed by sequence number and every
@@ -114,7 +118,7 @@ func NewVerifier(entries []Entry) *Verifier {
 		if d.Proto == ProtoTCP && d.Len == 0 && d.Flags == 0 {
 			continue // a pure ACK: not compared
 		}
-		k := keyOf(d)
+		k := d.Flow()
 		f := v.flows[k]
 		if f == nil {
 			f = &flowCheck{key: k, tcp: d.Proto == ProtoTCP, base: d.Seq, syn: d.Flags&FlagSYN != 0,
@@ -150,7 +154,8 @@ func NewVerifier(entries []Entry) *Verifier {
 	return v
 }
 
-func keyOf(d OutputDigest) FlowKey {
+// Flow is the flow of a logged output, from the container's side.
+func (d OutputDigest) Flow() FlowKey {
 	return FlowKey{Proto: d.Proto, Local: netip.AddrPortFrom(d.Src, d.SrcPort), Peer: netip.AddrPortFrom(d.Dst, d.DstPort)}
 }
 
@@ -158,7 +163,7 @@ func keyOf(d OutputDigest) FlowKey {
 // on).
 func (v *Verifier) Output(p []byte) Verdict {
 	d := Digest(p)
-	k := keyOf(d)
+	k := d.Flow()
 	f := v.flows[k]
 	if _, bad := v.diverged[k]; bad {
 		if f != nil && f.tcp {
@@ -445,7 +450,7 @@ func outputFlow(d OutputDigest) (FlowKey, bool) {
 	if d.Proto != ProtoTCP && d.Proto != ProtoUDP {
 		return FlowKey{}, false
 	}
-	return keyOf(d), true
+	return d.Flow(), true
 }
 
 // inputFlow is the flow of a TCP or UDP input as its outputs name it (from
@@ -455,7 +460,7 @@ func inputFlow(p []byte) (FlowKey, bool) {
 	if !ok {
 		return FlowKey{}, false
 	}
-	return FlowKey{Proto: k.Proto, Local: k.Peer, Peer: k.Local}, true
+	return k.Reverse(), true
 }
 
 // Diverged lists the flows whose replay contradicted what they released,

@@ -28,7 +28,7 @@ func outputs(pkts ...[]byte) []Entry {
 	return es
 }
 
-func key(cport uint16) FlowKey { return keyOf(Digest(seg(cport, 0, 0, ""))) }
+func key(cport uint16) FlowKey { return Digest(seg(cport, 0, 0, "")).Flow() }
 
 func TestVerifierStream(t *testing.T) {
 	v := NewVerifier(outputs(
