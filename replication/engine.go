@@ -130,6 +130,9 @@ type DialFunc func(ctx context.Context, opts peer.Options) (CheckpointSender, er
 // backup, in the standby service network namespace.
 type Restorer interface {
 	Restore(ctx context.Context, c ckptstore.Checkpoint) (RestoredContainer, error)
+	// Discard kills and removes a container Restore made that must not
+	// become the service (its checkpoint failed verification meanwhile).
+	Discard(ctx context.Context, rc RestoredContainer) error
 }
 
 // RestoredContainer is the container the backup restored: the service from

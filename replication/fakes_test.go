@@ -235,16 +235,25 @@ func (s *fakeSender) ack(epoch uint64, err error) {
 }
 
 type fakeRestorer struct {
-	rec *recorder
-	err error
+	rec  *recorder
+	err  error
+	done chan struct{} // closed once Restore has run, if set
 }
 
 func (r fakeRestorer) Restore(_ context.Context, c ckptstore.Checkpoint) (RestoredContainer, error) {
 	r.rec.add("restore:%d", c.Epoch)
+	if r.done != nil {
+		defer close(r.done)
+	}
 	if r.err != nil {
 		return RestoredContainer{}, r.err
 	}
 	return RestoredContainer{ID: "restored", Pid: 4242}, nil
+}
+
+func (r fakeRestorer) Discard(_ context.Context, rc RestoredContainer) error {
+	r.rec.add("discard:%d", rc.Pid)
+	return nil
 }
 
 // newTestPrimary makes a started Primary on fakes.

@@ -23,8 +23,9 @@ import (
 //  2. take the last committed checkpoint (never a partial one: the store
 //     only ever names complete, verified checkpoints, invariant 3 of
 //     docs/ARCHITECTURE.md) and verify its files on disk against its
-//     digest again: a checkpoint damaged since its commit is refused,
-//     never restored;
+//     digest again, alongside steps 3 and 4: a checkpoint damaged since
+//     its commit is never promoted (what was restored from it is
+//     discarded, the link never comes up);
 //  3. prepare the standby namespace: CRIU's TCP repair needs a route to
 //     the clients, which a down link does not have (see StandbyService);
 //  4. restore the checkpoint while the service link is still down, so
@@ -78,16 +79,8 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 		return RestoredContainer{}, tm, err
 	}
 	tm.Epoch = c.Epoch
-	verify := p.verify
-	if verify == nil {
-		verify = ckptstore.Checkpoint.Verify
-	}
-	if err := verify(c); err != nil {
-		log.Error("promotion refused: the last committed checkpoint does not verify; nothing restored, service link left down",
-			"epoch", c.Epoch, "err", err)
-		return RestoredContainer{}, tm, fmt.Errorf("refusing to restore checkpoint %d: %w", c.Epoch, err)
-	}
-	log.Info("restoring the last committed checkpoint", "epoch", c.Epoch, "bytes", c.Size,
+	verified := p.startVerify(c)
+	log.Info("restoring the last committed checkpoint while its files are verified", "epoch", c.Epoch, "bytes", c.Size,
 		"committed", c.CommittedAt.Format(time.RFC3339Nano))
 	var rp *replayer
 	var rn ReplayNetwork
@@ -98,8 +91,11 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 			log.Error("promotion refused", "err", err)
 			return RestoredContainer{}, tm, err
 		}
+		t = p.now()
 		entries, err := p.inputLog(c.Epoch)
+		tm.LogMS = ms(p.now().Sub(t))
 		if err != nil {
+			<-verified
 			log.Error("promotion refused: the input log cannot be read", "err", err)
 			return RestoredContainer{}, tm, fmt.Errorf("hybrid mode: %w; nothing restored", err)
 		}
@@ -112,6 +108,7 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 
 	t = p.now()
 	if err := p.network.PrepareRestore(ctx); err != nil {
+		<-verified
 		log.Error("preparing the standby namespace for the restore", "err", err)
 		return RestoredContainer{}, tm, fmt.Errorf("preparing the restore: %w", err)
 	}
@@ -120,6 +117,18 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 	t = p.now()
 	res, err := p.restorer.Restore(ctx, c)
 	tm.RestoreMS = ms(p.now().Sub(t))
+	v := <-verified
+	tm.VerifyMS = ms(v.took)
+	if v.err != nil {
+		if err == nil {
+			if derr := p.restorer.Discard(ctx, res); derr != nil {
+				log.Error("discarding the container restored from a checkpoint that does not verify", "err", derr)
+			}
+		}
+		log.Error("promotion refused: the last committed checkpoint does not verify; nothing promoted, service link left down",
+			"epoch", c.Epoch, "restored_and_discarded", err == nil, "err", v.err)
+		return RestoredContainer{}, tm, fmt.Errorf("refusing to promote checkpoint %d: %w", c.Epoch, v.err)
+	}
 	if err != nil {
 		log.Error("restore failed; service link left down", "epoch", c.Epoch, "err", err)
 		return RestoredContainer{}, tm, fmt.Errorf("restoring checkpoint %d: %w", c.Epoch, err)
@@ -159,6 +168,30 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 		"epoch", c.Epoch, "pid", res.Pid, "detection_ms", tm.DetectionMS, "fence_ms", tm.FenceMS, "restore_ms", tm.RestoreMS,
 		"network_ms", tm.NetworkMS, "replay_ms", tm.ReplayMS, "total_ms", tm.TotalMS)
 	return res, tm, nil
+}
+
+// verification is the outcome of a checkpoint's verification.
+type verification struct {
+	err  error
+	took time.Duration
+}
+
+// startVerify checks c's files against its digest (verify, default
+// ckptstore.Checkpoint.Verify) in the background: hashing every file of
+// the checkpoint is tens of milliseconds the restore need not wait for,
+// since nothing restored is reachable before the promotion joins it.
+func (p promotion) startVerify(c ckptstore.Checkpoint) <-chan verification {
+	verify := p.verify
+	if verify == nil {
+		verify = ckptstore.Checkpoint.Verify
+	}
+	out := make(chan verification, 1)
+	go func() {
+		t := p.now()
+		err := verify(c)
+		out <- verification{err: err, took: p.now().Sub(t)}
+	}()
+	return out
 }
 
 // replay feeds the log to the restored container, then resets, on its

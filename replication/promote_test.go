@@ -26,27 +26,36 @@ func TestPromotionSequence(t *testing.T) {
 		wantErr    bool
 	}{
 		{name: "stop, prepare, restore the committed checkpoint, then the network", current: true,
-			want: []string{"stop-receiving", "prepare-restore", "restore:7", "network-up"}},
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "verified", "network-up"}},
 		{name: "no committed checkpoint: nothing restored, network stays down",
 			want: []string{"stop-receiving"}, wantErr: true},
-		{name: "checkpoint corrupt on disk: nothing restored, network stays down", current: true, verifyErr: ckptstore.ErrCorrupt,
-			want: []string{"stop-receiving"}, wantErr: true},
+		{name: "checkpoint corrupt on disk: what was restored meanwhile is discarded, network stays down", current: true, verifyErr: ckptstore.ErrCorrupt,
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "verified", "discard:4242"}, wantErr: true},
+		{name: "checkpoint corrupt and the restore failed: nothing to discard", current: true, verifyErr: ckptstore.ErrCorrupt, restoreErr: errors.New("criu failed"),
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "verified"}, wantErr: true},
 		{name: "restore fails: network stays down", current: true, restoreErr: errors.New("criu failed"),
-			want: []string{"stop-receiving", "prepare-restore", "restore:7"}, wantErr: true},
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "verified"}, wantErr: true},
 		{name: "network fails after the restore", current: true, networkErr: errors.New("netlink"),
-			want: []string{"stop-receiving", "prepare-restore", "restore:7", "network-up"}, wantErr: true},
+			want: []string{"stop-receiving", "prepare-restore", "restore:7", "verified", "network-up"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newRecorder()
+			restored := make(chan struct{})
 			p := promotion{
 				log: slog.Default(), now: time.Now,
 				stopReceiving: func() { rec.add("stop-receiving") },
 				current: func() (ckptstore.Checkpoint, bool) {
 					return ckptstore.Checkpoint{Epoch: 7, Dir: "/nonexistent"}, tc.current
 				},
-				verify:   func(ckptstore.Checkpoint) error { return tc.verifyErr },
-				restorer: fakeRestorer{rec: rec, err: tc.restoreErr},
+				// The verification runs beside the restore; it ends after it
+				// here, so that the steps have one order.
+				verify: func(ckptstore.Checkpoint) error {
+					<-restored
+					rec.add("verified")
+					return tc.verifyErr
+				},
+				restorer: fakeRestorer{rec: rec, err: tc.restoreErr, done: restored},
 				network:  fakeNetwork{rec: rec, err: tc.networkErr},
 			}
 			last := time.Now().Add(-100 * time.Millisecond)

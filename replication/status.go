@@ -144,6 +144,11 @@ type FailoverTimings struct {
 	// StopMS: closing the peer channel and the listener (nothing more
 	// may commit).
 	StopMS float64 `json:"stop_ms"`
+	// VerifyMS: the checkpoint's files checked against its digest, while
+	// the log is read, the namespace prepared and the checkpoint restored.
+	VerifyMS float64 `json:"verify_ms"`
+	// LogMS: hybrid mode's log after the checkpoint, read for the replay.
+	LogMS float64 `json:"log_ms,omitempty"`
 	// PrepareMS: temporary restore route in the standby namespace.
 	PrepareMS float64 `json:"prepare_ms"`
 	// RestoreMS: bundle preparation + runc restore (CRIU, TCP repair).

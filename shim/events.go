@@ -123,6 +123,7 @@ func (e *replicationEvents) fields(t replication.Transition, topic string) map[s
 		f["epoch"] = strconv.FormatUint(fo.Epoch, 10)
 		f["detection_ms"], f["stop_ms"], f["prepare_ms"] = msec(fo.DetectionMS), msec(fo.StopMS), msec(fo.PrepareMS)
 		f["restore_ms"], f["network_ms"], f["total_ms"] = msec(fo.RestoreMS), msec(fo.NetworkMS), msec(fo.TotalMS)
+		f["verify_ms"] = msec(fo.VerifyMS)
 		if fo.Replay != nil {
 			f["replay_ms"] = msec(fo.ReplayMS)
 		}

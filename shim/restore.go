@@ -55,6 +55,18 @@ func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 	return replication.RestoredContainer{ID: rep.id, Pid: pid, RuncRoot: rep.runcRoot, Bundle: r.req.Bundle}, nil
 }
 
+// Discard implements replication.Restorer: the restored task is killed
+// through the runc service, which reports its exit as for any task; what
+// is left is deleted as containerd deletes it.
+func (r *taskRestorer) Discard(ctx context.Context, _ replication.RestoredContainer) error {
+	rep := r.rep
+	ctx = log.WithLogger(namespaces.WithNamespace(ctx, rep.ns), log.G(rep.ctx))
+	if _, err := r.s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: rep.id, Signal: uint32(unix.SIGKILL), All: true}); err != nil {
+		return fmt.Errorf("container %s: killing the restored task: %w", rep.id, err)
+	}
+	return nil
+}
+
 func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int, error) {
 	rep := r.rep
 	begin := time.Now()
@@ -69,8 +81,8 @@ func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int
 			return 0, fmt.Errorf("writable layer into the task's rootfs: %w", err)
 		}
 	}
-	prep, err := criu.PrepareRestoreBundle(ctx, criu.RestoreBundleConfig{
-		Bundle: r.req.Bundle, ImagesDir: c.Dir, WorkDir: filepath.Join(rep.workDir, "restore"), Launcher: reaperLauncher(),
+	prep, err := criu.PrepareRestoreBundle(criu.RestoreBundleConfig{
+		Bundle: r.req.Bundle, ImagesDir: c.Dir, WorkDir: filepath.Join(rep.workDir, "restore"),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("preparing the bundle for the restore: %w", err)

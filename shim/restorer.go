@@ -91,6 +91,11 @@ func (r *RuncRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 	return replication.RestoredContainer{ID: r.ID, Pid: res.Pid, RuncRoot: r.RuncRoot, Bundle: bundle}, nil
 }
 
+// Discard implements replication.Restorer (Remove).
+func (r *RuncRestorer) Discard(ctx context.Context, _ replication.RestoredContainer) error {
+	return r.Remove(ctx)
+}
+
 // Remove kills and deletes the restored container and unmounts its rootfs
 // (for tests and for a shim deleting the task).
 func (r *RuncRestorer) Remove(ctx context.Context) error {

@@ -85,8 +85,9 @@ func (s *TaskService) watchStandby(rep *replica) {
 		rc, ok := rep.backup.Restored()
 		if !ok && rep.standby.isPromoted() {
 			// Restored, but the service address was not taken over: the
-			// task runs, unreachable; rrcctl status says why.
-			logger.WithField("reason", st.Reason).Error("promotion failed after the restore: the restored task runs without its service address")
+			// task runs unreachable, or was killed (its checkpoint did not
+			// verify); rrcctl status says why.
+			logger.WithField("reason", st.Reason).Error("promotion failed after the restore: the restored task is not the service (its address was not taken over)")
 			return
 		}
 		if !ok {

@@ -73,8 +73,12 @@ func detailLines(id string, st status.Published) []string {
 		if f.FenceMS > 0 {
 			fence = fmt.Sprintf("fence %.1f ms, ", f.FenceMS)
 		}
-		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, %sstop %.1f ms, prepare %.1f ms, restore %.1f ms, network %.1f ms, total %.1f ms (last heard %s)",
-			id, f.Epoch, f.DetectionMS, fence, f.StopMS, f.PrepareMS, f.RestoreMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
+		logRead := ""
+		if f.LogMS > 0 {
+			logRead = fmt.Sprintf("log read %.1f ms, ", f.LogMS)
+		}
+		out = append(out, fmt.Sprintf("%s: failover from epoch %d: detection %.1f ms, %sstop %.1f ms, %sprepare %.1f ms, restore %.1f ms (its files verified meanwhile in %.1f ms), network %.1f ms, total %.1f ms (last heard %s)",
+			id, f.Epoch, f.DetectionMS, fence, f.StopMS, logRead, f.PrepareMS, f.RestoreMS, f.VerifyMS, f.NetworkMS, f.TotalMS, f.LastHeard.UTC().Format(time.RFC3339Nano)))
 		if r := f.Replay; r != nil {
 			out = append(out, fmt.Sprintf("%s: replay of the log after the checkpoint: %.1f ms, %d records, %d inputs fed, %d outputs judged, %d waits; connections reset: %d (%d diverged, %d pending); accepted after the checkpoint: %d (%d translated)",
 				id, f.ReplayMS, r.Records, r.Inputs, r.Outputs, r.Waits, r.Reset, r.Diverged, r.Pending, r.Accepted, r.Translated))

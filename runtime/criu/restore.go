@@ -83,9 +83,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 		work = cfg.ImagesDir
 	}
 	pidFile := filepath.Join(work, "restore.pid")
-	prep, err := PrepareRestoreBundle(ctx, RestoreBundleConfig{
-		Bundle: cfg.Bundle, ImagesDir: cfg.ImagesDir, WorkDir: work, Launcher: cfg.Launcher,
-	})
+	prep, err := PrepareRestoreBundle(RestoreBundleConfig{Bundle: cfg.Bundle, ImagesDir: cfg.ImagesDir, WorkDir: work})
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", cfg.ID, err)
 	}

@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,8 +25,7 @@ type RestoreBundleConfig struct {
 	ImagesDir string
 	// WorkDir receives the CRIU configuration file, the namespace files and
 	// the tmpfs mounts the checkpoint carries, until Release.
-	WorkDir  string
-	Launcher launch.Launcher
+	WorkDir string
 }
 
 // PreparedRestore is a bundle ready for runc restore; Release it once the
@@ -52,7 +50,7 @@ func (p *PreparedRestore) CRIUConfig() string { return p.criuConfig }
 // must be started in the namespace the container is to have. CRIU's
 // join-ns cannot do it under runc, which always asks CRIU for an empty
 // network namespace (--empty-ns net), a combination CRIU refuses.
-func PrepareRestoreBundle(ctx context.Context, cfg RestoreBundleConfig) (*PreparedRestore, error) {
+func PrepareRestoreBundle(cfg RestoreBundleConfig) (*PreparedRestore, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("restore work dir: %w", err)
 	}
@@ -64,7 +62,7 @@ func PrepareRestoreBundle(ctx context.Context, cfg RestoreBundleConfig) (*Prepar
 		err = setBundleAnnotation(cfg.Bundle, "org.criu.config", p.criuConfig)
 	}
 	if err == nil {
-		p.ns, err = prepareRestoreNamespaces(ctx, launch.Or(cfg.Launcher), cfg.Bundle, cfg.ImagesDir, cfg.WorkDir)
+		p.ns, err = prepareRestoreNamespaces(cfg.Bundle, cfg.ImagesDir, cfg.WorkDir)
 	}
 	if err != nil {
 		return nil, errors.Join(err, p.Release())

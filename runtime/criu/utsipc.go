@@ -5,7 +5,6 @@ package criu
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	goruntime "runtime"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/iorrc/rrc/runtime/launch"
 )
 
 // CRIU dumps every namespace of the container that differs from its own,
@@ -217,7 +214,7 @@ type restoreNamespaces struct {
 	files []string
 }
 
-func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, images, work string) (*restoreNamespaces, error) {
+func prepareRestoreNamespaces(bundle, images, work string) (*restoreNamespaces, error) {
 	path := filepath.Join(bundle, "config.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -231,7 +228,7 @@ func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, im
 	nss, _ := linux["namespaces"].([]any)
 	image := map[string]string{"uts": "utsns-*.img", "ipc": "ipcns-var-*.img"}
 	r := &restoreNamespaces{}
-	args := []string{}
+	files := map[string]string{}
 	for _, v := range nss {
 		ns, _ := v.(map[string]any)
 		typ, _ := ns["type"].(string)
@@ -248,20 +245,15 @@ func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, im
 			return nil, errors.Join(err, r.release())
 		}
 		r.files = append(r.files, file)
-		args = append(args, "--"+typ+"="+file)
+		files[typ] = file
 		ns["path"] = file
 	}
-	if len(args) == 0 {
+	if len(files) == 0 {
 		return r, nil
 	}
-	// The host and domain names are written from inside the new UTS
-	// namespace (util-linux unshare binds the namespaces to the files).
 	host, _ := spec["hostname"].(string)
 	domain, _ := spec["domainname"].(string)
-	args = append(args, "--", "sh", "-c",
-		`[ -z "$1" ] || printf %s "$1" >/proc/sys/kernel/hostname && { [ -z "$2" ] || printf %s "$2" >/proc/sys/kernel/domainname; }`,
-		"sh", host, domain)
-	if _, err := launch.Command(ctx, l, nil, "unshare", args...); err != nil {
+	if err := bindNewNamespaces(files, host, domain); err != nil {
 		return nil, errors.Join(fmt.Errorf("make the UTS/IPC namespaces the images do not carry: %w", err), r.release())
 	}
 	if b, err = json.Marshal(spec); err == nil {
@@ -271,6 +263,104 @@ func prepareRestoreNamespaces(ctx context.Context, l launch.Launcher, bundle, im
 		return nil, errors.Join(fmt.Errorf("bundle spec: %w", err), r.release())
 	}
 	return r, nil
+}
+
+// bindNewNamespaces makes new namespaces of the types files names ("uts",
+// "ipc") on a thread of its own, sets the host and domain names in the UTS
+// one, binds each namespace to its file and puts the thread back into the
+// namespaces it had. It runs in the shim rather than in an unshare and a
+// shell: two program starts are most of the cost on the failover path.
+func bindNewNamespaces(files map[string]string, host, domain string) error {
+	var clone int
+	for typ := range files {
+		f := newNSFlag(typ)
+		if f == 0 {
+			return fmt.Errorf("no new %s namespace is made here", typ)
+		}
+		clone |= f
+	}
+	done := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		back, err := inNewNamespaces(clone, func() error {
+			if _, uts := files["uts"]; uts {
+				if err := setNames(host, domain); err != nil {
+					return err
+				}
+			}
+			for typ, file := range files {
+				src := fmt.Sprintf("/proc/thread-self/ns/%s", typ)
+				if err := unix.Mount(src, file, "", unix.MS_BIND, ""); err != nil {
+					return fmt.Errorf("bind the new %s namespace to %s: %w", typ, file, err)
+				}
+			}
+			return nil
+		})
+		done <- err
+		if back {
+			goruntime.UnlockOSThread()
+		} // else this thread ends with the goroutine, in the new namespaces
+	}()
+	return <-done
+}
+
+// inNewNamespaces runs f on the calling (locked) thread in new namespaces
+// of the clone flags, UTS and IPC only, then puts the thread back into its
+// own; back says whether it is there again.
+func inNewNamespaces(clone int, f func() error) (back bool, err error) {
+	var own []*os.File
+	defer func() {
+		for _, o := range own {
+			o.Close()
+		}
+	}()
+	for _, typ := range []string{"uts", "ipc"} {
+		if clone&newNSFlag(typ) != 0 {
+			o, err := os.Open("/proc/thread-self/ns/" + typ)
+			if err != nil {
+				return true, fmt.Errorf("open the thread's %s namespace: %w", typ, err)
+			}
+			own = append(own, o)
+		}
+	}
+	if err := unix.Unshare(clone); err != nil {
+		return true, fmt.Errorf("unshare: %w", err)
+	}
+	err = f()
+	for _, o := range own {
+		if serr := unix.Setns(int(o.Fd()), 0); serr != nil {
+			return false, errors.Join(err, fmt.Errorf("back into the thread's namespace %s: %w", o.Name(), serr))
+		}
+	}
+	return true, err
+}
+
+// newNSFlag is the clone flag of a namespace type bindNewNamespaces makes,
+// 0 for the others.
+func newNSFlag(typ string) int {
+	switch typ {
+	case "uts":
+		return unix.CLONE_NEWUTS
+	case "ipc":
+		return unix.CLONE_NEWIPC
+	}
+	return 0
+}
+
+// setNames sets the host and domain names of the calling thread's UTS
+// namespace; empty ones keep what the namespace was made with.
+func setNames(host, domain string) error {
+	if host != "" {
+		if err := unix.Sethostname([]byte(host)); err != nil {
+			return fmt.Errorf("host name %q: %w", host, err)
+		}
+	}
+	if domain != "" {
+		if err := unix.Setdomainname([]byte(domain)); err != nil {
+			return fmt.Errorf("domain name %q: %w", domain, err)
+		}
+	}
+	return nil
 }
 
 func (r *restoreNamespaces) release() error {

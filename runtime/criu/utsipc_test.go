@@ -55,7 +55,7 @@ func TestSysVIPCObjects(t *testing.T) {
 }
 
 // TestPrepareRestoreNamespaces makes real namespaces (root, util-linux
-// unshare): only those the spec asks for without a path and the images lack.
+// thread of the test): only those the spec asks for without a path and the images lack.
 func TestPrepareRestoreNamespaces(t *testing.T) {
 	prereq.Root(t, "unshare of UTS and IPC namespaces")
 	for _, tc := range []struct {
@@ -80,7 +80,7 @@ func TestPrepareRestoreNamespaces(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			r, err := prepareRestoreNamespaces(context.Background(), launch.OS{}, bundle, images, work)
+			r, err := prepareRestoreNamespaces(bundle, images, work)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -63,7 +63,7 @@ var (
 	descLogOldest    = desc("log_oldest_unacked_seconds", "Hybrid mode: age of the oldest unacknowledged record.")
 	descLogRoundTrip = desc("log_round_trip_seconds", "Hybrid mode: a record appended to the backup's acknowledgement of it.")
 	descFailovers    = desc("failovers_total", "Backup: promotions after the primary failed.")
-	descFailoverStep = desc("failover_phase_seconds", "The last failover, per phase (detection, fence, stop, prepare, restore, replay, network; total: last heard to reachable).", "phase")
+	descFailoverStep = desc("failover_phase_seconds", "The last failover, per phase (detection, fence, stop, log read, prepare, restore, checkpoint verified alongside them, replay, network; total: last heard to reachable).", "phase")
 	descFenced       = desc("fenced", "1 when a witness (etcd) fences the pair, 0 when it is unfenced.")
 	descFenceHeld    = desc("fence_held", "Fenced: 1 while this side surely owns the pair (its lease renewed, less the drift margin).")
 	descFenceLapses  = desc("fence_lapses_total", "Fenced primary: times its ownership could have expired (output held until renewed).")
@@ -193,8 +193,8 @@ func collectOne(ch chan<- prometheus.Metric, st status.Published, now time.Time)
 		counter(descFailovers, n)
 	}
 	if f := e.Failover; f != nil {
-		for phase, msec := range map[string]float64{"detection": f.DetectionMS, "fence": f.FenceMS, "stop": f.StopMS, "prepare": f.PrepareMS,
-			"restore": f.RestoreMS, "replay": f.ReplayMS, "network": f.NetworkMS, "total": f.TotalMS} {
+		for phase, msec := range map[string]float64{"detection": f.DetectionMS, "fence": f.FenceMS, "stop": f.StopMS, "verify": f.VerifyMS, "log": f.LogMS,
+			"prepare": f.PrepareMS, "restore": f.RestoreMS, "replay": f.ReplayMS, "network": f.NetworkMS, "total": f.TotalMS} {
 			gauge(descFailoverStep, msec/1000, phase)
 		}
 	}

@@ -90,15 +90,17 @@ rrc_checkpoint_pause_seconds_bucket{container="redis",mode="hybrid",namespace="d
 rrc_checkpoint_pause_seconds_bucket{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary",le="+Inf"} 4
 rrc_checkpoint_pause_seconds_sum{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 0.04
 rrc_checkpoint_pause_seconds_count{container="redis",mode="hybrid",namespace="default",pair="redis",role="primary"} 4
-# HELP rrc_failover_phase_seconds The last failover, per phase (detection, fence, stop, prepare, restore, replay, network; total: last heard to reachable).
+# HELP rrc_failover_phase_seconds The last failover, per phase (detection, fence, stop, log read, prepare, restore, checkpoint verified alongside them, replay, network; total: last heard to reachable).
 # TYPE rrc_failover_phase_seconds gauge
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="detection",role="backup"} 0.3
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="fence",role="backup"} 1.2
+rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="log",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="network",role="backup"} 0.005
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="prepare",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="replay",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="restore",role="backup"} 0.25
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="stop",role="backup"} 0
+rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="verify",role="backup"} 0
 rrc_failover_phase_seconds{container="cache",mode="epoch",namespace="k8s.io",pair="cache",phase="total",role="backup"} 1.8
 # HELP rrc_failovers_total Backup: promotions after the primary failed.
 # TYPE rrc_failovers_total counter
