@@ -17,8 +17,9 @@ import (
 // TestRegistryPull: images pulled from the lab's registry (LAB_REGISTRY=1:
 // distribution's registry on the client host, HTTPS with a certificate of a
 // lab CA that each host's hosts.toml names), with `ctr image pull
-// --hosts-dir` as a user types it. Each host first drops the Redis image the
-// lab imported, content and all, so that its pull fetches every blob. A pair
+// --hosts-dir` as a user types it; without it the pull must fail on the
+// unknown authority. Each host first drops the Redis image the lab
+// imported, content and all, so that its pull fetches every blob. A pair
 // whose backup pulled another tag of the name, another digest, is refused
 // with both digests named; a pair of the pulled image fails over with
 // lab.sh crash a while a client stays connected.
@@ -42,6 +43,11 @@ func TestRegistryPull(t *testing.T) {
 		} else {
 			t.Logf("%s: manifest %s gone: %s", h.name, imported, strings.TrimSpace(errOut))
 		}
+	}
+	// The registry speaks TLS only with the lab CA's certificate: trust
+	// comes from the hosts dir, not the machine's roots.
+	if out, errOut, code := b.ctr(ctx, "", "image", "pull", ref); code == 0 || !strings.Contains(errOut, "certificate signed by unknown authority") {
+		t.Errorf("ctr image pull %s without the hosts dir: exit %d, want an unknown authority: %s%s", ref, code, out, errOut)
 	}
 	pulledA, pulledB := a.pull(ctx, ref), b.pull(ctx, ref)
 	if pulledA != imported || pulledB != imported {
