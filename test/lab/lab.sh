@@ -620,7 +620,8 @@ cmd_up() {
 	for h in $HOSTS; do
 		ensure_host_net "$h"
 	done
-	if [[ ${LAB_REGISTRY:-} == 1 ]]; then
+	# A lab that has its registry keeps it on every up, LAB_REGISTRY=1 or not.
+	if [[ ${LAB_REGISTRY:-} == 1 ]] || registry_on; then
 		registry_up
 	fi
 	for h in $DAEMONS; do
