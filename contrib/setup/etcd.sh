@@ -26,21 +26,12 @@ etcd_version() {
 }
 
 install_etcd() {
-	local new tmp deb p
+	local new p
 	new=$ETCD_PREFIX.new
 	rm -rf "$new"
-	tmp=$(mktemp -d /tmp/rrc-setup-etcd.XXXXXX)
-	CLEANUP+=("rm -rf '$new' '$tmp'")
-	id _apt >/dev/null 2>&1 && chown _apt "$tmp"
-	if ! (cd "$tmp" && apt-get -q download "${ETCD_PKGS[@]}" >/dev/null 2>&1); then
-		quiet "apt-get update failed" apt-get -q update
-		(cd "$tmp" && quiet "apt-get download ${ETCD_PKGS[*]} failed" apt-get -q download "${ETCD_PKGS[@]}")
-	fi
+	CLEANUP+=("rm -rf '$new'")
+	apt_unpack "$new" "${ETCD_PKGS[@]}"
 	mkdir -p "$new/bin"
-	for deb in "$tmp"/*.deb; do
-		dpkg-deb -x "$deb" "$new/root"
-		dpkg-deb -f "$deb" Package Version | awk '{ printf "%s%s", $2, (NR % 2 ? " " : "\n") }' >>"$new/MANIFEST"
-	done
 	for p in etcd etcdctl; do
 		[[ -x $new/root/usr/bin/$p ]] || die "$p missing from the unpacked etcd packages"
 		ln -s "../root/usr/bin/$p" "$new/bin/$p"

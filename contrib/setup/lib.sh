@@ -123,7 +123,7 @@ private_apt_version() {
 # not exist yet, with DEST/MANIFEST listing "package version" of each.
 #   private_apt_unpack DEST PKG...
 private_apt_unpack() {
-	local dest=$1 tmp deb
+	local dest=$1 tmp
 	shift
 	tmp=$(mktemp -d /tmp/rrc-setup-debs.XXXXXX)
 	id _apt >/dev/null 2>&1 && chown _apt "$tmp" # let apt's sandbox user write there
@@ -132,14 +132,38 @@ private_apt_unpack() {
 		rm -rf "$tmp"
 		return 1
 	fi
-	mkdir -p "$dest"
-	for deb in "$tmp"/*.deb; do
-		dpkg-deb -x "$deb" "$dest"
-		dpkg-deb -f "$deb" Package Version | awk '{ printf "%s%s", $2, (NR % 2 ? " " : "\n") }' \
-			>>"$dest/MANIFEST"
-	done
+	unpack_debs "$tmp" "$dest" "$dest/MANIFEST"
 	rm -rf "$tmp"
-	sort -o "$dest/MANIFEST" "$dest/MANIFEST"
+}
+
+# Downloads bookworm's PKG... with the system's apt configuration (its lists, updated only
+# when the download fails without) and unpacks them into DEST/root, listed in DEST/MANIFEST:
+# how packages whose installation would start a system service are used (etcd, the registry).
+#   apt_unpack DEST PKG...
+apt_unpack() {
+	local dest=$1 tmp
+	shift
+	tmp=$(mktemp -d /tmp/rrc-setup-debs.XXXXXX)
+	CLEANUP+=("rm -rf '$tmp'")
+	id _apt >/dev/null 2>&1 && chown _apt "$tmp" # let apt's sandbox user write there
+	if ! (cd "$tmp" && apt-get -q download "$@" >/dev/null 2>&1); then
+		quiet "apt-get update failed" apt-get -q update
+		(cd "$tmp" && quiet "apt-get download $* failed" apt-get -q download "$@")
+	fi
+	unpack_debs "$tmp" "$dest/root" "$dest/MANIFEST"
+}
+
+# Unpacks every .deb of DIR into DEST (dpkg-deb -x: no maintainer script runs) and lists
+# "package version" of each, sorted, in MANIFEST.
+#   unpack_debs DIR DEST MANIFEST
+unpack_debs() {
+	local dir=$1 dest=$2 manifest=$3 deb
+	mkdir -p "$dest"
+	for deb in "$dir"/*.deb; do
+		dpkg-deb -x "$deb" "$dest"
+		dpkg-deb -f "$deb" Package Version | awk '{ printf "%s%s", $2, (NR % 2 ? " " : "\n") }' >>"$manifest"
+	done
+	sort -o "$manifest" "$manifest"
 }
 
 # Replaces the directory PREFIX by NEW (same file system), removing the old one.

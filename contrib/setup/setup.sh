@@ -20,6 +20,8 @@
 #     dockerd and docker from Debian forky (/opt/rrc/docker);
 #   * etcd and etcdctl from bookworm, unpacked into /opt/rrc/etcd (contrib/setup/etcd.sh),
 #     the witness of fenced pairs that the lab starts (docs/FENCING.md);
+#   * bookworm's docker-registry, unpacked into /opt/rrc/registry (contrib/setup/registry.sh),
+#     the OCI registry the lab serves its images from with LAB_REGISTRY=1 (docs/LAB.md);
 # then checks the kernel features the shim needs. See docs/SETUP.md.
 #
 # Options:
@@ -421,5 +423,8 @@ done
 # etcd, the witness of fenced pairs (the lab's LAB_WITNESS=1)
 # shellcheck source=contrib/setup/etcd.sh
 . "$SELF_DIR/etcd.sh"
+# the registry the lab pulls its images from (the lab's LAB_REGISTRY=1), no system service
+# shellcheck source=contrib/setup/registry.sh
+. "$SELF_DIR/registry.sh"
 check_kernel
 log "done"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/iorrc/rrc/replication"
 	"github.com/iorrc/rrc/shim/status"
+	"github.com/iorrc/rrc/test/lab"
 	"github.com/iorrc/rrc/test/prereq"
 )
 
@@ -24,7 +25,9 @@ import (
 func TestFencedFailoverThroughContainerd(t *testing.T) {
 	prereq.Path(t, "/opt/rrc/etcd/bin/etcd", "etcd (contrib/setup/etcd.sh)")
 	prereq.Commands(t, "ebtables")
-	rl := startReplicationLabWith(t, "rrcfenc2", "10.106.0", true)
+	l0 := lab.New("rrcfenc2", "10.106.0")
+	l0.Witness = true
+	rl := startReplicationLabWith(t, l0)
 	l := rl.l
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

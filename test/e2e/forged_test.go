@@ -178,29 +178,8 @@ func TestForgedPeersAndCorruptCheckpoint(t *testing.T) {
 	t.Run("backup of another image refused", func(t *testing.T) {
 		// The same pair name, each side's own image: the backup would
 		// restore the primary's memory onto other files.
-		a, b := host{t: t, lab: l, name: "a"}, host{t: t, lab: l, name: "b"}
 		other := pairSpec{id: "img1", image: redis, serviceIP: l.ServiceIP(9), listen: l.IP("b") + ":7190"}
-		t.Cleanup(func() { a.cleanup(other.id); b.cleanup(other.id) })
-		rl.startBackup(ctx, t, other)
-		a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc, "--annotation", "io.rrc.role=primary",
-			"--annotation", "io.rrc.peer=" + other.listen}, other.annotations()...), threadkv, other.id)...)
-		st := waitStatus(t, l, "a", other.id, "refusal of the backup's image", 10*time.Second, func(s status.Published) bool {
-			return strings.Contains(s.Engine.Reason, "both must run the same image")
-		})
-		t.Logf("%s on a: %s: %s", other.id, st.Engine.State, st.Engine.Reason)
-		if !strings.Contains(st.Engine.Reason, "output held") || st.Engine.CommittedEpoch != 0 {
-			t.Errorf("status does not say the output is held, or something was committed: %+v", st.Engine)
-		}
-		if bs := waitStatus(t, l, "b", other.id, "backup", time.Second, func(status.Published) bool { return true }); bs.Engine.CommittedEpoch != 0 ||
-			bs.Engine.State == replication.StateInSync {
-			t.Errorf("the backup of another image committed something: %+v", bs.Engine)
-		}
-		for _, h := range []host{a, b} {
-			if code := h.killAndDelete(ctx, other.id, "KILL"); code != 128+9 {
-				t.Errorf("exit status on %s: %d, want %d", h.name, code, 128+9)
-			}
-			nothingLeft(t, l, h.name, other.id)
-		}
+		rl.imageRefused(ctx, t, other, threadkv)
 	})
 
 	storeOf := func(id string) string {

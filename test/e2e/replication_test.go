@@ -129,6 +129,39 @@ func (rl replicationLab) startBackup(ctx context.Context, t *testing.T, p pairSp
 	}
 }
 
+// imageRefused starts p's backup on b with p.image and its primary on a
+// with primaryImage, another image: the primary must refuse the backup in
+// the handshake, hold its output and commit nothing, the backup commit
+// nothing either; both are then deleted. It returns the primary's status,
+// whose reason says why.
+func (rl replicationLab) imageRefused(ctx context.Context, t *testing.T, p pairSpec, primaryImage string) status.Published {
+	t.Helper()
+	l := rl.l
+	a, b := host{t: t, lab: l, name: "a"}, host{t: t, lab: l, name: "b"}
+	t.Cleanup(func() { a.cleanup(p.id); b.cleanup(p.id) })
+	rl.startBackup(ctx, t, p)
+	a.must(ctx, append(append([]string{"run", "-d", "--runtime", rrc, "--annotation", "io.rrc.role=primary",
+		"--annotation", "io.rrc.peer=" + p.listen}, p.annotations()...), primaryImage, p.id)...)
+	st := waitStatus(t, l, "a", p.id, "refusal of the backup's image", 10*time.Second, func(s status.Published) bool {
+		return strings.Contains(s.Engine.Reason, "both must run the same image")
+	})
+	t.Logf("%s on a: %s: %s", p.id, st.Engine.State, st.Engine.Reason)
+	if !strings.Contains(st.Engine.Reason, "output held") || st.Engine.CommittedEpoch != 0 {
+		t.Errorf("status does not say the output is held, or something was committed: %+v", st.Engine)
+	}
+	if bs := waitStatus(t, l, "b", p.id, "backup", time.Second, func(status.Published) bool { return true }); bs.Engine.CommittedEpoch != 0 ||
+		bs.Engine.State == replication.StateInSync {
+		t.Errorf("the backup of another image committed something: %+v", bs.Engine)
+	}
+	for _, h := range []host{a, b} {
+		if code := h.killAndDelete(ctx, p.id, "KILL"); code != 128+9 {
+			t.Errorf("exit status on %s: %d, want %d", h.name, code, 128+9)
+		}
+		nothingLeft(t, l, h.name, p.id)
+	}
+	return st
+}
+
 // rrcctlSays: rrcctl status has a table line for id with word in it.
 func rrcctlSays(out, id, word string) bool {
 	for _, line := range strings.Split(out, "\n") {
@@ -296,18 +329,19 @@ type replicationLab struct {
 // on one machine at once.
 func startReplicationLab(t *testing.T, name, subnet string) replicationLab {
 	t.Helper()
-	return startReplicationLabWith(t, name, subnet, false)
+	return startReplicationLabWith(t, lab.New(name, subnet))
 }
 
-// startReplicationLabWith is startReplicationLab; with witness, the lab
-// has its etcd (LAB_WITNESS=1) and every host's shim configuration names it
-// with leases of 1 s (docs/FENCING.md).
-func startReplicationLabWith(t *testing.T, name, subnet string, witness bool) replicationLab {
+// startReplicationLabWith is startReplicationLab for a lab of the caller's:
+// with l0.Witness, the lab has its etcd (LAB_WITNESS=1) and every host's
+// shim configuration names it with leases of 1 s (docs/FENCING.md); with
+// l0.Registry, its registry (LAB_REGISTRY=1).
+func startReplicationLabWith(t *testing.T, l0 *lab.Lab) replicationLab {
 	t.Helper()
 	prereq.Root(t, "the lab")
 	prereq.Commands(t, "criu", "runc", "iptables")
 	lab.Require(t)
-	l0 := lab.New(name, subnet)
+	name, subnet := l0.Name, l0.Subnet
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	for _, c := range []string{"containerd-shim-rrc-v1", "rrcctl"} {
@@ -333,7 +367,7 @@ ca_file = %q
 cert_file = %q
 key_file = %q
 `, st, st+"/images", st+"/checkpoints", certs.CAFile, certs.Hosts[l0.IP(h)].CertFile, certs.Hosts[l0.IP(h)].KeyFile)
-		if witness {
+		if l0.Witness {
 			conf += fmt.Sprintf(`
 [witness]
 endpoints = ["http://%s:2379", "http://%s:2379", "http://%s:2379"]
@@ -350,7 +384,6 @@ name = %q
 			t.Errorf("left behind after lab down: %v", left)
 		}
 	})
-	l0.Witness = witness
 	l := lab.StartLab(t, l0)
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {

@@ -70,6 +70,10 @@ type Lab struct {
 	// Witness: Up adds host w and a three-member etcd on a, b and w
 	// (LAB_WITNESS=1; WitnessEndpoints).
 	Witness bool
+	// Registry: Up runs an OCI registry with TLS on the client host and
+	// pushes the standard images into it (LAB_REGISTRY=1; RegistryRef,
+	// HostsDir).
+	Registry bool
 }
 
 // New returns a lab with the given name and subnet ("" = defaults).
@@ -203,6 +207,9 @@ func (l *Lab) Env() []string {
 	}
 	if l.Witness {
 		env = append(env, "LAB_WITNESS=1")
+	}
+	if l.Registry {
+		env = append(env, "LAB_REGISTRY=1")
 	}
 	if !strings.Contains(os.Getenv("PATH"), "/usr/sbin") {
 		env = append(env, "PATH="+os.Getenv("PATH")+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -431,11 +438,12 @@ func forEachProc(f func(pid int, dir string)) {
 }
 
 // HostPIDs lists the processes of host: in its network namespace, or
-// referring to its containerd, or in its containerd namespace's cgroups.
+// naming its state or root dir (its containerd, shims, etcd member,
+// registry), or in its containerd namespace's cgroups.
 func (l *Lab) HostPIDs(host string) []int {
 	ino := l.NetnsInode(host)
 	want := fmt.Sprintf("net:[%d]", ino)
-	st := l.State(host) + "/"
+	st, rt := l.State(host)+"/", l.Root(host)+"/"
 	cg := ":/" + l.Namespace(host) + "/"
 	var pids []int
 	forEachProc(func(pid int, dir string) {
@@ -445,7 +453,7 @@ func (l *Lab) HostPIDs(host string) []int {
 				return
 			}
 		}
-		if cmd, err := os.ReadFile(dir + "/cmdline"); err == nil && bytes.Contains(cmd, []byte("\x00"+st)) {
+		if cmd, err := os.ReadFile(dir + "/cmdline"); err == nil && (bytes.Contains(cmd, []byte("\x00"+st)) || bytes.Contains(cmd, []byte("\x00"+rt))) {
 			pids = append(pids, pid)
 			return
 		}

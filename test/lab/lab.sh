@@ -8,7 +8,7 @@
 #
 #   lab.sh up | down | status
 #   lab.sh crash HOST | restart HOST | restart-containerd HOST
-#   lab.sh partition X Y [oneway] | isolate X | heal | witness-endpoints
+#   lab.sh partition X Y [oneway] | isolate X | heal | witness-endpoints | registry
 #   lab.sh ctr HOST ARGS... | exec HOST CMD... | env HOST | ip HOST
 #
 # Environment: LAB (name prefix, default rrc), LAB_SUBNET (first three octets,
@@ -24,7 +24,9 @@
 # LAB_CONTAINERD (the containerd binary the hosts run, default containerd on
 # PATH; its directory goes on containerd's PATH after LAB_SHIM_PATH, so that
 # its release's containerd-shim-runc-v2 is the one found), LAB_WITNESS=1 (at
-# up: host w and a three-member etcd on a, b and w, see witness.sh).
+# up: host w and a three-member etcd on a, b and w, see witness.sh), LAB_REGISTRY=1 (at
+# up: an OCI registry with TLS on the client host, holding the lab's images, trusted by a's
+# and b's containerd, see registry.sh).
 set -euo pipefail
 
 LAB=${LAB:-rrc}
@@ -207,6 +209,7 @@ $(cri_plugins_disabled)
     path = '$rt/opt'
 EOF
 	[[ ${LAB_CRI:-} != 1 ]] || cri_config "$h" >>"$st/config.toml"
+	! registry_on || registry_config "$h" >>"$st/config.toml"
 	if [[ -n ${LAB_CONTAINERD_CONFIG:-} ]]; then
 		[[ -r $LAB_CONTAINERD_CONFIG ]] || die "LAB_CONTAINERD_CONFIG=$LAB_CONTAINERD_CONFIG is not readable"
 		{
@@ -617,12 +620,19 @@ cmd_up() {
 	for h in $HOSTS; do
 		ensure_host_net "$h"
 	done
+	# A lab that has its registry keeps it on every up, LAB_REGISTRY=1 or not.
+	if [[ ${LAB_REGISTRY:-} == 1 ]] || registry_on; then
+		registry_up
+	fi
 	for h in $DAEMONS; do
 		start_containerd "$h"
 	done
 	for h in $DAEMONS; do
 		import_images "$h"
 	done
+	if registry_on; then
+		push_images
+	fi
 	if [[ ${LAB_WITNESS:-} == 1 ]]; then
 		witness_up
 	fi
@@ -667,6 +677,9 @@ cmd_restart() {
 	fi
 	if witness_on && [[ " $WITNESS_MEMBERS " == *" $h "* ]]; then
 		start_etcd "$h"
+	fi
+	if registry_on && [[ $h == client ]]; then
+		start_registry
 	fi
 	say "restart $h: done"
 }
@@ -728,6 +741,13 @@ cmd_status() {
 		fi
 		echo
 	done
+	if registry_on; then
+		if [[ -n $(registry_pid) ]]; then
+			echo "registry https://$(registry_addr): up, hosts dirs $(hosts_dir a) $(hosts_dir b)"
+		else
+			echo "registry https://$(registry_addr): DOWN"
+		fi
+	fi
 }
 
 cmd_env() {
@@ -738,6 +758,7 @@ cmd_env() {
 	if is_daemon "$h"; then
 		echo "export CONTAINERD_ADDRESS=$(sock "$h") CONTAINERD_NAMESPACE=$(cns "$h")"
 		echo "export LAB_ROOT=$(root "$h") LAB_STATE=$(state "$h")"
+		! registry_on || echo "export LAB_REGISTRY_ADDR=$(registry_addr) LAB_HOSTS_DIR=$(hosts_dir "$h")"
 	fi
 }
 
@@ -768,6 +789,7 @@ main() {
 	isolate) [[ $# == 1 ]] || usage; cmd_isolate "$1" ;;
 	heal) cmd_heal ;;
 	witness-endpoints) witness_on || die "lab $LAB has no witness (LAB_WITNESS=1 at up)"; witness_endpoints ;;
+	registry) registry_on || die "lab $LAB has no registry (LAB_REGISTRY=1 at up)"; registry_addr ;;
 	env) [[ $# == 1 ]] || usage; cmd_env "$1" ;;
 	ip) [[ $# == 1 ]] || usage; host_ip "$1" ;;
 	ctr)
@@ -789,5 +811,7 @@ main() {
 
 # shellcheck source=test/lab/witness.sh
 . "$HERE/witness.sh"
+# shellcheck source=test/lab/registry.sh
+. "$HERE/registry.sh"
 
 main "$@"

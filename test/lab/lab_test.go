@@ -164,6 +164,9 @@ func TestNamesAndAddresses(t *testing.T) {
 		{l.TTRPCAddress("a"), "/run/rrcx/a/containerd.sock.ttrpc"},
 		{l.Root("b"), "/var/lib/rrcx/b"},
 		{l.State("b"), "/run/rrcx/b"},
+		{l.RegistryAddr(), "10.79.0.100:5000"},
+		{l.RegistryRef(RedisImage), "10.79.0.100:5000/redis:latest"},
+		{l.HostsDir("a"), "/var/lib/rrcx/a/certs.d"},
 	}
 	for _, c := range cases {
 		if c.got != c.want {
