@@ -32,6 +32,9 @@
 #      across its failover.
 #   5. An idle replicated Redis (test/bench/idle.sh): the whole pair's CPU
 #      with io.rrc.skip-idle false and true.
+#   6. Not by default (BENCH_PARTS=soak): replication under a CPU-saturating
+#      neighbour for BENCH_SOAK_MINUTES (test/bench/soak.sh): false failovers
+#      and degradations, then a real failure's detection.
 #
 # Env:
 #   BENCH_ROUNDS   rounds of part 1 (default 3)
@@ -52,6 +55,7 @@
 #   BENCH_HYBRID_WORKLOADS workloads of part 4 (default "redis memcached")
 #   BENCH_IDLE_ROUNDS  rounds of part 5 (default 2)
 #   BENCH_IDLE_SECONDS how long the pair stays idle per round (default 20)
+#   BENCH_SOAK_MINUTES how long part 6 runs (default 60)
 # Takes about 15 min with the defaults, 18 min with BENCH_FULL=1, on 2 cores.
 # The lab is LAB=rrcbench, LAB_SUBNET=10.87.0; it is taken down at the end,
 # also on failure or interrupt.
@@ -497,6 +501,16 @@ if part idle; then
 	LAB_QUIET=1 lab down >/dev/null 2>&1
 fi
 
+# --- part 6: false failovers under a CPU-saturating neighbour (issue 15) --------
+
+source "$HERE/soak.sh"
+if part soak; then
+	say "soak: lab up ($LAB, $LAB_SUBNET.0/24); $SOAK_MINUTES min"
+	lab_fresh
+	soak_run || true
+	LAB_QUIET=1 lab down >/dev/null 2>&1
+fi
+
 # --- part 2: checkpoint pause vs records -----------------------------------------
 
 pause_run() { # KEYS N
@@ -664,6 +678,7 @@ CMD="make bench"
 [[ -n ${BENCH_HYBRID:-} ]] && CMD="BENCH_HYBRID=\"$HYB_CONFIGS\" $CMD"
 [[ -n ${BENCH_HYBRID_ROUNDS:-} ]] && CMD="BENCH_HYBRID_ROUNDS=$HYB_ROUNDS $CMD"
 [[ -n ${BENCH_HYBRID_WORKLOADS:-} ]] && CMD="BENCH_HYBRID_WORKLOADS=\"$HYB_WORKLOADS\" $CMD"
+[[ -n ${BENCH_SOAK_MINUTES:-} ]] && part soak && CMD="BENCH_SOAK_MINUTES=$SOAK_MINUTES $CMD"
 [[ $LAB != rrcbench || $LAB_SUBNET != 10.87.0 ]] && CMD="LAB=$LAB LAB_SUBNET=$LAB_SUBNET $CMD"
 # replace_section NAME FUNCTION: the document's section NAME (between its
 # markers) replaced by FUNCTION's output, or appended if it has none.
@@ -682,7 +697,8 @@ if ! part redis; then
 	part web && replace_section web web_section
 	part hybrid && replace_section hybrid hybrid_section
 	part idle && replace_section idle idle_section
-	say "wrote the $(part web && echo "web ")$(part hybrid && echo "hybrid ")$(part idle && echo "idle ")section(s) of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
+	part soak && replace_section soak soak_section
+	say "wrote the $(part web && echo "web ")$(part hybrid && echo "hybrid ")$(part idle && echo "idle ")$(part soak && echo "soak ")section(s) of $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
 	exit 0
 fi
 NRR=0
@@ -894,5 +910,6 @@ MID4
 	if part web; then echo; web_section; fi
 	if part hybrid; then echo; hybrid_section; fi
 	if part idle; then echo; idle_section; fi
+	if part soak; then echo; soak_section; fi
 } >"$OUT"
 say "wrote $OUT ($((TOTAL_S / 60)) min $((TOTAL_S % 60)) s)"
