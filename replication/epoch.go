@@ -19,24 +19,27 @@ import (
 // backup; then epochs again from a full checkpoint. A connection that ends
 // by EOF or a reset is dialled again at once, output still held, before
 // giving up on the backup (redial).
-func (p *Primary) loop(ctx context.Context) {
+func (p *Primary) loop(ctx context.Context, paired bool) {
 	defer close(p.done)
 	for {
-		next, reason := p.replicate(ctx)
-		switch next {
-		case stopReplicating:
-			return
-		case redialAtOnce:
-			if p.redial(ctx, reason) {
-				continue
-			}
-			if !p.degrade(reason) {
+		if paired {
+			next, reason := p.replicate(ctx)
+			switch next {
+			case stopReplicating:
 				return
+			case redialAtOnce:
+				if p.redial(ctx, reason) {
+					continue
+				}
+				if !p.degrade(reason) {
+					return
+				}
 			}
 		}
 		if !p.repair(ctx) {
 			return
 		}
+		paired = true
 	}
 }
 

@@ -223,7 +223,39 @@ func (p *Primary) Start(ctx context.Context, ck Checkpointer) error {
 	if p.hybrid != nil {
 		go p.pumpLog(loopCtx)
 	}
-	go p.loop(loopCtx)
+	go p.loop(loopCtx, true)
+	return nil
+}
+
+// StartUnprotected starts the epoch loop with ck for a container that
+// already serves without a backup, such as one restored at a failover: its
+// output is released at once (degraded, for reason) and the primary pairs
+// with the backup at Config.Peer in the background, as it re-pairs after
+// losing one: from that connection on, output is held until the full
+// checkpoint that follows is acknowledged (one checkpoint's pause).
+func (p *Primary) StartUnprotected(ctx context.Context, ck Checkpointer, reason string) error {
+	if p.fence != nil {
+		return errors.New("primary engine: a container that serves unprotected cannot take a backup under a witness yet: the new primary would need the pair's ownership, which the promotion holds")
+	}
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.mu.Lock()
+	if p.sm.state != StateStarting || !p.sm.to(StateDegraded, reason) {
+		state := p.sm.state
+		p.mu.Unlock()
+		cancel()
+		return fmt.Errorf("primary engine: %s, not starting", state)
+	}
+	p.ck, p.cancel, p.loopCtx = ck, cancel, loopCtx
+	p.mu.Unlock()
+	if err := p.gate.ReleaseAll(); err != nil {
+		cancel()
+		return fmt.Errorf("primary engine: releasing the output of a container that serves unprotected: %w", err)
+	}
+	p.log.Warn("serving unprotected until the backup is in sync; pairing with it in the background", "backup", p.cfg.Peer, "reason", reason)
+	if p.hybrid != nil {
+		go p.pumpLog(loopCtx)
+	}
+	go p.loop(loopCtx, false)
 	return nil
 }
 

@@ -155,3 +155,55 @@ func TestBackupPromotesOnlyInSync(t *testing.T) {
 		})
 	}
 }
+
+// TestPrimaryStartUnprotected: a primary for a container that already
+// serves (restored at a failover) releases its output at once, runs
+// degraded while no backup answers, then holds output again and brings the
+// backup in sync with a full checkpoint, as a re-pairing does.
+func TestPrimaryStartUnprotected(t *testing.T) {
+	rec := newRecorder()
+	var mu sync.Mutex
+	var backup *fakeSender
+	dials := 0
+	p, err := NewPrimary(context.Background(), PrimaryOptions{
+		Config:  Config{Role: RolePrimary, Pair: "pair1", Peer: "192.0.2.1:7000", Epoch: time.Minute},
+		Packets: &fakePackets{rec: rec, failed: make(chan error, 1)}, WorkDir: t.TempDir(),
+		Dial: func(_ context.Context, o peer.Options) (CheckpointSender, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if dials++; dials == 1 { // the new backup is not up yet
+				rec.add("dial-refused")
+				return nil, errors.New("connection refused")
+			}
+			backup = &fakeSender{rec: rec, opts: o, done: make(chan struct{})}
+			return backup, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if err := p.StartUnprotected(context.Background(), &fakeCheckpointer{rec: rec}, "took over at a failover"); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st.State != StateDegraded || !strings.Contains(st.Reason, "took over at a failover") {
+		t.Errorf("at start: state %q reason %q, want degraded", st.State, st.Reason)
+	}
+	rec.waitFor(t, "send:1")
+	if st := p.Status(); st.State != StateSyncing || st.Repairs != 1 {
+		t.Errorf("paired: state %q repairs %d", st.State, st.Repairs)
+	}
+	mu.Lock()
+	b := backup
+	mu.Unlock()
+	b.ack(1, nil)
+	for deadline := time.Now().Add(2 * time.Second); p.Status().State != StateInSync; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not in sync after the ack: %+v", p.Status())
+		}
+	}
+	checkOrder(t, rec.list(), []string{"release-all", "dial-refused", "resume:1", "send:1", "ack:1", "release-output:1"}, nil)
+	if err := p.StartUnprotected(context.Background(), &fakeCheckpointer{rec: rec}, "again"); err == nil {
+		t.Error("a second start was accepted")
+	}
+}

@@ -17,13 +17,15 @@ import (
 // primaryTransitions is the primary's state machine.
 //
 //	starting → syncing → in-sync → degraded → syncing (re-paired) …
+//	starting → degraded (a container serving unprotected, e.g. restored at a
+//	  failover, pairing with a new backup: StartUnprotected)
 //	syncing, in-sync → syncing (a lost connection dialled again at once)
 //	syncing, in-sync → failing (checkpoints keep failing; output held) → in-sync (one acknowledged)
 //	degraded → degraded (the witness did not record it: output held instead)
 //	any live state → superseded (the backup took over) | failed | closed
 func primaryTransitions() map[State][]State {
 	return map[State][]State{
-		StateStarting:   {StateSyncing, StateSuperseded, StateFailed, StateClosed},
+		StateStarting:   {StateSyncing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateSyncing:    {StateSyncing, StateInSync, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateInSync:     {StateSyncing, StateFailing, StateDegraded, StateSuperseded, StateFailed, StateClosed},
 		StateFailing:    {StateFailing, StateSyncing, StateInSync, StateDegraded, StateSuperseded, StateFailed, StateClosed},

@@ -46,7 +46,7 @@ type replica struct {
 	workDir    string // work/<ns>/<id> under the state_dir setting: what the backup's restore prepares
 	unmount    func() error
 
-	primary *replication.Primary
+	primary *replication.Primary // set at create, or later by protect: read it with primaryEngine
 	backup  *replication.Backup
 	// fence is the pair's ownership in the host's witness (zero when
 	// unfenced).
@@ -105,6 +105,17 @@ func (r *replica) serviceNetwork(ctx context.Context, plan netnsPlan, adoptPath 
 // gate makes the primary's engine: from its return every packet the
 // container sends is held, so it runs after runc create and before start.
 func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
+	if err := r.openFence(ctx); err != nil {
+		return err
+	}
+	var err error
+	r.primary, err = r.newPrimary(ctx, r.cfg, creds)
+	return err
+}
+
+// newPrimary mounts the image tmpfs and makes the primary's engine with
+// cfg: from its return every packet the container sends is held.
+func (r *replica) newPrimary(ctx context.Context, cfg replication.Config, creds *peertls.Credentials) (*replication.Primary, error) {
 	images := r.imagesDir()
 	// Two images live there at once (the one being taken and the one the
 	// next delta is computed against), each the size of the container's
@@ -112,21 +123,17 @@ func (r *replica) gate(ctx context.Context, creds *peertls.Credentials) error {
 	// which is a bound, not a reservation.
 	unmount, err := criu.MountImageTmpfs(images, 0)
 	if err != nil {
-		return fmt.Errorf("image tmpfs: %w", err)
+		return nil, fmt.Errorf("image tmpfs: %w", err)
 	}
 	r.unmount = unmount
 	packets := &netfilter.Path{NetNS: r.sn.NetnsPath(), Launcher: reaperLauncher(), Logger: engineLogger(ctx)}
 	if g, ok := r.sn.Gate(); ok {
 		packets.Forward = &netfilter.Forward{NetNS: g.NetNS, Inner: g.InnerIf, Uplink: g.Uplink}
 	}
-	if err := r.openFence(ctx); err != nil {
-		return err
-	}
-	r.primary, err = replication.NewPrimary(ctx, replication.PrimaryOptions{
-		Config: r.cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
+	return replication.NewPrimary(ctx, replication.PrimaryOptions{
+		Config: cfg, TLS: creds, WorkDir: filepath.Join(images, "epochs"), Logger: engineLogger(ctx),
 		Packets: replication.NetfilterPath(packets), OnTransition: r.onTransition(), Fence: r.engineFence(),
 	})
-	return err
 }
 
 // onTransition is the engines' OnTransition: nil without events.
@@ -167,7 +174,8 @@ func (r *replica) replicate(ctx context.Context, runcRoot string) {
 	}()
 }
 
-func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
+// checkpointer is the primary's checkpointer of the running container.
+func (r *replica) checkpointer(ctx context.Context, runcRoot string) (*criu.Checkpointer, error) {
 	ck, err := criu.NewCheckpointer(ctx, criu.CheckpointerConfig{
 		RuncRoot: runcRoot, ID: r.id,
 		CRIU:              criu.CRIUCommand{Launcher: reaperLauncher(), Nice: r.host.CRIUNice, NetNS: r.sn.NetnsPath()},
@@ -175,7 +183,15 @@ func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
 		CaptureRootfsDiff: true, PrepareNext: true, Memory: r.memoryTracking(), Log: engineLogger(ctx),
 	})
 	if err != nil {
-		return fmt.Errorf("checkpointer: %w", err)
+		return nil, fmt.Errorf("checkpointer: %w", err)
+	}
+	return ck, nil
+}
+
+func (r *replica) startPrimary(ctx context.Context, runcRoot string) error {
+	ck, err := r.checkpointer(ctx, runcRoot)
+	if err != nil {
+		return err
 	}
 	if err := r.primary.Start(ctx, ck); err != nil {
 		ck.Close()
@@ -197,14 +213,18 @@ func (r *replica) setStartErr(s string) {
 // replicating yet when it is still connecting.
 func (r *replica) engineStatus() replication.Status {
 	var st replication.Status
+	primary := r.primaryEngine()
 	switch {
-	case r.primary != nil:
-		st = r.primary.Status()
+	case primary != nil:
+		st = primary.Status()
 		r.mu.Lock()
 		if st.State == replication.StateStarting && r.startErr != "" {
 			st.Reason = "output held (fail closed) while waiting for the backup: " + r.startErr
 		}
 		r.mu.Unlock()
+		if r.backup != nil { // protecting what a failover restored: its story stays
+			st.Failover = r.backup.Status().Failover
+		}
 	case r.backup != nil:
 		st = r.backup.Status()
 	default:
@@ -226,15 +246,24 @@ func (r *replica) publishStatus(ctx context.Context) error {
 	return nil
 }
 
+// primaryEngine is the primary's engine: the one made at create, or the
+// one protect made for what a failover restored; nil if none.
+func (r *replica) primaryEngine() *replication.Primary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.primary
+}
+
 // stopPrimary ends a primary's replication on purpose (a goodbye: its
 // backup does not take over) and leaves the rest to close. A start still
 // being retried is stopped first.
 func (r *replica) stopPrimary(ctx context.Context, why replication.StopReason, message string) {
-	if r.primary == nil {
+	primary := r.primaryEngine()
+	if primary == nil {
 		return
 	}
 	r.stopStarting()
-	if err := r.primary.Stop(ctx, why, message); err != nil {
+	if err := primary.Stop(ctx, why, message); err != nil {
 		log.G(ctx).WithError(err).Warn("stopping replication")
 	}
 }
@@ -260,8 +289,8 @@ func (r *replica) close(ctx context.Context, why replication.StopReason) error {
 		var errs []error
 		r.stopStarting()
 		r.restoreCache.wait() // it runs in the service namespace, and writes to the work dir
-		if r.primary != nil {
-			if err := r.primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
+		if primary := r.primaryEngine(); primary != nil {
+			if err := primary.Stop(ctx, why, fmt.Sprintf("container %s stopped on purpose (%s)", r.id, why)); err != nil {
 				errs = append(errs, fmt.Errorf("closing primary engine: %w", err))
 			}
 		}

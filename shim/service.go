@@ -166,7 +166,7 @@ func (s *TaskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 	if err != nil {
 		return nil, err
 	}
-	if rep := s.replica(r.ID); rep != nil && rep.primary != nil && r.ExecID == "" {
+	if rep := s.replica(r.ID); rep != nil && rep.primaryEngine() != nil && r.ExecID == "" {
 		rep.replicate(rep.ctx, rep.runcRoot)
 	}
 	return resp, nil

@@ -263,13 +263,6 @@ func (s *TaskService) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskR
 	return s.TTRPCTaskService.Checkpoint(ctx, r)
 }
 
-func (s *TaskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
-	if err := s.notStandby(r.ID, "update"); err != nil {
-		return nil, err
-	}
-	return s.TTRPCTaskService.Update(ctx, r)
-}
-
 // CloseIO and ResizePty are no-ops for a placeholder: it has no stdio.
 func (s *TaskService) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
 	if _, ok := s.standbyOf(r.ID, r.ExecID); ok {

@@ -21,12 +21,12 @@ _rrcctl() {
 		esac
 	done
 	case $cmd in
-	"") COMPREPLY=($(compgen -W "status describe metrics annotations completion version pki -address -n -timeout -config" -- "$cur")) ;;
+	"") COMPREPLY=($(compgen -W "status describe protect metrics annotations completion version pki -address -n -timeout -config" -- "$cur")) ;;
 	status) COMPREPLY=($(compgen -W "-w -interval -o" -- "$cur")) ;;
-	describe)
+	describe|protect)
 		local ids
 		ids=$(rrcctl "${COMP_WORDS[@]:1:i-1}" status -o json 2>/dev/null | sed -n 's/^    "id": "\(.*\)",$/\1/p')
-		COMPREPLY=($(compgen -W "-o $ids" -- "$cur")) ;;
+		COMPREPLY=($(compgen -W "-o -backup $ids" -- "$cur")) ;;
 	metrics) COMPREPLY=($(compgen -W "-listen" -- "$cur")) ;;
 	completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
 	pki) COMPREPLY=($(compgen -W "-dir -name" -- "$cur")) ;;

@@ -36,6 +36,10 @@ Commands:
                 state; -w prints it again every second until interrupted
   describe [-o text|json] ID
                 one container: its settings, peer, state, time in each state, failover
+  protect -backup HOST:PORT ID
+                a container a failover restored on this host takes a new backup: the
+                one listening at HOST:PORT (started with role backup); until it is in
+                sync the container serves unprotected
   metrics [-listen ADDR]
                 serve Prometheus metrics of every replicated container of this host
                 (all namespaces) at http://ADDR/metrics until interrupted; ADDR defaults
@@ -75,6 +79,8 @@ func main() {
 		err = statusCmd(ctx, session(), args, *timeout, os.Stdout)
 	case "describe":
 		err = describeCmd(ctx, session(), args, *timeout, os.Stdout)
+	case "protect":
+		err = protectCmd(ctx, session(), args, *timeout, os.Stdout)
 	case "metrics":
 		err = metricsCmd(ctx, *config, args, os.Stderr)
 	case "annotations":

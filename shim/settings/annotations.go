@@ -26,6 +26,12 @@ const RuntimeName = "io.rrc.v1"
 // AnnotationPrefix starts every annotation io.rrc.v1 reads.
 const AnnotationPrefix = "io.rrc."
 
+// AnnotationProtect, on a task update (rrcctl protect, containerd's
+// Tasks.Update) rather than at create, asks a backup that took over at a
+// failover to protect the container it restored with a new backup at the
+// address it names.
+const AnnotationProtect = AnnotationPrefix + "protect"
+
 // AnnotationError names the annotation that is wrong and why.
 type AnnotationError struct {
 	Key   string

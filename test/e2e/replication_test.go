@@ -562,11 +562,18 @@ func rrcctl(t *testing.T, l *lab.Lab, bin, dir, h string) string {
 // rrcctlIn is rrcctl status for containerd namespace ns.
 func rrcctlIn(t *testing.T, l *lab.Lab, bin, dir, h, ns string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "rrcctl"), "-address", l.Address(h), "-n", ns,
-		"-config", filepath.Join(dir, h+".toml"), "status")
-	out, err := cmd.CombinedOutput()
+	out, err := rrcctlRun(l, bin, dir, h, ns, "status")
 	if err != nil {
 		t.Errorf("rrcctl status on %s: %v\n%s", h, err, out)
 	}
-	return string(out)
+	return out
+}
+
+// rrcctlRun runs rrcctl args against host h's containerd, namespace ns,
+// with h's shim configuration; it returns the combined output.
+func rrcctlRun(l *lab.Lab, bin, dir, h, ns string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(bin, "rrcctl"), append([]string{"-address", l.Address(h), "-n", ns,
+		"-config", filepath.Join(dir, h+".toml")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
