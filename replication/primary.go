@@ -362,7 +362,7 @@ func (p *Primary) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Status{
-		Pair: p.cfg.Pair, Role: RolePrimary, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, StateSeconds: p.sm.seconds(), Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
+		Pair: p.cfg.Pair, Role: RolePrimary, Peer: p.cfg.Peer, Mode: p.cfg.Mode, Log: p.logStatusLocked(), State: p.sm.state, StateSince: p.sm.since, StateSeconds: p.sm.seconds(), Reason: p.sm.reason, Repairs: p.repairs, Redials: p.redials,
 		Epoch: p.epoch, CommittedEpoch: p.acked, LastCommitAt: p.ackedAt,
 		Epochs: p.epochs, SkippedEpochs: p.skipped, IdleTicks: p.idle, DeferredEpochs: p.deferred, FailedEpochs: p.failed, Nacks: p.nacks,
 		ConsecutiveFailures: p.streak, LastFailure: p.lastFailure,

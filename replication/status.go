@@ -60,6 +60,7 @@ const (
 type Status struct {
 	Pair  string `json:"pair"`
 	Role  Role   `json:"role"`
+	Peer  string `json:"peer,omitempty"` // primary: its backup's address
 	Mode  Mode   `json:"mode,omitempty"`
 	State State  `json:"state"`
 	// StateSince is when the side entered State.

@@ -78,14 +78,20 @@ func TestStatusTable(t *testing.T) {
 		t.Errorf("empty table (%v):\n%s", err, b.String())
 	}
 	b.Reset()
+	backup := replication.Config{Role: replication.RoleBackup, Pair: "r1", Listen: "10.0.0.2:7100", Mode: replication.ModeEpoch}
 	views := []containerView{
 		{ID: "plain", Task: "RUNNING", Pid: 3, Replication: "unreplicated"},
 		{ID: "bad", Task: "CREATED", Replication: "invalid annotations", ReplicationError: "annotation io.rrc.epoch=\"x\": not a duration"},
+		{ID: "standby", Task: "RUNNING", Pid: 4, Replication: "backup", Config: &backup,
+			Status: &status.Published{Engine: replication.Status{Role: replication.RoleBackup, State: replication.StateInSync}}},
+		{ID: "protected", Task: "RUNNING", Pid: 5, Replication: "backup", Config: &backup,
+			Status: &status.Published{Engine: replication.Status{Role: replication.RolePrimary, Peer: "10.0.0.1:7101", State: replication.StateInSync}}},
 	}
 	if err := printStatusTable(&b, views); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"plain", "unreplicated", "bad: annotation io.rrc.epoch=\"x\": not a duration"} {
+	for _, w := range []string{"plain", "unreplicated", "bad: annotation io.rrc.epoch=\"x\": not a duration",
+		"listens on 10.0.0.2:7100", "primary (protected after a failover)  10.0.0.1:7101"} {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("table lacks %q:\n%s", w, b.String())
 		}

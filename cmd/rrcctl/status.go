@@ -192,6 +192,10 @@ func printStatusTable(w io.Writer, views []containerView) error {
 				peer = "listens on " + c.Listen
 			}
 		}
+		if st := v.Status; st != nil && st.Engine.Role == replication.RolePrimary && v.Config != nil && v.Config.Role == replication.RoleBackup {
+			// A backup that took over and was protected (rrcctl protect).
+			repl, peer = "primary (protected after a failover)", st.Engine.Peer
+		}
 		state, committed, lag := "-", "-", "-"
 		switch {
 		case v.Status != nil:
