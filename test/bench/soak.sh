@@ -22,7 +22,8 @@ SOAK_CFG=soak
 soak_hogs() {
 	local i
 	for ((i = 0; i < $(nproc); i++)); do
-		timeout "$1" sh -c 'while :; do :; done' &
+		# Not on the caller's pipe: mapfile would wait for the loops' end.
+		timeout "$1" sh -c 'while :; do :; done' >/dev/null 2>&1 &
 		echo $!
 	done
 }
