@@ -95,7 +95,6 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 		entries, err := p.inputLog(c.Epoch)
 		tm.LogMS = ms(p.now().Sub(t))
 		if err != nil {
-			<-verified
 			log.Error("promotion refused: the input log cannot be read", "err", err)
 			return RestoredContainer{}, tm, fmt.Errorf("hybrid mode: %w; nothing restored", err)
 		}
@@ -108,7 +107,6 @@ func (p promotion) run(ctx context.Context, f peer.PeerFailure) (RestoredContain
 
 	t = p.now()
 	if err := p.network.PrepareRestore(ctx); err != nil {
-		<-verified
 		log.Error("preparing the standby namespace for the restore", "err", err)
 		return RestoredContainer{}, tm, fmt.Errorf("preparing the restore: %w", err)
 	}
@@ -185,7 +183,7 @@ func (p promotion) startVerify(c ckptstore.Checkpoint) <-chan verification {
 	if verify == nil {
 		verify = ckptstore.Checkpoint.Verify
 	}
-	out := make(chan verification, 1)
+	out := make(chan verification, 1) // a promotion that fails first does not wait for it
 	go func() {
 		t := p.now()
 		err := verify(c)

@@ -19,8 +19,8 @@ import (
 	"github.com/iorrc/rrc/shim/settings"
 )
 
-// Update applies a task update; one that carries settings.AnnotationProtect is the
-// re-protection of a restored container, not a change of resources.
+// Update applies a task update; one that carries settings.AnnotationProtect
+// is the re-protection of a restored container, not a change of resources.
 func (s *TaskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
 	if addr, ok := r.Annotations[settings.AnnotationProtect]; ok {
 		ctx = withID(ctx, r.ID)
