@@ -109,3 +109,28 @@ func TestFailureDetector(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelSilence: the peer's kernel is silent only while something this
+// side sent waits for its acknowledgement, or a probe of its closed window
+// went unanswered.
+func TestKernelSilence(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		unacked   uint32
+		probes    uint8
+		lastAckMS uint32
+		want      time.Duration
+	}{
+		{"everything acknowledged long ago, nothing sent since (this side starved)", 0, 0, 500, 0},
+		{"everything acknowledged, the peer's window full (its process starved)", 0, 0, 300, 0},
+		{"a heartbeat waits for its acknowledgement", 1, 0, 120, 120 * time.Millisecond},
+		{"a window probe went unanswered", 0, 1, 400, 400 * time.Millisecond},
+		{"acknowledged just now", 2, 0, 3, 3 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := kernelSilence(tc.unacked, tc.probes, tc.lastAckMS); got != tc.want {
+				t.Errorf("kernelSilence(%d, %d, %d) = %v, want %v", tc.unacked, tc.probes, tc.lastAckMS, got, tc.want)
+			}
+		})
+	}
+}

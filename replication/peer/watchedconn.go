@@ -66,14 +66,30 @@ func (c *watchedConn) WaitingForPeer() bool {
 	return !ok || n == 0
 }
 
-// PeerKernelLastHeard is when the peer's kernel last acknowledged anything
-// this side sent (TCP_INFO's last_ack_recv): its host and the path to it
-// were alive then, even if the peer process has been silent. ok is false
-// where the kernel cannot tell.
+// PeerKernelLastHeard is when the peer's kernel last gave a sign of life
+// (kernelSilence): its host and the path to it were alive then, even if
+// the peer process has been silent. ok is false where the kernel cannot
+// tell.
 func (c *watchedConn) PeerKernelLastHeard() (time.Time, bool) {
-	ago, ok := c.lastAckRecv()
+	ago, ok := c.peerKernelSilence()
 	if !ok {
 		return time.Time{}, false
 	}
 	return time.Now().Add(-ago), true
+}
+
+// kernelSilence is how long the peer's kernel has given no sign of life,
+// from this side's TCP state: none while it has acknowledged everything
+// this side sent (unacked 0) and no probe of its closed window went
+// unanswered, since a host that is gone acknowledges nothing and this side
+// sends a heartbeat every interval; else since its last acknowledgement
+// (lastAckRecvMS, TCP_INFO's last_ack_recv). Without the first rule a peer
+// whose process starved with a full receive window (its kernel holding
+// everything, advertising no room) and a side that starved itself and sent
+// nothing both looked like a host that had died.
+func kernelSilence(unacked uint32, probes uint8, lastAckRecvMS uint32) time.Duration {
+	if unacked == 0 && probes == 0 {
+		return 0
+	}
+	return time.Duration(lastAckRecvMS) * time.Millisecond
 }

@@ -28,12 +28,9 @@ func (c *watchedConn) unread() (int, bool) {
 	return int(n), true
 }
 
-// lastAckRecv is how long ago the peer's kernel last acknowledged data from
-// this side (TCP_INFO tcpi_last_ack_recv, milliseconds). This side sends a
-// heartbeat every interval, which the peer's kernel acknowledges within a
-// round trip plus its delayed-ACK time (≤ 40 ms on Linux) whether or not
-// the peer process gets to run.
-func (c *watchedConn) lastAckRecv() (time.Duration, bool) {
+// peerKernelSilence is how long the peer's kernel has given no sign of
+// life, from TCP_INFO (kernelSilence).
+func (c *watchedConn) peerKernelSilence() (time.Duration, bool) {
 	if c.raw == nil {
 		return 0, false
 	}
@@ -45,5 +42,5 @@ func (c *watchedConn) lastAckRecv() (time.Duration, bool) {
 	if cerr != nil || err != nil {
 		return 0, false
 	}
-	return time.Duration(info.Last_ack_recv) * time.Millisecond, true
+	return kernelSilence(info.Unacked, info.Probes, info.Last_ack_recv), true
 }

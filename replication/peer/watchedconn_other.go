@@ -9,4 +9,4 @@ import "time"
 
 func (c *watchedConn) unread() (int, bool) { return 0, false }
 
-func (c *watchedConn) lastAckRecv() (time.Duration, bool) { return 0, false }
+func (c *watchedConn) peerKernelSilence() (time.Duration, bool) { return 0, false }
