@@ -117,6 +117,15 @@ note() {
 	say "NOTE: $*"
 	echo "$*" >>"$NOTES"
 }
+# section_notes CONFIGS: the notes of the rounds of the configurations the
+# extended regular expression CONFIGS matches, as a list under "Notes:".
+section_notes() {
+	grep -qE "^round [0-9]+, ($1):" "$NOTES" 2>/dev/null || return 0
+	echo "Notes:"
+	echo
+	grep -E "^round [0-9]+, ($1):" "$NOTES" | sed 's/^/* /'
+	echo
+}
 # round_note CONFIG ROUND TEXT: a note, and the round counted as a problem.
 round_note() {
 	rec "$1" "$2" problem 1

@@ -268,12 +268,7 @@ HYB
 		hyb_table "$wl"
 		hyb_pictures "$wl"
 	done
-	if grep -qE '^round [0-9]+, (redis|memcached):' "$NOTES" 2>/dev/null; then
-		echo "Notes:"
-		echo
-		grep -E '^round [0-9]+, (redis|memcached):' "$NOTES" | sed 's/^/* /'
-		echo
-	fi
+	section_notes "redis|memcached"
 	if [[ -s $WORK/hybrid-details ]]; then
 		echo "rrcctl status of each replicated round:"
 		echo

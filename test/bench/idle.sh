@@ -79,11 +79,6 @@ IDL
 	for c in $IDLE_CONFIGS; do line+=" $(fmt "$(mean "idle:$c" idle)") |"; done
 	echo "$line"
 	echo
-	if grep -qE '^round [0-9]+, idle:' "$NOTES" 2>/dev/null; then
-		echo "Notes:"
-		echo
-		grep -E '^round [0-9]+, idle:' "$NOTES" | sed 's/^/* /'
-		echo
-	fi
+	section_notes idle
 	echo "<!-- idle: end -->"
 }

@@ -123,11 +123,6 @@ SOAK
 	v=$(mean "$SOAK_CFG" promoted)
 	echo "Target, no false failover in the run: $([[ $(fmt "$v") == 0.000 ]] && awk -v m="$(mean "$SOAK_CFG" minutes)" 'BEGIN { exit !(m >= 60) }' && echo "**met**" || echo "**not met** (or the run was shorter than an hour)")."
 	echo
-	if grep -qE "^round [0-9]+, $SOAK_CFG:" "$NOTES" 2>/dev/null; then
-		echo "Notes:"
-		echo
-		grep -E "^round [0-9]+, $SOAK_CFG:" "$NOTES" | sed 's/^/* /'
-		echo
-	fi
+	section_notes "$SOAK_CFG"
 	echo "<!-- soak: end -->"
 }
