@@ -41,8 +41,7 @@ type taskRestorer struct {
 // Restore implements replication.Restorer.
 func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (replication.RestoredContainer, error) {
 	rep := r.rep
-	// The engine's context has no namespace; the runc service needs it.
-	ctx = log.WithLogger(namespaces.WithNamespace(ctx, rep.ns), log.G(rep.ctx))
+	ctx = r.runcServiceContext(ctx)
 	done, err := rep.standby.beginPromotion()
 	if err != nil {
 		return replication.RestoredContainer{}, fmt.Errorf("container %s: not restored: %w", rep.id, err)
@@ -60,11 +59,18 @@ func (r *taskRestorer) Restore(ctx context.Context, c ckptstore.Checkpoint) (rep
 // is left is deleted as containerd deletes it.
 func (r *taskRestorer) Discard(ctx context.Context, _ replication.RestoredContainer) error {
 	rep := r.rep
-	ctx = log.WithLogger(namespaces.WithNamespace(ctx, rep.ns), log.G(rep.ctx))
+	ctx = r.runcServiceContext(ctx)
 	if _, err := r.s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: rep.id, Signal: uint32(unix.SIGKILL), All: true}); err != nil {
 		return fmt.Errorf("container %s: killing the restored task: %w", rep.id, err)
 	}
 	return nil
+}
+
+// runcServiceContext is ctx for calls of the runc task service: the
+// engine's context has no namespace, which the service needs, nor the
+// container's logger.
+func (r *taskRestorer) runcServiceContext(ctx context.Context) context.Context {
+	return log.WithLogger(namespaces.WithNamespace(ctx, r.rep.ns), log.G(r.rep.ctx))
 }
 
 func (r *taskRestorer) restore(ctx context.Context, c ckptstore.Checkpoint) (int, error) {
